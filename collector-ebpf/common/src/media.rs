@@ -1,0 +1,221 @@
+//! MEDIA map layout: exact address:port pairs carry per-direction RTP state; endpoints point
+//! at the pair to credit when the far end is unknown (NAT) or shared (a media server
+//! answering many calls from one port).
+//!
+//! Lookup order in the kernel for a UDP packet that is not SIP:
+//! 1. `MEDIA[(src, dst)]`: the exact direction entry.
+//! 2. `MEDIA_EP[dst]`: an endpoint announced in SDP receives this packet; its `to_key`
+//!    names the direction entry to update (or it is an RTCP endpoint: copy the packet).
+//! 3. `MEDIA_EP[src]`: an announced endpoint sends this packet (the far end it sends to is
+//!    latched behind NAT); its `from_key` names the entry.
+//!
+//! Before any of those, a 64 Kibit port filter (`MEDIA_PORTS`) sends packets whose ports were
+//! never announced down the cheap no-match path with one array read.
+
+/// LRU_HASH [`EndpointKey`] -> [`EndpointValue`].
+pub const MAP_MEDIA_EP: &str = "MEDIA_EP";
+/// ARRAY of 1024 `u64`: bit `p` set when port `p` is (or was) announced in SDP.
+pub const MAP_MEDIA_PORTS: &str = "MEDIA_PORTS";
+/// Number of `u64` words of [`MAP_MEDIA_PORTS`].
+pub const MEDIA_PORT_WORDS: u32 = 1024;
+
+/// SSRC slots per direction entry: the stream's SSRC and one change (a re-INVITE, a
+/// restarted sender). More are counted as overflow.
+pub const SSRC_SLOTS: usize = 2;
+
+/// Key of the MEDIA map: one direction of one media stream.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct MediaKey {
+    /// Source address (IPv4 mapped into IPv6), network byte order.
+    pub src: [u8; 16],
+    /// Destination address (IPv4 mapped into IPv6), network byte order.
+    pub dst: [u8; 16],
+    /// Source port, host byte order.
+    pub sport: u16,
+    /// Destination port, host byte order.
+    pub dport: u16,
+}
+
+/// Key of the MEDIA_EP map: an address:port announced in SDP.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct EndpointKey {
+    /// Address (IPv4 mapped into IPv6), network byte order.
+    pub addr: [u8; 16],
+    /// Port, host byte order.
+    pub port: u16,
+    /// Explicit padding.
+    pub _pad: u16,
+}
+
+/// Value of the MEDIA_EP map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct EndpointValue {
+    /// Userspace cookie of the call (for RTCP events).
+    pub cookie: u64,
+    /// [`EndpointValue::FLAG_RTCP`]: this endpoint is an RTCP port; copy its packets.
+    pub flags: u32,
+    /// Explicit padding.
+    pub _pad: u32,
+    /// Direction entry to update when this endpoint is the destination.
+    pub to_key: MediaKey,
+    /// Direction entry to update when this endpoint is the source.
+    pub from_key: MediaKey,
+}
+
+impl EndpointValue {
+    /// The endpoint is an RTCP port (RTP port + 1).
+    pub const FLAG_RTCP: u32 = 1;
+}
+
+/// Value of the MEDIA map: one direction of one media stream.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct MediaValue {
+    /// Userspace cookie of the call.
+    pub cookie: u64,
+    /// RTP clock rate of the negotiated codec (Hz); 0 = unknown, jitter not computed.
+    pub clock_rate: u32,
+    /// RFC 4733 telephone-event payload type, or 0xff when none was negotiated.
+    pub te_pt: u8,
+    /// [`MediaValue::FLAG_RTCP_MUX`].
+    pub flags: u8,
+    /// Explicit padding.
+    pub _pad: u16,
+    /// Packets that found no free SSRC slot.
+    pub ssrc_overflow: u32,
+    /// Copy one RTP header in this many of this entry's packets (0 = none); a countdown.
+    pub sample_countdown: u32,
+    /// Per-SSRC state.
+    pub slots: [RtpStream; SSRC_SLOTS],
+}
+
+impl MediaValue {
+    /// RTCP is multiplexed on the RTP port (RFC 5761): PT 192..=223 is RTCP.
+    pub const FLAG_RTCP_MUX: u8 = 1;
+
+    /// A fresh entry for a stream with the given clock rate and telephone-event PT.
+    pub const fn new(cookie: u64, clock_rate: u32, te_pt: u8, flags: u8) -> Self {
+        Self {
+            cookie,
+            clock_rate,
+            te_pt,
+            flags,
+            _pad: 0,
+            ssrc_overflow: 0,
+            sample_countdown: 0,
+            slots: [RtpStream::EMPTY; SSRC_SLOTS],
+        }
+    }
+}
+
+/// Buckets of the delay-variation histogram, upper bounds in ms (the last is open).
+pub const DELAY_BUCKETS_MS: [u32; 7] = [50, 70, 90, 120, 150, 200, 300];
+/// Number of delay-variation buckets (one more than the bounds: the open one).
+pub const DELAY_BUCKET_COUNT: usize = 8;
+/// Loss bursts of 1..=9 packets, then 10 or more.
+pub const LOSS_BURST_BUCKETS: usize = 10;
+
+/// RTP state of one SSRC in one direction (RFC 3550 A.1 and A.8), updated per packet.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct RtpStream {
+    /// SSRC of this slot.
+    pub ssrc: u32,
+    /// 1 when the slot is in use.
+    pub in_use: u8,
+    /// Payload type of the last non-telephone-event packet.
+    pub pt: u8,
+    /// Packets still needed before the source is valid (RFC 3550 A.1 probation).
+    pub probation: u8,
+    /// Explicit padding.
+    pub _pad0: u8,
+    /// Highest sequence number seen.
+    pub max_seq: u16,
+    /// Explicit padding.
+    pub _pad1: u16,
+    /// Shifted count of sequence-number cycles (multiple of 65536).
+    pub cycles: u32,
+    /// Base sequence number (extended, first of the current run).
+    pub base_seq: u32,
+    /// Last "bad" sequence number + 1 (RFC 3550 A.1 restart detection).
+    pub bad_seq: u32,
+    /// Packets received per RFC 3550 A.1 (duplicates included, as the RFC counts them).
+    pub received: u32,
+    /// Packets whose sequence number was already seen within the last 64.
+    pub duplicates: u32,
+    /// Telephone-event packets (kept out of the jitter).
+    pub te_packets: u32,
+    /// RTP timestamp of the last packet that fed the jitter.
+    pub last_ts: u32,
+    /// Sequence restarts (a jump larger than the dropout limit, confirmed).
+    pub restarts: u32,
+    /// Jitter samples summed in `jitter_sum_q8`.
+    pub jitter_samples: u32,
+    /// Packets seen in this slot (every packet, valid or not).
+    pub packets: u64,
+    /// RTP bytes (UDP payload) seen.
+    pub bytes: u64,
+    /// Arrival of the first packet, ns (CLOCK_MONOTONIC).
+    pub first_ns: u64,
+    /// Arrival of the last packet, ns.
+    pub last_ns: u64,
+    /// Arrival of the last packet that fed the jitter, ns.
+    pub jit_last_ns: u64,
+    /// Largest gap between consecutive packets, ns.
+    pub max_gap_ns: u64,
+    /// Interarrival jitter (RFC 3550 A.8) in timestamp units × 256.
+    pub jitter_q8: u64,
+    /// Largest value `jitter_q8` took.
+    pub max_jitter_q8: u64,
+    /// Sum of `jitter_q8` after each sample (mean jitter = sum / samples).
+    pub jitter_sum_q8: u64,
+    /// Bit `i` set when sequence `max_seq - i` was received (duplicate detection).
+    pub seen_bits: u64,
+    /// Histogram of |D| (transit difference, RFC 3550 A.8) in the [`DELAY_BUCKETS_MS`].
+    pub delay_hist: [u32; DELAY_BUCKET_COUNT],
+    /// Histogram of loss bursts: `[i]` counts gaps of `i + 1` packets (the last: 10+).
+    pub loss_bursts: [u32; LOSS_BURST_BUCKETS],
+}
+
+impl RtpStream {
+    /// An unused slot.
+    pub const EMPTY: Self = Self {
+        ssrc: 0,
+        in_use: 0,
+        pt: 0,
+        probation: 0,
+        _pad0: 0,
+        max_seq: 0,
+        _pad1: 0,
+        cycles: 0,
+        base_seq: 0,
+        bad_seq: 0,
+        received: 0,
+        duplicates: 0,
+        te_packets: 0,
+        last_ts: 0,
+        restarts: 0,
+        jitter_samples: 0,
+        packets: 0,
+        bytes: 0,
+        first_ns: 0,
+        last_ns: 0,
+        jit_last_ns: 0,
+        max_gap_ns: 0,
+        jitter_q8: 0,
+        max_jitter_q8: 0,
+        jitter_sum_q8: 0,
+        seen_bits: 0,
+        delay_hist: [0; DELAY_BUCKET_COUNT],
+        loss_bursts: [0; LOSS_BURST_BUCKETS],
+    };
+}
+
+const _: () = assert!(core::mem::size_of::<MediaKey>() == 36);
+const _: () = assert!(core::mem::size_of::<EndpointKey>() == 20);
+const _: () = assert!(core::mem::size_of::<EndpointValue>() == 16 + 2 * 36);
+const _: () = assert!(core::mem::size_of::<RtpStream>() == 200);
+const _: () = assert!(core::mem::size_of::<MediaValue>() == 24 + SSRC_SLOTS * 200);

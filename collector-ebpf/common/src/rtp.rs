@@ -1,0 +1,297 @@
+//! RTP stream statistics per RFC 3550 Appendix A.1 (sequence tracking: wrap-around,
+//! probation, restart on a large jump) and A.8 (interarrival jitter), written once for the
+//! kernel and for offline replay.
+//!
+//! Integer only, no loops that depend on data, no division by a value that may be zero: the
+//! same code must pass the eBPF verifier.
+
+use crate::media::{
+    MediaValue, RtpStream, DELAY_BUCKETS_MS, DELAY_BUCKET_COUNT, LOSS_BURST_BUCKETS, SSRC_SLOTS,
+};
+
+/// RFC 3550 A.1: a jump of this many sequence numbers or more is a dropout, not loss.
+pub const MAX_DROPOUT: u16 = 3000;
+/// RFC 3550 A.1: packets this far behind the highest are reordered or duplicated.
+pub const MAX_MISORDER: u16 = 100;
+/// RFC 3550 A.1: sequential packets needed before a source is valid.
+pub const MIN_SEQUENTIAL: u8 = 2;
+const RTP_SEQ_MOD: u32 = 1 << 16;
+/// A gap between arrivals longer than this (ns) is clamped before the jitter arithmetic, so
+/// the products below cannot overflow on a stream paused for hours.
+const MAX_ARRIVAL_DELTA_NS: u64 = 1_000_000_000_000;
+
+/// The fields of an RTP header the statistics need.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RtpFields {
+    /// Payload type (7 bits).
+    pub pt: u8,
+    /// Sequence number.
+    pub seq: u16,
+    /// RTP timestamp.
+    pub ts: u32,
+    /// Synchronisation source.
+    pub ssrc: u32,
+}
+
+impl RtpFields {
+    /// Reads the fixed RTP header from the first 12 bytes of a UDP payload: version 2 only.
+    #[inline(always)]
+    pub fn from_bytes(b: &[u8; 12]) -> Option<Self> {
+        if b[0] >> 6 != 2 {
+            return None;
+        }
+        Some(Self {
+            pt: b[1] & 0x7f,
+            seq: u16::from_be_bytes([b[2], b[3]]),
+            ts: u32::from_be_bytes([b[4], b[5], b[6], b[7]]),
+            ssrc: u32::from_be_bytes([b[8], b[9], b[10], b[11]]),
+        })
+    }
+
+    /// RFC 5761 §4: payload types 64..=95 (with the marker bit, 192..=223 in the second byte)
+    /// are RTCP on a multiplexed port.
+    #[inline(always)]
+    pub fn is_rtcp_mux(second_byte: u8) -> bool {
+        (192..=223).contains(&second_byte)
+    }
+}
+
+/// What happened to one packet's statistics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Counted in an SSRC slot.
+    Counted,
+    /// Counted as a telephone event (kept out of the jitter).
+    TelephoneEvent,
+    /// No free SSRC slot: counted in the entry's overflow.
+    Overflow,
+}
+
+impl MediaValue {
+    /// Updates the entry with one RTP packet of `len` payload bytes arriving at `now_ns`.
+    #[inline(always)]
+    pub fn update(&mut self, f: &RtpFields, len: u32, now_ns: u64) -> Outcome {
+        let clock_rate = self.clock_rate;
+        let is_te = self.te_pt != 0xff && f.pt == self.te_pt;
+        let slot = match self.slot_for(f.ssrc) {
+            Some(s) => s,
+            None => {
+                self.ssrc_overflow = self.ssrc_overflow.wrapping_add(1);
+                return Outcome::Overflow;
+            }
+        };
+        slot.update(f, len, now_ns, clock_rate, is_te);
+        if is_te {
+            Outcome::TelephoneEvent
+        } else {
+            Outcome::Counted
+        }
+    }
+
+    /// The slot of `ssrc`, claiming a free one for a new SSRC.
+    #[inline(always)]
+    fn slot_for(&mut self, ssrc: u32) -> Option<&mut RtpStream> {
+        let mut free = SSRC_SLOTS;
+        let mut found = SSRC_SLOTS;
+        for (i, s) in self.slots.iter().enumerate() {
+            if s.in_use != 0 && s.ssrc == ssrc {
+                found = i;
+                break;
+            }
+            if s.in_use == 0 && free == SSRC_SLOTS {
+                free = i;
+            }
+        }
+        if found < SSRC_SLOTS {
+            return self.slots.get_mut(found);
+        }
+        let s = self.slots.get_mut(free)?;
+        // Zeroed in place: a 200-byte temporary would not fit the eBPF stack. All-zero is
+        // `RtpStream::EMPTY`.
+        // SAFETY: `s` is a valid, exclusive reference to a plain-integer struct.
+        unsafe { core::ptr::write_bytes(s as *mut RtpStream, 0, 1) };
+        s.in_use = 1;
+        s.ssrc = ssrc;
+        Some(s)
+    }
+}
+
+impl RtpStream {
+    /// Extended highest sequence number received (RFC 3550 A.3).
+    pub fn extended_max(&self) -> u32 {
+        self.cycles.wrapping_add(u32::from(self.max_seq))
+    }
+
+    /// Packets expected (RFC 3550 A.3); 0 while the source is on probation.
+    pub fn expected(&self) -> u32 {
+        if self.probation != 0 || self.received == 0 {
+            return 0;
+        }
+        self.extended_max().wrapping_sub(self.base_seq).wrapping_add(1)
+    }
+
+    /// Cumulative packets lost (RFC 3550 A.3): expected − received, negative with duplicates.
+    pub fn lost(&self) -> i64 {
+        i64::from(self.expected()) - i64::from(self.received)
+    }
+
+    #[inline(always)]
+    fn init_seq(&mut self, seq: u16) {
+        self.base_seq = u32::from(seq);
+        self.max_seq = seq;
+        self.bad_seq = RTP_SEQ_MOD + 1;
+        self.cycles = 0;
+        self.received = 0;
+        self.seen_bits = 1;
+    }
+
+    /// RFC 3550 A.1 `update_seq`: returns whether the packet is valid (counted in `received`).
+    #[inline(always)]
+    fn update_seq(&mut self, seq: u16) -> bool {
+        let udelta = seq.wrapping_sub(self.max_seq);
+        if self.probation > 0 {
+            if seq == self.max_seq.wrapping_add(1) {
+                self.probation -= 1;
+                self.max_seq = seq;
+                if self.probation == 0 {
+                    self.init_seq(seq);
+                    self.received = self.received.wrapping_add(1);
+                    return true;
+                }
+            } else {
+                self.probation = MIN_SEQUENTIAL - 1;
+                self.max_seq = seq;
+            }
+            return false;
+        }
+        if udelta < MAX_DROPOUT {
+            // In order, with a permissible gap.
+            if udelta == 0 {
+                if self.seen_bits & 1 != 0 {
+                    self.duplicates = self.duplicates.wrapping_add(1);
+                }
+                self.seen_bits |= 1;
+            } else {
+                if seq < self.max_seq {
+                    self.cycles = self.cycles.wrapping_add(RTP_SEQ_MOD);
+                }
+                self.max_seq = seq;
+                self.seen_bits = if udelta >= 64 {
+                    1
+                } else {
+                    (self.seen_bits << udelta) | 1
+                };
+                if udelta > 1 {
+                    let burst = usize::from(udelta - 1).min(LOSS_BURST_BUCKETS);
+                    if let Some(b) = self.loss_bursts.get_mut(burst - 1) {
+                        *b = b.wrapping_add(1);
+                    }
+                }
+            }
+        } else if u32::from(udelta) <= RTP_SEQ_MOD - u32::from(MAX_MISORDER) {
+            // A very large jump: restart only when the next packet confirms it.
+            if u32::from(seq) == self.bad_seq {
+                self.init_seq(seq);
+                self.restarts = self.restarts.wrapping_add(1);
+            } else {
+                self.bad_seq = (u32::from(seq) + 1) & (RTP_SEQ_MOD - 1);
+                return false;
+            }
+        } else {
+            // Duplicate or reordered packet.
+            let back = self.max_seq.wrapping_sub(seq);
+            if back < 64 {
+                let bit = 1u64 << back;
+                if self.seen_bits & bit != 0 {
+                    self.duplicates = self.duplicates.wrapping_add(1);
+                }
+                self.seen_bits |= bit;
+            }
+        }
+        self.received = self.received.wrapping_add(1);
+        true
+    }
+
+    /// Updates the slot with one packet (RFC 3550 A.1 and A.8).
+    #[inline(always)]
+    pub fn update(&mut self, f: &RtpFields, len: u32, now_ns: u64, clock_rate: u32, is_te: bool) {
+        if self.packets == 0 {
+            // A new source: RFC 3550 A.1 init_seq, then probation.
+            self.init_seq(f.seq);
+            self.max_seq = f.seq.wrapping_sub(1);
+            self.probation = MIN_SEQUENTIAL;
+            self.first_ns = now_ns;
+        } else {
+            let gap = now_ns.saturating_sub(self.last_ns);
+            if gap > self.max_gap_ns {
+                self.max_gap_ns = gap;
+            }
+        }
+        self.packets = self.packets.wrapping_add(1);
+        self.bytes = self.bytes.wrapping_add(u64::from(len));
+        self.last_ns = now_ns;
+        self.update_seq(f.seq);
+
+        if is_te {
+            self.te_packets = self.te_packets.wrapping_add(1);
+            return;
+        }
+        self.pt = f.pt;
+        if clock_rate == 0 {
+            return;
+        }
+        if self.jit_last_ns != 0 {
+            // D(i-1, i) = (Rj - Ri) - (Sj - Si), in timestamp units × 16.
+            let dt_ns = now_ns
+                .saturating_sub(self.jit_last_ns)
+                .min(MAX_ARRIVAL_DELTA_NS);
+            let arrival_q4 = dt_ns * u64::from(clock_rate) * 16 / 1_000_000_000;
+            let ts_delta = f.ts.wrapping_sub(self.last_ts) as i32;
+            let d_q4 = arrival_q4 as i64 - i64::from(ts_delta) * 16;
+            let abs_d_q4 = d_q4.unsigned_abs();
+            // J += (|D| - J) / 16, with J × 256 and D × 16.
+            self.jitter_q8 = self
+                .jitter_q8
+                .wrapping_add(abs_d_q4)
+                .wrapping_sub((self.jitter_q8 + 8) >> 4);
+            if self.jitter_q8 > self.max_jitter_q8 {
+                self.max_jitter_q8 = self.jitter_q8;
+            }
+            self.jitter_sum_q8 = self.jitter_sum_q8.wrapping_add(self.jitter_q8);
+            self.jitter_samples = self.jitter_samples.wrapping_add(1);
+            let d_ms = abs_d_q4 * 1000 / (u64::from(clock_rate) * 16);
+            let bucket = delay_bucket(d_ms);
+            if let Some(b) = self.delay_hist.get_mut(bucket) {
+                *b = b.wrapping_add(1);
+            }
+        } else {
+            // First jitter sample: the RFC's J starts at 0, counted so the mean matches.
+            self.jitter_samples = self.jitter_samples.wrapping_add(1);
+        }
+        self.jit_last_ns = now_ns;
+        self.last_ts = f.ts;
+    }
+
+    /// Interarrival jitter in timestamp units.
+    pub fn jitter_units(&self) -> f64 {
+        self.jitter_q8 as f64 / 256.0
+    }
+}
+
+/// Index of the delay-variation bucket for `d_ms`.
+#[inline(always)]
+fn delay_bucket(d_ms: u64) -> usize {
+    let mut i = 0;
+    while i < DELAY_BUCKETS_MS.len() {
+        if let Some(&b) = DELAY_BUCKETS_MS.get(i) {
+            if d_ms < u64::from(b) {
+                return i;
+            }
+        }
+        i += 1;
+    }
+    DELAY_BUCKET_COUNT - 1
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,1 @@
+//! Placeholder: the RFC 3550 reference tests land with the datapath work.

@@ -1,0 +1,498 @@
+//! Kernel programs: `sip_xdp` (XDP, ingress) and `sip_tc_egress` (TC clsact, egress).
+//!
+//! Both run one bounded L2..L4 parse (`collector_common::parse`), then either copy a SIP
+//! packet, a UDP fragment of a SIP host or an RTCP packet to userspace through the EVENTS
+//! ring buffer, or update the RTP state of a stream installed in the MEDIA map. Every path
+//! returns PASS: the programs observe, they never drop, delay or modify a packet. Whatever
+//! could not be handled is counted in COUNTERS under its reason.
+#![no_std]
+#![no_main]
+
+use aya_ebpf::{
+    bindings::{xdp_action::XDP_PASS, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, TC_ACT_PIPE},
+    helpers::{bpf_ktime_get_ns, generated as gen},
+    macros::{classifier, map, xdp},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
+    programs::{TcContext, XdpContext},
+};
+use collector_common::{
+    counters::COUNTER_COUNT,
+    media::{EndpointKey, EndpointValue, MEDIA_PORT_WORDS},
+    parse::{self, Fragment, Parsed, ParseError, IPPROTO_TCP, IPPROTO_UDP},
+    rtp::{Outcome, RtpFields},
+    Config, Counter, Direction, EventHeader, EventKind, HostKey, MediaKey, MediaValue,
+    EVENT_VERSION, MEDIA_ENTRIES_DEFAULT, PORT_SIP_WS, RING_BYTES_DEFAULT,
+    SIP_HOSTS_ENTRIES_DEFAULT, SNAP_MAX,
+};
+
+#[map(name = "EVENTS")]
+static EVENTS: RingBuf = RingBuf::with_byte_size(RING_BYTES_DEFAULT, 0);
+
+#[map(name = "COUNTERS")]
+static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_COUNT, 0);
+
+#[map(name = "SIP_PORTS")]
+static SIP_PORTS: HashMap<u16, u8> = HashMap::with_max_entries(64, 0);
+
+#[map(name = "CONFIG")]
+static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
+
+#[map(name = "MEDIA")]
+static MEDIA: LruHashMap<MediaKey, MediaValue> =
+    LruHashMap::with_max_entries(MEDIA_ENTRIES_DEFAULT, 0);
+
+#[map(name = "MEDIA_EP")]
+static MEDIA_EP: LruHashMap<EndpointKey, EndpointValue> =
+    LruHashMap::with_max_entries(MEDIA_ENTRIES_DEFAULT, 0);
+
+#[map(name = "MEDIA_PORTS")]
+static MEDIA_PORTS: Array<u64> = Array::with_max_entries(MEDIA_PORT_WORDS, 0);
+
+#[map(name = "SIP_HOSTS")]
+static SIP_HOSTS: LruHashMap<HostKey, u64> =
+    LruHashMap::with_max_entries(SIP_HOSTS_ENTRIES_DEFAULT, 0);
+
+/// Per-CPU scratch for one event: header + up to SNAP_MAX bytes of packet.
+#[repr(C)]
+struct Scratch {
+    hdr: EventHeader,
+    data: [u8; SNAP_MAX],
+}
+
+#[map(name = "SCRATCH")]
+static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
+
+/// Per-CPU working memory for the parse result and map keys: the eBPF stack (512 bytes,
+/// shared by every call frame) cannot hold them next to the parser's temporaries.
+#[repr(C)]
+struct Work {
+    parsed: Parsed,
+    key: MediaKey,
+    ep: EndpointKey,
+    host: HostKey,
+}
+
+#[map(name = "WORK")]
+static WORK: PerCpuArray<Work> = PerCpuArray::with_max_entries(1, 0);
+
+/// Wake the reader once this many bytes are waiting (else it polls on its timer).
+const WAKEUP_BYTES: u64 = 256 * 1024;
+
+#[inline(always)]
+fn count(c: Counter) {
+    if let Some(p) = COUNTERS.get_ptr_mut(c as u32) {
+        // SAFETY: a per-CPU slot; only this CPU writes it while the program runs.
+        unsafe { *p += 1 };
+    }
+}
+
+/// What the two program types have in common.
+trait Packet {
+    fn start(&self) -> usize;
+    fn end(&self) -> usize;
+    /// Whole packet length (the linear part may be shorter).
+    fn len(&self) -> u64;
+    fn ifindex(&self) -> u32;
+    /// Copies `len` bytes from offset 0 into `dst`. `len` is in `1..=SNAP_MAX`.
+    fn load(&self, dst: *mut u8, len: u64) -> i64;
+}
+
+impl Packet for XdpContext {
+    #[inline(always)]
+    fn start(&self) -> usize {
+        self.data()
+    }
+    #[inline(always)]
+    fn end(&self) -> usize {
+        self.data_end()
+    }
+    #[inline(always)]
+    fn len(&self) -> u64 {
+        // SAFETY: the context pointer is the one the kernel passed in.
+        unsafe { gen::bpf_xdp_get_buff_len(self.ctx) }
+    }
+    #[inline(always)]
+    fn ifindex(&self) -> u32 {
+        // SAFETY: reading a field of the kernel's context.
+        unsafe { (*self.ctx).ingress_ifindex }
+    }
+    #[inline(always)]
+    fn load(&self, dst: *mut u8, len: u64) -> i64 {
+        // SAFETY: `dst` points into the per-CPU scratch map with room for SNAP_MAX bytes.
+        unsafe { gen::bpf_xdp_load_bytes(self.ctx, 0, dst as *mut _, len as u32) }
+    }
+}
+
+impl Packet for TcContext {
+    #[inline(always)]
+    fn start(&self) -> usize {
+        self.data()
+    }
+    #[inline(always)]
+    fn end(&self) -> usize {
+        self.data_end()
+    }
+    #[inline(always)]
+    fn len(&self) -> u64 {
+        u64::from(TcContext::len(self))
+    }
+    #[inline(always)]
+    fn ifindex(&self) -> u32 {
+        // SAFETY: reading a field of the kernel's context.
+        unsafe { (*self.skb.skb).ifindex }
+    }
+    #[inline(always)]
+    fn load(&self, dst: *mut u8, len: u64) -> i64 {
+        // SAFETY: `dst` points into the per-CPU scratch map with room for SNAP_MAX bytes.
+        unsafe { gen::bpf_skb_load_bytes(self.skb.skb as *const _, 0, dst as *mut _, len as u32) }
+    }
+}
+
+#[xdp]
+pub fn sip_xdp(ctx: XdpContext) -> u32 {
+    count(Counter::XdpPackets);
+    handle(&ctx, Direction::Ingress);
+    XDP_PASS
+}
+
+#[classifier]
+pub fn sip_tc_egress(ctx: TcContext) -> i32 {
+    count(Counter::TcPackets);
+    handle(&ctx, Direction::Egress);
+    // TC_ACT_PIPE: continue with the next filter; the packet goes on untouched.
+    TC_ACT_PIPE
+}
+
+#[inline(always)]
+fn handle<P: Packet>(ctx: &P, dir: Direction) {
+    let pkt_len = ctx.len() as usize;
+    let w = match WORK.get_ptr_mut(0) {
+        Some(w) => w,
+        None => return,
+    };
+    // SAFETY: the per-CPU slot is ours for the duration of the program.
+    let w = unsafe { &mut *w };
+    // SAFETY: `[data, data_end)` is the packet the kernel handed over.
+    match unsafe { parse::parse_into(ctx.start(), ctx.end(), pkt_len, &mut w.parsed) } {
+        Ok(()) => {}
+        Err(e) => {
+            count(match e {
+                ParseError::Truncated => Counter::Truncated,
+                ParseError::NotIp => Counter::NotIp,
+                ParseError::Unsupported => Counter::UnsupportedHeaders,
+                ParseError::Malformed => Counter::Malformed,
+            });
+            return;
+        }
+    }
+    let Work {
+        parsed: p,
+        key,
+        ep,
+        host,
+    } = w;
+    let p = &*p;
+    let cfg = match CONFIG.get(0) {
+        Some(c) => *c,
+        None => Config::default(),
+    };
+    if p.fragment != Fragment::None {
+        if p.proto == IPPROTO_UDP
+            && cfg.flags & Config::FLAG_FRAGMENTS != 0
+            && is_sip_host(p, host)
+        {
+            copy(ctx, EventKind::Fragment, dir, p, &cfg);
+            return;
+        }
+        count(Counter::NoMatch);
+        return;
+    }
+    match p.proto {
+        IPPROTO_UDP => {
+            if let Some(kind) = sip_port(p) {
+                if kind == PORT_SIP_WS || looks_like_sip(ctx, p) {
+                    remember_host(&p.src, host);
+                    remember_host(&p.dst, host);
+                    copy(ctx, EventKind::Sip, dir, p, &cfg);
+                } else {
+                    count(Counter::SipPortNotSip);
+                }
+                return;
+            }
+            media(ctx, dir, p, &cfg, key, ep);
+        }
+        IPPROTO_TCP => {
+            if sip_port(p).is_some() {
+                // Every TCP segment of a SIP connection goes up, payload check or not: a
+                // message may span segments, and userspace frames the stream.
+                copy(ctx, EventKind::Sip, dir, p, &cfg);
+                return;
+            }
+            count(Counter::NoMatch);
+        }
+        _ => count(Counter::NoMatch),
+    }
+}
+
+#[inline(always)]
+fn sip_port(p: &Parsed) -> Option<u8> {
+    // SAFETY: map lookups return pointers valid for the duration of the program.
+    if let Some(k) = unsafe { SIP_PORTS.get(&p.dport) } {
+        return Some(*k);
+    }
+    unsafe { SIP_PORTS.get(&p.sport) }.copied()
+}
+
+#[inline(always)]
+fn remember_host(addr: &[u8; 16], key: &mut HostKey) {
+    key.addr = *addr;
+    // SAFETY: as above.
+    if unsafe { SIP_HOSTS.get(&*key) }.is_some() {
+        return;
+    }
+    // SAFETY: bpf_ktime_get_ns has no preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    if SIP_HOSTS.insert(&*key, &now, 0).is_err() {
+        count(Counter::MapFull);
+    }
+}
+
+#[inline(always)]
+fn is_sip_host(p: &Parsed, key: &mut HostKey) -> bool {
+    key.addr = p.src;
+    // SAFETY: as above.
+    if unsafe { SIP_HOSTS.get(&*key) }.is_none() {
+        return false;
+    }
+    key.addr = p.dst;
+    // SAFETY: as above.
+    unsafe { SIP_HOSTS.get(&*key) }.is_some()
+}
+
+/// The payload starts with `SIP/2.0` or a method name followed by a space.
+#[inline(always)]
+fn looks_like_sip<P: Packet>(ctx: &P, p: &Parsed) -> bool {
+    let off = usize::from(p.l7_off);
+    if off > 1500 {
+        return false;
+    }
+    let at = ctx.start() + off;
+    if at + 8 > ctx.end() {
+        return false;
+    }
+    // SAFETY: the 8 bytes were checked against data_end just above.
+    let b: [u8; 8] = unsafe { core::ptr::read_unaligned(at as *const [u8; 8]) };
+    starts_sip(&b)
+}
+
+#[inline(always)]
+fn starts_sip(b: &[u8; 8]) -> bool {
+    match b[0] {
+        b'S' => b == b"SIP/2.0 " || b.starts_with(b"SUBSCRI"),
+        b'I' => b.starts_with(b"INVITE ") || b.starts_with(b"INFO "),
+        b'A' => b.starts_with(b"ACK "),
+        b'B' => b.starts_with(b"BYE "),
+        b'C' => b.starts_with(b"CANCEL "),
+        b'R' => b.starts_with(b"REGISTER") || b.starts_with(b"REFER "),
+        b'O' => b.starts_with(b"OPTIONS "),
+        b'P' => b.starts_with(b"PRACK ") || b.starts_with(b"PUBLISH "),
+        b'N' => b.starts_with(b"NOTIFY "),
+        b'M' => b.starts_with(b"MESSAGE "),
+        b'U' => b.starts_with(b"UPDATE "),
+        _ => false,
+    }
+}
+
+#[inline(always)]
+fn port_announced(port: u16) -> bool {
+    match MEDIA_PORTS.get(u32::from(port >> 6)) {
+        Some(w) => *w & (1u64 << (port & 63)) != 0,
+        None => false,
+    }
+}
+
+#[inline(never)]
+fn media<P: Packet>(
+    ctx: &P,
+    dir: Direction,
+    p: &Parsed,
+    cfg: &Config,
+    key: &mut MediaKey,
+    ep_key: &mut EndpointKey,
+) {
+    if !port_announced(p.sport) && !port_announced(p.dport) {
+        count(Counter::NoMatch);
+        return;
+    }
+    key.src = p.src;
+    key.dst = p.dst;
+    key.sport = p.sport;
+    key.dport = p.dport;
+    if let Some(v) = MEDIA.get_ptr_mut(&*key) {
+        rtp_hit(ctx, dir, p, cfg, v);
+        return;
+    }
+    ep_key.addr = p.dst;
+    ep_key.port = p.dport;
+    ep_key._pad = 0;
+    // SAFETY: map lookups return pointers valid for the duration of the program.
+    if let Some(ep) = unsafe { MEDIA_EP.get(&*ep_key) } {
+        endpoint_hit(ctx, dir, p, cfg, ep, true);
+        return;
+    }
+    ep_key.addr = p.src;
+    ep_key.port = p.sport;
+    // SAFETY: as above.
+    if let Some(ep) = unsafe { MEDIA_EP.get(&*ep_key) } {
+        endpoint_hit(ctx, dir, p, cfg, ep, false);
+        return;
+    }
+    count(Counter::NoMatch);
+}
+
+#[inline(always)]
+fn endpoint_hit<P: Packet>(
+    ctx: &P,
+    dir: Direction,
+    p: &Parsed,
+    cfg: &Config,
+    ep: &EndpointValue,
+    as_dst: bool,
+) {
+    if ep.flags & EndpointValue::FLAG_RTCP != 0 {
+        if cfg.flags & Config::FLAG_RTCP != 0 {
+            copy(ctx, EventKind::Rtcp, dir, p, cfg);
+        }
+        return;
+    }
+    let key = if as_dst { &ep.to_key } else { &ep.from_key };
+    match MEDIA.get_ptr_mut(key) {
+        Some(v) => rtp_hit(ctx, dir, p, cfg, v),
+        None => count(Counter::NoMatch),
+    }
+}
+
+#[inline(never)]
+fn rtp_hit<P: Packet>(ctx: &P, dir: Direction, p: &Parsed, cfg: &Config, v: *mut MediaValue) {
+    let off = usize::from(p.l7_off);
+    if off > 1500 {
+        count(Counter::RtpInvalid);
+        return;
+    }
+    let at = ctx.start() + off;
+    if at + 12 > ctx.end() {
+        count(Counter::RtpInvalid);
+        return;
+    }
+    // SAFETY: the 12 bytes were checked against data_end just above.
+    let b: [u8; 12] = unsafe { core::ptr::read_unaligned(at as *const [u8; 12]) };
+    // SAFETY: `v` came from a map lookup in this program run; the entry stays valid.
+    let v = unsafe { &mut *v };
+    if v.flags & MediaValue::FLAG_RTCP_MUX != 0 && RtpFields::is_rtcp_mux(b[1]) {
+        if cfg.flags & Config::FLAG_RTCP != 0 {
+            copy(ctx, EventKind::Rtcp, dir, p, cfg);
+        }
+        return;
+    }
+    let f = match RtpFields::from_bytes(&b) {
+        Some(f) => f,
+        None => {
+            count(Counter::RtpInvalid);
+            return;
+        }
+    };
+    // SAFETY: bpf_ktime_get_ns has no preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    match v.update(&f, u32::from(p.payload_len), now) {
+        Outcome::Counted => count(Counter::RtpMatched),
+        Outcome::TelephoneEvent => count(Counter::TelephoneEvents),
+        Outcome::Overflow => count(Counter::SsrcOverflow),
+    }
+    if cfg.rtp_sample_every > 0 {
+        if v.sample_countdown == 0 {
+            v.sample_countdown = cfg.rtp_sample_every;
+            copy(ctx, EventKind::RtpSample, dir, p, cfg);
+        }
+        v.sample_countdown -= 1;
+    }
+}
+
+/// Copies the packet (up to the snap length) with an event header into the ring.
+#[inline(never)]
+fn copy<P: Packet>(ctx: &P, kind: EventKind, dir: Direction, p: &Parsed, cfg: &Config) {
+    let s = match SCRATCH.get_ptr_mut(0) {
+        Some(s) => s,
+        None => return,
+    };
+    // SAFETY: the per-CPU scratch slot is ours for the duration of the program.
+    let s = unsafe { &mut *s };
+    let pkt_len = ctx.len();
+    let mut snap = u64::from(cfg.snap_len);
+    if snap > SNAP_MAX as u64 {
+        snap = SNAP_MAX as u64;
+    }
+    let mut cap = pkt_len;
+    let mut flags = 0u8;
+    if cap > snap {
+        cap = snap;
+        flags |= EventHeader::FLAG_SNAP_CUT;
+        count(Counter::SnapCut);
+    }
+    // The verifier needs a length it can prove is in 1..=SNAP_MAX, checked on the very
+    // register passed to the helper. LLVM would otherwise reuse the unbounded packet
+    // length: a volatile round trip through map memory makes it check the loaded value.
+    s.hdr.cap_len = cap as u32;
+    // SAFETY: reading back the field just written, in map memory we own.
+    let cap = u64::from(unsafe { core::ptr::read_volatile(&s.hdr.cap_len) });
+    if cap == 0 || cap > SNAP_MAX as u64 {
+        count(Counter::LoadFailed);
+        return;
+    }
+    if ctx.load(s.data.as_mut_ptr(), cap) != 0 {
+        count(Counter::LoadFailed);
+        return;
+    }
+    s.hdr = EventHeader {
+        kind: kind as u8,
+        version: EVENT_VERSION,
+        direction: dir as u8,
+        flags,
+        ifindex: ctx.ifindex(),
+        // SAFETY: bpf_ktime_get_ns has no preconditions.
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+        orig_len: pkt_len as u32,
+        cap_len: cap as u32,
+        l3_off: p.l3_off,
+        l4_off: p.l4_off,
+        l7_off: p.l7_off,
+        _pad: 0,
+    };
+    let total = EventHeader::LEN + cap as usize;
+    // SAFETY: `total` is at most the size of `Scratch`, which the pointer covers.
+    let bytes = unsafe { core::slice::from_raw_parts(s as *const Scratch as *const u8, total) };
+    let wake = if EVENTS.query(0) >= WAKEUP_BYTES {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    };
+    if EVENTS.output::<[u8]>(bytes, u64::from(wake)).is_err() {
+        count(Counter::RingFull);
+        return;
+    }
+    count(match kind {
+        EventKind::Sip => Counter::SipCopied,
+        EventKind::Fragment => Counter::FragmentsCopied,
+        EventKind::Rtcp => Counter::RtcpCopied,
+        EventKind::RtpSample => Counter::RtpSampled,
+    });
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -1,0 +1,9 @@
+//! The userspace side of the VoIP metadata collector.
+//!
+//! One module per concern: `capture` loads and attaches the kernel programs and reads what
+//! they send; `cli` is the command line. Further modules (parsing, call tracking, privacy,
+//! spooling, shipping, the server) plug in beside them.
+#![deny(clippy::unwrap_used, clippy::expect_used)]
+
+pub mod capture;
+pub mod cli;

@@ -1,0 +1,1 @@
+//! Shared helpers of the privileged integration tests (network namespaces, veth pairs).
