@@ -127,7 +127,9 @@ impl RtpStream {
         if self.probation != 0 || self.received == 0 {
             return 0;
         }
-        self.extended_max().wrapping_sub(self.base_seq).wrapping_add(1)
+        self.extended_max()
+            .wrapping_sub(self.base_seq)
+            .wrapping_add(1)
     }
 
     /// Cumulative packets lost (RFC 3550 A.3): expected − received, negative with duplicates.
