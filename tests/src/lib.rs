@@ -213,6 +213,8 @@ pub struct Agent {
     child: Child,
     lines: mpsc::Receiver<String>,
     seen: Vec<String>,
+    /// The agent's ready line (it lists the attachments).
+    pub ready: serde_json::Value,
 }
 
 impl Agent {
@@ -244,12 +246,16 @@ impl Agent {
             child,
             lines: rx,
             seen: Vec::new(),
+            ready: serde_json::Value::Null,
         };
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match agent.lines.recv_timeout(left) {
-                Ok(l) if l.contains("\"ready\":true") => return Ok(agent),
+                Ok(l) if l.contains("\"ready\":true") => {
+                    agent.ready = serde_json::from_str(&l)?;
+                    return Ok(agent);
+                }
                 Ok(l) => agent.seen.push(l),
                 Err(_) => {
                     let status = agent.child.try_wait().ok().flatten();
@@ -289,6 +295,16 @@ impl Agent {
             }
         }
         Ok(out)
+    }
+
+    /// Sends `sig` to the agent (e.g. SIGSTOP/SIGCONT to pause its reader).
+    pub fn signal(&self, sig: i32) -> Result<()> {
+        // SAFETY: kill on the pid of our own child.
+        let rc = unsafe { libc::kill(self.child.id() as i32, sig) };
+        if rc != 0 {
+            bail!("kill: {}", std::io::Error::last_os_error());
+        }
+        Ok(())
     }
 
     fn terminate(&mut self) -> Result<()> {
@@ -353,10 +369,22 @@ pub fn xdp_attached(ns: &str, ifname: &str) -> Result<bool> {
     Ok(link.contains("xdp"))
 }
 
-/// Names of the collector's programs still loaded anywhere in the kernel. TC programs
-/// attached through TCX do not show in `tc filter show`; a program that is loaded by nobody
-/// is attached nowhere.
+/// Names of the collector's programs still loaded anywhere in the kernel, after waiting up
+/// to 3 s for them to go (the kernel frees programs after an RCU grace period once the last
+/// reference is closed). TC programs attached through TCX do not show in `tc filter show`;
+/// a program that is loaded by nobody is attached nowhere.
 pub fn collector_programs_loaded() -> Result<Vec<String>> {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let names = loaded_now()?;
+        if names.is_empty() || Instant::now() > deadline {
+            return Ok(names);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn loaded_now() -> Result<Vec<String>> {
     let mut names = Vec::new();
     for p in aya::programs::loaded_programs() {
         let p = p.context("listing loaded BPF programs")?;
@@ -366,4 +394,48 @@ pub fn collector_programs_loaded() -> Result<Vec<String>> {
         }
     }
     Ok(names)
+}
+
+/// Sends raw Ethernet frames out of `ifname` from inside `ns` (AF_PACKET): they pass the
+/// sender's TC egress and arrive at the peer's XDP exactly as built, VLAN tags included.
+pub fn send_raw(ns: &Netns, ifname: &str, frames: Vec<Vec<u8>>, gap: Duration) -> Result<()> {
+    let ifname = ifname.to_owned();
+    ns.run(move || {
+        let c = std::ffi::CString::new(ifname.clone())?;
+        // SAFETY: plain libc calls on values we own; errors are checked.
+        unsafe {
+            let idx = libc::if_nametoindex(c.as_ptr());
+            if idx == 0 {
+                bail!("no interface {ifname}");
+            }
+            let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0);
+            if fd < 0 {
+                bail!("AF_PACKET socket: {}", std::io::Error::last_os_error());
+            }
+            let mut sll: libc::sockaddr_ll = std::mem::zeroed();
+            sll.sll_family = libc::AF_PACKET as u16;
+            sll.sll_ifindex = idx as i32;
+            sll.sll_halen = 6;
+            for f in &frames {
+                let n = libc::sendto(
+                    fd,
+                    f.as_ptr().cast(),
+                    f.len(),
+                    0,
+                    (&sll as *const libc::sockaddr_ll).cast(),
+                    std::mem::size_of::<libc::sockaddr_ll>() as u32,
+                );
+                if n < 0 || n as usize != f.len() {
+                    let e = std::io::Error::last_os_error();
+                    libc::close(fd);
+                    bail!("sendto: {e}");
+                }
+                if !gap.is_zero() {
+                    std::thread::sleep(gap);
+                }
+            }
+            libc::close(fd);
+        }
+        Ok(())
+    })
 }

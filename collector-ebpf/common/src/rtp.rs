@@ -295,5 +295,7 @@ fn delay_bucket(d_ms: u64) -> usize {
     DELAY_BUCKET_COUNT - 1
 }
 
+#[cfg(any(test, feature = "reference"))]
+pub mod reference;
 #[cfg(test)]
 mod tests;
