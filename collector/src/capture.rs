@@ -267,6 +267,23 @@ impl Capture {
         &self.attachments
     }
 
+    /// Run time (ns) and run count of each program, as the kernel accounts them while BPF
+    /// statistics are enabled (`aya::sys::enable_stats`); zero otherwise.
+    pub fn program_stats(&self) -> Result<Vec<(&'static str, u64, u64)>, CaptureError> {
+        let mut out = Vec::new();
+        for name in [PROG_XDP, PROG_TC_EGRESS] {
+            let prog = self
+                .ebpf
+                .program(name)
+                .ok_or(CaptureError::MissingProgram(name))?;
+            let info = prog
+                .info()
+                .map_err(prog_err(format!("reading {name} info")))?;
+            out.push((name, info.run_time().as_nanos() as u64, info.run_count()));
+        }
+        Ok(out)
+    }
+
     /// The kernel counters, summed over CPUs, by name.
     pub fn counters(&self) -> Result<BTreeMap<&'static str, u64>, CaptureError> {
         let map = self
