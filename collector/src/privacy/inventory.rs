@@ -80,8 +80,18 @@ const fn field(
 
 /// Every CDR field, in CDR order.
 pub static CDR_FIELDS: [FieldSpec; 34] = [
-    field("agent_id", Technical, "agent (host) that observed the call", KEPT),
-    field("cdr_id", Technical, "id of this record, assigned by the agent", KEPT),
+    field(
+        "agent_id",
+        Technical,
+        "agent (host) that observed the call",
+        KEPT,
+    ),
+    field(
+        "cdr_id",
+        Technical,
+        "id of this record, assigned by the agent",
+        KEPT,
+    ),
     field(
         "call_id",
         Indirect,
@@ -148,7 +158,12 @@ pub static CDR_FIELDS: [FieldSpec; 34] = [
     field("start_time", Technical, "time of the initial INVITE", KEPT),
     field("ring_time", Technical, "time of the first 180/183", KEPT),
     field("answer_time", Technical, "time of the 2xx answer", KEPT),
-    field("end_time", Technical, "time of the BYE, CANCEL or final failure", KEPT),
+    field(
+        "end_time",
+        Technical,
+        "time of the BYE, CANCEL or final failure",
+        KEPT,
+    ),
     field(
         "post_dial_delay_ms",
         Quality,
@@ -156,7 +171,12 @@ pub static CDR_FIELDS: [FieldSpec; 34] = [
         KEPT,
     ),
     field("duration_ms", Technical, "start to end, milliseconds", KEPT),
-    field("billable_ms", Technical, "answer to end, milliseconds", KEPT),
+    field(
+        "billable_ms",
+        Technical,
+        "answer to end, milliseconds",
+        KEPT,
+    ),
     field(
         "disposition",
         Technical,
@@ -291,7 +311,8 @@ struct Register<'a> {
     fields: Vec<InventoryRow>,
 }
 
-const PSEUDONYM_FORMAT: &str = "<kind>_<key id>_<base32(HMAC-SHA256(key, scope 0x00 kind 0x00 identifier))[..128 bits]>";
+const PSEUDONYM_FORMAT: &str =
+    "<kind>_<key id>_<base32(HMAC-SHA256(key, scope 0x00 kind 0x00 identifier))[..128 bits]>";
 
 /// The register as one JSON document: `{ "policy": {...}, "fields": [...] }`.
 pub fn render_json(config: &PrivacyConfig) -> Result<String, serde_json::Error> {
@@ -369,8 +390,16 @@ pub fn render_text(config: &PrivacyConfig) -> String {
                 r.category.label().to_owned(),
                 r.protection.clone(),
                 r.when_declined.to_owned(),
-                if r.storage.is_empty() { "-".to_owned() } else { r.storage.to_owned() },
-                if r.readers.is_empty() { "-".to_owned() } else { r.readers.to_owned() },
+                if r.storage.is_empty() {
+                    "-".to_owned()
+                } else {
+                    r.storage.to_owned()
+                },
+                if r.readers.is_empty() {
+                    "-".to_owned()
+                } else {
+                    r.readers.to_owned()
+                },
                 r.retention.clone(),
             ]
         })
@@ -401,20 +430,52 @@ pub fn render_text(config: &PrivacyConfig) -> String {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 mod tests {
     use super::*;
 
     /// The field list of the task that defines the CDR, in order: the reference the
     /// table must match until it can be compared with the proto itself.
     const EXPECTED: [&str; 34] = [
-        "agent_id", "cdr_id", "call_id", "correlation_id", "caller_user", "caller_domain",
-        "callee_user", "callee_domain", "caller_display", "callee_display", "src_ip",
-        "src_port", "dst_ip", "dst_port", "transport", "start_time", "ring_time",
-        "answer_time", "end_time", "post_dial_delay_ms", "duration_ms", "billable_ms",
-        "disposition", "final_code", "reason_protocol", "reason_cause", "reason_text",
-        "hangup_side", "codecs", "media", "user_agent_caller", "user_agent_callee",
-        "coverage", "consent",
+        "agent_id",
+        "cdr_id",
+        "call_id",
+        "correlation_id",
+        "caller_user",
+        "caller_domain",
+        "callee_user",
+        "callee_domain",
+        "caller_display",
+        "callee_display",
+        "src_ip",
+        "src_port",
+        "dst_ip",
+        "dst_port",
+        "transport",
+        "start_time",
+        "ring_time",
+        "answer_time",
+        "end_time",
+        "post_dial_delay_ms",
+        "duration_ms",
+        "billable_ms",
+        "disposition",
+        "final_code",
+        "reason_protocol",
+        "reason_cause",
+        "reason_text",
+        "hangup_side",
+        "codecs",
+        "media",
+        "user_agent_caller",
+        "user_agent_callee",
+        "coverage",
+        "consent",
     ];
 
     #[test]
@@ -443,13 +504,22 @@ mod tests {
     fn default_policy_keeps_no_direct_identifier_in_clear() {
         let rows = inventory(&PrivacyConfig::default());
         let by_name = |n: &str| rows.iter().find(|r| r.name == n).unwrap();
-        assert_eq!(by_name("caller_user").policy, Some(FieldPolicy::Pseudonymize));
-        assert_eq!(by_name("callee_user").policy, Some(FieldPolicy::Pseudonymize));
+        assert_eq!(
+            by_name("caller_user").policy,
+            Some(FieldPolicy::Pseudonymize)
+        );
+        assert_eq!(
+            by_name("callee_user").policy,
+            Some(FieldPolicy::Pseudonymize)
+        );
         assert_eq!(by_name("caller_display").policy, Some(FieldPolicy::Drop));
         assert_eq!(by_name("caller_display").storage, "");
         assert_eq!(by_name("caller_display").retention_days, None);
         assert_eq!(by_name("call_id").policy, Some(FieldPolicy::Pseudonymize));
-        assert_eq!(by_name("src_ip").protection, "truncated to /24 (IPv4), /48 (IPv6)");
+        assert_eq!(
+            by_name("src_ip").protection,
+            "truncated to /24 (IPv4), /48 (IPv6)"
+        );
         assert_eq!(by_name("user_agent_caller").policy, Some(FieldPolicy::Keep));
         assert_eq!(by_name("media").when_declined, "kept");
         assert_eq!(by_name("dst_ip").when_declined, "dropped");
@@ -477,7 +547,12 @@ mod tests {
         assert_eq!(callee["retention_days"], 30);
         let text = render_text(&config);
         assert!(text.contains("first 5 digits in clear"), "{text}");
-        assert_eq!(text.lines().filter(|l| l.starts_with("callee_user ")).count(), 2);
+        assert_eq!(
+            text.lines()
+                .filter(|l| l.starts_with("callee_user "))
+                .count(),
+            2
+        );
         assert!(text.contains("central DB 30 days"));
     }
 }

@@ -287,8 +287,7 @@ impl KeyRing {
     /// Validates a set of keys: 1 to [`MAX_KEYS`], unique ids, exactly one active.
     pub fn try_new(keys: Vec<Key>) -> Result<Self, KeyError> {
         check_ids(&keys)?;
-        let (mut actives, retired): (Vec<Key>, Vec<Key>) =
-            keys.into_iter().partition(|k| k.active);
+        let (mut actives, retired): (Vec<Key>, Vec<Key>) = keys.into_iter().partition(|k| k.active);
         match actives.pop() {
             None => Err(KeyError::NoActiveKey),
             Some(active) if actives.is_empty() => Ok(KeyRing { active, retired }),
@@ -435,11 +434,7 @@ fn read_key_file(path: &Path) -> Result<Zeroizing<String>, KeyError> {
 }
 
 fn line_of(text: &[u8], offset: usize) -> usize {
-    1 + text
-        .iter()
-        .take(offset)
-        .filter(|&&b| b == b'\n')
-        .count()
+    1 + text.iter().take(offset).filter(|&&b| b == b'\n').count()
 }
 
 /// Parses key file text into keys (no check on the active flag).
@@ -457,14 +452,14 @@ fn parse_keys(text: &str) -> Result<Vec<Key>, KeyError> {
     let mut keys = Vec::with_capacity(raw.key.len());
     for rk in raw.key {
         let id = KeyId::try_new(&rk.id)?;
-        let secret = Secret::from_text(&rk.secret.0).ok_or_else(|| KeyError::BadSecret {
-            id: rk.id.clone(),
-        })?;
-        let created =
-            OffsetDateTime::parse(&rk.created, &Rfc3339).map_err(|source| KeyError::BadCreated {
+        let secret = Secret::from_text(&rk.secret.0)
+            .ok_or_else(|| KeyError::BadSecret { id: rk.id.clone() })?;
+        let created = OffsetDateTime::parse(&rk.created, &Rfc3339).map_err(|source| {
+            KeyError::BadCreated {
                 id: rk.id.clone(),
                 source,
-            })?;
+            }
+        })?;
         keys.push(Key::new(id, secret, created, rk.active));
     }
     check_ids(&keys)?;
@@ -610,7 +605,12 @@ pub fn generate_key(path: &Path, now: OffsetDateTime) -> Result<Generated, KeyEr
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
@@ -655,7 +655,9 @@ mod tests {
         assert!(matches!(KeyRing::load(&path), Err(KeyError::NoActiveKey)));
         let two = format!("{ONE_KEY}\n{}", ONE_KEY.replace("k1", "k2"));
         write_mode(&path, &two, 0o600);
-        assert!(matches!(KeyRing::load(&path), Err(KeyError::SeveralActive(ids)) if ids == "k1, k2"));
+        assert!(
+            matches!(KeyRing::load(&path), Err(KeyError::SeveralActive(ids)) if ids == "k1, k2")
+        );
         write_mode(&path, "", 0o600);
         assert!(matches!(KeyRing::load(&path), Err(KeyError::NoActiveKey)));
     }
@@ -695,7 +697,10 @@ mod tests {
             "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
         );
         let keys = parse_keys(&text).unwrap();
-        assert_eq!(keys[0].secret().expose(), &core::array::from_fn(|i| i as u8));
+        assert_eq!(
+            keys[0].secret().expose(),
+            &core::array::from_fn(|i| i as u8)
+        );
         let nopad = text.replace("Hh8=", "Hh8");
         assert_eq!(parse_keys(&nopad).unwrap()[0].secret().expose()[31], 31);
     }

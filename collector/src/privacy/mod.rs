@@ -19,5 +19,5 @@ pub mod policy;
 pub mod pseudonym;
 
 pub use keys::{KeyError, KeyRing};
-pub use policy::{CallPrivacy, Consent, ConfigError, FieldPolicy, PrivacyConfig, Pseudonymizer};
+pub use policy::{CallPrivacy, ConfigError, Consent, FieldPolicy, PrivacyConfig, Pseudonymizer};
 pub use pseudonym::Kind;

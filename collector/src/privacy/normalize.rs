@@ -355,7 +355,12 @@ pub fn ip_bytes(ip: IpAddr) -> Vec<u8> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 mod tests {
     use super::*;
 
@@ -430,7 +435,10 @@ mod tests {
     #[test]
     fn non_numbers_are_uri_users_kept_verbatim() {
         let rules = uk();
-        assert_eq!(num(b"sip:*21#@pbx", &rules), (Kind::UriUser, b"*21#".to_vec()));
+        assert_eq!(
+            num(b"sip:*21#@pbx", &rules),
+            (Kind::UriUser, b"*21#".to_vec())
+        );
         assert_eq!(
             num(b"sip:john.doe@example.com", &rules),
             (Kind::UriUser, b"john.doe".to_vec())
@@ -438,7 +446,10 @@ mod tests {
         assert_eq!(num(b"+", &rules), (Kind::UriUser, b"+".to_vec()));
         assert_eq!(num(b"44+1", &rules), (Kind::UriUser, b"44+1".to_vec()));
         // Case is significant in a SIP user (RFC 3261 §19.1.4).
-        assert_eq!(num(b"sip:Alice@x", &rules), (Kind::UriUser, b"Alice".to_vec()));
+        assert_eq!(
+            num(b"sip:Alice@x", &rules),
+            (Kind::UriUser, b"Alice".to_vec())
+        );
         assert_eq!(
             num(b"sip:alice:secret@x", &rules),
             (Kind::UriUser, b"alice".to_vec())
@@ -466,7 +477,10 @@ mod tests {
     #[test]
     fn hosts() {
         let name = |s: &str| Some(Host::Name(s.as_bytes().to_vec()));
-        assert_eq!(host_part(b"sip:bob@Example.COM.:5060;transport=udp"), name("example.com"));
+        assert_eq!(
+            host_part(b"sip:bob@Example.COM.:5060;transport=udp"),
+            name("example.com")
+        );
         assert_eq!(host_part(b"sip:example.com?Subject=x"), name("example.com"));
         assert_eq!(host_part(b"Example.com"), name("example.com"));
         assert_eq!(
@@ -487,6 +501,26 @@ mod tests {
         );
         assert_eq!(host_part(b"tel:+442079460000"), None);
         assert_eq!(host_part(b"sip:bob@"), None);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic_and_normalising_is_idempotent(
+            input in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..128)
+        ) {
+            let rules = uk();
+            let _ = host_part(&input);
+            let _ = display_name(&input);
+            let _ = call_id(&input);
+            if let Some(s) = subscriber(&input, &rules) {
+                // A normalised user normalises to itself, with the same kind.
+                proptest::prop_assert_eq!(normalize_user(&s.bytes, &rules), s.clone());
+                if s.kind == Kind::Number {
+                    let digits = s.bytes.strip_prefix(b"+").unwrap_or(&s.bytes);
+                    proptest::prop_assert!(digits.iter().all(u8::is_ascii_digit));
+                }
+            }
+        }
     }
 
     #[test]
@@ -511,7 +545,13 @@ mod tests {
     fn display_names_and_call_ids() {
         assert_eq!(display_name(b" \"Bob Smith\" "), Some(&b"Bob Smith"[..]));
         assert_eq!(display_name(b"\"\""), None);
-        assert_eq!(call_id(b" a84b4c76e66710@pc33 \r"), Some(&b"a84b4c76e66710@pc33"[..]));
-        assert_eq!(ip_bytes("::ffff:10.0.0.1".parse().unwrap()), vec![10, 0, 0, 1]);
+        assert_eq!(
+            call_id(b" a84b4c76e66710@pc33 \r"),
+            Some(&b"a84b4c76e66710@pc33"[..])
+        );
+        assert_eq!(
+            ip_bytes("::ffff:10.0.0.1".parse().unwrap()),
+            vec![10, 0, 0, 1]
+        );
     }
 }

@@ -524,7 +524,10 @@ impl Pseudonymizer {
         if config.scope.is_none() {
             return Err(ConfigError::MissingScope);
         }
-        let path = config.key_file.as_deref().ok_or(ConfigError::MissingKeyFile)?;
+        let path = config
+            .key_file
+            .as_deref()
+            .ok_or(ConfigError::MissingKeyFile)?;
         Self::try_new(config, KeyRing::load(path)?)
     }
 
@@ -551,7 +554,10 @@ impl Pseudonymizer {
         };
         let declined = headers
             .into_iter()
-            .filter(|(name, _)| name.trim_ascii().eq_ignore_ascii_case(cfg.header.as_bytes()))
+            .filter(|(name, _)| {
+                name.trim_ascii()
+                    .eq_ignore_ascii_case(cfg.header.as_bytes())
+            })
             .flat_map(|(_, value)| value.split(|&b| b == b','))
             .map(|element| {
                 let v = element.split(|&b| b == b';').next().unwrap_or_default();
@@ -773,7 +779,12 @@ impl CallPrivacy<'_> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 mod tests {
     use super::*;
     use crate::privacy::keys::{Key, KeyId, Secret};
@@ -825,14 +836,121 @@ mod tests {
         let call = p.call(Consent::NotDeclined);
         let user = call.caller_user(b"sip:+442079460000@example.com").unwrap();
         assert!(user.starts_with("n_k1_") && user.len() == 5 + 26, "{user}");
-        assert!(call.callee_user(b"sip:alice@example.com").unwrap().starts_with("u_k1_"));
-        assert!(call.domain(b"sip:alice@Example.com").unwrap().starts_with("d_k1_"));
-        assert_eq!(call.domain(b"sip:alice@192.0.2.77:5060").unwrap(), "192.0.2.0/24");
+        assert!(call
+            .callee_user(b"sip:alice@example.com")
+            .unwrap()
+            .starts_with("u_k1_"));
+        assert!(call
+            .domain(b"sip:alice@Example.com")
+            .unwrap()
+            .starts_with("d_k1_"));
+        assert_eq!(
+            call.domain(b"sip:alice@192.0.2.77:5060").unwrap(),
+            "192.0.2.0/24"
+        );
         assert_eq!(call.display_name(b"\"Alice\""), None);
-        assert!(call.call_id(b"a84b4c76e66710@pc33").unwrap().starts_with("cid_k1_"));
-        assert_eq!(call.user_agent(b"Asterisk PBX 20.1 ").unwrap(), "Asterisk PBX 20.1");
-        assert_eq!(call.ip("198.51.100.200".parse().unwrap()).unwrap(), "198.51.100.0/24");
+        assert!(call
+            .call_id(b"a84b4c76e66710@pc33")
+            .unwrap()
+            .starts_with("cid_k1_"));
+        assert_eq!(
+            call.user_agent(b"Asterisk PBX 20.1 ").unwrap(),
+            "Asterisk PBX 20.1"
+        );
+        assert_eq!(
+            call.ip("198.51.100.200".parse().unwrap()).unwrap(),
+            "198.51.100.0/24"
+        );
         assert_eq!(call.caller_user(b""), None);
+    }
+
+    /// Fixed vectors of the pseudonym format, computed once outside this code with:
+    /// ```text
+    /// python3 -c 'import hmac,hashlib,base64
+    /// def p(scope,kind,prefix,ident,key=bytes(range(32)),kid="k1"):
+    ///     mac=hmac.new(key,scope+b"\0"+kind+b"\0"+ident,hashlib.sha256).digest()[:16]
+    ///     return f"{prefix}_{kid}_"+base64.b32encode(mac).decode().rstrip("=").lower()
+    /// print(p(b"tenant-a",b"number","n",b"+442079460000"))   # and so on for each line
+    /// '
+    /// ```
+    #[test]
+    fn pseudonym_format_fixed_vectors() {
+        let ring = |scope: &str| {
+            let config = PrivacyConfig::from_agent_toml(&format!(
+                "{}[privacy.fields]\ndisplay_name = \"pseudonymize\"\nip = \"pseudonymize\"\n",
+                UK.replace("tenant-a", scope)
+            ))
+            .unwrap();
+            let key = Key::new(
+                KeyId::try_new("k1").unwrap(),
+                Secret::from_bytes(core::array::from_fn(|i| i as u8)),
+                OffsetDateTime::UNIX_EPOCH,
+                true,
+            );
+            Pseudonymizer::try_new(&config, KeyRing::try_new(vec![key]).unwrap()).unwrap()
+        };
+        let a = ring("tenant-a");
+        let call = a.call(Consent::NotDeclined);
+        // +442079460000 (number), from its national spelling under the UK rule.
+        assert_eq!(
+            call.caller_user(b"020 7946 0000").unwrap(),
+            "n_k1_lnbnqvjd5pj4wjxg7bkvf2gove"
+        );
+        assert_eq!(
+            ring("tenant-b")
+                .call(Consent::NotDeclined)
+                .caller_user(b"+442079460000")
+                .unwrap(),
+            "n_k1_njrscb6cupzdla7dcjvrf6gvtq"
+        );
+        assert_eq!(
+            call.callee_user(b"sip:alice@example.com").unwrap(),
+            "u_k1_eo3ewccl4ibt3homiup2rzdaom"
+        );
+        assert_eq!(
+            call.callee_user(b"a\0b").unwrap(),
+            "u_k1_5m2brlwrt4ygbvd4cr3f7dz6ca"
+        );
+        assert_eq!(
+            call.callee_user(b"\xff").unwrap(),
+            "u_k1_2ky2b2h4e2yx5y7kahak5drnu4"
+        );
+        assert_eq!(
+            call.domain(b"sip:alice@EXAMPLE.com.").unwrap(),
+            "d_k1_zqgigddpvuckmmvthdbcpwudh4"
+        );
+        assert_eq!(
+            call.ip("192.0.2.1".parse().unwrap()).unwrap(),
+            "ip_k1_nwleafw4jfgtfovsl7n27qeb2e"
+        );
+        assert_eq!(
+            call.call_id(b"a84b4c76e66710@pc33.atlanta.com").unwrap(),
+            "cid_k1_csjjt3zphr2xzwbjk62cjxzgbe"
+        );
+        assert_eq!(
+            call.display_name(b"\"Bob\"").unwrap(),
+            "dn_k1_k5g4bzeufdsdhl5gr6xrdsj7ke"
+        );
+        // A rotated ring: the active key k2 (0x22 x 32) first, then k1.
+        let config = PrivacyConfig::from_agent_toml(UK).unwrap();
+        let k1 = Key::new(
+            KeyId::try_new("k1").unwrap(),
+            Secret::from_bytes(core::array::from_fn(|i| i as u8)),
+            OffsetDateTime::UNIX_EPOCH,
+            false,
+        );
+        let rotated = Pseudonymizer::try_new(
+            &config,
+            KeyRing::try_new(vec![k1, key("k2", 0x22, true)]).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            rotated.pseudonyms_for(b"tel:+44-20-7946-0000"),
+            [
+                "n_k2_ysc75kywc3ccg7zvx6gxssn46a",
+                "n_k1_lnbnqvjd5pj4wjxg7bkvf2gove"
+            ]
+        );
     }
 
     #[test]
@@ -868,7 +986,10 @@ mod tests {
         assert!(short.starts_with("n_k1_"), "{short}");
         assert!(call.callee_user(b"alice").unwrap().starts_with("u_k1_"));
         assert_eq!(call.ip("10.1.2.3".parse().unwrap()).unwrap(), "10.1.0.0/16");
-        assert_eq!(call.ip("2001:db8:1:2::3".parse().unwrap()).unwrap(), "2001:db8:1::/48");
+        assert_eq!(
+            call.ip("2001:db8:1:2::3".parse().unwrap()).unwrap(),
+            "2001:db8:1::/48"
+        );
         assert_eq!(call.display_name(b" \"Alice A.\" ").unwrap(), "Alice A.");
         assert_eq!(call.user_agent(b"x"), None);
         assert_eq!(call.call_id(b"x"), None);
@@ -877,11 +998,20 @@ mod tests {
     #[test]
     fn invalid_policies_refused() {
         for (fields, want) in [
-            ("display_name = { keep_prefix = { digits = 3 } }", "does not apply"),
+            (
+                "display_name = { keep_prefix = { digits = 3 } }",
+                "does not apply",
+            ),
             ("caller_user = \"truncate\"", "does not apply"),
             ("ip = { truncate = { v4_prefix = 33 } }", "IPv4 prefix /33"),
-            ("ip = { truncate = { v6_prefix = 129 } }", "IPv6 prefix /129"),
-            ("callee_user = { keep_prefix = { digits = 0 } }", "digits must be"),
+            (
+                "ip = { truncate = { v6_prefix = 129 } }",
+                "IPv6 prefix /129",
+            ),
+            (
+                "callee_user = { keep_prefix = { digits = 0 } }",
+                "digits must be",
+            ),
         ] {
             let err = PrivacyConfig::from_agent_toml(&format!("[privacy.fields]\n{fields}\n"))
                 .unwrap_err();
@@ -912,10 +1042,19 @@ mod tests {
             "{UK}consent = {{ header = \"X-Consent\", declined = [\"no\", \"Declined\"] }}\n\
              [privacy.fields]\nuser_agent = \"keep\"\nip = \"keep\"\n"
         ));
-        let hdrs: [(&[u8], &[u8]); 2] = [(b"From", b"<sip:a@b>"), (b"x-consent", b" yes;x=1, declined ")];
+        let hdrs: [(&[u8], &[u8]); 2] = [
+            (b"From", b"<sip:a@b>"),
+            (b"x-consent", b" yes;x=1, declined "),
+        ];
         assert_eq!(p.consent(hdrs), Consent::Declined);
-        assert_eq!(p.consent([(&b"X-Consent"[..], &b"yes"[..])]), Consent::NotDeclined);
-        assert_eq!(p.consent([(&b"X-Other"[..], &b"no"[..])]), Consent::NotDeclined);
+        assert_eq!(
+            p.consent([(&b"X-Consent"[..], &b"yes"[..])]),
+            Consent::NotDeclined
+        );
+        assert_eq!(
+            p.consent([(&b"X-Other"[..], &b"no"[..])]),
+            Consent::NotDeclined
+        );
         let call = p.call(Consent::Declined);
         assert_eq!(call.caller_user(b"+442079460000"), None);
         assert_eq!(call.callee_user(b"sip:bob@x"), None);
@@ -925,7 +1064,10 @@ mod tests {
         assert_eq!(call.call_id(b"abc@host"), None);
         assert_eq!(call.user_agent(b"UA/1"), None);
         // Without a consent header configured, nothing is declined.
-        assert_eq!(pz(UK).consent([(&b"X-Consent"[..], &b"no"[..])]), Consent::NotDeclined);
+        assert_eq!(
+            pz(UK).consent([(&b"X-Consent"[..], &b"no"[..])]),
+            Consent::NotDeclined
+        );
     }
 
     #[test]
@@ -962,8 +1104,18 @@ mod tests {
     fn nul_and_invalid_utf8_stay_distinct() {
         let p = pz(UK);
         let call = p.call(Consent::NotDeclined);
-        let inputs: [&[u8]; 6] = [b"alice", b"alice\0", b"alice\0x", b"\xff", b"\xfe", b"\xef\xbf\xbd"];
-        let outs: Vec<String> = inputs.iter().map(|i| call.caller_user(i).unwrap()).collect();
+        let inputs: [&[u8]; 6] = [
+            b"alice",
+            b"alice\0",
+            b"alice\0x",
+            b"\xff",
+            b"\xfe",
+            b"\xef\xbf\xbd",
+        ];
+        let outs: Vec<String> = inputs
+            .iter()
+            .map(|i| call.caller_user(i).unwrap())
+            .collect();
         for (i, a) in outs.iter().enumerate() {
             for b in outs.iter().skip(i + 1) {
                 assert_ne!(a, b);
@@ -985,15 +1137,26 @@ mod tests {
             KeyRing::try_new(vec![key("k1", 0x11, false), key("k2", 0x22, true)]).unwrap(),
         )
         .unwrap();
-        let before = old.call(Consent::NotDeclined).caller_user(b"+442079460000").unwrap();
-        let after = rotated.call(Consent::NotDeclined).caller_user(b"020 7946 0000").unwrap();
+        let before = old
+            .call(Consent::NotDeclined)
+            .caller_user(b"+442079460000")
+            .unwrap();
+        let after = rotated
+            .call(Consent::NotDeclined)
+            .caller_user(b"020 7946 0000")
+            .unwrap();
         assert!(after.starts_with("n_k2_"));
-        assert_eq!(rotated.pseudonyms_for(b"+44 20 7946 0000"), vec![after, before]);
+        assert_eq!(
+            rotated.pseudonyms_for(b"+44 20 7946 0000"),
+            vec![after, before]
+        );
         let cid = rotated.pseudonyms_for_kind(Kind::CallId, b"abc@h");
         assert_eq!(cid.len(), 2);
         assert!(cid[0].starts_with("cid_k2_") && cid[1].starts_with("cid_k1_"));
         assert!(rotated.pseudonyms_for_kind(Kind::Ip, b"192.0.2.1")[0].starts_with("ip_k2_"));
-        assert!(rotated.pseudonyms_for_kind(Kind::Ip, b"example.com").is_empty());
+        assert!(rotated
+            .pseudonyms_for_kind(Kind::Ip, b"example.com")
+            .is_empty());
         assert!(rotated.pseudonyms_for(b"").is_empty());
     }
 }

@@ -190,9 +190,7 @@ pub fn pseudonym(key: &Key, scope: &Scope, kind: Kind, identifier: &[u8]) -> Str
 
 /// Prints a pseudonym from its parts.
 pub fn format_pseudonym(kind: Kind, key_id: &str, mac: &[u8; PSEUDONYM_MAC_BYTES]) -> String {
-    let b32 = data_encoding::BASE32_NOPAD
-        .encode(mac)
-        .to_ascii_lowercase();
+    let b32 = data_encoding::BASE32_NOPAD.encode(mac).to_ascii_lowercase();
     format!("{}_{}_{}", kind.prefix(), key_id, b32)
 }
 
@@ -228,7 +226,12 @@ pub fn parse_pseudonym(text: &str) -> Option<ParsedPseudonym<'_>> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 mod tests {
     use super::*;
 
