@@ -357,17 +357,15 @@ impl Transmission {
     /// Total noise power No (dBm0p), G.107 §7.2.
     pub fn no(&self) -> f64 {
         let olr = self.slr + self.rlr;
-        let nos = self.ps - self.slr - self.ds - 100.0
-            + 0.004 * (self.ps - olr - self.ds - 14.0).powi(2);
+        let nos =
+            self.ps - self.slr - self.ds - 100.0 + 0.004 * (self.ps - olr - self.ds - 14.0).powi(2);
         let pre = self.pr + 10.0 * lg(1.0 + 10f64.powf((10.0 - self.lstr) / 10.0));
         let nor = self.rlr - 121.0 + pre + 0.008 * (pre - 35.0).powi(2);
         let nfo = self.nfor + self.rlr;
-        10.0 * lg(
-            10f64.powf(self.nc / 10.0)
-                + 10f64.powf(nos / 10.0)
-                + 10f64.powf(nor / 10.0)
-                + 10f64.powf(nfo / 10.0),
-        )
+        10.0 * lg(10f64.powf(self.nc / 10.0)
+            + 10f64.powf(nos / 10.0)
+            + 10f64.powf(nor / 10.0)
+            + 10f64.powf(nfo / 10.0))
     }
 
     /// Basic signal-to-noise ratio Ro = 15 − 1.5 (SLR + No), G.107 §7.2.
@@ -384,7 +382,9 @@ impl Transmission {
         let xolr = olr + 0.2 * (64.0 + no - self.rlr);
         let iolr = 20.0 * ((1.0 + (xolr / 8.0).powi(8)).powf(1.0 / 8.0) - xolr / 8.0);
         let stmro = -10.0
-            * lg(10f64.powf(-self.stmr / 10.0) + (-t_ms / 4.0).exp() * 10f64.powf(-self.telr / 10.0));
+            * lg(
+                10f64.powf(-self.stmr / 10.0) + (-t_ms / 4.0).exp() * 10f64.powf(-self.telr / 10.0)
+            );
         let ist = 12.0 * (1.0 + ((stmro - 13.0) / 6.0).powi(8)).powf(1.0 / 8.0)
             - 28.0 * (1.0 + ((stmro + 1.0) / 19.4).powi(35)).powf(1.0 / 35.0)
             - 13.0 * (1.0 + ((stmro - 3.0) / 33.0).powi(13)).powf(1.0 / 13.0)
@@ -415,7 +415,8 @@ impl Transmission {
             0.0
         } else {
             let x = lg(ta_ms / 100.0) / lg(2.0);
-            25.0 * ((1.0 + x.powi(6)).powf(1.0 / 6.0) - 3.0 * (1.0 + (x / 3.0).powi(6)).powf(1.0 / 6.0)
+            25.0 * ((1.0 + x.powi(6)).powf(1.0 / 6.0)
+                - 3.0 * (1.0 + (x / 3.0).powi(6)).powf(1.0 / 6.0)
                 + 2.0)
         };
         DelayImpairment { idte, idle, idd }
@@ -575,7 +576,12 @@ pub fn evaluate(codec: &CodecProfile, ppl_pct: f64, burst_r: f64, ta_ms: f64) ->
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 mod tests {
     use super::*;
 
@@ -732,7 +738,11 @@ mod tests {
             ("G723", 8000, "G723"),
         ];
         for (name, rate, want) in cases {
-            assert_eq!(codec_profile(name, rate).map(|c| c.name), Some(want), "{name}");
+            assert_eq!(
+                codec_profile(name, rate).map(|c| c.name),
+                Some(want),
+                "{name}"
+            );
         }
         assert!(codec_profile("telephone-event", 8000).is_none());
         assert!(codec_profile("H264", 90000).is_none());

@@ -181,8 +181,8 @@ impl BufferState {
         }
         self.recent.push_back(rel_ms);
         let hi = max_ms.max(min_ms);
-        let target = (percentile(&self.recent, ADAPTIVE_PERCENTILE) + ADAPTIVE_MARGIN_MS)
-            .clamp(min_ms, hi);
+        let target =
+            (percentile(&self.recent, ADAPTIVE_PERCENTILE) + ADAPTIVE_MARGIN_MS).clamp(min_ms, hi);
         let grown = if late {
             target.max(rel_ms + ADAPTIVE_MARGIN_MS)
         } else {
@@ -448,7 +448,12 @@ fn adaptive_depth_from_hist(hist: &[u32; DELAY_BUCKET_COUNT], total: u64, max_ms
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 mod tests {
     use super::*;
 
@@ -512,7 +517,13 @@ mod tests {
     // tail, so the 95th percentile stays at 100 ms and the depth at 105: 1 late.
     #[test]
     fn periodic_spikes() {
-        let spiky = |i: u16| if i > 0 && i % 10 == 0 { 100 } else { 0 };
+        let spiky = |i: u16| {
+            if i > 0 && i.is_multiple_of(10) {
+                100
+            } else {
+                0
+            }
+        };
         let out = simulate(&stream(100, 0, spiky), 8000).unwrap();
         assert_eq!(late(&out), vec![9, 0, 1]);
     }
@@ -545,10 +556,7 @@ mod tests {
 
     #[test]
     fn zero_clock_rate_is_an_error() {
-        assert_eq!(
-            simulate(&[], 0).unwrap_err(),
-            JitterBufError::ZeroClockRate
-        );
+        assert_eq!(simulate(&[], 0).unwrap_err(), JitterBufError::ZeroClockRate);
         let empty = simulate(&[], 8000).unwrap();
         assert_eq!(late(&empty), vec![0, 0, 0]);
         assert_eq!(empty[0].mean_delay_ms, 50.0);
@@ -594,7 +602,10 @@ mod tests {
         assert_eq!(late_from_hist(&wide, 130.0), 18);
         assert_eq!(late_from_hist(&wide, 300.0), 5);
         assert_eq!(late_from_hist(&wide, 400.0), 0);
-        assert_eq!(late(&estimate_from_delay_hist(&[0; DELAY_BUCKET_COUNT])), vec![0, 0, 0]);
+        assert_eq!(
+            late(&estimate_from_delay_hist(&[0; DELAY_BUCKET_COUNT])),
+            vec![0, 0, 0]
+        );
     }
 
     #[test]

@@ -10,3 +10,6 @@ pub mod emodel;
 pub mod jitterbuf;
 pub mod quality;
 pub mod rtcp;
+
+#[cfg(test)]
+mod testutil;

@@ -1,60 +1,18 @@
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 
 use super::*;
+use crate::media::testutil::{udp_datagrams, Datagram};
 use proptest::prelude::*;
 
 const STRICT: ParseOptions = ParseOptions {
     reduced_size: false,
 };
 const RSIZE: ParseOptions = ParseOptions { reduced_size: true };
-
-/// One UDP datagram out of a capture: frame number (1-based, as tshark counts), capture time
-/// in ns, UDP payload.
-struct Datagram {
-    frame: usize,
-    time_ns: u64,
-    payload: Vec<u8>,
-}
-
-/// A minimal classic-pcap reader (little-endian, µs timestamps) with an Ethernet / Linux
-/// cooked (SLL) → IPv4 → UDP walk: just enough to pull RTCP payloads out of the corpus.
-fn udp_datagrams(name: &str) -> Vec<Datagram> {
-    let path = format!(
-        "{}/../../shared/corpus/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let data = std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    assert_eq!(&data[..4], &[0xd4, 0xc3, 0xb2, 0xa1], "little-endian µs pcap");
-    let le32 = |o: usize| u32::from_le_bytes(data[o..o + 4].try_into().unwrap());
-    let linktype = le32(20);
-    let mut out = Vec::new();
-    let mut off = 24;
-    let mut frame = 0;
-    while off + 16 <= data.len() {
-        frame += 1;
-        let ts = u64::from(le32(off)) * 1_000_000_000 + u64::from(le32(off + 4)) * 1000;
-        let incl = le32(off + 8) as usize;
-        let pkt = &data[off + 16..off + 16 + incl];
-        off += 16 + incl;
-        let (ethertype, l3) = match linktype {
-            1 => (u16::from_be_bytes([pkt[12], pkt[13]]), 14),
-            113 => (u16::from_be_bytes([pkt[14], pkt[15]]), 16),
-            other => panic!("link type {other}"),
-        };
-        if ethertype != 0x0800 || pkt[l3 + 9] != 17 {
-            continue;
-        }
-        let ihl = usize::from(pkt[l3] & 0x0f) * 4;
-        let udp = l3 + ihl;
-        let udp_len = usize::from(u16::from_be_bytes([pkt[udp + 4], pkt[udp + 5]]));
-        out.push(Datagram {
-            frame,
-            time_ns: ts,
-            payload: pkt[udp + 8..udp + udp_len].to_vec(),
-        });
-    }
-    out
-}
 
 fn frame(all: &[Datagram], n: usize) -> &Datagram {
     all.iter().find(|d| d.frame == n).unwrap()
@@ -112,9 +70,30 @@ fn ndpi_compound_datagrams_match_tshark() {
     let sender = 0x5d93_1534;
     let receiver = 0x0193_2db4;
     let sr_frames = [
-        (1, 3_711_615_344, 1_298_222_584, 32_000, 200, rb(0, 0, 1, 0, 0, 0, 0)),
-        (3, 3_711_615_348, 1_384_156_290, 64_160, 401, rb(receiver, 0, 1, 0, 0, 0, 0)),
-        (5, 3_711_615_352, 1_469_918_197, 96_320, 602, rb(receiver, 0, 1, 0, 0, 0, 0)),
+        (
+            1,
+            3_711_615_344,
+            1_298_222_584,
+            32_000,
+            200,
+            rb(0, 0, 1, 0, 0, 0, 0),
+        ),
+        (
+            3,
+            3_711_615_348,
+            1_384_156_290,
+            64_160,
+            401,
+            rb(receiver, 0, 1, 0, 0, 0, 0),
+        ),
+        (
+            5,
+            3_711_615_352,
+            1_469_918_197,
+            96_320,
+            602,
+            rb(receiver, 0, 1, 0, 0, 0, 0),
+        ),
     ];
     for (n, msw, lsw, rtp, count, block) in sr_frames {
         let c = parse_compound(&frame(&all, n).payload, STRICT).unwrap();
@@ -148,7 +127,10 @@ fn ndpi_compound_datagrams_match_tshark() {
         let r = rr(&c);
         assert_eq!(r.ssrc, receiver);
         assert_eq!(r.reports, vec![block], "frame {n}");
-        assert_eq!(c.cnames().collect::<Vec<_>>(), vec![(receiver, &b"1932db4"[..])]);
+        assert_eq!(
+            c.cnames().collect::<Vec<_>>(),
+            vec![(receiver, &b"1932db4"[..])]
+        );
     }
 }
 
@@ -199,7 +181,10 @@ fn heplify_sender_reports_match_tshark() {
         }
     );
     assert!(s14.reports.is_empty());
-    assert_eq!(c14.cnames().collect::<Vec<_>>(), vec![(0x42f4_33d4, &b"c0"[..])]);
+    assert_eq!(
+        c14.cnames().collect::<Vec<_>>(),
+        vec![(0x42f4_33d4, &b"c0"[..])]
+    );
 
     let s17 = sr(&c17);
     assert_eq!(s17.ssrc, 0x5a33_61b3);
@@ -277,7 +262,10 @@ fn negative_cumulative_loss_and_padding_match_tshark() {
     assert_eq!(r.reports[0].fraction_lost_ratio(), 0.25);
     assert_eq!(r.reports[0].jitter_ms(8000), Some(154.25));
     assert_eq!(r.reports[0].jitter_ms(0), None);
-    assert_eq!(c.cnames().collect::<Vec<_>>(), vec![(0x0bad_f00d, &b"ab"[..])]);
+    assert_eq!(
+        c.cnames().collect::<Vec<_>>(),
+        vec![(0x0bad_f00d, &b"ab"[..])]
+    );
 }
 
 // Crafted RR + XR (a Receiver Reference Time block, BT 4, then a VoIP Metrics block, BT 7).
@@ -315,7 +303,10 @@ fn xr_voip_metrics_match_tshark() {
     assert_eq!(m.plc(), Plc::Standard);
     assert_eq!(m.jitter_buffer_kind(), JitterBufferKind::Adaptive);
     assert_eq!(m.jitter_buffer_rate(), 7);
-    assert_eq!((m.jb_nominal_ms, m.jb_maximum_ms, m.jb_abs_max_ms), (60, 120, 400));
+    assert_eq!(
+        (m.jb_nominal_ms, m.jb_maximum_ms, m.jb_abs_max_ms),
+        (60, 120, 400)
+    );
     assert!((m.loss_pct() - 13.0 * 100.0 / 256.0).abs() < 1e-12);
     assert_eq!(c.voip_metrics().count(), 1);
 }
@@ -325,7 +316,10 @@ fn xr_voip_metrics_match_tshark() {
 #[test]
 fn round_trip_rfc3550_example() {
     let block = rb(1, 0, 0, 0, 0, 0xb705_2000, 0x0005_4000);
-    assert_eq!(block.round_trip(0xb710_8000), Some(Duration::from_millis(6125)));
+    assert_eq!(
+        block.round_trip(0xb710_8000),
+        Some(Duration::from_millis(6125))
+    );
     // Negative (clocks disagree) and no SR yet: no answer.
     assert_eq!(block.round_trip(0xb705_2000), None);
     assert_eq!(rb(1, 0, 0, 0, 0, 0, 5).round_trip(0xb710_8000), None);
@@ -348,7 +342,10 @@ fn reduced_size_is_an_option() {
         Err(RtcpError::FirstNotReport { pt: 202 })
     );
     let c = parse_compound(&sdes, RSIZE).unwrap();
-    assert_eq!(c.cnames().collect::<Vec<_>>(), vec![(0x0bad_f00d, &b"ab"[..])]);
+    assert_eq!(
+        c.cnames().collect::<Vec<_>>(),
+        vec![(0x0bad_f00d, &b"ab"[..])]
+    );
     // A lone feedback packet (RFC 4585 PSFB PLI: sender + media SSRC).
     let pli = hex("81ce00020000000100000002");
     let c = parse_compound(&pli, RSIZE).unwrap();
@@ -410,7 +407,10 @@ fn lying_lengths_are_typed_errors() {
             },
         ),
         // Compound starting with BYE.
-        ("81cb000100000001".into(), RtcpError::FirstNotReport { pt: 203 }),
+        (
+            "81cb000100000001".into(),
+            RtcpError::FirstNotReport { pt: 203 },
+        ),
         // RR announcing 1 report block in a 1-word body.
         (
             "81c9000100000001".into(),
@@ -540,13 +540,19 @@ fn too_many_packets_is_bounded() {
         Err(RtcpError::TooManyPackets { limit: MAX_PACKETS })
     );
     let ok = hex(&"80c9000100000001".repeat(MAX_PACKETS));
-    assert_eq!(parse_compound(&ok, STRICT).unwrap().packets.len(), MAX_PACKETS);
+    assert_eq!(
+        parse_compound(&ok, STRICT).unwrap().packets.len(),
+        MAX_PACKETS
+    );
 }
 
 #[test]
 fn errors_read_in_lower_case() {
     let e = RtcpError::FirstNotReport { pt: 203 };
-    assert_eq!(e.to_string(), "rtcp compound starts with packet type 203, expected sr or rr");
+    assert_eq!(
+        e.to_string(),
+        "rtcp compound starts with packet type 203, expected sr or rr"
+    );
 }
 
 proptest! {
