@@ -29,6 +29,8 @@ use serde::Serialize;
 pub const RO_WB: f64 = 129.0;
 /// Ratio of the wideband to the narrowband R scale (G.107.1 Annex A).
 pub const WB_SCALE: f64 = 1.29;
+/// Largest one-way delay [`evaluate`] accepts, ms; larger values are clamped.
+pub const MAX_TA_MS: f64 = 60_000.0;
 
 /// Audio bandwidth class, which selects the E-model variant and the MOS scale.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -539,8 +541,9 @@ pub struct EModelResult {
 pub fn evaluate(codec: &CodecProfile, ppl_pct: f64, burst_r: f64, ta_ms: f64) -> EModelResult {
     let ppl = sane_pct(ppl_pct);
     let burst_r = sane_burst_r(burst_r);
+    // Beyond a minute the delay formulas stop meaning anything and start overflowing.
     let ta = if ta_ms.is_finite() {
-        ta_ms.max(0.0)
+        ta_ms.clamp(0.0, MAX_TA_MS)
     } else {
         0.0
     };

@@ -275,7 +275,9 @@ impl Simulator {
             return;
         }
         if self.started {
-            self.ext_ts += i64::from(p.rtp_ts.wrapping_sub(self.last_ts) as i32);
+            self.ext_ts = self
+                .ext_ts
+                .saturating_add(i64::from(p.rtp_ts.wrapping_sub(self.last_ts) as i32));
         } else {
             self.ext_ts = i64::from(p.rtp_ts);
             self.started = true;
@@ -320,7 +322,7 @@ impl Simulator {
             } else {
                 (self.seen << delta) | 1
             };
-            self.highest_seq += delta;
+            self.highest_seq = self.highest_seq.saturating_add(delta);
             false
         } else if -delta < DUP_WINDOW {
             let bit = 1u128 << (-delta);
@@ -606,6 +608,38 @@ mod tests {
             late(&estimate_from_delay_hist(&[0; DELAY_BUCKET_COUNT])),
             vec![0, 0, 0]
         );
+    }
+
+    proptest::proptest! {
+        // Any arrival order, timestamps and sequence numbers: no panic, counts consistent.
+        #[test]
+        fn arbitrary_packets_never_panic(
+            pkts in proptest::collection::vec(
+                (proptest::num::u64::ANY, proptest::num::u32::ANY, proptest::num::u16::ANY),
+                0..300,
+            ),
+            clock in 1u32..200_000,
+        ) {
+            let mut sim = Simulator::standard(clock).unwrap();
+            for (arrival_ns, rtp_ts, seq) in pkts.iter().copied() {
+                sim.push(PacketTiming { arrival_ns, rtp_ts, seq });
+            }
+            proptest::prop_assert_eq!(sim.packets() + sim.duplicates(), pkts.len() as u64);
+            for o in sim.outcomes() {
+                proptest::prop_assert!(o.late <= o.packets);
+                proptest::prop_assert!(o.max_delay_ms <= 500.0);
+            }
+        }
+
+        #[test]
+        fn arbitrary_histograms_never_panic(
+            hist in proptest::array::uniform8(proptest::num::u32::ANY),
+        ) {
+            let total: u64 = hist.iter().map(|&c| u64::from(c)).sum();
+            for o in estimate_from_delay_hist(&hist) {
+                proptest::prop_assert!(o.late <= total);
+            }
+        }
     }
 
     #[test]

@@ -203,7 +203,7 @@ pub fn assess(input: &QualityInput<'_>) -> DirectionQuality {
     let buffers: Vec<BufferQuality> = outcomes
         .into_iter()
         .map(|o| {
-            let effective_loss_pct = pct((net_lost + o.late) as f64, expected);
+            let effective_loss_pct = pct(net_lost.saturating_add(o.late) as f64, expected);
             let packet_ms = input
                 .ptime_ms
                 .or(profile.map(|p| p.packet_ms))
@@ -539,6 +539,50 @@ mod tests {
             assert!(close(jx, max_j, 0.02 * max_j), "max jitter {jx} vs {max_j}");
             let mos = q.buffers[1].emodel.as_ref().unwrap().mos;
             assert!(mos > 4.0, "no loss, modest delay: MOS {mos}");
+        }
+    }
+
+    proptest::proptest! {
+        // Any counter values the kernel map could hold: no panic, MOS within the scale.
+        #[test]
+        fn arbitrary_counters_never_panic(
+            received in proptest::num::u32::ANY,
+            cycles in proptest::num::u32::ANY,
+            max_seq in proptest::num::u16::ANY,
+            base_seq in proptest::num::u32::ANY,
+            sums in proptest::array::uniform4(proptest::num::u64::ANY),
+            samples in proptest::num::u32::ANY,
+            bursts in proptest::array::uniform10(proptest::num::u32::ANY),
+            hist in proptest::array::uniform8(proptest::num::u32::ANY),
+            clock in proptest::sample::select(vec![0u32, 8000, 16000, 48000]),
+            codec in proptest::sample::select(vec!["PCMU", "G722", "opus", "nope"]),
+            rtt_ms in proptest::option::of(0u64..100_000),
+        ) {
+            let s = RtpStream {
+                ssrc: 1,
+                in_use: 1,
+                received,
+                cycles,
+                max_seq,
+                base_seq,
+                jitter_q8: sums[0],
+                max_jitter_q8: sums[1],
+                jitter_sum_q8: sums[2],
+                max_gap_ns: sums[3],
+                jitter_samples: samples,
+                loss_bursts: bursts,
+                delay_hist: hist,
+                ..RtpStream::EMPTY
+            };
+            let mut input = QualityInput::new(&s, clock, codec);
+            input.rtt = rtt_ms.map(Duration::from_millis);
+            let q = assess(&input);
+            for b in &q.buffers {
+                proptest::prop_assert!((0.0..=100.0).contains(&b.effective_loss_pct));
+                if let Some(e) = &b.emodel {
+                    proptest::prop_assert!((1.0..=4.5).contains(&e.mos), "mos {}", e.mos);
+                }
+            }
         }
     }
 
