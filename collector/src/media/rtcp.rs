@@ -530,7 +530,8 @@ fn byte(b: &[u8], off: usize) -> Option<u8> {
 /// Checks, per RFC 3550 §6.4.1 and A.2: every packet is version 2; the first is SR or RR
 /// (unless `opts.reduced_size`, RFC 5506); only the last packet may be padded, with a count
 /// that fits; the packet lengths add up exactly to the datagram; each body holds what its
-/// counts announce.
+/// counts announce. Padding on a lone packet is accepted: §6.4.1 allows it on the last
+/// packet, although the sample check of A.2 would refuse it on the first.
 pub fn parse_compound(buf: &[u8], opts: ParseOptions) -> Result<Compound<'_>, RtcpError> {
     if buf.is_empty() {
         return Err(RtcpError::Empty);
