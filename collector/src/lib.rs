@@ -7,4 +7,5 @@
 
 pub mod capture;
 pub mod cli;
+pub mod media;
 pub mod privacy;
