@@ -376,7 +376,12 @@ impl<E> TcpReassembler<E> {
             st.next_seq = Some(seq);
         }
         segment(st, seq, seg.payload, seg.wire_len, &mut sink);
-        if seg.flags.fin && st.ooo.is_empty() {
+        // The FIN counts only once every byte before it was taken.
+        let wire = u32::try_from(seg.wire_len.max(seg.payload.len())).unwrap_or(u32::MAX);
+        let fin_reached = st
+            .next_seq
+            .is_none_or(|n| seq_diff(seq.wrapping_add(wire), n) <= 0);
+        if seg.flags.fin && fin_reached && st.ooo.is_empty() {
             // Kept a while as closed, so a retransmission of the last segments is not taken
             // for a new stream joined midway.
             st.closed = true;
@@ -1064,7 +1069,7 @@ Sec-WebSocket-Protocol: sip\r\nSec-WebSocket-Version: 13\r\n\r\n";
                 &mut t.out,
             );
             seq += chunk.len() as u32;
-            got.extend(t.out.drain(..));
+            got.append(&mut t.out);
         }
         assert_eq!(got.len(), 2);
         assert_eq!(got[0].bytes, a);
