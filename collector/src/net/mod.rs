@@ -214,6 +214,7 @@ impl NetStats {
             ("tcp_table_full", t.tcp_table_full),
             ("tcp_idle_timeouts", t.tcp_idle_timeouts),
             ("tcp_closed", t.tcp_closed),
+            ("tcp_unfinished", t.tcp_unfinished),
             ("tcp_keepalive_bytes", t.tcp_keepalive_bytes),
             ("ws_handshakes", t.ws_handshakes),
             ("ws_not_upgrade", t.ws_not_upgrade),

@@ -90,6 +90,8 @@ pub struct TcpStats {
     pub tcp_idle_timeouts: u64,
     /// Streams closed by FIN or RST.
     pub tcp_closed: u64,
+    /// Streams closed or forgotten with bytes of an incomplete message still buffered.
+    pub tcp_unfinished: u64,
     /// Keepalive CRLF bytes skipped between messages.
     pub tcp_keepalive_bytes: u64,
     /// WebSocket opening handshakes seen.
@@ -220,6 +222,12 @@ impl Stream {
         }
     }
 
+    /// Bytes of a message that will now never complete are buffered.
+    fn unfinished(&self) -> bool {
+        let closed_or_ignored = matches!(self.mode, Mode::Ignored) || self.closed;
+        !closed_or_ignored && (leading_crlf(&self.buf) < self.buf.len() || !self.ooo.is_empty())
+    }
+
     fn initial_mode(kind: StreamKind) -> Mode {
         match kind {
             StreamKind::Sip => Mode::Sip,
@@ -288,6 +296,7 @@ impl<E> TcpReassembler<E> {
             let keep = age < idle;
             if !keep {
                 stats.tcp_idle_timeouts += 1;
+                stats.tcp_unfinished += u64::from(s.unfinished());
             }
             keep
         });
@@ -327,9 +336,12 @@ impl<E> TcpReassembler<E> {
             self.expire(now_ns);
         }
         if seg.flags.rst {
-            let a = self.streams.remove(&key).is_some();
-            let b = self.streams.remove(&key.reversed()).is_some();
-            self.stats.tcp_closed += u64::from(a) + u64::from(b);
+            for k in [key, key.reversed()] {
+                if let Some(s) = self.streams.remove(&k) {
+                    self.stats.tcp_closed += 1;
+                    self.stats.tcp_unfinished += u64::from(s.unfinished());
+                }
+            }
             return;
         }
         if !self.streams.contains_key(&key) {
@@ -385,6 +397,7 @@ impl<E> TcpReassembler<E> {
             // Kept a while as closed, so a retransmission of the last segments is not taken
             // for a new stream joined midway.
             st.closed = true;
+            self.stats.tcp_unfinished += u64::from(st.unfinished());
             st.buf = Vec::new();
             st.mode = Mode::Ignored;
             self.stats.tcp_closed += 1;
@@ -928,6 +941,24 @@ CSeq: {cseq} {method}\r\nContent-Length: {}\r\n\r\n{body}",
     }
 
     #[test]
+    fn fin_ahead_of_missing_bytes_waits_for_them() {
+        let a = msg("BYE", 2, "");
+        let mut t = T::new(TcpConfig::default());
+        let fin = TcpFlags {
+            fin: true,
+            ..TcpFlags::default()
+        };
+        assert!(t.seg(0, 0, &a[..10]).is_empty());
+        // The FIN with the last bytes overtakes the middle segment.
+        let tail = &a[30..];
+        assert!(t
+            .seg_k(1, key(), 30, fin, tail, tail.len(), Some(StreamKind::Sip))
+            .is_empty());
+        assert_eq!(t.r.stats().tcp_closed, 0);
+        assert_eq!(t.seg(2, 10, &a[10..30]), vec![a]);
+    }
+
+    #[test]
     fn rst_drops_both_directions() {
         let mut t = T::new(TcpConfig::default());
         let a = msg("INVITE", 1, "");
@@ -950,6 +981,7 @@ CSeq: {cseq} {method}\r\nContent-Length: {}\r\n\r\n{body}",
         };
         t.seg_k(1, key(), 11, rst, &[], 0, Some(StreamKind::Sip));
         assert_eq!(t.r.streams(), 0);
+        assert_eq!(t.r.stats().tcp_unfinished, 2);
     }
 
     #[test]
@@ -1105,6 +1137,34 @@ Sec-WebSocket-Protocol: sip\r\nSec-WebSocket-Version: 13\r\n\r\n";
             Some(StreamKind::WebSocket),
         );
         assert_eq!(got, vec![b_msg]);
+    }
+
+    #[test]
+    fn sip_subprotocol_upgrade_is_recognised_on_any_port() {
+        let k = FlowKey {
+            src: "192.0.2.1:40000".parse().unwrap(),
+            dst: "192.0.2.2:9443".parse().unwrap(),
+        };
+        let b = msg("REGISTER", 1, "");
+        let mut data =
+            b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nSec-WebSocket-Protocol: sip\r\n\r\n"
+                .to_vec();
+        data.extend(ws_frame(true, 2, Some([3, 1, 4, 1]), &b));
+        let mut t = T::new(TcpConfig::default());
+        assert_eq!(
+            t.seg_k(0, k, 0, TcpFlags::default(), &data, data.len(), None),
+            vec![b]
+        );
+        // Without the `sip` subprotocol, an upgrade on an unconfigured port is not SIP.
+        let plain = b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\n\r\n";
+        let k2 = FlowKey {
+            src: "192.0.2.1:40001".parse().unwrap(),
+            ..k
+        };
+        assert!(t
+            .seg_k(0, k2, 0, TcpFlags::default(), plain, plain.len(), None)
+            .is_empty());
+        assert_eq!(t.r.stats().tcp_not_sip, 1);
     }
 
     #[test]
