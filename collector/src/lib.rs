@@ -8,4 +8,5 @@
 pub mod capture;
 pub mod cli;
 pub mod media;
+pub mod net;
 pub mod privacy;
