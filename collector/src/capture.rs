@@ -196,9 +196,8 @@ impl Capture {
                     p.load().map_err(prog_err("loading sip_xdp"))?;
                 }
                 _ => {
-                    let p: &mut SchedClassifier = prog
-                        .try_into()
-                        .map_err(prog_err("typing sip_tc_egress"))?;
+                    let p: &mut SchedClassifier =
+                        prog.try_into().map_err(prog_err("typing sip_tc_egress"))?;
                     p.load().map_err(prog_err("loading sip_tc_egress"))?;
                 }
             }
@@ -382,7 +381,9 @@ pub fn run_agent(args: crate::cli::AgentArgs) -> anyhow::Result<()> {
 async fn agent_loop(args: crate::cli::AgentArgs) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     if args.server.is_some() {
-        anyhow::bail!("`--server` is not built yet: CDR streaming is still to come in this release");
+        anyhow::bail!(
+            "`--server` is not built yet: CDR streaming is still to come in this release"
+        );
     }
     let opts = CaptureOptions {
         sip_ports: args.sip_ports.clone(),
@@ -427,8 +428,7 @@ async fn agent_loop(args: crate::cli::AgentArgs) -> anyhow::Result<()> {
         } else {
             events.clear();
         }
-        if args.stats_every > 0 && last_stats.elapsed() >= Duration::from_secs(args.stats_every)
-        {
+        if args.stats_every > 0 && last_stats.elapsed() >= Duration::from_secs(args.stats_every) {
             last_stats = Instant::now();
             println!("{}", serde_json::json!({ "counters": cap.counters()? }));
         }
