@@ -7,4 +7,6 @@
 
 pub mod capture;
 pub mod cli;
+pub mod server;
+pub mod ship;
 pub mod spool;
