@@ -10,3 +10,6 @@ pub mod cli;
 pub mod media;
 pub mod net;
 pub mod privacy;
+pub mod server;
+pub mod ship;
+pub mod spool;
