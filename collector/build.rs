@@ -9,7 +9,8 @@ use std::path::PathBuf;
 fn main() -> anyhow::Result<()> {
     println!("cargo:rerun-if-env-changed=COLLECTOR_EBPF_OBJ");
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?);
-    let default = manifest.join("../collector-ebpf/target/bpfel-unknown-none/release/collector-ebpf");
+    let default =
+        manifest.join("../collector-ebpf/target/bpfel-unknown-none/release/collector-ebpf");
     let src = std::env::var_os("COLLECTOR_EBPF_OBJ")
         .map(PathBuf::from)
         .unwrap_or(default);

@@ -15,8 +15,10 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use collector_common::{
-    counters::COUNTER_COUNT, Config, Counter, EventHeader, EventKind, MAP_CONFIG, MAP_COUNTERS,
-    MAP_EVENTS, MAP_SIP_PORTS, PORT_SIP, PROG_TC_EGRESS, PROG_XDP, SNAP_MAX,
+    counters::COUNTER_COUNT,
+    media::{EndpointKey, EndpointValue, MAP_MEDIA_EP, MAP_MEDIA_PORTS},
+    Config, Counter, EventHeader, EventKind, MediaKey, MediaValue, MAP_CONFIG, MAP_COUNTERS,
+    MAP_EVENTS, MAP_MEDIA, MAP_SIP_PORTS, PORT_SIP, PROG_TC_EGRESS, PROG_XDP, SNAP_MAX,
 };
 use serde::Serialize;
 use thiserror::Error;
@@ -196,9 +198,8 @@ impl Capture {
                     p.load().map_err(prog_err("loading sip_xdp"))?;
                 }
                 _ => {
-                    let p: &mut SchedClassifier = prog
-                        .try_into()
-                        .map_err(prog_err("typing sip_tc_egress"))?;
+                    let p: &mut SchedClassifier =
+                        prog.try_into().map_err(prog_err("typing sip_tc_egress"))?;
                     p.load().map_err(prog_err("loading sip_tc_egress"))?;
                 }
             }
@@ -266,6 +267,23 @@ impl Capture {
         &self.attachments
     }
 
+    /// Run time (ns) and run count of each program, as the kernel accounts them while BPF
+    /// statistics are enabled (`aya::sys::enable_stats`); zero otherwise.
+    pub fn program_stats(&self) -> Result<Vec<(&'static str, u64, u64)>, CaptureError> {
+        let mut out = Vec::new();
+        for name in [PROG_XDP, PROG_TC_EGRESS] {
+            let prog = self
+                .ebpf
+                .program(name)
+                .ok_or(CaptureError::MissingProgram(name))?;
+            let info = prog
+                .info()
+                .map_err(prog_err(format!("reading {name} info")))?;
+            out.push((name, info.run_time().as_nanos() as u64, info.run_count()));
+        }
+        Ok(out)
+    }
+
     /// The kernel counters, summed over CPUs, by name.
     pub fn counters(&self) -> Result<BTreeMap<&'static str, u64>, CaptureError> {
         let map = self
@@ -285,13 +303,18 @@ impl Capture {
         Ok(out)
     }
 
-    /// Takes the ring buffer out of the object, wrapped for async readiness.
-    pub fn take_ring(&mut self) -> Result<AsyncFd<RingBuf<MapData>>, CaptureError> {
+    /// Takes the ring buffer out of the object, for a reader that polls it.
+    pub fn take_ring_raw(&mut self) -> Result<RingBuf<MapData>, CaptureError> {
         let map = self
             .ebpf
             .take_map(MAP_EVENTS)
             .ok_or(CaptureError::MissingMap(MAP_EVENTS))?;
-        let ring = RingBuf::try_from(map).map_err(map_err("opening EVENTS"))?;
+        RingBuf::try_from(map).map_err(map_err("opening EVENTS"))
+    }
+
+    /// Takes the ring buffer out of the object, wrapped for async readiness.
+    pub fn take_ring(&mut self) -> Result<AsyncFd<RingBuf<MapData>>, CaptureError> {
+        let ring = self.take_ring_raw()?;
         // SAFETY: the AsyncFd owns the ring buffer, so its fd stays open while registered;
         // dropping the AsyncFd deregisters before the fd closes.
         unsafe { AsyncFd::register(ring) }.map_err(|e| CaptureError::Io {
@@ -303,6 +326,96 @@ impl Capture {
     /// The loaded object, for map access by other modules.
     pub fn ebpf_mut(&mut self) -> &mut Ebpf {
         &mut self.ebpf
+    }
+
+    fn media_map(
+        &mut self,
+    ) -> Result<BpfHashMap<&mut MapData, MediaKey, MediaValue>, CaptureError> {
+        let map = self
+            .ebpf
+            .map_mut(MAP_MEDIA)
+            .ok_or(CaptureError::MissingMap(MAP_MEDIA))?;
+        BpfHashMap::try_from(map).map_err(map_err("opening MEDIA"))
+    }
+
+    fn endpoint_map(
+        &mut self,
+    ) -> Result<BpfHashMap<&mut MapData, EndpointKey, EndpointValue>, CaptureError> {
+        let map = self
+            .ebpf
+            .map_mut(MAP_MEDIA_EP)
+            .ok_or(CaptureError::MissingMap(MAP_MEDIA_EP))?;
+        BpfHashMap::try_from(map).map_err(map_err("opening MEDIA_EP"))
+    }
+
+    /// Marks `port` as announced in SDP, so the programs look its packets up in MEDIA.
+    /// Bits are never cleared: a stale bit costs one failed lookup, a missing one a stream.
+    pub fn announce_port(&mut self, port: u16) -> Result<(), CaptureError> {
+        let map = self
+            .ebpf
+            .map_mut(MAP_MEDIA_PORTS)
+            .ok_or(CaptureError::MissingMap(MAP_MEDIA_PORTS))?;
+        let mut words: Array<&mut MapData, u64> =
+            Array::try_from(map).map_err(map_err("opening MEDIA_PORTS"))?;
+        let idx = u32::from(port >> 6);
+        let w = words.get(&idx, 0).map_err(map_err("reading MEDIA_PORTS"))?;
+        words
+            .set(idx, w | (1u64 << (port & 63)), 0)
+            .map_err(map_err("writing MEDIA_PORTS"))
+    }
+
+    /// Installs (or replaces) one direction of a stream.
+    pub fn insert_stream(&mut self, key: MediaKey, value: MediaValue) -> Result<(), CaptureError> {
+        self.announce_port(key.sport)?;
+        self.announce_port(key.dport)?;
+        self.media_map()?
+            .insert(key, value, 0)
+            .map_err(map_err("inserting into MEDIA"))
+    }
+
+    /// Reads one direction's state; `None` when it is not installed (or was evicted).
+    pub fn stream(&mut self, key: &MediaKey) -> Result<Option<MediaValue>, CaptureError> {
+        match self.media_map()?.get(key, 0) {
+            Ok(v) => Ok(Some(v)),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(map_err("reading MEDIA")(e)),
+        }
+    }
+
+    /// Removes one direction of a stream (absent is fine).
+    pub fn remove_stream(&mut self, key: &MediaKey) -> Result<(), CaptureError> {
+        match self.media_map()?.remove(key) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            Err(e) => Err(map_err("removing from MEDIA")(e)),
+        }
+    }
+
+    /// Installs (or replaces) an endpoint announced in SDP.
+    pub fn insert_endpoint(
+        &mut self,
+        key: EndpointKey,
+        value: EndpointValue,
+    ) -> Result<(), CaptureError> {
+        self.announce_port(key.port)?;
+        self.endpoint_map()?
+            .insert(key, value, 0)
+            .map_err(map_err("inserting into MEDIA_EP"))
+    }
+
+    /// Removes an endpoint (absent is fine).
+    pub fn remove_endpoint(&mut self, key: &EndpointKey) -> Result<(), CaptureError> {
+        match self.endpoint_map()?.remove(key) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            Err(e) => Err(map_err("removing from MEDIA_EP")(e)),
+        }
+    }
+}
+
+/// An address as the maps store it: IPv4 mapped into IPv6, network byte order.
+pub fn map_addr(ip: std::net::IpAddr) -> [u8; 16] {
+    match ip {
+        std::net::IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+        std::net::IpAddr::V6(v6) => v6.octets(),
     }
 }
 
@@ -360,6 +473,8 @@ struct EventLine<'a> {
     /// FNV-1a of the captured L4 payload (of the whole copy for a later fragment): lets a
     /// test compare packets with what it sent without anything being printed.
     digest: String,
+    /// FNV-1a of the whole captured frame (from the Ethernet header).
+    frame_digest: String,
 }
 
 fn fnv1a(data: &[u8]) -> u64 {
@@ -382,7 +497,9 @@ pub fn run_agent(args: crate::cli::AgentArgs) -> anyhow::Result<()> {
 async fn agent_loop(args: crate::cli::AgentArgs) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     if args.server.is_some() {
-        anyhow::bail!("`--server` is not built yet: CDR streaming is still to come in this release");
+        anyhow::bail!(
+            "`--server` is not built yet: CDR streaming is still to come in this release"
+        );
     }
     let opts = CaptureOptions {
         sip_ports: args.sip_ports.clone(),
@@ -427,8 +544,7 @@ async fn agent_loop(args: crate::cli::AgentArgs) -> anyhow::Result<()> {
         } else {
             events.clear();
         }
-        if args.stats_every > 0 && last_stats.elapsed() >= Duration::from_secs(args.stats_every)
-        {
+        if args.stats_every > 0 && last_stats.elapsed() >= Duration::from_secs(args.stats_every) {
             last_stats = Instant::now();
             println!("{}", serde_json::json!({ "counters": cap.counters()? }));
         }
@@ -478,6 +594,7 @@ fn print_event(ev: &RawEvent) {
                     .unwrap_or_default()
             )
         ),
+        frame_digest: format!("{:016x}", fnv1a(&ev.data)),
     };
     if let Ok(s) = serde_json::to_string(&line) {
         println!("{s}");

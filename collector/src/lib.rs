@@ -7,4 +7,7 @@
 
 pub mod capture;
 pub mod cli;
+pub mod media;
+pub mod net;
+pub mod privacy;
 pub mod sip;

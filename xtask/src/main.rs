@@ -1,1 +1,259 @@
-fn main() {}
+//! `cargo xtask`: one entry point for setting up a machine, building the eBPF object and the
+//! binary, running every test tier, the demo and the benchmarks.
+//!
+//! Every command runs `setup` first, so a fresh Debian 12 machine needs nothing but this
+//! repository and a Rust toolchain.
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    time::Instant,
+};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+
+mod setup;
+
+#[derive(Parser)]
+#[command(name = "xtask", about = "Build, test and demo the VoIP collector")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install what the build, the tests and the demo need (idempotent).
+    Setup,
+    /// Build the eBPF object (release) and the `collector` binary that embeds it.
+    Build {
+        /// Build the userspace binary in the dev profile instead of release.
+        #[arg(long)]
+        debug: bool,
+    },
+    /// Setup, build, fmt, clippy, unit tests, then the privileged integration tests.
+    Test {
+        /// Skip the privileged integration tests (network namespaces, attached programs).
+        #[arg(long)]
+        no_privileged: bool,
+        /// Only run integration tests whose name contains this string.
+        #[arg(long)]
+        filter: Option<String>,
+    },
+    /// The main job in one command: a live SBC topology, real calls, the CDR table.
+    Demo,
+    /// Benchmarks: kernel cost per packet, userspace throughput, peers side by side.
+    Bench,
+}
+
+/// The workspace root (the parent of this crate).
+pub fn root() -> PathBuf {
+    let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    here.parent().map(Path::to_path_buf).unwrap_or(here)
+}
+
+/// Path of the built eBPF object.
+pub fn ebpf_object() -> PathBuf {
+    root().join("collector-ebpf/target/bpfel-unknown-none/release/collector-ebpf")
+}
+
+/// Path of the release `collector` binary.
+pub fn collector_bin() -> PathBuf {
+    root().join("target/release/collector")
+}
+
+/// Runs a command, failing with its description when it exits non-zero.
+pub fn run(cmd: &mut Command, what: &str) -> Result<()> {
+    let status = cmd
+        .status()
+        .with_context(|| format!("{what}: could not start {cmd:?}"))?;
+    if !status.success() {
+        bail!("{what} failed ({status})");
+    }
+    Ok(())
+}
+
+fn build_ebpf() -> Result<()> {
+    let dir = root().join("collector-ebpf");
+    let mut path = std::env::var("PATH").unwrap_or_default();
+    if let Some(home) = std::env::var_os("HOME") {
+        path = format!("{}/.cargo/bin:{path}", PathBuf::from(home).display());
+    }
+    let mut cmd = Command::new("/usr/bin/cargo");
+    cmd.current_dir(&dir)
+        .env("RUSTC", "/usr/bin/rustc")
+        .env("RUSTC_BOOTSTRAP", "1")
+        .env("PATH", path)
+        .env_remove("RUSTUP_TOOLCHAIN")
+        .env_remove("CARGO")
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("CARGO_TARGET_DIR")
+        .args([
+            "build",
+            "--release",
+            "--locked",
+            "--target",
+            "bpfel-unknown-none",
+            "-Z",
+            "build-std=core",
+        ]);
+    run(&mut cmd, "building the eBPF object")?;
+    if !ebpf_object().is_file() {
+        bail!(
+            "the eBPF build left no object at {}",
+            ebpf_object().display()
+        );
+    }
+    Ok(())
+}
+
+fn cargo() -> Command {
+    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.current_dir(root());
+    c.env("COLLECTOR_EBPF_OBJ", ebpf_object());
+    c
+}
+
+fn build(debug: bool) -> Result<()> {
+    let t = Instant::now();
+    build_ebpf()?;
+    let mut c = cargo();
+    c.args(["build", "-p", "collector", "--bin", "collector"]);
+    if !debug {
+        c.arg("--release");
+    }
+    run(&mut c, "building the collector binary")?;
+    println!(
+        "xtask: built {} (eBPF object embedded) in {:.0?}",
+        collector_bin().display(),
+        t.elapsed()
+    );
+    Ok(())
+}
+
+struct Step {
+    name: &'static str,
+    ok: bool,
+    secs: f64,
+    note: String,
+}
+
+fn test(no_privileged: bool, filter: Option<String>) -> Result<()> {
+    let mut steps: Vec<Step> = Vec::new();
+    let mut step = |name: &'static str, f: &mut dyn FnMut() -> Result<String>| {
+        let t = Instant::now();
+        println!("\n=== xtask test: {name} ===");
+        let (ok, note) = match f() {
+            Ok(n) => (true, n),
+            Err(e) => (false, format!("{e:#}")),
+        };
+        steps.push(Step {
+            name,
+            ok,
+            secs: t.elapsed().as_secs_f64(),
+            note,
+        });
+        ok
+    };
+    let mut proceed = step("setup", &mut || setup::setup().map(|()| String::new()));
+    proceed = proceed && step("build", &mut || build(false).map(|()| String::new()));
+    if proceed {
+        step("fmt", &mut || {
+            run(
+                cargo().args(["fmt", "--all", "--", "--check"]),
+                "cargo fmt --check",
+            )
+            .map(|()| String::new())
+        });
+        step("clippy", &mut || {
+            run(
+                cargo().args([
+                    "clippy",
+                    "--workspace",
+                    "--all-targets",
+                    "--",
+                    "-D",
+                    "warnings",
+                ]),
+                "cargo clippy",
+            )
+            .map(|()| String::new())
+        });
+        step("unit tests", &mut || {
+            run(
+                cargo().args([
+                    "test",
+                    "--workspace",
+                    "--exclude",
+                    "collector-tests",
+                    "--release",
+                ]),
+                "unit tests",
+            )
+            .map(|()| String::new())
+        });
+        if no_privileged {
+            println!("xtask: privileged integration tests skipped (--no-privileged)");
+        } else {
+            step("integration tests (root, netns)", &mut || {
+                // SAFETY: geteuid has no preconditions.
+                if unsafe { libc::geteuid() } != 0 {
+                    bail!("the integration tests attach eBPF programs and create network namespaces: run as root (or pass --no-privileged)");
+                }
+                let mut c = cargo();
+                c.env("COLLECTOR_BIN", collector_bin()).args([
+                    "test",
+                    "-p",
+                    "collector-tests",
+                    "--release",
+                    "--",
+                    "--test-threads=1",
+                ]);
+                if let Some(f) = &filter {
+                    c.arg(f);
+                }
+                run(&mut c, "integration tests").map(|()| String::new())
+            });
+        }
+    }
+    println!("\n=== xtask test: summary ===");
+    let mut failed = 0;
+    for s in &steps {
+        let mark = if s.ok { "ok  " } else { "FAIL" };
+        println!("{mark} {:<34} {:>7.1}s {}", s.name, s.secs, s.note);
+        if !s.ok {
+            failed += 1;
+        }
+    }
+    if failed > 0 || !proceed {
+        bail!("{failed} step(s) failed");
+    }
+    println!("all steps passed");
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Setup => setup::setup(),
+        Cmd::Build { debug } => {
+            setup::setup()?;
+            build(debug)
+        }
+        Cmd::Test {
+            no_privileged,
+            filter,
+        } => test(no_privileged, filter),
+        Cmd::Demo => {
+            setup::setup()?;
+            build(false)?;
+            bail!("`cargo xtask demo` is not built yet: the SBC topology and end-to-end calls are still to come")
+        }
+        Cmd::Bench => {
+            setup::setup()?;
+            build(false)?;
+            bail!("`cargo xtask bench` is not built yet")
+        }
+    }
+}

@@ -79,23 +79,19 @@ impl EventHeader {
 
     /// Reads a header from the start of `buf` (userspace side of the ring).
     pub fn read(buf: &[u8]) -> Option<Self> {
-        let b = buf.get(..Self::LEN)?;
-        let u16_at = |o: usize| u16::from_ne_bytes([b[o], b[o + 1]]);
-        let u32_at = |o: usize| u32::from_ne_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
-        let mut ts = [0u8; 8];
-        ts.copy_from_slice(&b[8..16]);
+        let b: &[u8; Self::LEN] = buf.get(..Self::LEN)?.try_into().ok()?;
         Some(Self {
             kind: b[0],
             version: b[1],
             direction: b[2],
             flags: b[3],
-            ifindex: u32_at(4),
-            ts_ns: u64::from_ne_bytes(ts),
-            orig_len: u32_at(16),
-            cap_len: u32_at(20),
-            l3_off: u16_at(24),
-            l4_off: u16_at(26),
-            l7_off: u16_at(28),
+            ifindex: u32::from_ne_bytes([b[4], b[5], b[6], b[7]]),
+            ts_ns: u64::from_ne_bytes([b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]]),
+            orig_len: u32::from_ne_bytes([b[16], b[17], b[18], b[19]]),
+            cap_len: u32::from_ne_bytes([b[20], b[21], b[22], b[23]]),
+            l3_off: u16::from_ne_bytes([b[24], b[25]]),
+            l4_off: u16::from_ne_bytes([b[26], b[27]]),
+            l7_off: u16::from_ne_bytes([b[28], b[29]]),
             _pad: 0,
         })
     }

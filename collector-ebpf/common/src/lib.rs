@@ -108,4 +108,8 @@ mod pod {
     unsafe impl aya::Pod for super::MediaKey {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::MediaValue {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::media::EndpointKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::media::EndpointValue {}
 }

@@ -252,7 +252,9 @@ pub unsafe fn parse_into(
         IPPROTO_UDP => {
             let sport = u16::from_be(unsafe { read::<u16>(start, end, l4_off)? });
             let dport = u16::from_be(unsafe { read::<u16>(start, end, l4_off + 2)? });
-            let ulen = usize::from(u16::from_be(unsafe { read::<u16>(start, end, l4_off + 4)? }));
+            let ulen = usize::from(u16::from_be(unsafe {
+                read::<u16>(start, end, l4_off + 4)?
+            }));
             if ulen < 8 {
                 return Err(ParseError::Malformed);
             }

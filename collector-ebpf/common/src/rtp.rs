@@ -127,7 +127,9 @@ impl RtpStream {
         if self.probation != 0 || self.received == 0 {
             return 0;
         }
-        self.extended_max().wrapping_sub(self.base_seq).wrapping_add(1)
+        self.extended_max()
+            .wrapping_sub(self.base_seq)
+            .wrapping_add(1)
     }
 
     /// Cumulative packets lost (RFC 3550 A.3): expected − received, negative with duplicates.
@@ -293,5 +295,7 @@ fn delay_bucket(d_ms: u64) -> usize {
     DELAY_BUCKET_COUNT - 1
 }
 
+#[cfg(any(test, feature = "reference"))]
+pub mod reference;
 #[cfg(test)]
 mod tests;

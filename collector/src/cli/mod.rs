@@ -3,6 +3,12 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
+pub mod inventory;
+pub mod keygen;
+pub mod pseudonym;
+
+pub use pseudonym::PseudonymArgs;
+
 /// eBPF-based VoIP metadata collector: follows SIP calls and RTP media quality on an SBC or
 /// PBX host, pseudonymizes every identifier on the host and streams Call Detail Records to a
 /// central collector.
@@ -35,6 +41,8 @@ pub enum Command {
     Erase(EraseArgs),
     /// Generate a pseudonymization key file (mode 0600).
     Keygen(KeygenArgs),
+    /// Print the pseudonym(s) a phone number or URI has under the configured keys.
+    Pseudonym(PseudonymArgs),
     /// Print the data processing register for the running configuration: every field, its
     /// category, protection, storage and retention.
     Inventory(InventoryArgs),
@@ -168,8 +176,9 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Flows(_) => not_built("flows", "live flow inspection"),
         Command::Cdrs(_) => not_built("cdrs", "CDR queries"),
         Command::Erase(_) => not_built("erase", "erasure requests"),
-        Command::Keygen(_) => not_built("keygen", "key generation"),
-        Command::Inventory(_) => not_built("inventory", "the data inventory"),
+        Command::Keygen(a) => keygen::run(&a),
+        Command::Pseudonym(a) => pseudonym::run(&a),
+        Command::Inventory(a) => inventory::run(&a),
         Command::Replay(_) => not_built("replay", "capture replay"),
     };
     match result {

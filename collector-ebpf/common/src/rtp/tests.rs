@@ -1,1 +1,320 @@
-//! Placeholder: the RFC 3550 reference tests land with the datapath work.
+//! The integer, verifier-friendly update checked against a literal transcription of the
+//! RFC 3550 reference code (A.1 `update_seq`, A.3 expected/lost, A.8 jitter in floating
+//! point with exact arrival times).
+#![allow(clippy::indexing_slicing, clippy::panic, clippy::unwrap_used)]
+
+extern crate std;
+use std::vec::Vec;
+
+use super::reference::RefSource;
+use super::*;
+use crate::media::MediaValue;
+
+/// One packet of a synthetic stream: sequence, timestamp, arrival (ns), SSRC.
+#[derive(Clone, Copy)]
+struct Pkt {
+    seq: u16,
+    ts: u32,
+    at_ns: u64,
+    ssrc: u32,
+}
+
+/// Deterministic pseudo-random numbers (xorshift), so failures reproduce.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// A 20 ms G.711 stream (160 timestamp units) starting at `seq0`, with loss, jitter,
+/// reordering and duplicates drawn from `rng`.
+fn stream(rng: &mut Rng, n: usize, seq0: u16, ts0: u32, ssrc: u32) -> Vec<Pkt> {
+    let mut out = Vec::new();
+    let base_ns: u64 = 1_000_000_000;
+    for i in 0..n {
+        if rng.below(100) < 3 {
+            continue; // lost
+        }
+        let jitter_ns = rng.below(8_000_000); // up to 8 ms late
+        let p = Pkt {
+            seq: seq0.wrapping_add(i as u16),
+            ts: ts0.wrapping_add(160 * i as u32),
+            at_ns: base_ns + 20_000_000 * i as u64 + jitter_ns,
+            ssrc,
+        };
+        out.push(p);
+        if rng.below(100) < 2 {
+            let mut d = p;
+            d.at_ns += 1_000;
+            out.push(d); // duplicate
+        }
+    }
+    // Swap a few neighbours: reordering on the wire (arrival order is list order).
+    for _ in 0..n / 50 {
+        let i = rng.below(out.len() as u64 - 1) as usize;
+        let (a, b) = (out[i].at_ns, out[i + 1].at_ns);
+        out.swap(i, i + 1);
+        out[i].at_ns = a;
+        out[i + 1].at_ns = b;
+    }
+    out
+}
+
+fn run_both(pkts: &[Pkt], clock: u32) -> (MediaValue, Vec<(u32, RefSource)>) {
+    let mut v = MediaValue::new(1, clock, 0xff, 0);
+    let mut refs: Vec<(u32, RefSource)> = Vec::new();
+    for p in pkts {
+        let f = RtpFields {
+            pt: 8,
+            seq: p.seq,
+            ts: p.ts,
+            ssrc: p.ssrc,
+        };
+        v.update(&f, 172, p.at_ns);
+        let r = match refs.iter_mut().find(|(s, _)| *s == p.ssrc) {
+            Some((_, r)) => r,
+            None => {
+                refs.push((p.ssrc, RefSource::new(p.seq)));
+                &mut refs.last_mut().unwrap().1
+            }
+        };
+        r.update_seq(p.seq);
+        r.jitter_update(p.at_ns as f64 * clock as f64 / 1e9, p.ts);
+    }
+    (v, refs)
+}
+
+fn check(v: &MediaValue, refs: &[(u32, RefSource)]) {
+    for (ssrc, r) in refs {
+        let s = v
+            .slots
+            .iter()
+            .find(|s| s.in_use != 0 && s.ssrc == *ssrc)
+            .unwrap();
+        assert_eq!(s.received, r.received, "received, ssrc {ssrc:#x}");
+        assert_eq!(
+            i64::from(s.expected()),
+            r.expected(),
+            "expected, ssrc {ssrc:#x}"
+        );
+        assert_eq!(s.lost(), r.lost(), "lost, ssrc {ssrc:#x}");
+        let diff = (s.jitter_units() - r.jitter).abs();
+        assert!(
+            diff <= 1.0,
+            "jitter {} vs reference {} (ssrc {ssrc:#x})",
+            s.jitter_units(),
+            r.jitter
+        );
+    }
+}
+
+#[test]
+fn random_streams_match_the_rfc_reference() {
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    for round in 0..50 {
+        let seq0 = rng.next() as u16;
+        let ts0 = rng.next() as u32;
+        let pkts = stream(&mut rng, 2000, seq0, ts0, 0x1234_0000 + round);
+        let (v, refs) = run_both(&pkts, 8000);
+        check(&v, &refs);
+    }
+}
+
+#[test]
+fn sequence_wrap_is_counted_as_a_cycle_not_loss() {
+    let pkts: Vec<_> = (0..200u32)
+        .map(|i| Pkt {
+            seq: 65_500u16.wrapping_add(i as u16),
+            ts: i * 160,
+            at_ns: 1_000_000_000 + u64::from(i) * 20_000_000,
+            ssrc: 7,
+        })
+        .collect();
+    let (v, refs) = run_both(&pkts, 8000);
+    check(&v, &refs);
+    let s = &v.slots[0];
+    assert_eq!(s.cycles, 1 << 16);
+    assert_eq!(s.lost(), 0);
+    // Probation: the first packet is not counted, so 199 received of 199 expected.
+    assert_eq!(s.received, 199);
+    assert_eq!(s.packets, 200);
+    assert_eq!(s.jitter_q8, 0, "perfectly paced stream has zero jitter");
+}
+
+#[test]
+fn known_gaps_give_exact_loss_and_bursts() {
+    // Drop seq 10, 20..=22 and 40..=51 (1 + 3 + 12 = 16 lost).
+    let lost: Vec<u16> = core::iter::once(10).chain(20..=22).chain(40..=51).collect();
+    let pkts: Vec<_> = (0..100u16)
+        .filter(|s| !lost.contains(s))
+        .map(|s| Pkt {
+            seq: s,
+            ts: u32::from(s) * 160,
+            at_ns: 5_000_000_000 + u64::from(s) * 20_000_000,
+            ssrc: 9,
+        })
+        .collect();
+    let (v, refs) = run_both(&pkts, 8000);
+    check(&v, &refs);
+    let s = &v.slots[0];
+    assert_eq!(s.lost(), 16);
+    assert_eq!(s.loss_bursts[0], 1, "one single loss");
+    assert_eq!(s.loss_bursts[2], 1, "one burst of 3");
+    assert_eq!(s.loss_bursts[9], 1, "one burst of 10+");
+    // The largest gap: 13 packets' worth of time (seq 39 -> 52).
+    assert_eq!(s.max_gap_ns, 13 * 20_000_000);
+}
+
+#[test]
+fn duplicates_are_detected_and_counted_like_the_rfc() {
+    let mut pkts: Vec<_> = (0..50u16)
+        .map(|s| Pkt {
+            seq: s,
+            ts: u32::from(s) * 160,
+            at_ns: 1_000_000_000 + u64::from(s) * 20_000_000,
+            ssrc: 3,
+        })
+        .collect();
+    let mut d = pkts[30];
+    d.at_ns += 1000;
+    pkts.insert(31, d);
+    let mut d = pkts[10];
+    d.at_ns = pkts[40].at_ns + 1000;
+    pkts.insert(41, d); // a late duplicate, 30 behind
+    let (v, refs) = run_both(&pkts, 8000);
+    check(&v, &refs);
+    let s = &v.slots[0];
+    assert_eq!(s.duplicates, 2);
+    assert_eq!(
+        s.lost(),
+        -2,
+        "RFC 3550 counts duplicates as received: lost goes negative"
+    );
+}
+
+#[test]
+fn ssrc_change_opens_a_second_slot_and_a_third_overflows() {
+    let mk = |ssrc: u32, n: u16, t0: u64| -> Vec<Pkt> {
+        (0..n)
+            .map(|s| Pkt {
+                seq: 1000 + s,
+                ts: u32::from(s) * 160,
+                at_ns: t0 + u64::from(s) * 20_000_000,
+                ssrc,
+            })
+            .collect()
+    };
+    let mut pkts = mk(0xaaaa, 50, 1_000_000_000);
+    pkts.extend(mk(0xbbbb, 50, 3_000_000_000));
+    let (mut v, refs) = run_both(&pkts, 8000);
+    check(&v, &refs);
+    let f = RtpFields {
+        pt: 8,
+        seq: 1,
+        ts: 1,
+        ssrc: 0xcccc,
+    };
+    assert_eq!(v.update(&f, 172, 9_000_000_000), Outcome::Overflow);
+    assert_eq!(v.ssrc_overflow, 1);
+}
+
+#[test]
+fn telephone_events_are_counted_but_kept_out_of_the_jitter() {
+    let mut v = MediaValue::new(1, 8000, 101, 0);
+    for s in 0..100u16 {
+        // Audio paced perfectly; events every 10th packet with a far-off timestamp.
+        let te = s % 10 == 5;
+        let f = RtpFields {
+            pt: if te { 101 } else { 8 },
+            seq: s,
+            ts: if te { 999_999 } else { u32::from(s) * 160 },
+            ssrc: 5,
+        };
+        let out = v.update(&f, 100, 1_000_000_000 + u64::from(s) * 20_000_000);
+        assert_eq!(out == Outcome::TelephoneEvent, te);
+    }
+    let s = &v.slots[0];
+    assert_eq!(s.te_packets, 10);
+    assert_eq!(s.jitter_q8, 0);
+    assert_eq!(s.lost(), 0);
+}
+
+#[test]
+fn unknown_clock_rate_means_no_jitter_not_a_division_by_zero() {
+    let mut v = MediaValue::new(1, 0, 0xff, 0);
+    for s in 0..10u16 {
+        let f = RtpFields {
+            pt: 96,
+            seq: s,
+            ts: u32::from(s) * 960,
+            ssrc: 1,
+        };
+        v.update(&f, 80, 1_000_000_000 + u64::from(s) * 17_000_000);
+    }
+    assert_eq!(v.slots[0].jitter_samples, 0);
+    assert_eq!(v.slots[0].packets, 10);
+}
+
+#[test]
+fn a_large_jump_restarts_only_when_confirmed() {
+    let mut pkts: Vec<_> = (0..20u16)
+        .map(|s| Pkt {
+            seq: s,
+            ts: u32::from(s) * 160,
+            at_ns: 1_000_000_000 + u64::from(s) * 20_000_000,
+            ssrc: 4,
+        })
+        .collect();
+    // A stray packet far ahead, then back to normal: no restart.
+    pkts.push(Pkt {
+        seq: 30_000,
+        ts: 0,
+        at_ns: 2_000_000_000,
+        ssrc: 4,
+    });
+    for s in 20..30u16 {
+        pkts.push(Pkt {
+            seq: s,
+            ts: u32::from(s) * 160,
+            at_ns: 2_000_000_000 + u64::from(s) * 20_000_000,
+            ssrc: 4,
+        });
+    }
+    // Two sequential packets far ahead: the sender restarted.
+    for k in 0..10u16 {
+        pkts.push(Pkt {
+            seq: 40_000 + k,
+            ts: u32::from(k) * 160,
+            at_ns: 3_000_000_000 + u64::from(k) * 20_000_000,
+            ssrc: 4,
+        });
+    }
+    let (v, refs) = run_both(&pkts, 8000);
+    check(&v, &refs);
+    assert_eq!(v.slots[0].restarts, 1);
+}
+
+#[test]
+fn rtp_header_decoding_follows_rfc3550_5_1() {
+    // V=2, P=0, X=0, CC=0, M=1, PT=8, seq=0x1234, ts=0x01020304, ssrc=0xdeadbeef
+    let b = [
+        0x80, 0x88, 0x12, 0x34, 0x01, 0x02, 0x03, 0x04, 0xde, 0xad, 0xbe, 0xef,
+    ];
+    let f = RtpFields::from_bytes(&b).unwrap();
+    assert_eq!(f.pt, 8);
+    assert_eq!(f.seq, 0x1234);
+    assert_eq!(f.ts, 0x0102_0304);
+    assert_eq!(f.ssrc, 0xdead_beef);
+    let mut v1 = b;
+    v1[0] = 0x40; // version 1
+    assert!(RtpFields::from_bytes(&v1).is_none());
+    assert!(RtpFields::is_rtcp_mux(200)); // SR
+    assert!(!RtpFields::is_rtcp_mux(0x88));
+}

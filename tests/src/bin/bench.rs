@@ -1,0 +1,463 @@
+//! `cargo xtask bench` (kernel part): the cost per packet of each datapath path, from the
+//! kernel's own BPF run-time statistics, on a veth pair between two namespaces, with the
+//! rate our generator achieved. Prints a Markdown table and writes every figure as JSON.
+//!
+//! Traffic is crafted frames sent with `sendmmsg` on an AF_PACKET socket (no pktgen or netem
+//! on this kernel), addressed to a MAC nobody owns so the stack drops them right after the
+//! hooks: the figures are the programs' cost, not the stack's. Every run is bounded in
+//! packets and in time.
+use std::{
+    net::IpAddr,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context, Result};
+use collector::capture::{map_addr, Capture, CaptureOptions, XdpModeArg};
+use collector_common::{MediaKey, MediaValue};
+use collector_tests::{Netns, VethPair};
+
+const MAC_DST: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
+const MAC_SRC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
+const SRC: [u8; 4] = [198, 18, 9, 1];
+const DST: [u8; 4] = [198, 18, 9, 2];
+
+fn frame(sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+    let mut f = Vec::with_capacity(42 + payload.len());
+    f.extend_from_slice(&MAC_DST);
+    f.extend_from_slice(&MAC_SRC);
+    f.extend_from_slice(&0x0800u16.to_be_bytes());
+    let total = (20 + 8 + payload.len()) as u16;
+    let mut ip = vec![0x45, 0];
+    ip.extend_from_slice(&total.to_be_bytes());
+    ip.extend_from_slice(&[0, 0, 0x40, 0, 64, 17, 0, 0]);
+    ip.extend_from_slice(&SRC);
+    ip.extend_from_slice(&DST);
+    let mut sum: u32 = ip
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    ip[10..12].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+    f.extend_from_slice(&ip);
+    f.extend_from_slice(&sport.to_be_bytes());
+    f.extend_from_slice(&dport.to_be_bytes());
+    f.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+    f.extend_from_slice(&[0, 0]);
+    f.extend_from_slice(payload);
+    f
+}
+
+fn rtp(seq: u16, ssrc: u32) -> Vec<u8> {
+    let mut b = vec![0x80, 8];
+    b.extend_from_slice(&seq.to_be_bytes());
+    b.extend_from_slice(&(u32::from(seq) * 160).to_be_bytes());
+    b.extend_from_slice(&ssrc.to_be_bytes());
+    b.extend_from_slice(&[0xd5; 160]);
+    b
+}
+
+fn sip_600() -> Vec<u8> {
+    let head = "INVITE sip:bench@198.18.9.2 SIP/2.0\r\nVia: SIP/2.0/UDP 198.18.9.1;branch=z9hG4bKbench\r\nCall-ID: bench\r\nCSeq: 1 INVITE\r\nContent-Length: ";
+    let body = "v".repeat(600 - head.len() - 8);
+    format!("{head}{:<4}\r\n\r\n{body}", body.len()).into_bytes()
+}
+
+/// Offset of the RTP sequence number in a frame built by [`frame`].
+const SEQ_OFF: usize = 14 + 20 + 8 + 2;
+
+/// Sends `frames` round robin out of `ifname` in `ns` for at most `secs` seconds or
+/// `max_packets` packets; `bump_seq` rewrites each frame's RTP sequence every round.
+fn generate(
+    ns: &Netns,
+    ifname: &str,
+    frames: Vec<Vec<u8>>,
+    secs: f64,
+    max_packets: u64,
+    bump_seq: bool,
+) -> Result<(u64, f64)> {
+    let ifname = ifname.to_owned();
+    ns.run(move || {
+        let mut frames = frames;
+        let c = std::ffi::CString::new(ifname)?;
+        // SAFETY: libc calls on values we own; results checked.
+        unsafe {
+            let idx = libc::if_nametoindex(c.as_ptr());
+            let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0);
+            if fd < 0 || idx == 0 {
+                bail!("AF_PACKET socket: {}", std::io::Error::last_os_error());
+            }
+            let mut sll: libc::sockaddr_ll = std::mem::zeroed();
+            sll.sll_family = libc::AF_PACKET as u16;
+            sll.sll_ifindex = idx as i32;
+            sll.sll_halen = 6;
+            const BATCH: usize = 64;
+            let start = Instant::now();
+            let mut sent = 0u64;
+            let mut next = 0usize;
+            let mut round = 0u16;
+            while sent < max_packets && start.elapsed().as_secs_f64() < secs {
+                let mut iov: Vec<libc::iovec> = Vec::with_capacity(BATCH);
+                let mut idxs = Vec::with_capacity(BATCH);
+                for _ in 0..BATCH {
+                    if next == 0 {
+                        round = round.wrapping_add(1);
+                    }
+                    if bump_seq {
+                        frames[next][SEQ_OFF..SEQ_OFF + 2].copy_from_slice(&round.to_be_bytes());
+                    }
+                    idxs.push(next);
+                    next = (next + 1) % frames.len();
+                }
+                for &i in &idxs {
+                    iov.push(libc::iovec {
+                        iov_base: frames[i].as_ptr() as *mut _,
+                        iov_len: frames[i].len(),
+                    });
+                }
+                let mut msgs: Vec<libc::mmsghdr> = iov
+                    .iter_mut()
+                    .map(|v| {
+                        let mut h: libc::mmsghdr = std::mem::zeroed();
+                        h.msg_hdr.msg_name = (&mut sll as *mut libc::sockaddr_ll).cast();
+                        h.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_ll>() as u32;
+                        h.msg_hdr.msg_iov = v as *mut libc::iovec;
+                        h.msg_hdr.msg_iovlen = 1;
+                        h
+                    })
+                    .collect();
+                let n = libc::sendmmsg(fd, msgs.as_mut_ptr(), msgs.len() as u32, 0);
+                if n < 0 {
+                    let e = std::io::Error::last_os_error();
+                    if e.raw_os_error() == Some(libc::ENOBUFS) {
+                        continue;
+                    }
+                    libc::close(fd);
+                    bail!("sendmmsg: {e}");
+                }
+                sent += n as u64;
+            }
+            libc::close(fd);
+            Ok((sent, start.elapsed().as_secs_f64()))
+        }
+    })
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+struct Figure {
+    scenario: String,
+    program: &'static str,
+    xdp_mode: String,
+    /// Median, min and max over the runs, ns per packet.
+    ns_per_packet: [f64; 3],
+    /// Median packets per second the hook saw.
+    rate_pps: f64,
+    runs: usize,
+    goal_ns: Option<f64>,
+}
+
+fn median3(mut v: Vec<f64>) -> [f64; 3] {
+    v.sort_by(|a, b| a.total_cmp(b));
+    let med = v[v.len() / 2];
+    [med, v[0], v[v.len() - 1]]
+}
+
+struct Bed {
+    pair: VethPair,
+    cap: Capture,
+    stop: Arc<AtomicBool>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Bed {
+    fn new(mode: XdpModeArg) -> Result<Self> {
+        let pair = VethPair::new(9)?;
+        let iface = pair.if_b.clone();
+        let mut cap = pair.b.run(move || {
+            let mut cap = Capture::load(&CaptureOptions::default())?;
+            cap.attach(&iface, mode)?;
+            Ok(cap)
+        })?;
+        // Drain the ring continuously, as the agent does, so the SIP path never sees it full.
+        let mut ring = cap.take_ring_raw()?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let s2 = stop.clone();
+        let reader = std::thread::spawn(move || {
+            while !s2.load(Ordering::Relaxed) {
+                while let Some(r) = ring.next() {
+                    std::hint::black_box(&*r);
+                }
+                // The agent's poll period.
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        });
+        Ok(Self {
+            pair,
+            cap,
+            stop,
+            reader: Some(reader),
+        })
+    }
+
+    fn stats(&self, prog: &str) -> Result<(u64, u64)> {
+        self.cap
+            .program_stats()?
+            .into_iter()
+            .find(|(n, _, _)| *n == prog)
+            .map(|(_, t, c)| (t, c))
+            .context("program stats")
+    }
+}
+
+impl Drop for Bed {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn measure(
+    bed: &Bed,
+    egress: bool,
+    scenario: &str,
+    mode: &str,
+    frames: &[Vec<u8>],
+    bump: bool,
+    runs: usize,
+    secs: f64,
+    goal: Option<f64>,
+) -> Result<Figure> {
+    let prog = if egress { "sip_tc_egress" } else { "sip_xdp" };
+    let (ns, ifn) = if egress {
+        (&bed.pair.b, &bed.pair.if_b)
+    } else {
+        (&bed.pair.a, &bed.pair.if_a)
+    };
+    let mut costs = Vec::new();
+    let mut rates = Vec::new();
+    for _ in 0..runs {
+        let (t0, c0) = bed.stats(prog)?;
+        let (_sent, el) = generate(ns, ifn, frames.to_vec(), secs, 5_000_000, bump)?;
+        std::thread::sleep(Duration::from_millis(50));
+        let (t1, c1) = bed.stats(prog)?;
+        let n = c1.saturating_sub(c0);
+        if n == 0 {
+            bail!("{scenario}: the program ran on no packet (are BPF stats enabled?)");
+        }
+        costs.push((t1 - t0) as f64 / n as f64);
+        rates.push(n as f64 / el);
+    }
+    let fig = Figure {
+        scenario: scenario.to_owned(),
+        program: prog,
+        xdp_mode: if egress { "-".into() } else { mode.to_owned() },
+        ns_per_packet: median3(costs),
+        rate_pps: median3(rates)[0],
+        runs,
+        goal_ns: goal,
+    };
+    eprintln!(
+        "bench: {:<28} {:<14} {:<8} {:>7.1} ns/pkt at {:>9.0} pkt/s",
+        fig.scenario, fig.program, fig.xdp_mode, fig.ns_per_packet[0], fig.rate_pps
+    );
+    Ok(fig)
+}
+
+fn install_streams(bed: &mut Bed, n: usize) -> Result<Vec<Vec<u8>>> {
+    let src: IpAddr = IpAddr::from(SRC);
+    let dst: IpAddr = IpAddr::from(DST);
+    let mut frames = Vec::with_capacity(n);
+    for i in 0..n {
+        let sport = 10_000 + (i % 25_000) as u16 * 2;
+        let dport = 10_000 + (i / 25_000) as u16 * 2;
+        let key = MediaKey {
+            src: map_addr(src),
+            dst: map_addr(dst),
+            sport,
+            dport,
+        };
+        bed.cap
+            .insert_stream(key, MediaValue::new(i as u64, 8000, 101, 0))?;
+        frames.push(frame(sport, dport, &rtp(0, i as u32)));
+    }
+    Ok(frames)
+}
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let json_path = args
+        .iter()
+        .position(|a| a == "--json")
+        .and_then(|i| args.get(i + 1).cloned())
+        .unwrap_or_else(|| "target/bench/kernel.json".into());
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("the benchmark attaches eBPF programs and creates namespaces: run it as root");
+    }
+    let (runs, secs) = if quick { (3, 0.3) } else { (3, 1.0) };
+    let _stats = aya::sys::enable_stats(aya::sys::Stats::RunTime).context("enabling BPF stats")?;
+    let mut figs = Vec::new();
+    let nomatch: Vec<Vec<u8>> = (0..256u16)
+        .map(|i| frame(30_000 + i, 40_000, &[0u8; 172]))
+        .collect();
+    let sip = vec![frame(5060, 5060, &sip_600())];
+    for (mode, m) in [
+        ("native", XdpModeArg::Native),
+        ("generic", XdpModeArg::Generic),
+    ] {
+        let mut bed = Bed::new(m)?;
+        figs.push(measure(
+            &bed,
+            false,
+            "no-match (UDP, other ports)",
+            mode,
+            &nomatch,
+            false,
+            runs,
+            secs,
+            Some(55.0),
+        )?);
+        figs.push(measure(
+            &bed,
+            false,
+            "SIP copy (600 B) to ring",
+            mode,
+            &sip,
+            false,
+            runs,
+            secs,
+            Some(200.0),
+        )?);
+        let f1k = install_streams(&mut bed, 1000)?;
+        figs.push(measure(
+            &bed,
+            false,
+            "RTP hit, 1,000 streams",
+            mode,
+            &f1k,
+            true,
+            runs,
+            secs,
+            Some(110.0),
+        )?);
+        let f20k = install_streams(&mut bed, 20_000)?;
+        figs.push(measure(
+            &bed,
+            false,
+            "RTP hit, 20,000 streams",
+            mode,
+            &f20k[1000..],
+            true,
+            runs,
+            secs,
+            Some(200.0),
+        )?);
+        if mode == "native" {
+            figs.push(measure(
+                &bed,
+                true,
+                "no-match (UDP, other ports)",
+                mode,
+                &nomatch,
+                false,
+                runs,
+                secs,
+                None,
+            )?);
+            figs.push(measure(
+                &bed,
+                true,
+                "SIP copy (600 B) to ring",
+                mode,
+                &sip,
+                false,
+                runs,
+                secs,
+                None,
+            )?);
+            figs.push(measure(
+                &bed,
+                true,
+                "RTP hit, 20,000 streams",
+                mode,
+                &f20k[1000..],
+                true,
+                runs,
+                secs,
+                None,
+            )?);
+        }
+        let c = bed.cap.counters()?;
+        eprintln!(
+            "bench: {mode}: ring_full={} ssrc_overflow={}",
+            c["ring_full"], c["ssrc_overflow"]
+        );
+    }
+    let machine = machine();
+    println!("\n## Kernel cost per packet (BPF run-time statistics, veth pair)\n");
+    println!("Machine: {machine}. Median of {runs} runs of {secs} s (min–max).\n");
+    println!(
+        "| path | program | XDP mode | ns/packet | min–max | rate seen (pkt/s) | goal | met |"
+    );
+    println!("|---|---|---|---:|---:|---:|---:|---|");
+    for f in &figs {
+        let (goal, met) = match f.goal_ns {
+            Some(g) => (
+                format!("≤ {g:.0}"),
+                if f.ns_per_packet[0] <= g {
+                    "yes"
+                } else {
+                    "**no**"
+                },
+            ),
+            None => ("–".into(), "–"),
+        };
+        println!(
+            "| {} | {} | {} | {:.1} | {:.1}–{:.1} | {:.0} | {} | {} |",
+            f.scenario,
+            f.program,
+            f.xdp_mode,
+            f.ns_per_packet[0],
+            f.ns_per_packet[1],
+            f.ns_per_packet[2],
+            f.rate_pps,
+            goal,
+            met
+        );
+    }
+    if let Some(dir) = std::path::Path::new(&json_path).parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(
+        &json_path,
+        serde_json::to_vec_pretty(&serde_json::json!({ "machine": machine, "kernel": figs }))?,
+    )?;
+    println!("\n(JSON: {json_path})");
+    Ok(())
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|s| s.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    format!("{cpu}, {cores} cores, Linux {}", kernel.trim())
+}
