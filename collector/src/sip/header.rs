@@ -30,6 +30,7 @@ macro_rules! header_names {
             }
         }
 
+        #[cfg(test)]
         const ALL_NAMES: &[(&str, HeaderName)] = &[ $( ($canon, HeaderName::$var), )* ];
     };
     (@c $c:literal) => { Some($c) };
@@ -209,15 +210,96 @@ impl HeaderName {
                 _ => None,
             };
         }
-        // The table is grouped by first letter: only names that can match are compared, so
-        // a lookup costs a handful of length checks on the hot path.
-        let (lo, hi) = first_letter_range(first)?;
-        ALL_NAMES
-            .get(lo..hi)?
+        // Dispatch on (length, first letter): at most three names share a slot, so a lookup
+        // is one jump and one or two case-insensitive compares on the hot path.
+        let candidates: &[(&str, HeaderName)] = match (name.len(), first) {
+            (2, b't') => &[("To", H::To)],
+            (3, b'v') => &[("Via", H::Via)],
+            (4, b'c') => &[("CSeq", H::CSeq)],
+            (4, b'd') => &[("Date", H::Date)],
+            (4, b'f') => &[("From", H::From)],
+            (4, b'r') => &[("RAck", H::RAck), ("RSeq", H::RSeq)],
+            (5, b'a') => &[("Allow", H::Allow)],
+            (5, b'e') => &[("Event", H::Event)],
+            (5, b'r') => &[("Route", H::Route)],
+            (6, b'a') => &[("Accept", H::Accept)],
+            (6, b'm') => &[("Min-SE", H::MinSe)],
+            (6, b'r') => &[("Reason", H::Reason)],
+            (6, b's') => &[("Server", H::Server)],
+            (7, b'c') => &[("Call-ID", H::CallId), ("Contact", H::Contact)],
+            (7, b'e') => &[("Expires", H::Expires)],
+            (7, b'p') => &[("Privacy", H::Privacy)],
+            (7, b'r') => &[("Require", H::Require)],
+            (7, b's') => &[("Subject", H::Subject)],
+            (7, b'w') => &[("Warning", H::Warning)],
+            (8, b'i') => &[("Identity", H::Identity)],
+            (8, b'p') => &[("Priority", H::Priority)],
+            (8, b'r') => &[
+                ("Refer-To", H::ReferTo),
+                ("Replaces", H::Replaces),
+                ("Reply-To", H::ReplyTo),
+            ],
+            (9, b'c') => &[("Call-Info", H::CallInfo)],
+            (9, b'd') => &[("Diversion", H::Diversion)],
+            (9, b's') => &[("Supported", H::Supported)],
+            (9, b't') => &[("Timestamp", H::Timestamp)],
+            (10, b'a') => &[("Alert-Info", H::AlertInfo)],
+            (10, b'e') => &[("Error-Info", H::ErrorInfo)],
+            (10, b's') => &[("Session-ID", H::SessionId)],
+            (10, b'u') => &[("User-Agent", H::UserAgent)],
+            (11, b'i') => &[("In-Reply-To", H::InReplyTo)],
+            (11, b'm') => &[("Min-Expires", H::MinExpires)],
+            (11, b'r') => &[
+                ("Referred-By", H::ReferredBy),
+                ("Retry-After", H::RetryAfter),
+            ],
+            (11, b'u') => &[("Unsupported", H::Unsupported)],
+            (12, b'a') => &[("Allow-Events", H::AllowEvents)],
+            (12, b'c') => &[("Content-Type", H::ContentType)],
+            (12, b'h') => &[("History-Info", H::HistoryInfo)],
+            (12, b'm') => &[
+                ("Max-Forwards", H::MaxForwards),
+                ("MIME-Version", H::MimeVersion),
+            ],
+            (12, b'o') => &[("Organization", H::Organization)],
+            (12, b'r') => &[("Record-Route", H::RecordRoute)],
+            (13, b'a') => &[("Authorization", H::Authorization)],
+            (13, b'i') => &[("Identity-Info", H::IdentityInfo)],
+            (13, b'p') => &[("Proxy-Require", H::ProxyRequire)],
+            (14, b'a') => &[("Accept-Contact", H::AcceptContact)],
+            (14, b'c') => &[("Content-Length", H::ContentLength)],
+            (14, b'r') => &[("Reject-Contact", H::RejectContact)],
+            (15, b'a') => &[
+                ("Accept-Encoding", H::AcceptEncoding),
+                ("Accept-Language", H::AcceptLanguage),
+            ],
+            (15, b'r') => &[("Remote-Party-ID", H::RemotePartyId)],
+            (15, b's') => &[("Session-Expires", H::SessionExpires)],
+            (16, b'c') => &[
+                ("Content-Encoding", H::ContentEncoding),
+                ("Content-Language", H::ContentLanguage),
+            ],
+            (16, b'w') => &[("WWW-Authenticate", H::WwwAuthenticate)],
+            (17, b'p') => &[
+                ("P-Called-Party-ID", H::PCalledPartyId),
+                ("P-Charging-Vector", H::PChargingVector),
+            ],
+            (18, b'p') => &[("Proxy-Authenticate", H::ProxyAuthenticate)],
+            (18, b's') => &[("Subscription-State", H::SubscriptionState)],
+            (19, b'a') => &[("Authentication-Info", H::AuthenticationInfo)],
+            (19, b'c') => &[("Content-Disposition", H::ContentDisposition)],
+            (19, b'p') => &[
+                ("P-Asserted-Identity", H::PAssertedIdentity),
+                ("Proxy-Authorization", H::ProxyAuthorization),
+            ],
+            (19, b'r') => &[("Request-Disposition", H::RequestDisposition)],
+            (20, b'p') => &[("P-Preferred-Identity", H::PPreferredIdentity)],
+            (21, b'p') => &[("P-Access-Network-Info", H::PAccessNetworkInfo)],
+            _ => return None,
+        };
+        candidates
             .iter()
-            .find(|(canon, _)| {
-                canon.len() == name.len() && canon.as_bytes().eq_ignore_ascii_case(name)
-            })
+            .find(|(canon, _)| canon.as_bytes().eq_ignore_ascii_case(name))
             .map(|&(_, h)| h)
     }
 
@@ -259,32 +341,6 @@ impl HeaderName {
                 | H::Warning
         )
     }
-}
-
-/// The index range of `ALL_NAMES` whose names start with `first` (lower-case).
-fn first_letter_range(first: u8) -> Option<(usize, usize)> {
-    // ALL_NAMES is sorted by lower-cased first letter (declaration order above), so the
-    // range is found once per letter; computed at first use and cached.
-    static RANGES: std::sync::OnceLock<[(u16, u16); 26]> = std::sync::OnceLock::new();
-    let ranges = RANGES.get_or_init(|| {
-        let mut r = [(0u16, 0u16); 26];
-        for (i, (name, _)) in ALL_NAMES.iter().enumerate() {
-            let Some(c) = name.bytes().next().map(|c| c.to_ascii_lowercase()) else {
-                continue;
-            };
-            if let Some(slot) = r.get_mut(usize::from(c.wrapping_sub(b'a'))) {
-                let i = u16::try_from(i).unwrap_or(u16::MAX);
-                if slot.1 == 0 {
-                    *slot = (i, i + 1);
-                } else {
-                    slot.1 = i + 1;
-                }
-            }
-        }
-        r
-    });
-    let &(lo, hi) = ranges.get(usize::from(first.wrapping_sub(b'a')))?;
-    (hi > lo).then_some((usize::from(lo), usize::from(hi)))
 }
 
 /// One header field: its name as written and its value as a view into the message.
@@ -472,20 +528,6 @@ mod tests {
             assert_eq!(h.canonical(), canon);
             if let Some(c) = h.compact() {
                 assert_eq!(HeaderName::from_bytes(&[c]), Some(h));
-            }
-        }
-    }
-
-    #[test]
-    fn table_is_grouped_by_first_letter() {
-        let mut seen = Vec::new();
-        let mut last = 0u8;
-        for (name, _) in ALL_NAMES {
-            let c = name.as_bytes()[0].to_ascii_lowercase();
-            if c != last {
-                assert!(!seen.contains(&c), "{name} breaks grouping");
-                seen.push(c);
-                last = c;
             }
         }
     }

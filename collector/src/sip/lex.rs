@@ -19,14 +19,32 @@ pub(crate) fn is_lws(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\r' | b'\n')
 }
 
+/// RFC 3261 `token` characters, as a table: header names and parameters are scanned with
+/// it byte by byte on the hot path.
+#[expect(
+    clippy::indexing_slicing,
+    reason = "const initialiser, i < 256 indexes a [bool; 256]"
+)]
+static TOKEN: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        t[i] = b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~'
+            );
+        i += 1;
+    }
+    t
+};
+
 /// RFC 3261 `token` character.
 #[inline]
 pub(crate) fn is_token(b: u8) -> bool {
-    b.is_ascii_alphanumeric()
-        || matches!(
-            b,
-            b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~'
-        )
+    // A u8 always indexes a 256-entry table; the optimiser drops the check.
+    TOKEN.get(usize::from(b)).copied().unwrap_or(false)
 }
 
 /// The sub-slice `s[a..b]`, or empty when out of range.
@@ -219,23 +237,22 @@ impl<'a> Iterator for ListIter<'a> {
         }
         let start = self.pos;
         let mut i = start;
-        let mut in_angle = false;
-        while let Some(&b) = self.s.get(i) {
-            match b {
+        // Jump between the only bytes that matter: quotes, '<' and commas.
+        while let Some(off) = memchr::memchr3(b'"', b'<', b',', tail(self.s, i)) {
+            let j = i + off;
+            match at(self.s, j) {
                 b'"' => {
                     // An unterminated quote swallows the rest; the element parser reports it.
-                    i = quoted_end(self.s, i).unwrap_or(self.s.len());
-                    continue;
+                    i = quoted_end(self.s, j).unwrap_or(self.s.len());
                 }
-                b'<' => in_angle = true,
-                b'>' => in_angle = false,
-                b',' if !in_angle => {
-                    self.pos = i + 1;
-                    return Some(trim_lws(sub(self.s, start, i)));
+                b'<' => {
+                    i = memchr::memchr(b'>', tail(self.s, j)).map_or(self.s.len(), |p| j + p + 1);
                 }
-                _ => {}
+                _ => {
+                    self.pos = j + 1;
+                    return Some(trim_lws(sub(self.s, start, j)));
+                }
             }
-            i += 1;
         }
         self.done = true;
         Some(trim_lws(tail(self.s, start)))

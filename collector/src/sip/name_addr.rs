@@ -53,6 +53,7 @@ pub struct NameAddr<'a> {
     display_name: Option<DisplayName<'a>>,
     uri: Uri<'a>,
     params: Params<'a>,
+    tag: Option<&'a str>,
     bracketed: bool,
 }
 
@@ -110,11 +111,18 @@ impl<'a> NameAddr<'a> {
         };
         let uri = Uri::parse(uri_bytes)?;
         let rest = std::str::from_utf8(rest).map_err(|_| ValueError::NotUtf8)?;
-        let params = Params::parse(rest)?;
+        let mut tag = None;
+        let params = Params::parse_visit(rest, |p| {
+            if p.name.eq_ignore_ascii_case("tag") {
+                tag = tag.or(Some(p.value));
+            }
+            Ok(())
+        })?;
         Ok(NameAddr {
             display_name,
             uri,
             params,
+            tag: tag.flatten(),
             bracketed,
         })
     }
@@ -136,7 +144,7 @@ impl<'a> NameAddr<'a> {
 
     /// The `tag` parameter (RFC 3261 §19.3), used to identify dialogs.
     pub fn tag(&self) -> Option<&'a str> {
-        self.params.value("tag")
+        self.tag
     }
 
     /// True when the address was written in `<...>`.

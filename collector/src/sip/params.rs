@@ -40,8 +40,18 @@ pub struct Params<'a> {
 impl<'a> Params<'a> {
     /// Validates `s`, which must be nothing but LWS and `;name[=value]` parameters.
     pub fn parse(s: &'a str) -> Result<Params<'a>, ValueError> {
+        Self::parse_visit(s, |_| Ok(()))
+    }
+
+    /// Validates `s` like [`Params::parse`], showing each parameter to `visit` on the way,
+    /// so a header parser picks out what it needs (branch, tag, ...) in the same pass.
+    pub(crate) fn parse_visit(
+        s: &'a str,
+        mut visit: impl FnMut(Param<'a>) -> Result<(), ValueError>,
+    ) -> Result<Params<'a>, ValueError> {
         let mut i = 0;
-        while let Some((_, next)) = next_param(s, i)? {
+        while let Some((p, next)) = next_param(s, i)? {
+            visit(p)?;
             i = next;
         }
         Ok(Params { raw: s })

@@ -43,8 +43,10 @@ impl<'a> Host<'a> {
         if s.is_empty() {
             return None;
         }
-        if let Ok(v4) = s.parse::<Ipv4Addr>() {
-            return Some(Host::V4(v4));
+        if s.as_bytes().first().is_some_and(u8::is_ascii_digit) {
+            if let Ok(v4) = s.parse::<Ipv4Addr>() {
+                return Some(Host::V4(v4));
+            }
         }
         let ok = s
             .bytes()
@@ -117,7 +119,7 @@ impl<'a> Uri<'a> {
     }
 
     fn parse_str(raw: &'a str) -> Result<Uri<'a>, UriError> {
-        let colon = raw.find(':').ok_or(UriError::BadScheme)?;
+        let colon = find(raw, b':').ok_or(UriError::BadScheme)?;
         let scheme_str = sub_str(raw, 0, colon);
         let mut sb = scheme_str.bytes();
         if !sb.next().is_some_and(|b| b.is_ascii_alphabetic())
@@ -160,10 +162,10 @@ impl<'a> Uri<'a> {
     fn parse_sip(&mut self, rest: &'a str) -> Result<(), UriError> {
         // userinfo cannot hold an unescaped '@', so the first one ends it; the user part
         // may hold ';' and '?' (RFC 4475 §3.1.1.9, §3.1.1.2).
-        let hostpart = match rest.find('@') {
+        let hostpart = match find(rest, b'@') {
             Some(at) => {
                 let userinfo = sub_str(rest, 0, at);
-                let (user, password) = match userinfo.find(':') {
+                let (user, password) = match find(userinfo, b':') {
                     Some(c) => (sub_str(userinfo, 0, c), userinfo.get(c + 1..)),
                     None => (userinfo, None),
                 };
@@ -176,12 +178,12 @@ impl<'a> Uri<'a> {
             }
             None => rest,
         };
-        let (before_headers, headers) = match hostpart.find('?') {
+        let (before_headers, headers) = match find(hostpart, b'?') {
             Some(q) => (sub_str(hostpart, 0, q), hostpart.get(q + 1..)),
             None => (hostpart, None),
         };
         self.headers = headers;
-        let (hostport, params) = match before_headers.find(';') {
+        let (hostport, params) = match find(before_headers, b';') {
             Some(p) => (
                 sub_str(before_headers, 0, p),
                 before_headers.get(p + 1..).unwrap_or(""),
@@ -197,7 +199,7 @@ impl<'a> Uri<'a> {
     }
 
     fn parse_tel(&mut self, rest: &'a str) -> Result<(), UriError> {
-        let (number, params) = match rest.find(';') {
+        let (number, params) = match find(rest, b';') {
             Some(p) => (sub_str(rest, 0, p), rest.get(p + 1..).unwrap_or("")),
             None => (rest, ""),
         };
@@ -271,8 +273,20 @@ impl<'a> Uri<'a> {
 
     /// Everything after `scheme:` (the opaque part of an unknown scheme).
     pub fn opaque(&self) -> &'a str {
-        self.raw.split_once(':').map_or("", |(_, r)| r)
+        split_once(self.raw, b':').map_or("", |(_, r)| r)
     }
+}
+
+/// Byte offset of the first `b` in `s` (ASCII delimiters only, so the offset is a char
+/// boundary).
+fn find(s: &str, b: u8) -> Option<usize> {
+    memchr::memchr(b, s.as_bytes())
+}
+
+/// `s` split around the first `b`.
+fn split_once(s: &str, b: u8) -> Option<(&str, &str)> {
+    let i = find(s, b)?;
+    Some((sub_str(s, 0, i), s.get(i + 1..).unwrap_or("")))
 }
 
 /// Splits `host[:port]`, where host may be an `[IPv6]` reference.
@@ -281,7 +295,7 @@ fn split_hostport(s: &str) -> Result<(Host<'_>, Option<u16>), UriError> {
         return Err(UriError::MissingHost);
     }
     let (host, port) = if s.starts_with('[') {
-        let close = s.find(']').ok_or(UriError::BadHost)?;
+        let close = find(s, b']').ok_or(UriError::BadHost)?;
         let after = s.get(close + 1..).unwrap_or("");
         let port = match after.strip_prefix(':') {
             Some(p) => Some(p),
@@ -290,7 +304,7 @@ fn split_hostport(s: &str) -> Result<(Host<'_>, Option<u16>), UriError> {
         };
         (sub_str(s, 0, close + 1), port)
     } else {
-        match s.split_once(':') {
+        match split_once(s, b':') {
             Some((h, p)) => (h, Some(p)),
             None => (s, None),
         }
@@ -307,10 +321,13 @@ fn check_params(params: &str) -> Result<(), UriError> {
     if params.is_empty() {
         return Ok(());
     }
-    if params
-        .split(';')
-        .any(|p| p.split('=').next().is_none_or(str::is_empty))
-    {
+    // Every ';' must be followed by a name: no ";;", no trailing ';', no ";=v".
+    let b = params.as_bytes();
+    let bad = b.first().is_none_or(|&c| c == b'=' || c == b';')
+        || b.last() == Some(&b';')
+        || b.windows(2)
+            .any(|w| w.first() == Some(&b';') && matches!(w.get(1), Some(b';' | b'=')));
+    if bad {
         return Err(UriError::EmptyParam);
     }
     Ok(())
@@ -329,9 +346,9 @@ impl<'a> Iterator for UriParams<'a> {
         if self.rest.is_empty() {
             return None;
         }
-        let (p, rest) = self.rest.split_once(';').unwrap_or((self.rest, ""));
+        let (p, rest) = split_once(self.rest, b';').unwrap_or((self.rest, ""));
         self.rest = rest;
-        Some(match p.split_once('=') {
+        Some(match split_once(p, b'=') {
             Some((n, v)) => (n, Some(v)),
             None => (p, None),
         })

@@ -55,6 +55,7 @@ pub struct Via<'a> {
     host: Host<'a>,
     port: Option<u16>,
     params: Params<'a>,
+    branch: Option<&'a str>,
     received: Option<IpAddr>,
     rport: Option<Option<u16>>,
 }
@@ -115,22 +116,26 @@ impl<'a> Via<'a> {
             port = Some(parse_port(sub(b, ps, pe)).ok_or(ValueError::BadPort)?);
             i = pe;
         }
-        let params = Params::parse(s.get(i..).unwrap_or(""))?;
-        let received = match params.get("received") {
-            Some(p) => Some(
-                p.value
-                    .and_then(parse_ip_lenient)
-                    .ok_or(ValueError::BadAddress)?,
-            ),
-            None => None,
-        };
-        let rport = match params.get("rport") {
-            Some(p) => Some(match p.value {
-                Some(v) => Some(parse_port(v.as_bytes()).ok_or(ValueError::BadPort)?),
-                None => None,
-            }),
-            None => None,
-        };
+        // The first occurrence of each parameter counts, as with `Params::get`.
+        let mut branch = None;
+        let mut received = None;
+        let mut rport = None;
+        let params = Params::parse_visit(s.get(i..).unwrap_or(""), |p| {
+            if p.name.eq_ignore_ascii_case("branch") {
+                branch = branch.or(Some(p.value));
+            } else if p.name.eq_ignore_ascii_case("received") && received.is_none() {
+                let ip = p.value.and_then(parse_ip_lenient);
+                received = Some(Some(ip.ok_or(ValueError::BadAddress)?));
+            } else if p.name.eq_ignore_ascii_case("rport") && rport.is_none() {
+                rport = Some(match p.value {
+                    Some(v) => Some(parse_port(v.as_bytes()).ok_or(ValueError::BadPort)?),
+                    None => None,
+                });
+            }
+            Ok(())
+        })?;
+        let branch = branch.flatten();
+        let received = received.flatten();
         Ok(Via {
             protocol,
             version,
@@ -138,6 +143,7 @@ impl<'a> Via<'a> {
             host,
             port,
             params,
+            branch,
             received,
             rport,
         })
@@ -175,7 +181,7 @@ impl<'a> Via<'a> {
 
     /// The `branch` parameter (transaction id; RFC 3261 ones start with `z9hG4bK`).
     pub fn branch(&self) -> Option<&'a str> {
-        self.params.value("branch")
+        self.branch
     }
 
     /// The `received` parameter: the source address the next hop saw.
