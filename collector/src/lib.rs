@@ -13,3 +13,4 @@ pub mod privacy;
 pub mod server;
 pub mod ship;
 pub mod spool;
+pub mod sip;
