@@ -22,6 +22,7 @@ const ENUM_FIELDS: &[(&str, &str)] = &[
     (".collector.v1.CallState.disposition", "disposition"),
     (".collector.v1.Alert.severity", "alert_severity"),
     (".collector.v1.LostEvents.source", "lost_events_source"),
+    (".collector.v1.SipMessage.direction", "sip_direction"),
 ];
 
 fn main() -> anyhow::Result<()> {

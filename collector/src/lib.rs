@@ -8,9 +8,11 @@
 pub mod capture;
 pub mod cli;
 pub mod media;
+pub mod metrics;
 pub mod net;
 pub mod privacy;
 pub mod server;
 pub mod ship;
 pub mod spool;
 pub mod sip;
+pub mod watch;

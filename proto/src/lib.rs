@@ -80,6 +80,7 @@ pub mod enum_serde {
     adapter!(call_state_kind, crate::v1::CallStateKind);
     adapter!(alert_severity, crate::v1::AlertSeverity);
     adapter!(lost_events_source, crate::v1::LostEventsSource);
+    adapter!(sip_direction, crate::v1::SipDirection);
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! The central collector: gRPC `Ingest` (exactly-once storage keyed on agent id and
 //! sequence), `Query`, `Admin` (erasure with audit), the standard `grpc.health.v1` health
-//! service, and `Watch` (not implemented yet), over a [`store::Store`].
+//! service, and `Watch` (the relay of every agent's live flows, [`watch`]), over a
+//! [`store::Store`].
 //!
 //! Transport security: TLS is not built yet, so [`check_listen`] refuses a plaintext
 //! listener on anything but a loopback address unless the operator explicitly passes
@@ -103,7 +104,8 @@ pub async fn bind(addr: &str, insecure: bool) -> Result<TcpListener, ServerError
         .map_err(bind_err)
 }
 
-/// Serves every collector service on `listener` until `shutdown` completes.
+/// Serves every collector service on `listener` until `shutdown` completes, with a relay
+/// of default sizes and no number filters.
 pub async fn serve<F>(
     listener: TcpListener,
     store: Arc<dyn Store>,
@@ -112,6 +114,27 @@ pub async fn serve<F>(
 where
     F: Future<Output = ()> + Send,
 {
+    let relay = watch::relay(watch::RelayOptions::default());
+    serve_with_relay(listener, store, relay, shutdown).await
+}
+
+/// Serves every collector service on `listener` until `shutdown` completes, with `relay`
+/// as the Watch service; at shutdown the relay hub is closed so open `--follow` streams
+/// and agents' `Publish` streams end.
+pub async fn serve_with_relay<F>(
+    listener: TcpListener,
+    store: Arc<dyn Store>,
+    relay: crate::watch::WatchService,
+    shutdown: F,
+) -> Result<(), ServerError>
+where
+    F: Future<Output = ()> + Send,
+{
+    let relay_hub = Arc::clone(relay.hub());
+    let shutdown = async move {
+        shutdown.await;
+        relay_hub.close();
+    };
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_serving::<IngestServer<ingest::IngestService>>()
@@ -131,7 +154,7 @@ where
         .add_service(ingest)
         .add_service(query)
         .add_service(admin)
-        .add_service(WatchServer::new(watch::WatchService))
+        .add_service(WatchServer::new(relay))
         .serve_with_incoming_shutdown(TcpIncoming::from(listener), shutdown)
         .await?;
     Ok(())

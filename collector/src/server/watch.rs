@@ -1,25 +1,35 @@
-//! `collector.v1.Watch` on the collector: the relay of every agent's live flows is later
-//! work; until then the service answers `UNIMPLEMENTED` so clients get a clear answer.
-use std::pin::Pin;
+//! `collector.v1.Watch` on the collector: the relay. Agents stream their live events in
+//! over `Watch.Publish`; the relay hub ([`crate::watch::Hub`]) tags each with its agent,
+//! keeps a bounded history and serves every agent's events to `Watch.Flows` clients with
+//! the same filters, history and field masks as an agent (see [`crate::watch`]).
+use std::sync::Arc;
 
-use collector_proto::v1::{watch_server::Watch, FlowEvent, WatchRequest};
-use tokio_stream::Stream;
-use tonic::{Request, Response, Status};
+use crate::{
+    metrics::Metrics,
+    privacy::Pseudonymizer,
+    watch::{Hub, HubConfig, WatchService},
+};
 
-use super::ServerError;
+/// How the collector's relay is set up.
+#[derive(Debug, Clone, Default)]
+pub struct RelayOptions {
+    /// Sizes of the relay hub.
+    pub hub: HubConfig,
+    /// Resolves `number` filters (without it they are refused).
+    pub pseudonymizer: Option<Arc<Pseudonymizer>>,
+    /// Metrics to report to.
+    pub metrics: Option<Arc<Metrics>>,
+}
 
-/// The Watch service placeholder.
-#[derive(Debug, Default)]
-pub struct WatchService;
-
-#[tonic::async_trait]
-impl Watch for WatchService {
-    type FlowsStream = Pin<Box<dyn Stream<Item = Result<FlowEvent, Status>> + Send + 'static>>;
-
-    async fn flows(
-        &self,
-        _request: Request<WatchRequest>,
-    ) -> Result<Response<Self::FlowsStream>, Status> {
-        Err(ServerError::Unimplemented("Watch.Flows").into())
+/// The collector's Watch service over a new relay hub.
+pub fn relay(options: RelayOptions) -> WatchService {
+    let hub = match options.metrics {
+        Some(m) => Hub::with_metrics(options.hub, m),
+        None => Hub::new(options.hub),
+    };
+    let service = WatchService::collector(Arc::new(hub));
+    match options.pseudonymizer {
+        Some(pz) => service.with_pseudonymizer(pz),
+        None => service,
     }
 }
