@@ -606,7 +606,7 @@ mod tests {
         assert_eq!(
             sample(
                 &body,
-                r#"collector_storage_latency_seconds_bucket{le="0.002",op="ingest"}"#
+                r#"collector_storage_latency_seconds_bucket{op="ingest",le="0.002"}"#
             ),
             Some(0.0),
             "{body}"
@@ -614,7 +614,7 @@ mod tests {
         assert_eq!(
             sample(
                 &body,
-                r#"collector_storage_latency_seconds_bucket{le="0.004",op="ingest"}"#
+                r#"collector_storage_latency_seconds_bucket{op="ingest",le="0.004"}"#
             ),
             Some(1.0)
         );
