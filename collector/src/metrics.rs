@@ -257,7 +257,11 @@ impl Metrics {
         );
         r.register("active_calls", "Calls being tracked", active_calls.clone());
         r.register("cdrs", "CDRs by life-cycle stage", cdrs.clone());
-        r.register("spool_bytes", "Bytes in the agent's spool", spool_bytes.clone());
+        r.register(
+            "spool_bytes",
+            "Bytes in the agent's spool",
+            spool_bytes.clone(),
+        );
         r.register(
             "ingest_batches",
             "CDR batches ingested by the collector",
@@ -473,7 +477,9 @@ async fn respond(mut stream: TcpStream, metrics: &Metrics) -> std::io::Result<()
             let body = metrics.encode();
             write_response(&mut stream, "200 OK", CONTENT_TYPE, &body).await
         }
-        (b"GET", _) => write_response(&mut stream, "404 Not Found", "text/plain", "not found\n").await,
+        (b"GET", _) => {
+            write_response(&mut stream, "404 Not Found", "text/plain", "not found\n").await
+        }
         _ => {
             write_response(
                 &mut stream,
@@ -550,7 +556,10 @@ mod tests {
         let (status, body) = get(addr, "/metrics").await;
         assert_eq!(status, "HTTP/1.1 200 OK");
         assert_eq!(
-            sample(&body, r#"collector_packets_total{program="sip_xdp",iface="eth0"}"#),
+            sample(
+                &body,
+                r#"collector_packets_total{program="sip_xdp",iface="eth0"}"#
+            ),
             Some(3.0),
             "{body}"
         );
@@ -594,7 +603,10 @@ mod tests {
         metrics.cdrs(CdrStage::Acknowledged, 5);
         let (_, body) = get(addr, "/metrics").await;
         assert_eq!(
-            sample(&body, r#"collector_packets_total{program="sip_xdp",iface="eth0"}"#),
+            sample(
+                &body,
+                r#"collector_packets_total{program="sip_xdp",iface="eth0"}"#
+            ),
             Some(10.0)
         );
         assert_eq!(sample(&body, "collector_active_calls"), Some(7.0));

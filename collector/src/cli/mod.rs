@@ -9,7 +9,12 @@ pub mod pseudonym;
 
 pub use pseudonym::PseudonymArgs;
 pub mod cdrs;
+pub mod flows;
 pub mod server;
+pub mod top;
+
+pub use flows::FlowsArgs;
+pub use top::TopArgs;
 
 /// eBPF-based VoIP metadata collector: follows SIP calls and RTP media quality on an SBC or
 /// PBX host, pseudonymizes every identifier on the host and streams Call Detail Records to a
@@ -37,6 +42,8 @@ pub enum Command {
     /// Show live call events (state changes, media stats, alerts) from an agent or the
     /// central collector.
     Flows(FlowsArgs),
+    /// Live view of active calls with their media quality and SIP ladder (terminal UI).
+    Top(TopArgs),
     /// Query stored CDRs by time range, subject, disposition or quality.
     Cdrs(CdrsArgs),
     /// Erase every CDR of one subject (GDPR Art. 17) under every key in the retention window.
@@ -106,17 +113,16 @@ pub struct ServerArgs {
     /// accident).
     #[arg(long)]
     pub insecure: bool,
-}
-
-/// `collector flows`.
-#[derive(Debug, Args)]
-pub struct FlowsArgs {
-    /// Server or agent to watch.
-    #[arg(long, default_value = "http://127.0.0.1:50051")]
-    pub server: String,
-    /// Keep streaming new events.
-    #[arg(long, short = 'f')]
-    pub follow: bool,
+    /// Serve Prometheus metrics at http://ADDR/metrics.
+    #[arg(long)]
+    pub metrics_listen: Option<String>,
+    /// Agent configuration file whose `[privacy]` table (scope, key file, national rule)
+    /// lets `collector flows --number` filter live flows by phone number.
+    #[arg(long)]
+    pub privacy_config: Option<std::path::PathBuf>,
+    /// Live flow events kept for `collector flows --last/--since`.
+    #[arg(long, default_value_t = crate::watch::hub::DEFAULT_HISTORY)]
+    pub watch_history: usize,
 }
 
 /// `collector cdrs`.
@@ -193,7 +199,8 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Agent(a) => crate::capture::run_agent(a),
         Command::Check => crate::capture::self_check(),
         Command::Server(a) => server::run(a),
-        Command::Flows(_) => not_built("flows", "live flow inspection"),
+        Command::Flows(a) => flows::run(a),
+        Command::Top(a) => top::run(a),
         Command::Cdrs(a) => cdrs::run(a),
         Command::Erase(_) => not_built("erase", "erasure requests"),
         Command::Keygen(a) => keygen::run(&a),

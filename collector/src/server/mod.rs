@@ -10,6 +10,7 @@
 
 pub mod admin;
 pub mod ingest;
+pub mod metered;
 pub mod query;
 pub mod status;
 pub mod store;

@@ -8,8 +8,7 @@
 use std::collections::HashSet;
 
 use collector_proto::v1::{
-    flow_event::Event, CallStateKind, Disposition, FlowEvent, FlowEventType, FlowFilter,
-    MediaLeg,
+    flow_event::Event, CallStateKind, Disposition, FlowEvent, FlowEventType, FlowFilter, MediaLeg,
 };
 
 use super::hub::Stored;
@@ -265,7 +264,8 @@ impl Selector {
     pub fn matches(&self, s: &Stored) -> bool {
         if let Some(Event::LostEvents(_)) = &s.event.event {
             let agent = s.event.agent_id.as_str();
-            return (self.allow.is_empty() || self.allow.iter().any(|f| f.matches_lost(agent, false)))
+            return (self.allow.is_empty()
+                || self.allow.iter().any(|f| f.matches_lost(agent, false)))
                 && !self.deny.iter().any(|f| f.matches_lost(agent, true));
         }
         (self.allow.is_empty() || self.allow.iter().any(|f| f.matches(s)))

@@ -103,7 +103,11 @@ impl From<WatchError> for Status {
 
 /// Serves the agent's Watch service on `listener` until `shutdown` completes, then closes
 /// the hub so open `--follow` streams end.
-pub async fn serve_agent<F>(listener: TcpListener, hub: Arc<Hub>, shutdown: F) -> Result<(), WatchError>
+pub async fn serve_agent<F>(
+    listener: TcpListener,
+    hub: Arc<Hub>,
+    shutdown: F,
+) -> Result<(), WatchError>
 where
     F: Future<Output = ()> + Send,
 {

@@ -74,7 +74,9 @@ impl Plan {
         }
         let selector = Selector::compile(&req.allow, &req.deny, pz)?;
         let mask = FieldMask::compile(&req.field_mask)?;
-        let last_n = usize::try_from(req.last_n).unwrap_or(usize::MAX).min(history);
+        let last_n = usize::try_from(req.last_n)
+            .unwrap_or(usize::MAX)
+            .min(history);
         Ok(Plan {
             follow: req.follow,
             window: Window {
@@ -142,7 +144,10 @@ impl WatchService {
     }
 
     /// Starts streaming `req`'s events into a channel, after validating it.
-    pub fn start(&self, req: &WatchRequest) -> Result<mpsc::Receiver<Result<FlowEvent, Status>>, WatchError> {
+    pub fn start(
+        &self,
+        req: &WatchRequest,
+    ) -> Result<mpsc::Receiver<Result<FlowEvent, Status>>, WatchError> {
         let plan = Plan::validate(req, self.pz.as_deref(), self.hub.config().history)?;
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         if plan.follow {

@@ -46,7 +46,14 @@ fn party(user: &str) -> Option<Party> {
     })
 }
 
-fn call_state(t: u64, agent: &str, call: &str, state: CallStateKind, a: &str, b: &str) -> FlowEvent {
+fn call_state(
+    t: u64,
+    agent: &str,
+    call: &str,
+    state: CallStateKind,
+    a: &str,
+    b: &str,
+) -> FlowEvent {
     FlowEvent {
         time_ms: t,
         agent_id: agent.into(),
@@ -147,7 +154,9 @@ fn alert_text(item: &Item) -> String {
 #[tokio::test]
 async fn slow_subscriber_gets_the_exact_loss_where_the_gap_is() {
     let h = hub(100, 4);
-    let mut sub = h.subscribe(Arc::new(Selector::all()), Window::default()).unwrap();
+    let mut sub = h
+        .subscribe(Arc::new(Selector::all()), Window::default())
+        .unwrap();
     for i in 1..=10 {
         h.publish(alert(i, "A", &format!("e{i}")));
     }
@@ -167,7 +176,9 @@ async fn slow_subscriber_gets_the_exact_loss_where_the_gap_is() {
 #[tokio::test]
 async fn loss_is_reported_when_the_queue_runs_empty_even_without_new_events() {
     let h = hub(0, 2);
-    let mut sub = h.subscribe(Arc::new(Selector::all()), Window::default()).unwrap();
+    let mut sub = h
+        .subscribe(Arc::new(Selector::all()), Window::default())
+        .unwrap();
     for i in 1..=5 {
         h.publish(alert(i, "A", &format!("e{i}")));
     }
@@ -186,9 +197,7 @@ async fn history_is_bounded_and_selected_by_last_n_since_until() {
         h.publish(alert(i * 100, "A", &format!("e{i}")));
     }
     let texts = |v: Vec<Arc<super::Stored>>| -> Vec<String> {
-        v.into_iter()
-            .map(|s| alert_text(&Item::Event(s)))
-            .collect()
+        v.into_iter().map(|s| alert_text(&Item::Event(s))).collect()
     };
     let all = Selector::all();
     // The ring keeps the last 5 (e4..e8).
@@ -197,7 +206,10 @@ async fn history_is_bounded_and_selected_by_last_n_since_until() {
         until_ms,
         last_n,
     };
-    assert_eq!(texts(h.history(&all, w(0, 0, 100))), ["e4", "e5", "e6", "e7", "e8"]);
+    assert_eq!(
+        texts(h.history(&all, w(0, 0, 100))),
+        ["e4", "e5", "e6", "e7", "e8"]
+    );
     assert_eq!(texts(h.history(&all, w(0, 0, 2))), ["e7", "e8"]);
     assert_eq!(texts(h.history(&all, w(600, 0, 0))), ["e6", "e7", "e8"]);
     assert_eq!(texts(h.history(&all, w(500, 800, 0))), ["e5", "e6", "e7"]);
@@ -230,7 +242,9 @@ async fn subscription_joins_history_and_live_without_gap_or_duplicate() {
     // Closing the hub ends the subscription.
     h.close();
     assert!(sub.next().await.is_none());
-    assert!(h.subscribe(Arc::new(Selector::all()), Window::default()).is_err());
+    assert!(h
+        .subscribe(Arc::new(Selector::all()), Window::default())
+        .is_err());
 }
 
 #[tokio::test]
@@ -239,7 +253,9 @@ async fn subscriber_limit_and_departed_subscribers() {
         max_subscribers: 1,
         ..Default::default()
     });
-    let sub = h.subscribe(Arc::new(Selector::all()), Window::default()).unwrap();
+    let sub = h
+        .subscribe(Arc::new(Selector::all()), Window::default())
+        .unwrap();
     assert!(matches!(
         h.subscribe(Arc::new(Selector::all()), Window::default()),
         Err(super::HubError::TooManySubscribers(1))
@@ -247,7 +263,9 @@ async fn subscriber_limit_and_departed_subscribers() {
     drop(sub);
     h.publish(alert(1, "A", "x"));
     assert_eq!(h.stats().subscribers, 0);
-    assert!(h.subscribe(Arc::new(Selector::all()), Window::default()).is_ok());
+    assert!(h
+        .subscribe(Arc::new(Selector::all()), Window::default())
+        .is_ok());
 }
 
 // ---------------------------------------------------------------- filters
@@ -291,18 +309,33 @@ fn each_filter_field_selects_its_events() {
     let ev = mixed_events();
     let f = FlowFilter::default;
     assert_eq!(
-        pick(&allow(FlowFilter { agent_id: vec!["B".into()], ..f() }), &ev),
+        pick(
+            &allow(FlowFilter {
+                agent_id: vec!["B".into()],
+                ..f()
+            }),
+            &ev
+        ),
         [2, 4, 6, 7]
     );
     // A party filter also picks the call's media stats (parties learnt from call_state).
     assert_eq!(
-        pick(&allow(FlowFilter { pseudonym: vec!["carol".into()], ..f() }), &ev),
+        pick(
+            &allow(FlowFilter {
+                pseudonym: vec!["carol".into()],
+                ..f()
+            }),
+            &ev
+        ),
         [2, 4, 7]
     );
     assert_eq!(
         pick(
             &allow(FlowFilter {
-                event_type: vec![FlowEventType::MediaStats as i32, FlowEventType::Alert as i32],
+                event_type: vec![
+                    FlowEventType::MediaStats as i32,
+                    FlowEventType::Alert as i32
+                ],
                 ..f()
             }),
             &ev
@@ -311,35 +344,62 @@ fn each_filter_field_selects_its_events() {
     );
     assert_eq!(
         pick(
-            &allow(FlowFilter { call_state: vec![CallStateKind::Answered as i32], ..f() }),
+            &allow(FlowFilter {
+                call_state: vec![CallStateKind::Answered as i32],
+                ..f()
+            }),
             &ev
         ),
         [5]
     );
     assert_eq!(
         pick(
-            &allow(FlowFilter { disposition: vec![Disposition::Answered as i32], ..f() }),
+            &allow(FlowFilter {
+                disposition: vec![Disposition::Answered as i32],
+                ..f()
+            }),
             &ev
         ),
         [7]
     );
     assert_eq!(
-        pick(&allow(FlowFilter { mos_below: Some(3.5), ..f() }), &ev),
-        [4]
-    );
-    assert_eq!(
-        pick(&allow(FlowFilter { loss_above_pct: Some(0.0), ..f() }), &ev),
+        pick(
+            &allow(FlowFilter {
+                mos_below: Some(3.5),
+                ..f()
+            }),
+            &ev
+        ),
         [4]
     );
     assert_eq!(
         pick(
-            &allow(FlowFilter { address_prefix: vec!["192.0.2.".into()], ..f() }),
+            &allow(FlowFilter {
+                loss_above_pct: Some(0.0),
+                ..f()
+            }),
+            &ev
+        ),
+        [4]
+    );
+    assert_eq!(
+        pick(
+            &allow(FlowFilter {
+                address_prefix: vec!["192.0.2.".into()],
+                ..f()
+            }),
             &ev
         ),
         [3]
     );
     assert_eq!(
-        pick(&allow(FlowFilter { call_id: vec!["c1".into()], ..f() }), &ev),
+        pick(
+            &allow(FlowFilter {
+                call_id: vec!["c1".into()],
+                ..f()
+            }),
+            &ev
+        ),
         [1, 3, 5]
     );
     // AND within a filter, OR across filters, deny wins.
@@ -350,7 +410,13 @@ fn each_filter_field_selects_its_events() {
     };
     assert_eq!(pick(&allow(and.clone()), &ev), [1, 5]);
     let or = Selector::compile(
-        &[and.clone(), FlowFilter { event_type: vec![FlowEventType::Alert as i32], ..f() }],
+        &[
+            and.clone(),
+            FlowFilter {
+                event_type: vec![FlowEventType::Alert as i32],
+                ..f()
+            },
+        ],
         &[],
         None,
     )
@@ -358,7 +424,10 @@ fn each_filter_field_selects_its_events() {
     assert_eq!(pick(&or, &ev), [1, 5, 6]);
     let deny = Selector::compile(
         &[],
-        &[FlowFilter { agent_id: vec!["B".into()], ..f() }],
+        &[FlowFilter {
+            agent_id: vec!["B".into()],
+            ..f()
+        }],
         None,
     )
     .unwrap();
@@ -392,24 +461,51 @@ fn lost_notices_pass_every_filter_but_their_agents() {
 #[test]
 fn invalid_filters_are_refused_before_any_work() {
     let bad = [
-        FlowFilter { event_type: vec![0], ..Default::default() },
-        FlowFilter { event_type: vec![99], ..Default::default() },
-        FlowFilter { call_state: vec![42], ..Default::default() },
-        FlowFilter { mos_below: Some(f64::NAN), ..Default::default() },
-        FlowFilter { loss_above_pct: Some(101.0), ..Default::default() },
-        FlowFilter { pseudonym: vec![String::new()], ..Default::default() },
-        FlowFilter { agent_id: vec!["x".repeat(300)], ..Default::default() },
+        FlowFilter {
+            event_type: vec![0],
+            ..Default::default()
+        },
+        FlowFilter {
+            event_type: vec![99],
+            ..Default::default()
+        },
+        FlowFilter {
+            call_state: vec![42],
+            ..Default::default()
+        },
+        FlowFilter {
+            mos_below: Some(f64::NAN),
+            ..Default::default()
+        },
+        FlowFilter {
+            loss_above_pct: Some(101.0),
+            ..Default::default()
+        },
+        FlowFilter {
+            pseudonym: vec![String::new()],
+            ..Default::default()
+        },
+        FlowFilter {
+            agent_id: vec!["x".repeat(300)],
+            ..Default::default()
+        },
     ];
     for f in bad {
         assert!(
-            matches!(Selector::compile(&[f.clone()], &[], None), Err(WatchError::Invalid(_))),
+            matches!(
+                Selector::compile(std::slice::from_ref(&f), &[], None),
+                Err(WatchError::Invalid(_))
+            ),
             "{f:?}"
         );
     }
     let too_many = vec![FlowFilter::default(); super::filter::MAX_FILTERS + 1];
     assert!(Selector::compile(&too_many, &[], None).is_err());
     // A number filter needs keys.
-    let by_number = FlowFilter { number: vec!["+15551234567".into()], ..Default::default() };
+    let by_number = FlowFilter {
+        number: vec!["+15551234567".into()],
+        ..Default::default()
+    };
     assert!(matches!(
         Selector::compile(&[by_number], &[], None),
         Err(WatchError::NoKeys)
@@ -430,7 +526,10 @@ fn field_mask_clears_unlisted_fields_and_keeps_the_kind() {
     match m.event {
         Some(Event::CallState(cs)) => {
             assert_eq!(cs.state(), CallStateKind::Answered);
-            assert_eq!((cs.caller, cs.callee, cs.trigger.as_str()), (None, None, ""));
+            assert_eq!(
+                (cs.caller, cs.callee, cs.trigger.as_str()),
+                (None, None, "")
+            );
         }
         other => panic!("{other:?}"),
     }
@@ -449,24 +548,46 @@ fn field_mask_clears_unlisted_fields_and_keeps_the_kind() {
         cs.cdr = Some(Cdr {
             final_code: 200,
             media: vec![
-                MediaLeg { mos: 4.2, codec: "PCMA".into(), ..Default::default() },
-                MediaLeg { mos: 3.1, codec: "PCMA".into(), ..Default::default() },
+                MediaLeg {
+                    mos: 4.2,
+                    codec: "PCMA".into(),
+                    ..Default::default()
+                },
+                MediaLeg {
+                    mos: 3.1,
+                    codec: "PCMA".into(),
+                    ..Default::default()
+                },
             ],
             ..Default::default()
         });
     }
-    let Some(Event::CallState(cs)) = mask.apply(&e).event else { panic!() };
-    assert_eq!(cs.caller, Some(Party { user: "alice".into(), ..Default::default() }));
+    let Some(Event::CallState(cs)) = mask.apply(&e).event else {
+        panic!()
+    };
+    assert_eq!(
+        cs.caller,
+        Some(Party {
+            user: "alice".into(),
+            ..Default::default()
+        })
+    );
     let cdr = cs.cdr.unwrap();
     assert_eq!(cdr.final_code, 0);
     assert_eq!(
-        cdr.media.iter().map(|l| (l.mos, l.codec.as_str())).collect::<Vec<_>>(),
+        cdr.media
+            .iter()
+            .map(|l| (l.mos, l.codec.as_str()))
+            .collect::<Vec<_>>(),
         [(4.2, ""), (3.1, "")]
     );
     // Lost-event notices are never masked.
     let lost = FlowEvent {
         time_ms: 5,
-        event: Some(Event::LostEvents(LostEvents { source: 4, count: 9 })),
+        event: Some(Event::LostEvents(LostEvents {
+            source: 4,
+            count: 9,
+        })),
         ..Default::default()
     };
     assert_eq!(mask.apply(&lost), lost);
@@ -475,12 +596,27 @@ fn field_mask_clears_unlisted_fields_and_keeps_the_kind() {
 #[test]
 fn field_mask_paths_are_checked() {
     assert_eq!(FieldMask::compile(&[]).unwrap(), None);
-    for ok in ["time_ms", "media_stats.leg.mos", "sip_message.method_or_status", "registration.aor"] {
+    for ok in [
+        "time_ms",
+        "media_stats.leg.mos",
+        "sip_message.method_or_status",
+        "registration.aor",
+    ] {
         assert!(FieldMask::compile(&[ok.into()]).is_ok(), "{ok}");
     }
-    for bad in ["", "nope", "call_state.nope", "time_ms.x", "media_stats.leg.mos.x", "event"] {
+    for bad in [
+        "",
+        "nope",
+        "call_state.nope",
+        "time_ms.x",
+        "media_stats.leg.mos.x",
+        "event",
+    ] {
         assert!(
-            matches!(FieldMask::compile(&[bad.into()]), Err(WatchError::Invalid(_))),
+            matches!(
+                FieldMask::compile(&[bad.into()]),
+                Err(WatchError::Invalid(_))
+            ),
             "{bad}"
         );
     }
@@ -544,7 +680,11 @@ impl Collector {
                 events: chunk.to_vec(),
             })
             .collect();
-        c.publish(tokio_stream::iter(reqs)).await.unwrap().into_inner().accepted
+        c.publish(tokio_stream::iter(reqs))
+            .await
+            .unwrap()
+            .into_inner()
+            .accepted
     }
 
     async fn stop(mut self) {
@@ -662,7 +802,10 @@ async fn relay_tags_agents_and_filters_by_number_with_the_collectors_keys() {
     )
     .await
     .unwrap();
-    assert_eq!(since.iter().map(|e| e.time_ms).collect::<Vec<_>>(), [120, 115, 125]);
+    assert_eq!(
+        since.iter().map(|e| e.time_ms).collect::<Vec<_>>(),
+        [120, 115, 125]
+    );
     let last2 = collect(
         &mut w,
         WatchRequest {
@@ -672,7 +815,10 @@ async fn relay_tags_agents_and_filters_by_number_with_the_collectors_keys() {
     )
     .await
     .unwrap();
-    assert_eq!(last2.iter().map(|e| e.time_ms).collect::<Vec<_>>(), [115, 125]);
+    assert_eq!(
+        last2.iter().map(|e| e.time_ms).collect::<Vec<_>>(),
+        [115, 125]
+    );
 
     // The field mask is applied on the wire.
     let masked = collect(
@@ -687,7 +833,9 @@ async fn relay_tags_agents_and_filters_by_number_with_the_collectors_keys() {
     .unwrap();
     assert_eq!(masked.len(), 1);
     assert_eq!((masked[0].time_ms, masked[0].agent_id.as_str()), (125, ""));
-    let Some(Event::MediaStats(m)) = &masked[0].event else { panic!() };
+    let Some(Event::MediaStats(m)) = &masked[0].event else {
+        panic!()
+    };
     let leg = m.leg.as_ref().unwrap();
     assert_eq!((leg.mos, leg.src_ip.as_str(), m.interval_ms), (2.1, "", 0));
 
@@ -705,7 +853,8 @@ async fn relay_tags_agents_and_filters_by_number_with_the_collectors_keys() {
         .await
         .unwrap()
         .into_inner();
-    c.publish("agent-b", vec![alert(200, "", "not for you")]).await;
+    c.publish("agent-b", vec![alert(200, "", "not for you")])
+        .await;
     c.publish("agent-a", vec![alert(201, "", "for you")]).await;
     let first = live.next().await.unwrap().unwrap();
     let second = live.next().await.unwrap().unwrap();
@@ -726,34 +875,57 @@ async fn invalid_requests_get_clear_status_codes() {
     let mut w = c.client().await;
     let cases = [
         (
-            WatchRequest { follow: true, until_ms: 5, ..Default::default() },
+            WatchRequest {
+                follow: true,
+                until_ms: 5,
+                ..Default::default()
+            },
             Code::InvalidArgument,
         ),
         (
-            WatchRequest { since_ms: 9, until_ms: 5, ..Default::default() },
+            WatchRequest {
+                since_ms: 9,
+                until_ms: 5,
+                ..Default::default()
+            },
             Code::InvalidArgument,
         ),
         (
-            WatchRequest { field_mask: vec!["call_state.nope".into()], ..Default::default() },
+            WatchRequest {
+                field_mask: vec!["call_state.nope".into()],
+                ..Default::default()
+            },
             Code::InvalidArgument,
         ),
         (
             // The collector was started without keys.
-            history_req(vec![FlowFilter { number: vec!["+15550001".into()], ..Default::default() }]),
+            history_req(vec![FlowFilter {
+                number: vec!["+15550001".into()],
+                ..Default::default()
+            }]),
             Code::FailedPrecondition,
         ),
     ];
     for (req, code) in cases {
         let err = w.flows(req.clone()).await.map(|_| ()).unwrap_err();
         assert_eq!(err.code(), code, "{req:?}");
-        assert!(!err.message().contains("15550001"), "the number is never echoed");
+        assert!(
+            !err.message().contains("15550001"),
+            "the number is never echoed"
+        );
     }
     // Publish: empty and changing agent ids are refused.
     let bad = [
         vec![PublishRequest::default()],
         vec![
-            PublishRequest { agent_id: "a".into(), events: vec![] },
-            PublishRequest { agent_id: "b".into(), events: vec![] },
+            PublishRequest {
+                agent_id: "a".into(),
+                events: vec![],
+            },
+            PublishRequest {
+                agent_id: "b".into(),
+                events: vec![],
+            },
         ],
     ];
     for reqs in bad {
@@ -814,11 +986,9 @@ async fn a_slow_grpc_client_is_told_exactly_how_many_events_it_lost() {
     assert!(lost > 0, "the client was slow enough to lose events");
     assert!(received.windows(2).all(|p| p[0] < p[1]), "in order");
     assert_eq!(c.hub.stats().client_lost, lost);
-    assert!(
-        metrics
-            .encode()
-            .contains(&format!("collector_flow_events_lost_total{{source=\"client_queue\"}} {lost}")),
-    );
+    assert!(metrics.encode().contains(&format!(
+        "collector_flow_events_lost_total{{source=\"client_queue\"}} {lost}"
+    )),);
     c.stop().await;
 }
 

@@ -1,0 +1,75 @@
+//! A [`Store`] wrapper that reports to [`Metrics`]: the latency of every storage operation
+//! and the ingest rate (batches, newly stored CDRs), without touching the services or the
+//! backends. The collector wraps its store in it when metrics are served.
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use collector_proto::v1::{Cdr, CdrRecord};
+
+use super::store::{CdrFilter, IngestOutcome, Store, StoreError, StoreStats};
+use crate::metrics::{Metrics, StorageOp};
+
+/// `inner`, measured.
+pub struct MeteredStore {
+    inner: Arc<dyn Store>,
+    metrics: Arc<Metrics>,
+}
+
+impl MeteredStore {
+    /// Wraps `inner`.
+    pub fn wrap(inner: Arc<dyn Store>, metrics: Arc<Metrics>) -> Arc<dyn Store> {
+        Arc::new(MeteredStore { inner, metrics })
+    }
+
+    fn took(&self, op: StorageOp, start: Instant) -> Duration {
+        let d = start.elapsed();
+        self.metrics.storage_latency(op, d);
+        d
+    }
+}
+
+#[tonic::async_trait]
+impl Store for MeteredStore {
+    async fn ingest(
+        &self,
+        agent_id: &str,
+        batch: Vec<CdrRecord>,
+    ) -> Result<IngestOutcome, StoreError> {
+        let start = Instant::now();
+        let out = self.inner.ingest(agent_id, batch).await;
+        self.took(StorageOp::Ingest, start);
+        if let Ok(o) = &out {
+            self.metrics.ingested(o.stored);
+        }
+        out
+    }
+
+    async fn cursor(&self, agent_id: &str) -> Result<u64, StoreError> {
+        self.inner.cursor(agent_id).await
+    }
+
+    async fn query(&self, filter: CdrFilter) -> Result<Vec<Cdr>, StoreError> {
+        let start = Instant::now();
+        let out = self.inner.query(filter).await;
+        self.took(StorageOp::Query, start);
+        out
+    }
+
+    async fn erase(
+        &self,
+        pseudonyms: Vec<String>,
+        reference: String,
+        now_ms: u64,
+    ) -> Result<u64, StoreError> {
+        let start = Instant::now();
+        let out = self.inner.erase(pseudonyms, reference, now_ms).await;
+        self.took(StorageOp::Erase, start);
+        out
+    }
+
+    async fn stats(&self) -> Result<StoreStats, StoreError> {
+        self.inner.stats().await
+    }
+}
