@@ -383,6 +383,8 @@ fn quality_cells(q: Option<LegQuality>) -> [String; 3] {
 /// the sending hop's column to the receiving hop's.
 pub fn ladder_lines(rows: &[LadderRow], width: usize) -> Vec<String> {
     const OFFSET: usize = 10;
+    // Room right of the last hop line for the rest of its centred name.
+    const RIGHT: usize = 8;
     let mut hops: Vec<&str> = Vec::new();
     for r in rows {
         for h in [r.from.as_str(), r.to.as_str()] {
@@ -395,7 +397,7 @@ pub fn ladder_lines(rows: &[LadderRow], width: usize) -> Vec<String> {
         return vec!["no SIP messages seen for this call".into()];
     }
     let col_of = |h: &str| hops.iter().position(|x| *x == h).unwrap_or(hops.len() - 1);
-    let usable = width.saturating_sub(OFFSET + 2).max(hops.len() * 4);
+    let usable = width.saturating_sub(OFFSET + 1 + RIGHT).max(hops.len() * 4);
     let spacing = if hops.len() > 1 {
         usable / (hops.len() - 1)
     } else {
@@ -459,9 +461,13 @@ pub fn ladder_lines(rows: &[LadderRow], width: usize) -> Vec<String> {
         } else if let Some(slot) = line.get_mut(lo + 1) {
             *slot = '<';
         }
-        let text: Vec<char> = format!(" {label} ").chars().collect();
+        // The label is centred on the arrow, cut to leave at least the arrow's ends.
         let span = hi - lo - 1;
-        if text.len() + 2 <= span {
+        let text: Vec<char> = format!(" {label} ")
+            .chars()
+            .take(span.saturating_sub(2))
+            .collect();
+        if !text.is_empty() {
             let start = lo + 1 + (span - text.len()) / 2;
             for (k, ch) in text.into_iter().enumerate() {
                 if let Some(slot) = line.get_mut(start + k) {
@@ -819,23 +825,29 @@ mod tests {
     }
 
     /// Expected ladder worked out by hand from the layout rule (sngrep's call flow): at
-    /// width 50 the time offsets take 10 columns and 3 hops share the remaining 38, so the
-    /// hop lines stand at x = 11, 30 and 49; an arrow runs between its two hop lines with
-    /// its head next to the receiver and its label centred on it.
+    /// width 60 the time offsets take 10 columns and 8 stay free on the right for the last
+    /// hop's name, so 3 hops share 41 columns and their lines stand at x = 11, 31 and 51;
+    /// an arrow runs between two hop lines with its head next to the receiver and its
+    /// label centred on it.
     #[test]
     fn ladder_as_sngrep_draws_it() {
         let s = fixture();
         let c = &s.rows(T + 65_000)[0];
-        let lines = ladder_lines(&c.ladder, 50);
+        let lines = ladder_lines(&c.ladder, 60);
         let want = [
-            "        caller               sbc              callee",
-            "+0.000     │── INVITE (SDP) ─>│                  │",
-            "+0.012     │<───── 100 ───────│                  │",
-            "+0.040     │                  │── INVITE (SDP) ─>│",
-            "+0.900     │                  │<───── 180 ───────│",
-            "+2.500     │                  │<── 200 (SDP) ────│",
+            "        caller                sbc               callee",
+            "+0.000     │── INVITE (SDP) ──>│                   │",
+            "+0.012     │<────── 100 ───────│                   │",
+            "+0.040     │                   │── INVITE (SDP) ──>│",
+            "+0.900     │                   │<────── 180 ───────│",
+            "+2.500     │                   │<─── 200 (SDP) ────│",
         ];
         assert_eq!(lines, want);
+        // Narrower (width 40: lines at 11, 21, 31), labels are cut to fit the arrow.
+        assert_eq!(
+            ladder_lines(&c.ladder, 40)[1],
+            "+0.000     │─ INVITE>│         │"
+        );
         // A message a hop sends to itself is drawn beside its line.
         let own = [LadderRow {
             time_ms: 0,
@@ -850,6 +862,18 @@ mod tests {
             ladder_lines(&[], 20),
             ["no SIP messages seen for this call"]
         );
+    }
+
+    /// The request is one the watch service accepts (mask paths and filters valid).
+    #[test]
+    fn request_is_valid_for_the_service() {
+        let req = request(&TopArgs {
+            server: String::new(),
+            agents: vec!["edge-1".into()],
+        });
+        let plan = crate::watch::service::Plan::validate(&req, None, 10_000).unwrap();
+        assert!(plan.follow && plan.mask.is_some());
+        assert_eq!(plan.window.last_n, 10_000);
     }
 
     #[test]
