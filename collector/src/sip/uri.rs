@@ -186,29 +186,27 @@ impl<'a> Uri<'a> {
         let (hostport, params) = match find(before_headers, b';') {
             Some(p) => (
                 sub_str(before_headers, 0, p),
-                before_headers.get(p + 1..).unwrap_or(""),
+                Some(before_headers.get(p + 1..).unwrap_or("")),
             ),
-            None => (before_headers, ""),
+            None => (before_headers, None),
         };
         let (host, port) = split_hostport(hostport)?;
         self.host = Some(host);
         self.port = port;
-        check_params(params)?;
-        self.params = params;
+        self.params = check_params(params)?;
         Ok(())
     }
 
     fn parse_tel(&mut self, rest: &'a str) -> Result<(), UriError> {
         let (number, params) = match find(rest, b';') {
-            Some(p) => (sub_str(rest, 0, p), rest.get(p + 1..).unwrap_or("")),
-            None => (rest, ""),
+            Some(p) => (sub_str(rest, 0, p), Some(rest.get(p + 1..).unwrap_or(""))),
+            None => (rest, None),
         };
         if number.is_empty() {
             return Err(UriError::MissingHost);
         }
-        check_params(params)?;
+        self.params = check_params(params)?;
         self.user = Some(number);
-        self.params = params;
         Ok(())
     }
 
@@ -317,11 +315,12 @@ fn split_hostport(s: &str) -> Result<(Host<'_>, Option<u16>), UriError> {
     Ok((host, port))
 }
 
-fn check_params(params: &str) -> Result<(), UriError> {
-    if params.is_empty() {
-        return Ok(());
-    }
-    // Every ';' must be followed by a name: no ";;", no trailing ';', no ";=v".
+/// Validates the text after the first `;` (if there was one) and returns it: every `;`
+/// must be followed by a parameter name (no `;;`, no trailing `;`, no `;=v`).
+fn check_params(params: Option<&str>) -> Result<&str, UriError> {
+    let Some(params) = params else {
+        return Ok("");
+    };
     let b = params.as_bytes();
     let bad = b.first().is_none_or(|&c| c == b'=' || c == b';')
         || b.last() == Some(&b';')
@@ -330,7 +329,7 @@ fn check_params(params: &str) -> Result<(), UriError> {
     if bad {
         return Err(UriError::EmptyParam);
     }
-    Ok(())
+    Ok(params)
 }
 
 /// Iterator over URI parameters as `(name, value)`; names and values are still %-escaped.
