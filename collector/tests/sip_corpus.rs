@@ -12,7 +12,7 @@
 
 use collector::net::pcap::PcapSource;
 use collector::net::{Decoder, DecoderConfig, NetEvent};
-use collector::sip::sdp::{self, ConnAddress, SdpLimits};
+use collector::sip::sdp::{ConnAddress, SdpLimits};
 use collector::sip::{parse_message, stream_framer, SipLimits, SipMessage};
 
 const CORPUS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/corpus/");

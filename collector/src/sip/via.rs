@@ -107,19 +107,18 @@ impl<'a> Via<'a> {
                 e += 1;
             }
             let run = sub_str(s, i, e);
-            if memchr::memchr(b':', run.as_bytes()).is_some() {
-                // host:port, or a bare IPv6 address (see `split_hostport`).
+            if run.bytes().filter(|&c| c == b':').count() > 1 {
+                // A bare IPv6 address, possibly with port (see `split_hostport`).
                 let (h, p) = split_hostport(run).map_err(|err| match err {
                     UriError::BadPort => ValueError::BadPort,
                     _ => ValueError::BadHost,
                 })?;
                 host = h;
                 port = p;
-                if port.is_none() && run.ends_with(':') {
-                    return Err(ValueError::BadPort);
-                }
             } else {
-                host = Host::parse(run).ok_or(ValueError::BadHost)?;
+                // The port, if any, follows below (LWS may surround the colon).
+                e = memchr::memchr(b':', run.as_bytes()).map_or(e, |c| i + c);
+                host = Host::parse(sub_str(s, i, e)).ok_or(ValueError::BadHost)?;
             }
             i = e;
         }
