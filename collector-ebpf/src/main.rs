@@ -12,7 +12,7 @@ use aya_ebpf::{
     bindings::{xdp_action::XDP_PASS, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, TC_ACT_PIPE},
     helpers::{bpf_ktime_get_ns, generated as gen},
     macros::{classifier, map, xdp},
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, LruHashMap, PerCpuArray, RingBuf},
     programs::{TcContext, XdpContext},
 };
 use collector_common::{
@@ -21,8 +21,8 @@ use collector_common::{
     parse::{self, Fragment, Parsed, ParseError, IPPROTO_TCP, IPPROTO_UDP},
     rtp::{Outcome, RtpFields},
     Config, Counter, Direction, EventHeader, EventKind, HostKey, MediaKey, MediaValue,
-    EVENT_VERSION, MEDIA_ENTRIES_DEFAULT, PORT_SIP_WS, RING_BYTES_DEFAULT,
-    SIP_HOSTS_ENTRIES_DEFAULT, SNAP_MAX,
+    EVENT_VERSION, MEDIA_ENTRIES_DEFAULT, PORT_SIP, PORT_SIP_WS, RING_BYTES_DEFAULT,
+    SIP_HOSTS_ENTRIES_DEFAULT, SIP_PORT_WORDS, SNAP_MAX,
 };
 
 #[map(name = "EVENTS")]
@@ -31,11 +31,15 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(RING_BYTES_DEFAULT, 0);
 #[map(name = "COUNTERS")]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_COUNT, 0);
 
+/// Two bits per port (bit 0: SIP, bit 1: SIP over WebSocket), 32 ports per word: an array
+/// read is inlined by the verifier, a hash lookup is a call and a hash per packet.
 #[map(name = "SIP_PORTS")]
-static SIP_PORTS: HashMap<u16, u8> = HashMap::with_max_entries(64, 0);
+static SIP_PORTS: Array<u64> = Array::with_max_entries(SIP_PORT_WORDS, 0);
 
-#[map(name = "CONFIG")]
-static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
+/// Set by the loader before the programs are verified (read-only data): the verifier then
+/// knows its value and prunes the branches it disables.
+#[no_mangle]
+static COLLECTOR_CONFIG: Config = Config::DEFAULT;
 
 #[map(name = "MEDIA")]
 static MEDIA: LruHashMap<MediaKey, MediaValue> =
@@ -192,10 +196,8 @@ fn handle<P: Packet>(ctx: &P, dir: Direction) {
         host,
     } = w;
     let p = &*p;
-    let cfg = match CONFIG.get(0) {
-        Some(c) => *c,
-        None => Config::default(),
-    };
+    // SAFETY: a plain read of a global; volatile so the compiler does not fold the default.
+    let cfg = unsafe { core::ptr::read_volatile(&COLLECTOR_CONFIG) };
     if p.fragment != Fragment::None {
         if p.proto == IPPROTO_UDP
             && cfg.flags & Config::FLAG_FRAGMENTS != 0
@@ -236,11 +238,20 @@ fn handle<P: Packet>(ctx: &P, dir: Direction) {
 
 #[inline(always)]
 fn sip_port(p: &Parsed) -> Option<u8> {
-    // SAFETY: map lookups return pointers valid for the duration of the program.
-    if let Some(k) = unsafe { SIP_PORTS.get(&p.dport) } {
-        return Some(*k);
+    let kind = |port: u16| -> u8 {
+        match SIP_PORTS.get(u32::from(port >> 5)) {
+            Some(w) => ((*w >> ((port & 31) * 2)) & 3) as u8,
+            None => 0,
+        }
+    };
+    let k = kind(p.dport) | kind(p.sport);
+    if k == 0 {
+        None
+    } else if k & 2 != 0 {
+        Some(PORT_SIP_WS)
+    } else {
+        Some(PORT_SIP)
     }
-    unsafe { SIP_PORTS.get(&p.sport) }.copied()
 }
 
 #[inline(always)]

@@ -17,7 +17,7 @@ use aya::{
 use collector_common::{
     counters::COUNTER_COUNT,
     media::{EndpointKey, EndpointValue, MAP_MEDIA_EP, MAP_MEDIA_PORTS},
-    Config, Counter, EventHeader, EventKind, MediaKey, MediaValue, MAP_CONFIG, MAP_COUNTERS,
+    Config, Counter, EventHeader, EventKind, MediaKey, MediaValue, GLOBAL_CONFIG, MAP_COUNTERS,
     MAP_EVENTS, MAP_MEDIA, MAP_SIP_PORTS, PORT_SIP, PROG_TC_EGRESS, PROG_XDP, SNAP_MAX,
 };
 use serde::Serialize;
@@ -159,32 +159,28 @@ impl Capture {
                 opts.ring_bytes
             )));
         }
+        let cfg = Config {
+            snap_len: opts.snap_len,
+            rtp_sample_every: opts.rtp_sample_every,
+            ..Config::DEFAULT
+        };
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(MAP_EVENTS, opts.ring_bytes)
+            .override_global(GLOBAL_CONFIG, &cfg, true)
             .load(EBPF_OBJECT)
             .map_err(|e| CaptureError::Load(Box::new(e)))?;
         {
             let map = ebpf
-                .map_mut(MAP_CONFIG)
-                .ok_or(CaptureError::MissingMap(MAP_CONFIG))?;
-            let mut cfg: Array<_, Config> =
-                Array::try_from(map).map_err(map_err("opening CONFIG"))?;
-            let c = Config {
-                snap_len: opts.snap_len,
-                rtp_sample_every: opts.rtp_sample_every,
-                ..Config::default()
-            };
-            cfg.set(0, c, 0).map_err(map_err("writing CONFIG"))?;
-        }
-        {
-            let map = ebpf
                 .map_mut(MAP_SIP_PORTS)
                 .ok_or(CaptureError::MissingMap(MAP_SIP_PORTS))?;
-            let mut ports: BpfHashMap<_, u16, u8> =
-                BpfHashMap::try_from(map).map_err(map_err("opening SIP_PORTS"))?;
+            let mut words: Array<_, u64> =
+                Array::try_from(map).map_err(map_err("opening SIP_PORTS"))?;
             for &p in &opts.sip_ports {
-                ports
-                    .insert(p, PORT_SIP, 0)
+                let idx = u32::from(p >> 5);
+                let w = words.get(&idx, 0).map_err(map_err("reading SIP_PORTS"))?;
+                let bit = u64::from(PORT_SIP) << ((p & 31) * 2);
+                words
+                    .set(idx, w | bit, 0)
                     .map_err(map_err(format!("adding SIP port {p}")))?;
             }
         }

@@ -10,4 +10,7 @@ pub mod cli;
 pub mod media;
 pub mod net;
 pub mod privacy;
+pub mod server;
+pub mod ship;
 pub mod sip;
+pub mod spool;

@@ -27,10 +27,13 @@ pub const PROG_TC_EGRESS: &str = "sip_tc_egress";
 pub const MAP_EVENTS: &str = "EVENTS";
 /// PERCPU_ARRAY of `u64`, indexed by [`Counter`].
 pub const MAP_COUNTERS: &str = "COUNTERS";
-/// HASH `u16` (port, host order) -> `u8` (1 = SIP over UDP/TCP, 2 = SIP over WebSocket).
+/// ARRAY of [`SIP_PORT_WORDS`] `u64`: two bits per port, 32 ports per word; bit `2·(p % 32)`
+/// marks SIP over UDP/TCP, the next bit SIP over WebSocket.
 pub const MAP_SIP_PORTS: &str = "SIP_PORTS";
-/// ARRAY of one [`Config`].
-pub const MAP_CONFIG: &str = "CONFIG";
+/// Words of [`MAP_SIP_PORTS`].
+pub const SIP_PORT_WORDS: u32 = 65_536 / 32;
+/// The global holding the programs' [`Config`], set by the loader.
+pub const GLOBAL_CONFIG: &str = "COLLECTOR_CONFIG";
 /// LRU_HASH [`MediaKey`] -> [`MediaValue`], filled by userspace from SDP.
 pub const MAP_MEDIA: &str = "MEDIA";
 /// LRU_HASH of [`HostKey`] -> last-seen ns: hosts that exchange SIP, whose UDP fragments are
@@ -48,7 +51,7 @@ pub const SIP_HOSTS_ENTRIES_DEFAULT: u32 = 4096;
 /// Default ring buffer size in bytes (power of two, multiple of the page size).
 pub const RING_BYTES_DEFAULT: u32 = 8 << 20;
 
-/// Runtime configuration of the programs, written by userspace into [`MAP_CONFIG`].
+/// Configuration of the programs, fixed at load time in the [`GLOBAL_CONFIG`] global.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Config {
@@ -69,14 +72,19 @@ impl Config {
     pub const FLAG_FRAGMENTS: u32 = 2;
 }
 
+impl Config {
+    /// The defaults: snap length 2048, no RTP sampling, RTCP and fragments copied.
+    pub const DEFAULT: Self = Self {
+        snap_len: SNAP_DEFAULT,
+        rtp_sample_every: 0,
+        flags: Self::FLAG_RTCP | Self::FLAG_FRAGMENTS,
+        _pad: 0,
+    };
+}
+
 impl Default for Config {
     fn default() -> Self {
-        Self {
-            snap_len: SNAP_DEFAULT,
-            rtp_sample_every: 0,
-            flags: Self::FLAG_RTCP | Self::FLAG_FRAGMENTS,
-            _pad: 0,
-        }
+        Self::DEFAULT
     }
 }
 
@@ -88,9 +96,9 @@ pub struct HostKey {
     pub addr: [u8; 16],
 }
 
-/// Value of [`MAP_SIP_PORTS`] for plain SIP (UDP or TCP).
+/// Port kind in [`MAP_SIP_PORTS`]: plain SIP (UDP or TCP).
 pub const PORT_SIP: u8 = 1;
-/// Value of [`MAP_SIP_PORTS`] for SIP over WebSocket (RFC 7118): TCP payloads are copied
+/// Port kind in [`MAP_SIP_PORTS`]: SIP over WebSocket (RFC 7118); TCP payloads are copied
 /// without the start-of-message check, since frames hide it.
 pub const PORT_SIP_WS: u8 = 2;
 

@@ -88,6 +88,12 @@ pub struct MediaValue {
     pub ssrc_overflow: u32,
     /// Copy one RTP header in this many of this entry's packets (0 = none); a countdown.
     pub sample_countdown: u32,
+    /// Sixteenths of a timestamp unit per ns, × 2^32 (0: clock rate unknown). Precomputed
+    /// so the per-packet update multiplies instead of dividing (a 64-bit division is tens of
+    /// cycles after JIT).
+    pub q4_per_ns_q32: u64,
+    /// ns per sixteenth of a timestamp unit, × 256 (0: clock rate unknown).
+    pub ns_per_q4_q8: u64,
     /// Per-SSRC state.
     pub slots: [RtpStream; SSRC_SLOTS],
 }
@@ -96,8 +102,16 @@ impl MediaValue {
     /// RTCP is multiplexed on the RTP port (RFC 5761): PT 192..=223 is RTCP.
     pub const FLAG_RTCP_MUX: u8 = 1;
 
-    /// A fresh entry for a stream with the given clock rate and telephone-event PT.
+    /// Lowest clock rate with a computed jitter (Hz); below it the rate is taken as unknown.
+    pub const MIN_CLOCK_RATE: u32 = 1000;
+    /// Highest clock rate with a computed jitter (Hz).
+    pub const MAX_CLOCK_RATE: u32 = 192_000;
+
+    /// A fresh entry for a stream with the given clock rate and telephone-event PT. A rate
+    /// of 0 or outside `MIN_CLOCK_RATE..=MAX_CLOCK_RATE` means "jitter unknown".
     pub const fn new(cookie: u64, clock_rate: u32, te_pt: u8, flags: u8) -> Self {
+        let known = clock_rate >= Self::MIN_CLOCK_RATE && clock_rate <= Self::MAX_CLOCK_RATE;
+        let q4_rate = clock_rate as u64 * 16;
         Self {
             cookie,
             clock_rate,
@@ -106,6 +120,16 @@ impl MediaValue {
             _pad: 0,
             ssrc_overflow: 0,
             sample_countdown: 0,
+            q4_per_ns_q32: if known {
+                ((q4_rate << 32) + 500_000_000) / 1_000_000_000
+            } else {
+                0
+            },
+            ns_per_q4_q8: if known {
+                1_000_000_000 * 256 / q4_rate
+            } else {
+                0
+            },
             slots: [RtpStream::EMPTY; SSRC_SLOTS],
         }
     }
@@ -218,4 +242,4 @@ const _: () = assert!(core::mem::size_of::<MediaKey>() == 36);
 const _: () = assert!(core::mem::size_of::<EndpointKey>() == 20);
 const _: () = assert!(core::mem::size_of::<EndpointValue>() == 16 + 2 * 36);
 const _: () = assert!(core::mem::size_of::<RtpStream>() == 200);
-const _: () = assert!(core::mem::size_of::<MediaValue>() == 24 + SSRC_SLOTS * 200);
+const _: () = assert!(core::mem::size_of::<MediaValue>() == 40 + SSRC_SLOTS * 200);

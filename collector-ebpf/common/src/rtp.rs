@@ -16,9 +16,9 @@ pub const MAX_MISORDER: u16 = 100;
 /// RFC 3550 A.1: sequential packets needed before a source is valid.
 pub const MIN_SEQUENTIAL: u8 = 2;
 const RTP_SEQ_MOD: u32 = 1 << 16;
-/// A gap between arrivals longer than this (ns) is clamped before the jitter arithmetic, so
-/// the products below cannot overflow on a stream paused for hours.
-const MAX_ARRIVAL_DELTA_NS: u64 = 1_000_000_000_000;
+/// A gap between arrivals longer than this (ns, about 9 minutes) is clamped before the
+/// jitter arithmetic, so the products below cannot overflow on a stream paused for hours.
+const MAX_ARRIVAL_DELTA_NS: u64 = 1 << 39;
 
 /// The fields of an RTP header the statistics need.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -56,6 +56,15 @@ impl RtpFields {
     }
 }
 
+/// The stream's clock as the update needs it, precomputed by [`MediaValue::new`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timing {
+    /// Sixteenths of a timestamp unit per ns, × 2^32 (0: unknown clock rate).
+    pub q4_per_ns_q32: u64,
+    /// ns per sixteenth of a timestamp unit, × 256.
+    pub ns_per_q4_q8: u64,
+}
+
 /// What happened to one packet's statistics.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
@@ -71,7 +80,10 @@ impl MediaValue {
     /// Updates the entry with one RTP packet of `len` payload bytes arriving at `now_ns`.
     #[inline(always)]
     pub fn update(&mut self, f: &RtpFields, len: u32, now_ns: u64) -> Outcome {
-        let clock_rate = self.clock_rate;
+        let timing = Timing {
+            q4_per_ns_q32: self.q4_per_ns_q32,
+            ns_per_q4_q8: self.ns_per_q4_q8,
+        };
         let is_te = self.te_pt != 0xff && f.pt == self.te_pt;
         let slot = match self.slot_for(f.ssrc) {
             Some(s) => s,
@@ -80,7 +92,7 @@ impl MediaValue {
                 return Outcome::Overflow;
             }
         };
-        slot.update(f, len, now_ns, clock_rate, is_te);
+        slot.update(f, len, now_ns, &timing, is_te);
         if is_te {
             Outcome::TelephoneEvent
         } else {
@@ -216,7 +228,7 @@ impl RtpStream {
 
     /// Updates the slot with one packet (RFC 3550 A.1 and A.8).
     #[inline(always)]
-    pub fn update(&mut self, f: &RtpFields, len: u32, now_ns: u64, clock_rate: u32, is_te: bool) {
+    pub fn update(&mut self, f: &RtpFields, len: u32, now_ns: u64, t: &Timing, is_te: bool) {
         if self.packets == 0 {
             // A new source: RFC 3550 A.1 init_seq, then probation.
             self.init_seq(f.seq);
@@ -239,7 +251,7 @@ impl RtpStream {
             return;
         }
         self.pt = f.pt;
-        if clock_rate == 0 {
+        if t.q4_per_ns_q32 == 0 {
             return;
         }
         if self.jit_last_ns != 0 {
@@ -247,7 +259,7 @@ impl RtpStream {
             let dt_ns = now_ns
                 .saturating_sub(self.jit_last_ns)
                 .min(MAX_ARRIVAL_DELTA_NS);
-            let arrival_q4 = dt_ns * u64::from(clock_rate) * 16 / 1_000_000_000;
+            let arrival_q4 = (dt_ns * t.q4_per_ns_q32 + (1 << 31)) >> 32;
             let ts_delta = f.ts.wrapping_sub(self.last_ts) as i32;
             let d_q4 = arrival_q4 as i64 - i64::from(ts_delta) * 16;
             let abs_d_q4 = d_q4.unsigned_abs();
@@ -261,8 +273,8 @@ impl RtpStream {
             }
             self.jitter_sum_q8 = self.jitter_sum_q8.wrapping_add(self.jitter_q8);
             self.jitter_samples = self.jitter_samples.wrapping_add(1);
-            let d_ms = abs_d_q4 * 1000 / (u64::from(clock_rate) * 16);
-            let bucket = delay_bucket(d_ms);
+            let d_ns = (abs_d_q4 * t.ns_per_q4_q8) >> 8;
+            let bucket = delay_bucket(d_ns);
             if let Some(b) = self.delay_hist.get_mut(bucket) {
                 *b = b.wrapping_add(1);
             }
@@ -280,13 +292,13 @@ impl RtpStream {
     }
 }
 
-/// Index of the delay-variation bucket for `d_ms`.
+/// Index of the delay-variation bucket for `d_ns`.
 #[inline(always)]
-fn delay_bucket(d_ms: u64) -> usize {
+fn delay_bucket(d_ns: u64) -> usize {
     let mut i = 0;
     while i < DELAY_BUCKETS_MS.len() {
         if let Some(&b) = DELAY_BUCKETS_MS.get(i) {
-            if d_ms < u64::from(b) {
+            if d_ns < u64::from(b) * 1_000_000 {
                 return i;
             }
         }

@@ -8,6 +8,8 @@ pub mod keygen;
 pub mod pseudonym;
 
 pub use pseudonym::PseudonymArgs;
+pub mod cdrs;
+pub mod server;
 
 /// eBPF-based VoIP metadata collector: follows SIP calls and RTP media quality on an SBC or
 /// PBX host, pseudonymizes every identifier on the host and streams Call Detail Records to a
@@ -99,6 +101,11 @@ pub struct ServerArgs {
     /// Storage URL: `sqlite://cdr.db` or `postgres://...`.
     #[arg(long, default_value = "sqlite://cdr.db")]
     pub db: String,
+    /// Allow plaintext gRPC on a non-loopback address (TLS is not built yet; without this
+    /// flag only 127.0.0.1/::1 are accepted, so CDRs never cross a network in clear by
+    /// accident).
+    #[arg(long)]
+    pub insecure: bool,
 }
 
 /// `collector flows`.
@@ -121,6 +128,19 @@ pub struct CdrsArgs {
     /// Only CDRs that started within this long ago (e.g. `1h`, `30m`, `7d`).
     #[arg(long)]
     pub since: Option<String>,
+    /// Only CDRs where this pseudonym is the caller or callee (user, domain or display).
+    #[arg(long)]
+    pub pseudonym: Option<String>,
+    /// Only CDRs with this disposition: answered, busy, no-answer, cancelled, failed,
+    /// rejected.
+    #[arg(long)]
+    pub disposition: Option<String>,
+    /// Most CDRs to print (0 = the server's default).
+    #[arg(long, default_value_t = 0)]
+    pub limit: u32,
+    /// Output format.
+    #[arg(long = "output", short = 'o', value_enum, default_value_t = cdrs::OutputFormat::Table)]
+    pub output: cdrs::OutputFormat,
 }
 
 /// `collector erase`.
@@ -172,9 +192,9 @@ pub fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Agent(a) => crate::capture::run_agent(a),
         Command::Check => crate::capture::self_check(),
-        Command::Server(_) => not_built("server", "the central collector"),
+        Command::Server(a) => server::run(a),
         Command::Flows(_) => not_built("flows", "live flow inspection"),
-        Command::Cdrs(_) => not_built("cdrs", "CDR queries"),
+        Command::Cdrs(a) => cdrs::run(a),
         Command::Erase(_) => not_built("erase", "erasure requests"),
         Command::Keygen(a) => keygen::run(&a),
         Command::Pseudonym(a) => pseudonym::run(&a),

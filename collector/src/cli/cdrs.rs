@@ -1,0 +1,383 @@
+//! `collector cdrs`: queries stored CDRs over `collector.v1.Query` and prints them as a
+//! table, JSON lines (proto field names) or CSV (RFC 4180).
+use std::{
+    io::{self, Write},
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::{bail, Context as _};
+use collector_proto::v1::{query_client::QueryClient, Cdr, CdrQuery, Disposition};
+use tokio_stream::StreamExt as _;
+
+use super::CdrsArgs;
+
+/// How CDRs are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    /// Aligned columns for a terminal.
+    Table,
+    /// One JSON object per line, with the proto field names.
+    Json,
+    /// Comma-separated values with a header line.
+    Csv,
+}
+
+/// Runs the verb.
+pub fn run(args: CdrsArgs) -> anyhow::Result<()> {
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let query = build_query(&args, now_ms)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let cdrs = rt.block_on(async {
+        let mut client = QueryClient::connect(args.server.clone())
+            .await
+            .with_context(|| format!("connecting to {}", args.server))?;
+        let mut stream = client
+            .list_cdrs(query)
+            .await
+            .context("querying CDRs")?
+            .into_inner();
+        let mut out = Vec::new();
+        while let Some(c) = stream.next().await {
+            out.push(c.context("receiving CDRs")?);
+        }
+        anyhow::Ok(out)
+    })?;
+    let stdout = io::stdout();
+    let mut w = io::BufWriter::new(stdout.lock());
+    match print(&mut w, &cdrs, args.output).and_then(|()| w.flush()) {
+        // `collector cdrs | head` closing the pipe early is not an error.
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
+}
+
+/// Turns the flags into a query.
+pub fn build_query(args: &CdrsArgs, now_ms: u64) -> anyhow::Result<CdrQuery> {
+    let start_from_ms = match &args.since {
+        Some(s) => now_ms.saturating_sub(parse_duration_ms(s)?),
+        None => 0,
+    };
+    let disposition = match &args.disposition {
+        Some(d) => parse_disposition(d)? as i32,
+        None => 0,
+    };
+    Ok(CdrQuery {
+        start_from_ms,
+        pseudonym: args.pseudonym.clone().unwrap_or_default(),
+        disposition,
+        limit: args.limit,
+        ..Default::default()
+    })
+}
+
+/// `90s`, `30m`, `1h`, `7d`, `2w` → milliseconds.
+pub fn parse_duration_ms(s: &str) -> anyhow::Result<u64> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .with_context(|| format!("duration {s:?} must start with a number"))?;
+    let unit_ms: u64 = match unit {
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        "w" => 604_800_000,
+        _ => bail!("duration {s:?} needs a unit: s, m, h, d or w"),
+    };
+    n.checked_mul(unit_ms)
+        .with_context(|| format!("duration {s:?} is too long"))
+}
+
+/// `answered`, `no-answer`, `NO_ANSWER`, `DISPOSITION_BUSY`... → the enum.
+pub fn parse_disposition(s: &str) -> anyhow::Result<Disposition> {
+    let norm = s.trim().to_ascii_uppercase().replace('-', "_");
+    let full = if norm.starts_with("DISPOSITION_") {
+        norm
+    } else {
+        format!("DISPOSITION_{norm}")
+    };
+    match Disposition::from_str_name(&full) {
+        Some(Disposition::Unspecified) | None => bail!(
+            "unknown disposition {s:?}: use answered, busy, no-answer, cancelled, failed or rejected"
+        ),
+        Some(d) => Ok(d),
+    }
+}
+
+/// Unix ms → `YYYY-MM-DDTHH:MM:SSZ` (UTC), or `-` for 0 ("did not happen").
+pub fn format_time(unix_ms: u64) -> String {
+    if unix_ms == 0 {
+        return "-".into();
+    }
+    let secs = unix_ms / 1000;
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Days since 1970-01-01 → proleptic Gregorian (year, month, day); H. Hinnant's
+/// `civil_from_days`, restricted to dates on or after the epoch.
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + u64::from(m <= 2);
+    (y, m, d)
+}
+
+const COLUMNS: [&str; 10] = [
+    "start",
+    "agent",
+    "caller",
+    "callee",
+    "disposition",
+    "code",
+    "duration_s",
+    "billable_s",
+    "min_mos",
+    "max_loss_pct",
+];
+
+/// The table/CSV cells of one CDR.
+fn cells(c: &Cdr) -> [String; 10] {
+    let user = |p: &Option<collector_proto::v1::Party>| {
+        p.as_ref().map_or_else(String::new, |p| p.user.clone())
+    };
+    let disposition = c.disposition();
+    let name = disposition
+        .as_str_name()
+        .trim_start_matches("DISPOSITION_")
+        .to_ascii_lowercase();
+    let mos = c
+        .media
+        .iter()
+        .map(|m| m.mos)
+        .filter(|m| *m > 0.0)
+        .reduce(f64::min);
+    let loss = c.media.iter().map(|m| m.loss_pct).reduce(f64::max);
+    [
+        format_time(c.start_time_ms),
+        c.agent_id.clone(),
+        user(&c.caller),
+        user(&c.callee),
+        name,
+        c.final_code.to_string(),
+        format!("{:.1}", c.duration_ms as f64 / 1000.0),
+        format!("{:.1}", c.billable_ms as f64 / 1000.0),
+        mos.map_or_else(|| "-".into(), |v| format!("{v:.2}")),
+        loss.map_or_else(|| "-".into(), |v| format!("{v:.2}")),
+    ]
+}
+
+/// RFC 4180 field: quoted when it holds a comma, quote or line break; quotes doubled.
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+/// Prints `cdrs` in `format`.
+pub fn print<W: Write>(w: &mut W, cdrs: &[Cdr], format: OutputFormat) -> io::Result<()> {
+    match format {
+        OutputFormat::Json => {
+            for c in cdrs {
+                serde_json::to_writer(&mut *w, c)?;
+                writeln!(w)?;
+            }
+        }
+        OutputFormat::Csv => {
+            writeln!(w, "{}", COLUMNS.join(","))?;
+            for c in cdrs {
+                let row: Vec<String> = cells(c).iter().map(|s| csv_field(s)).collect();
+                writeln!(w, "{}", row.join(","))?;
+            }
+        }
+        OutputFormat::Table => {
+            let rows: Vec<[String; 10]> = cdrs.iter().map(cells).collect();
+            let mut widths = COLUMNS.map(str::len);
+            for r in &rows {
+                for (wd, cell) in widths.iter_mut().zip(r) {
+                    *wd = (*wd).max(cell.chars().count());
+                }
+            }
+            let line = |cols: Vec<&str>| {
+                let padded: Vec<String> = cols
+                    .iter()
+                    .zip(widths)
+                    .map(|(c, wd)| format!("{c:<wd$}"))
+                    .collect();
+                padded.join("  ").trim_end().to_string()
+            };
+            writeln!(
+                w,
+                "{}",
+                line(
+                    COLUMNS
+                        .iter()
+                        .map(|c| c.to_ascii_uppercase())
+                        .collect::<Vec<_>>()
+                        .iter()
+                        .map(String::as_str)
+                        .collect()
+                )
+            )?;
+            for r in &rows {
+                writeln!(w, "{}", line(r.iter().map(String::as_str).collect()))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing, reason = "tests")]
+mod tests {
+    use collector_proto::v1::{MediaLeg, Party};
+
+    use super::*;
+
+    #[test]
+    fn durations_and_their_errors() {
+        assert_eq!(parse_duration_ms("1h").unwrap(), 3_600_000);
+        assert_eq!(parse_duration_ms("30m").unwrap(), 1_800_000);
+        assert_eq!(parse_duration_ms("7d").unwrap(), 604_800_000);
+        assert_eq!(parse_duration_ms("90s").unwrap(), 90_000);
+        assert_eq!(parse_duration_ms("2w").unwrap(), 1_209_600_000);
+        assert!(parse_duration_ms("1").is_err());
+        assert!(parse_duration_ms("h").is_err());
+        assert!(parse_duration_ms("1y").is_err());
+        assert!(parse_duration_ms("99999999999999999999d").is_err());
+    }
+
+    #[test]
+    fn dispositions_accept_the_usual_spellings() {
+        assert_eq!(
+            parse_disposition("answered").unwrap(),
+            Disposition::Answered
+        );
+        assert_eq!(
+            parse_disposition("no-answer").unwrap(),
+            Disposition::NoAnswer
+        );
+        assert_eq!(
+            parse_disposition("DISPOSITION_BUSY").unwrap(),
+            Disposition::Busy
+        );
+        assert!(parse_disposition("unspecified").is_err());
+        assert!(parse_disposition("hung").is_err());
+    }
+
+    #[test]
+    fn times_are_utc_iso8601() {
+        // Reference values: `date -u -d @0` and `date -u -d @1700000000`,
+        // and 2000-02-29 (leap day) = 951782400 s.
+        assert_eq!(format_time(1), "1970-01-01T00:00:00Z");
+        assert_eq!(format_time(1_700_000_000_000), "2023-11-14T22:13:20Z");
+        assert_eq!(format_time(951_782_400_000), "2000-02-29T00:00:00Z");
+        assert_eq!(format_time(0), "-");
+    }
+
+    #[test]
+    fn since_is_relative_to_now() {
+        let args = CdrsArgs {
+            server: String::new(),
+            since: Some("1h".into()),
+            pseudonym: Some("P-x".into()),
+            disposition: Some("busy".into()),
+            limit: 5,
+            output: OutputFormat::Table,
+        };
+        let q = build_query(&args, 10_000_000).unwrap();
+        assert_eq!(q.start_from_ms, 10_000_000 - 3_600_000);
+        assert_eq!(q.pseudonym, "P-x");
+        assert_eq!(q.disposition, Disposition::Busy as i32);
+        assert_eq!(q.limit, 5);
+    }
+
+    fn sample() -> Cdr {
+        Cdr {
+            agent_id: "sbc1".into(),
+            caller: Some(Party {
+                user: "P-a,b".into(),
+                ..Default::default()
+            }),
+            callee: Some(Party {
+                user: "P-\"c\"".into(),
+                ..Default::default()
+            }),
+            start_time_ms: 1_700_000_000_000,
+            duration_ms: 61_500,
+            billable_ms: 50_000,
+            disposition: Disposition::Answered as i32,
+            final_code: 200,
+            media: vec![
+                MediaLeg {
+                    mos: 4.1,
+                    loss_pct: 0.5,
+                    ..Default::default()
+                },
+                MediaLeg {
+                    mos: 3.25,
+                    loss_pct: 2.0,
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn csv_quotes_per_rfc4180() {
+        let mut out = Vec::new();
+        print(&mut out, &[sample()], OutputFormat::Csv).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(
+            text,
+            "start,agent,caller,callee,disposition,code,duration_s,billable_s,min_mos,max_loss_pct\n\
+             2023-11-14T22:13:20Z,sbc1,\"P-a,b\",\"P-\"\"c\"\"\",answered,200,61.5,50.0,3.25,2.00\n"
+        );
+    }
+
+    #[test]
+    fn json_lines_use_proto_field_names() {
+        let mut out = Vec::new();
+        print(&mut out, &[sample(), sample()], OutputFormat::Json).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2);
+        let v: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
+        assert_eq!(v["caller"]["user"], "P-a,b");
+        assert_eq!(v["start_time_ms"], 1_700_000_000_000u64);
+        assert_eq!(v["disposition"], "DISPOSITION_ANSWERED");
+    }
+
+    #[test]
+    fn table_aligns_columns() {
+        let mut out = Vec::new();
+        print(&mut out, &[sample()], OutputFormat::Table).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].starts_with("START                 AGENT  CALLER"));
+        assert!(lines[1].starts_with("2023-11-14T22:13:20Z  sbc1   P-a,b "));
+        assert_eq!(lines[0].find("AGENT"), lines[1].find("sbc1"));
+        assert_eq!(lines[0].find("MIN_MOS"), lines[1].find("3.25"));
+    }
+}

@@ -1,0 +1,104 @@
+//! `collector.v1.Admin`: erasure of a subject's CDRs (GDPR Art. 17) with an audit entry,
+//! and storage statistics. Retention status comes with the retention job (not built yet).
+use std::{
+    sync::Arc,
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use collector_proto::v1::{
+    admin_server::Admin, AgentStats, EraseRequest, EraseResponse, RetentionStatusRequest,
+    RetentionStatusResponse, StatsRequest, StatsResponse,
+};
+use tonic::{Request, Response, Status};
+
+use super::{store::Store, ServerError};
+
+/// Most pseudonyms one erase request may name (one per key in the retention window).
+pub const MAX_ERASE_PSEUDONYMS: usize = 1_000;
+/// Longest pseudonym or reference accepted, in bytes.
+const MAX_LEN: usize = 256;
+
+/// The Admin service.
+pub struct AdminService {
+    store: Arc<dyn Store>,
+}
+
+impl AdminService {
+    /// Serves administration of `store`.
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Self { store }
+    }
+}
+
+fn validate(req: &EraseRequest) -> Result<(), ServerError> {
+    if req.pseudonyms.is_empty() || req.pseudonyms.len() > MAX_ERASE_PSEUDONYMS {
+        return Err(ServerError::Invalid(format!(
+            "name 1..={MAX_ERASE_PSEUDONYMS} pseudonyms"
+        )));
+    }
+    if req
+        .pseudonyms
+        .iter()
+        .any(|p| p.is_empty() || p.len() > MAX_LEN)
+    {
+        return Err(ServerError::Invalid(format!(
+            "each pseudonym must be 1..={MAX_LEN} bytes"
+        )));
+    }
+    if req.reference.len() > MAX_LEN {
+        return Err(ServerError::Invalid(format!(
+            "reference longer than {MAX_LEN} bytes"
+        )));
+    }
+    Ok(())
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    async fn erase(
+        &self,
+        request: Request<EraseRequest>,
+    ) -> Result<Response<EraseResponse>, Status> {
+        let req = request.into_inner();
+        validate(&req)?;
+        let count = req.pseudonyms.len();
+        let deleted = self
+            .store
+            .erase(req.pseudonyms, req.reference, now_ms())
+            .await
+            .map_err(ServerError::from)?;
+        tracing::info!(subjects = count, deleted, "erasure request executed");
+        Ok(Response::new(EraseResponse { deleted }))
+    }
+
+    async fn retention_status(
+        &self,
+        _request: Request<RetentionStatusRequest>,
+    ) -> Result<Response<RetentionStatusResponse>, Status> {
+        Err(ServerError::Unimplemented("Admin.RetentionStatus").into())
+    }
+
+    async fn stats(
+        &self,
+        _request: Request<StatsRequest>,
+    ) -> Result<Response<StatsResponse>, Status> {
+        let s = self.store.stats().await.map_err(ServerError::from)?;
+        Ok(Response::new(StatsResponse {
+            cdrs_stored: s.cdrs_stored,
+            agents: s
+                .agents
+                .into_iter()
+                .map(|a| AgentStats {
+                    agent_id: a.agent_id,
+                    highest_sequence: a.highest_sequence,
+                })
+                .collect(),
+        }))
+    }
+}

@@ -1,0 +1,94 @@
+//! `collector.v1.Query`: validates a `CdrQuery` into a [`CdrFilter`] before any work is
+//! spawned, then streams the matching CDRs newest first.
+use std::{pin::Pin, sync::Arc};
+
+use collector_proto::v1::{query_server::Query, Cdr, CdrQuery, Disposition};
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+
+use super::{
+    store::{CdrFilter, Store, DEFAULT_QUERY_LIMIT, MAX_QUERY_LIMIT},
+    ServerError,
+};
+
+/// Longest pseudonym or agent id accepted in a filter, in bytes.
+const MAX_FILTER_LEN: usize = 256;
+
+/// The Query service.
+pub struct QueryService {
+    store: Arc<dyn Store>,
+}
+
+impl QueryService {
+    /// Serves queries over `store`.
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Self { store }
+    }
+}
+
+fn text_filter(v: String, what: &str) -> Result<Option<String>, ServerError> {
+    if v.len() > MAX_FILTER_LEN {
+        return Err(ServerError::Invalid(format!(
+            "{what} longer than {MAX_FILTER_LEN} bytes"
+        )));
+    }
+    Ok((!v.is_empty()).then_some(v))
+}
+
+/// Turns a request into a filter, rejecting what cannot be right.
+pub fn validate(q: CdrQuery) -> Result<CdrFilter, ServerError> {
+    let disposition = match Disposition::try_from(q.disposition) {
+        Ok(Disposition::Unspecified) => None,
+        Ok(d) => Some(d),
+        Err(_) => {
+            return Err(ServerError::Invalid(format!(
+                "unknown disposition {}",
+                q.disposition
+            )))
+        }
+    };
+    if q.start_to_ms != 0 && q.start_to_ms <= q.start_from_ms {
+        return Err(ServerError::Invalid(
+            "start_to_ms must be after start_from_ms".into(),
+        ));
+    }
+    if let Some(v) = q.min_loss_pct.filter(|v| !(0.0..=100.0).contains(v)) {
+        return Err(ServerError::Invalid(format!(
+            "min_loss_pct {v} is outside 0..=100"
+        )));
+    }
+    if let Some(v) = q.max_mos.filter(|v| !(1.0..=5.0).contains(v)) {
+        return Err(ServerError::Invalid(format!(
+            "max_mos {v} is outside 1..=5"
+        )));
+    }
+    Ok(CdrFilter {
+        start_from_ms: (q.start_from_ms != 0).then_some(q.start_from_ms),
+        start_to_ms: (q.start_to_ms != 0).then_some(q.start_to_ms),
+        pseudonym: text_filter(q.pseudonym, "pseudonym")?,
+        disposition,
+        agent_id: text_filter(q.agent_id, "agent_id")?,
+        min_loss_pct: q.min_loss_pct,
+        max_mos: q.max_mos,
+        limit: match q.limit {
+            0 => DEFAULT_QUERY_LIMIT,
+            n => n.min(MAX_QUERY_LIMIT),
+        },
+    })
+}
+
+#[tonic::async_trait]
+impl Query for QueryService {
+    type ListCdrsStream = Pin<Box<dyn Stream<Item = Result<Cdr, Status>> + Send + 'static>>;
+
+    async fn list_cdrs(
+        &self,
+        request: Request<CdrQuery>,
+    ) -> Result<Response<Self::ListCdrsStream>, Status> {
+        let filter = validate(request.into_inner())?;
+        let cdrs = self.store.query(filter).await.map_err(ServerError::from)?;
+        Ok(Response::new(Box::pin(tokio_stream::iter(
+            cdrs.into_iter().map(Ok),
+        ))))
+    }
+}

@@ -1,0 +1,42 @@
+//! The one place where errors become gRPC `Status` values, so codes stay consistent (the
+//! ship client's retry policy keys on them) and no detail that could carry an identifier
+//! reaches a client: storage failures are logged here and answered with a generic message.
+use tonic::{Code, Status};
+
+use super::{store::StoreError, ServerError};
+
+impl From<ServerError> for Status {
+    fn from(e: ServerError) -> Self {
+        match e {
+            ServerError::Invalid(why) => Status::invalid_argument(why),
+            ServerError::Unimplemented(what) => {
+                Status::unimplemented(format!("{what} is not implemented by this collector yet"))
+            }
+            ServerError::Store(StoreError::InvalidBatch(why)) => {
+                Status::invalid_argument(format!("invalid batch: {why}"))
+            }
+            ServerError::Store(e) => {
+                tracing::error!(error = %display_chain(&e), "storage failed");
+                Status::new(Code::Unavailable, "storage failed; retry later")
+            }
+            e @ (ServerError::PlaintextNonLoopback { .. }
+            | ServerError::Bind { .. }
+            | ServerError::Transport(_)) => {
+                tracing::error!(error = %display_chain(&e), "server failure");
+                Status::internal("server failure")
+            }
+        }
+    }
+}
+
+/// `error: cause: cause` on one line (errors here carry no CDR values).
+fn display_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}

@@ -1,0 +1,661 @@
+//! In-process tests of the collector: real gRPC servers on 127.0.0.1, real SQLite files.
+//! Expected values come from the fixtures written here (who called whom, when, with what
+//! quality), and stored rows are checked with a separate SQLite connection, not through
+//! the code under test.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    reason = "tests"
+)]
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use collector_proto::v1::{
+    admin_client::AdminClient, ingest_client::IngestClient, query_client::QueryClient,
+    watch_client::WatchClient, Cdr, CdrQuery, CdrRecord, Disposition, EraseRequest, IngestRequest,
+    MediaLeg, Party, RetentionStatusRequest, StatsRequest, WatchRequest,
+};
+use tokio::net::TcpSocket;
+use tokio_stream::StreamExt as _;
+use tonic::Code;
+
+use super::store::{
+    self, sqlite::SqliteStore, CdrFilter, IngestOutcome, Store, StoreError, StoreStats,
+};
+
+/// A CDR between two pseudonymized users.
+pub(crate) fn cdr(
+    id: &str,
+    caller: &str,
+    callee: &str,
+    start_ms: u64,
+    disposition: Disposition,
+) -> Cdr {
+    Cdr {
+        cdr_id: id.into(),
+        call_id: format!("call-{id}"),
+        caller: Some(Party {
+            user: caller.into(),
+            domain: "D-example".into(),
+            display: String::new(),
+        }),
+        callee: Some(Party {
+            user: callee.into(),
+            domain: "D-example".into(),
+            display: String::new(),
+        }),
+        start_time_ms: start_ms,
+        end_time_ms: start_ms + 60_000,
+        duration_ms: 60_000,
+        billable_ms: if disposition == Disposition::Answered {
+            50_000
+        } else {
+            0
+        },
+        disposition: disposition as i32,
+        final_code: 200,
+        ..Default::default()
+    }
+}
+
+pub(crate) fn record(seq: u64, c: Cdr) -> CdrRecord {
+    CdrRecord {
+        sequence: seq,
+        cdr: Some(c),
+    }
+}
+
+/// A collector running on its own runtime, so dropping it kills every connection task
+/// at once, like a crash.
+pub(crate) struct TestServer {
+    pub addr: SocketAddr,
+    rt: Option<tokio::runtime::Runtime>,
+}
+
+impl TestServer {
+    /// Starts a collector over `store` on 127.0.0.1:`port` (0 = any free port).
+    pub async fn start(store: Arc<dyn Store>, port: u16) -> Self {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        rt.spawn(async move {
+            let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+            // The previous server's port may take a moment to free up.
+            let mut tries = 0;
+            let listener = loop {
+                let sock = TcpSocket::new_v4().unwrap();
+                sock.set_reuseaddr(true).unwrap();
+                match sock.bind(addr).and_then(|()| sock.listen(128)) {
+                    Ok(l) => break l,
+                    Err(e) if tries < 100 => {
+                        tries += 1;
+                        let _ = e;
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    Err(e) => panic!("bind {addr}: {e}"),
+                }
+            };
+            tx.send(listener.local_addr().unwrap()).unwrap();
+            super::serve(listener, store, std::future::pending())
+                .await
+                .unwrap();
+        });
+        let addr = rx.await.unwrap();
+        Self { addr, rt: Some(rt) }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+pub(crate) fn sqlite(dir: &Path) -> (PathBuf, Arc<dyn Store>) {
+    let path = dir.join("cdr.db");
+    let store = store::open(&format!("sqlite://{}", path.display())).unwrap();
+    (path, store)
+}
+
+/// `(count, distinct sequences, min, max)` of an agent's rows, read directly.
+pub(crate) fn rows(db: &Path, agent: &str) -> (i64, i64, i64, i64) {
+    let c = rusqlite::Connection::open(db).unwrap();
+    c.query_row(
+        "SELECT COUNT(*), COUNT(DISTINCT sequence), IFNULL(MIN(sequence),0), IFNULL(MAX(sequence),0)
+         FROM cdrs WHERE agent_id = ?1",
+        [agent],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+    )
+    .unwrap()
+}
+
+/// A store that lets `allow` batches through and then, for the next one, commits it but
+/// never answers: the ack of a durably stored batch is lost, then the server hangs.
+pub(crate) struct AckLosingStore {
+    pub inner: Arc<dyn Store>,
+    pub allow: AtomicUsize,
+}
+
+#[tonic::async_trait]
+impl Store for AckLosingStore {
+    async fn ingest(
+        &self,
+        agent_id: &str,
+        batch: Vec<CdrRecord>,
+    ) -> Result<IngestOutcome, StoreError> {
+        let empty = batch.is_empty();
+        let out = self.inner.ingest(agent_id, batch).await?;
+        if !empty
+            && self
+                .allow
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |a| a.checked_sub(1))
+                .is_err()
+        {
+            std::future::pending::<()>().await;
+        }
+        Ok(out)
+    }
+    async fn cursor(&self, agent_id: &str) -> Result<u64, StoreError> {
+        self.inner.cursor(agent_id).await
+    }
+    async fn query(&self, filter: CdrFilter) -> Result<Vec<Cdr>, StoreError> {
+        self.inner.query(filter).await
+    }
+    async fn erase(&self, p: Vec<String>, r: String, now: u64) -> Result<u64, StoreError> {
+        self.inner.erase(p, r, now).await
+    }
+    async fn stats(&self) -> Result<StoreStats, StoreError> {
+        self.inner.stats().await
+    }
+}
+
+async fn send(
+    client: &mut IngestClient<tonic::transport::Channel>,
+    reqs: Vec<IngestRequest>,
+) -> Result<Vec<u64>, tonic::Status> {
+    let n = reqs.len();
+    let mut acks = client.stream(tokio_stream::iter(reqs)).await?.into_inner();
+    let mut out = Vec::new();
+    while out.len() < n {
+        match acks.message().await? {
+            Some(a) => out.push(a.highest_sequence),
+            None => break,
+        }
+    }
+    Ok(out)
+}
+
+fn batch(agent: &str, seqs: std::ops::RangeInclusive<u64>) -> IngestRequest {
+    IngestRequest {
+        agent_id: agent.into(),
+        batch: seqs
+            .map(|s| {
+                record(
+                    s,
+                    cdr(
+                        &format!("c{s}"),
+                        "P-a",
+                        "P-b",
+                        1_000 + s,
+                        Disposition::Answered,
+                    ),
+                )
+            })
+            .collect(),
+    }
+}
+
+#[tokio::test]
+async fn resent_sequences_are_not_stored_twice() {
+    let t = tempfile::tempdir().unwrap();
+    let (db, store) = sqlite(t.path());
+    let server = TestServer::start(store, 0).await;
+    let mut c = IngestClient::connect(server.url()).await.unwrap();
+    let acks = send(&mut c, vec![batch("A", 1..=10), batch("A", 5..=15)])
+        .await
+        .unwrap();
+    assert_eq!(acks, vec![10, 15]);
+    // A new stream resending everything, then probing with an empty batch.
+    let acks = send(
+        &mut c,
+        vec![
+            batch("A", 1..=15),
+            IngestRequest {
+                agent_id: "A".into(),
+                batch: vec![],
+            },
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(acks, vec![15, 15]);
+    assert_eq!(rows(&db, "A"), (15, 15, 1, 15));
+    // Another agent's sequences are independent.
+    assert_eq!(
+        send(&mut c, vec![batch("B", 1..=3)]).await.unwrap(),
+        vec![3]
+    );
+    assert_eq!(rows(&db, "B"), (3, 3, 1, 3));
+}
+
+#[tokio::test]
+async fn invalid_batches_are_refused_with_invalid_argument() {
+    let t = tempfile::tempdir().unwrap();
+    let (db, store) = sqlite(t.path());
+    let server = TestServer::start(store, 0).await;
+    let mut c = IngestClient::connect(server.url()).await.unwrap();
+    let mut decreasing = batch("A", 1..=3);
+    decreasing.batch.swap(0, 2);
+    let err = send(&mut c, vec![decreasing]).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    let err = send(&mut c, vec![batch("", 1..=1)]).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    let err = send(&mut c, vec![batch("A", 1..=1), batch("Z", 2..=2)])
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        Code::InvalidArgument,
+        "agent changed within a stream"
+    );
+    // Only the one valid batch (A:1) was stored.
+    assert_eq!(rows(&db, "A"), (1, 1, 1, 1));
+    assert_eq!(rows(&db, "Z").0, 0);
+}
+
+#[tokio::test]
+async fn erase_deletes_exactly_the_subjects_cdrs_and_audits_the_pseudonym() {
+    let t = tempfile::tempdir().unwrap();
+    let (db, store) = sqlite(t.path());
+    let mut cdrs = vec![
+        cdr("1", "P-alice", "P-bob", 1, Disposition::Answered),
+        cdr("2", "P-bob", "P-alice", 2, Disposition::Busy),
+        cdr("3", "P-carol", "P-bob", 3, Disposition::Answered),
+        cdr("4", "P-alice", "P-carol", 4, Disposition::NoAnswer),
+        cdr("5", "P-carol", "P-dave", 5, Disposition::Answered),
+        cdr("6", "P-bob", "P-carol", 6, Disposition::Answered),
+    ];
+    // Alice appears only as a display-name pseudonym here: still her record.
+    cdrs.push(cdr("7", "P-dave", "P-bob", 7, Disposition::Answered));
+    cdrs[6].callee.as_mut().unwrap().display = "P-alice".into();
+    // "P-alice-2" must not match "P-alice" (exact match, no prefix).
+    cdrs.push(cdr("8", "P-alice-2", "P-bob", 8, Disposition::Answered));
+    let recs = cdrs
+        .into_iter()
+        .zip(1..)
+        .map(|(c, s)| record(s, c))
+        .collect();
+    store.ingest("A", recs).await.unwrap();
+
+    let server = TestServer::start(store, 0).await;
+    let mut q = QueryClient::connect(server.url()).await.unwrap();
+    let ids = |v: Vec<Cdr>| v.into_iter().map(|c| c.cdr_id).collect::<Vec<_>>();
+    let query = CdrQuery {
+        pseudonym: "P-alice".into(),
+        ..Default::default()
+    };
+    let found: Vec<Cdr> = q
+        .list_cdrs(query.clone())
+        .await
+        .unwrap()
+        .into_inner()
+        .map(Result::unwrap)
+        .collect()
+        .await;
+    assert_eq!(ids(found), vec!["7", "4", "2", "1"]);
+
+    let mut a = AdminClient::connect(server.url()).await.unwrap();
+    let resp = a
+        .erase(EraseRequest {
+            pseudonyms: vec!["P-alice".into()],
+            reference: "ticket-42".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(resp.deleted, 4);
+    let found: Vec<Cdr> = q
+        .list_cdrs(query)
+        .await
+        .unwrap()
+        .into_inner()
+        .map(Result::unwrap)
+        .collect()
+        .await;
+    assert!(found.is_empty());
+    let left: Vec<Cdr> = q
+        .list_cdrs(CdrQuery::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .map(Result::unwrap)
+        .collect()
+        .await;
+    assert_eq!(ids(left), vec!["8", "6", "5", "3"]);
+
+    let c = rusqlite::Connection::open(&db).unwrap();
+    let (action, subjects, reference, affected): (String, String, String, i64) = c
+        .query_row(
+            "SELECT action, subjects, reference, affected FROM audit_log",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
+        .unwrap();
+    assert_eq!(action, "erase");
+    assert_eq!(
+        serde_json::from_str::<Vec<String>>(&subjects).unwrap(),
+        vec!["P-alice"]
+    );
+    assert_eq!((reference.as_str(), affected), ("ticket-42", 4));
+
+    let err = a
+        .erase(EraseRequest {
+            pseudonyms: vec![],
+            reference: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+}
+
+fn leg(loss_pct: f64, mos: f64) -> MediaLeg {
+    MediaLeg {
+        loss_pct,
+        mos,
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn query_filters_match_the_fixture() {
+    let t = tempfile::tempdir().unwrap();
+    let (_db, store) = sqlite(t.path());
+    let mut c1 = cdr("1", "P-a", "P-b", 1_000, Disposition::Answered);
+    c1.media = vec![leg(0.5, 4.3), leg(6.0, 3.1)];
+    let mut c2 = cdr("2", "P-a", "P-c", 2_000, Disposition::Busy);
+    c2.media = vec![leg(0.0, 0.0)]; // no MOS computed
+    let mut c3 = cdr("3", "P-c", "P-b", 3_000, Disposition::Answered);
+    c3.media = vec![leg(2.0, 4.0)];
+    let c4 = cdr("4", "P-d", "P-a", 4_000, Disposition::Answered);
+    store
+        .ingest("A", vec![record(1, c1), record(2, c2), record(3, c3)])
+        .await
+        .unwrap();
+    store.ingest("B", vec![record(1, c4)]).await.unwrap();
+    let server = TestServer::start(store, 0).await;
+    let mut q = QueryClient::connect(server.url()).await.unwrap();
+    let mut run = async |query: CdrQuery| -> Vec<String> {
+        let s = q.list_cdrs(query).await.unwrap().into_inner();
+        s.map(|c| c.unwrap().cdr_id).collect().await
+    };
+    assert_eq!(run(CdrQuery::default()).await, ["4", "3", "2", "1"]);
+    assert_eq!(
+        run(CdrQuery {
+            start_from_ms: 2_000,
+            start_to_ms: 4_000,
+            ..Default::default()
+        })
+        .await,
+        ["3", "2"]
+    );
+    assert_eq!(
+        run(CdrQuery {
+            pseudonym: "P-b".into(),
+            ..Default::default()
+        })
+        .await,
+        ["3", "1"]
+    );
+    assert_eq!(
+        run(CdrQuery {
+            disposition: Disposition::Answered as i32,
+            ..Default::default()
+        })
+        .await,
+        ["4", "3", "1"]
+    );
+    assert_eq!(
+        run(CdrQuery {
+            agent_id: "B".into(),
+            ..Default::default()
+        })
+        .await,
+        ["4"]
+    );
+    assert_eq!(
+        run(CdrQuery {
+            min_loss_pct: Some(2.0),
+            ..Default::default()
+        })
+        .await,
+        ["3", "1"]
+    );
+    assert_eq!(
+        run(CdrQuery {
+            min_loss_pct: Some(5.0),
+            ..Default::default()
+        })
+        .await,
+        ["1"]
+    );
+    assert_eq!(
+        run(CdrQuery {
+            max_mos: Some(3.5),
+            ..Default::default()
+        })
+        .await,
+        ["1"]
+    );
+    assert_eq!(
+        run(CdrQuery {
+            max_mos: Some(4.0),
+            ..Default::default()
+        })
+        .await,
+        ["3", "1"]
+    );
+    assert_eq!(
+        run(CdrQuery {
+            limit: 2,
+            ..Default::default()
+        })
+        .await,
+        ["4", "3"]
+    );
+    let err = q
+        .list_cdrs(CdrQuery {
+            start_from_ms: 5,
+            start_to_ms: 5,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    let err = q
+        .list_cdrs(CdrQuery {
+            disposition: 99,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+}
+
+#[tokio::test]
+async fn health_serves_and_unbuilt_methods_say_unimplemented() {
+    let t = tempfile::tempdir().unwrap();
+    let (_db, store) = sqlite(t.path());
+    store
+        .ingest(
+            "A",
+            vec![record(1, cdr("1", "P-a", "P-b", 1, Disposition::Answered))],
+        )
+        .await
+        .unwrap();
+    let server = TestServer::start(store, 0).await;
+    let channel = tonic::transport::Endpoint::from_shared(server.url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut h = tonic_health::pb::health_client::HealthClient::new(channel);
+    let resp = h
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "collector.v1.Ingest".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        resp.status(),
+        tonic_health::pb::health_check_response::ServingStatus::Serving
+    );
+    let mut w = WatchClient::connect(server.url()).await.unwrap();
+    assert_eq!(
+        w.flows(WatchRequest::default()).await.unwrap_err().code(),
+        Code::Unimplemented
+    );
+    let mut a = AdminClient::connect(server.url()).await.unwrap();
+    let err = a
+        .retention_status(RetentionStatusRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unimplemented);
+    let stats = a.stats(StatsRequest {}).await.unwrap().into_inner();
+    assert_eq!(stats.cdrs_stored, 1);
+    assert_eq!(
+        (
+            stats.agents[0].agent_id.as_str(),
+            stats.agents[0].highest_sequence
+        ),
+        ("A", 1)
+    );
+}
+
+#[test]
+fn plaintext_listener_only_on_loopback_unless_insecure() {
+    use super::{check_listen, ServerError};
+    for ok in ["127.0.0.1:1", "[::1]:1", "127.10.0.1:1"] {
+        assert!(check_listen(ok.parse().unwrap(), false).is_ok(), "{ok}");
+    }
+    for refused in ["0.0.0.0:1", "[::]:1", "10.0.0.1:1", "[2001:db8::1]:1"] {
+        let a: SocketAddr = refused.parse().unwrap();
+        assert!(
+            matches!(
+                check_listen(a, false),
+                Err(ServerError::PlaintextNonLoopback { .. })
+            ),
+            "{refused}"
+        );
+        assert!(check_listen(a, true).is_ok());
+    }
+}
+
+#[test]
+fn schema_is_versioned_and_a_newer_database_is_refused() {
+    let t = tempfile::tempdir().unwrap();
+    let path = t.path().join("cdr.db");
+    let p = path.to_str().unwrap();
+    drop(SqliteStore::open(p).unwrap());
+    drop(SqliteStore::open(p).unwrap()); // reopening applies nothing twice
+    let c = rusqlite::Connection::open(&path).unwrap();
+    let versions: Vec<u32> = c
+        .prepare("SELECT version FROM schema_version ORDER BY version")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(versions, vec![1]);
+    let mode: String = c
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "wal");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    c.execute("INSERT INTO schema_version (version) VALUES (99)", [])
+        .unwrap();
+    drop(c);
+    assert!(matches!(
+        SqliteStore::open(p),
+        Err(StoreError::SchemaTooNew {
+            found: 99,
+            supported: 1
+        })
+    ));
+}
+
+#[test]
+fn storage_url_names_the_backend_and_never_echoes_credentials() {
+    for (url, why) in [
+        ("postgres://user:secret@db/cdr", "not built"),
+        ("mysql://x", "expected sqlite"),
+        ("sqlite://", "empty"),
+    ] {
+        let e = store::open(url).err().unwrap().to_string();
+        assert!(e.contains(why), "{e}");
+        assert!(!e.contains("secret"), "{e}");
+    }
+}
+
+#[tokio::test]
+async fn daily_aggregates_count_final_records_per_day() {
+    let t = tempfile::tempdir().unwrap();
+    let (db, store) = sqlite(t.path());
+    let day = 86_400_000u64;
+    let mut interim = cdr("i", "P-a", "P-b", 3 * day + 5, Disposition::Answered);
+    interim.interim = true;
+    store
+        .ingest(
+            "A",
+            vec![
+                record(
+                    1,
+                    cdr("1", "P-a", "P-b", 3 * day + 1, Disposition::Answered),
+                ),
+                record(
+                    2,
+                    cdr("2", "P-a", "P-b", 3 * day + 2, Disposition::Answered),
+                ),
+                record(3, cdr("3", "P-a", "P-b", 4 * day - 1, Disposition::Busy)),
+                record(4, cdr("4", "P-a", "P-b", 4 * day, Disposition::Answered)),
+                record(5, interim),
+            ],
+        )
+        .await
+        .unwrap();
+    let c = rusqlite::Connection::open(&db).unwrap();
+    let got: Vec<(i64, i64, i64, i64)> = c
+        .prepare("SELECT day, disposition, calls, billable_ms FROM daily_aggregates ORDER BY day, disposition")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    // Answered calls bill 50 s each in the fixture; busy ones nothing.
+    assert_eq!(
+        got,
+        vec![(3, 1, 2, 100_000), (3, 2, 1, 0), (4, 1, 1, 50_000)]
+    );
+}
