@@ -84,6 +84,10 @@ mod tests {
         // SAFETY: waiting for our own child.
         unsafe { libc::waitpid(pid, &mut status, 0) };
         assert!(libc::WIFEXITED(status));
-        assert_eq!(libc::WEXITSTATUS(status), 0, "the child kept more than CAP_BPF");
+        assert_eq!(
+            libc::WEXITSTATUS(status),
+            0,
+            "the child kept more than CAP_BPF"
+        );
     }
 }

@@ -237,7 +237,14 @@ fn test(no_privileged: bool, filter: Option<String>) -> Result<()> {
 /// its table and keeps it in docs/BENCHMARKS.md with the JSON beside it in target/bench.
 fn bench() -> Result<()> {
     run(
-        cargo().args(["build", "--release", "-p", "collector-tests", "--bin", "bench"]),
+        cargo().args([
+            "build",
+            "--release",
+            "-p",
+            "collector-tests",
+            "--bin",
+            "bench",
+        ]),
         "building the benchmark",
     )?;
     let json = root().join("target/bench/kernel.json");
