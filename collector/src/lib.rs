@@ -7,6 +7,7 @@
 
 pub mod capture;
 pub mod cli;
+pub mod fuzzing;
 pub mod harden;
 pub mod media;
 pub mod net;

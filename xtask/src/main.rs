@@ -12,6 +12,7 @@ use std::{
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 
+mod fuzz;
 mod setup;
 
 #[derive(Parser)]
@@ -44,6 +45,15 @@ enum Cmd {
     Demo,
     /// Benchmarks: kernel cost per packet, userspace throughput, peers side by side.
     Bench,
+    /// Runs every cargo-fuzz target for a bounded time, seeded from ../shared.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 60)]
+        time: u64,
+        /// Only this target.
+        #[arg(long)]
+        target: Option<String>,
+    },
 }
 
 /// The workspace root (the parent of this crate).
@@ -284,6 +294,10 @@ fn main() -> Result<()> {
             setup::setup()?;
             build(false)?;
             bail!("`cargo xtask demo` is not built yet: the SBC topology and end-to-end calls are still to come")
+        }
+        Cmd::Fuzz { time, target } => {
+            setup::setup()?;
+            fuzz::run(time, target.as_deref())
         }
         Cmd::Bench => {
             setup::setup()?;
