@@ -128,8 +128,11 @@ pub fn ingest_validation(data: &[u8]) {
     }
 }
 
+/// A target's body.
+pub type Target = fn(&[u8]);
+
 /// Every target by name, for the regression test.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("l2l4", l2l4),
     ("sip", sip),
     ("sdp", sdp),
