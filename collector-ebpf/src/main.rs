@@ -12,7 +12,7 @@ use aya_ebpf::{
     bindings::{xdp_action::XDP_PASS, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, TC_ACT_PIPE},
     helpers::{bpf_ktime_get_ns, generated as gen},
     macros::{classifier, map, xdp},
-    maps::{Array, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
     programs::{TcContext, XdpContext},
 };
 use collector_common::{
@@ -41,13 +41,16 @@ static SIP_PORTS: Array<u64> = Array::with_max_entries(SIP_PORT_WORDS, 0);
 #[no_mangle]
 static COLLECTOR_CONFIG: Config = Config::DEFAULT;
 
+/// A plain (preallocated) hash, not an LRU: userspace installs and removes entries with the
+/// calls, so the kernel never evicts an established call's stream to make room for a flood
+/// (a full map is a counted insert failure in userspace), and a lookup does not dirty the
+/// LRU reference bit of the entry on every packet.
 #[map(name = "MEDIA")]
-static MEDIA: LruHashMap<MediaKey, MediaValue> =
-    LruHashMap::with_max_entries(MEDIA_ENTRIES_DEFAULT, 0);
+static MEDIA: HashMap<MediaKey, MediaValue> = HashMap::with_max_entries(MEDIA_ENTRIES_DEFAULT, 0);
 
 #[map(name = "MEDIA_EP")]
-static MEDIA_EP: LruHashMap<EndpointKey, EndpointValue> =
-    LruHashMap::with_max_entries(MEDIA_ENTRIES_DEFAULT, 0);
+static MEDIA_EP: HashMap<EndpointKey, EndpointValue> =
+    HashMap::with_max_entries(MEDIA_ENTRIES_DEFAULT, 0);
 
 #[map(name = "MEDIA_PORTS")]
 static MEDIA_PORTS: Array<u64> = Array::with_max_entries(MEDIA_PORT_WORDS, 0);

@@ -508,6 +508,12 @@ async fn agent_loop(args: crate::cli::AgentArgs) -> anyhow::Result<()> {
         cap.attach(iface, args.xdp_mode)?;
     }
     tracing::info!(attachments = ?cap.attachments(), "attached");
+    // Attached: from here on the agent needs CAP_BPF only (map access).
+    let dropped = crate::harden::drop_privileges()?;
+    tracing::info!(
+        dropped = dropped.len(),
+        "capabilities dropped, no_new_privs set"
+    );
     // Tests and supervisors wait for this line before sending traffic.
     println!(
         "{}",

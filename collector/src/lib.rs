@@ -7,6 +7,8 @@
 
 pub mod capture;
 pub mod cli;
+pub mod fuzzing;
+pub mod harden;
 pub mod media;
 pub mod metrics;
 pub mod net;

@@ -12,6 +12,7 @@ use std::{
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 
+mod fuzz;
 mod setup;
 
 #[derive(Parser)]
@@ -44,6 +45,15 @@ enum Cmd {
     Demo,
     /// Benchmarks: kernel cost per packet, userspace throughput, peers side by side.
     Bench,
+    /// Runs every cargo-fuzz target for a bounded time, seeded from ../shared.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 60)]
+        time: u64,
+        /// Only this target.
+        #[arg(long)]
+        target: Option<String>,
+    },
 }
 
 /// The workspace root (the parent of this crate).
@@ -233,6 +243,41 @@ fn test(no_privileged: bool, filter: Option<String>) -> Result<()> {
     Ok(())
 }
 
+/// Runs the benchmark binary (root: it attaches programs and creates namespaces), prints
+/// its table and keeps it in docs/BENCHMARKS.md with the JSON beside it in target/bench.
+fn bench() -> Result<()> {
+    run(
+        cargo().args([
+            "build",
+            "--release",
+            "-p",
+            "collector-tests",
+            "--bin",
+            "bench",
+        ]),
+        "building the benchmark",
+    )?;
+    let json = root().join("target/bench/kernel.json");
+    let out = Command::new(root().join("target/release/bench"))
+        .arg("--json")
+        .arg(&json)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .context("running the benchmark")?;
+    let table = String::from_utf8_lossy(&out.stdout).into_owned();
+    print!("{table}");
+    if !out.status.success() {
+        bail!("the benchmark failed ({})", out.status);
+    }
+    let doc = format!(
+        "# Benchmarks\n\nProduced by `cargo xtask bench` (the latest run is committed here; every figure is\nalso in `target/bench/kernel.json` after a run). Goals are those of the benchmark issue;\na goal not met is reported as not met.\n{table}"
+    );
+    std::fs::create_dir_all(root().join("docs"))?;
+    std::fs::write(root().join("docs/BENCHMARKS.md"), doc)?;
+    println!("xtask: wrote docs/BENCHMARKS.md");
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.cmd {
@@ -250,10 +295,14 @@ fn main() -> Result<()> {
             build(false)?;
             bail!("`cargo xtask demo` is not built yet: the SBC topology and end-to-end calls are still to come")
         }
+        Cmd::Fuzz { time, target } => {
+            setup::setup()?;
+            fuzz::run(time, target.as_deref())
+        }
         Cmd::Bench => {
             setup::setup()?;
             build(false)?;
-            bail!("`cargo xtask bench` is not built yet")
+            bench()
         }
     }
 }

@@ -34,7 +34,7 @@ pub const MAP_SIP_PORTS: &str = "SIP_PORTS";
 pub const SIP_PORT_WORDS: u32 = 65_536 / 32;
 /// The global holding the programs' [`Config`], set by the loader.
 pub const GLOBAL_CONFIG: &str = "COLLECTOR_CONFIG";
-/// LRU_HASH [`MediaKey`] -> [`MediaValue`], filled by userspace from SDP.
+/// HASH [`MediaKey`] -> [`MediaValue`], filled and emptied by userspace from SDP.
 pub const MAP_MEDIA: &str = "MEDIA";
 /// LRU_HASH of [`HostKey`] -> last-seen ns: hosts that exchange SIP, whose UDP fragments are
 /// copied to userspace (later fragments carry no UDP header, so ports cannot decide).

@@ -12,7 +12,7 @@
 //! Before any of those, a 64 Kibit port filter (`MEDIA_PORTS`) sends packets whose ports were
 //! never announced down the cheap no-match path with one array read.
 
-/// LRU_HASH [`EndpointKey`] -> [`EndpointValue`].
+/// HASH [`EndpointKey`] -> [`EndpointValue`].
 pub const MAP_MEDIA_EP: &str = "MEDIA_EP";
 /// ARRAY of 1024 `u64`: bit `p` set when port `p` is (or was) announced in SDP.
 pub const MAP_MEDIA_PORTS: &str = "MEDIA_PORTS";

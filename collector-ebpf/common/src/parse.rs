@@ -258,6 +258,9 @@ pub unsafe fn parse_into(
             if ulen < 8 {
                 return Err(ParseError::Malformed);
             }
+            // The checksum too: the whole 8-byte header is present, so the payload offset
+            // never points past the data.
+            unsafe { read::<u16>(start, end, l4_off + 6)? };
             out.sport = sport;
             out.dport = dport;
             out.l4_off = l4_off as u16;
@@ -279,6 +282,8 @@ pub unsafe fn parse_into(
             if thl < 20 {
                 return Err(ParseError::Malformed);
             }
+            // The options too (two-byte read: see the IPv4 options above).
+            unsafe { read::<[u8; 2]>(start, end, l4_off + thl - 2)? };
             out.sport = sport;
             out.dport = dport;
             out.l4_off = l4_off as u16;

@@ -29,8 +29,12 @@ impl IngestService {
     }
 }
 
-/// Validates a request against the stream's agent (fixed by its first request).
-fn check(req: &IngestRequest, agent: &mut Option<String>) -> Result<(), ServerError> {
+/// Validates one request of an Ingest stream (`agent` is the stream's agent id, fixed by its
+/// first request) before any work is done for it.
+pub fn validate_request(
+    req: &IngestRequest,
+    agent: &mut Option<String>,
+) -> Result<(), ServerError> {
     if req.agent_id.is_empty() || req.agent_id.len() > MAX_AGENT_ID_LEN {
         return Err(ServerError::Invalid(format!(
             "agent_id must be 1..={MAX_AGENT_ID_LEN} bytes"
@@ -68,7 +72,7 @@ impl Ingest for IngestService {
             let mut agent = None;
             while let Some(msg) = inbound.next().await {
                 let result = match msg {
-                    Ok(req) => match check(&req, &mut agent) {
+                    Ok(req) => match validate_request(&req, &mut agent) {
                         Ok(()) => store
                             .ingest(&req.agent_id, req.batch)
                             .await

@@ -12,6 +12,7 @@ use super::header::{line_at, Header, HeaderLines, HeaderName};
 use super::lex::{is_wsp, sub, tail, ListIter};
 use super::multipart;
 use super::name_addr::{Contact, NameAddr};
+use super::sdp::{self, Sdp, SdpLimits};
 use super::typed::{
     parse_content_length, parse_max_forwards, parse_u32_value, CSeq, MediaType, Method,
     PChargingVector, Reason, SessionExpires, SessionId,
@@ -266,6 +267,9 @@ fn validate<'a>(start: &StartLine<'a>, headers: &[Header<'a>]) -> Result<Core<'a
                     via.get_or_insert(parsed);
                 }
             }
+            // An empty Contact carries nothing to check; real devices send it, and it breaks
+            // no call attribution, so it is tolerated rather than failing the message.
+            H::Contact if v.is_empty() => {}
             H::Contact => {
                 for el in ListIter::new(v) {
                     if el.is_empty() {
@@ -513,6 +517,14 @@ impl<'a> SipMessage<'a> {
     pub fn sdp_body(&self) -> Result<Option<&'a [u8]>, SipError> {
         multipart::find_sdp(self.content_type.as_ref(), self.body, self.multipart_depth)
     }
+
+    /// The parsed SDP body (see [`SipMessage::sdp_body`]), if the message carries one.
+    pub fn sdp(&self, limits: &SdpLimits) -> Result<Option<Sdp<'a>>, SipError> {
+        match self.sdp_body()? {
+            None => Ok(None),
+            Some(body) => sdp::parse(body, limits).map(Some).map_err(SipError::Sdp),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -600,6 +612,16 @@ mod tests {
             parse_message(b"\r\n\r\n", &limits()).err(),
             Some(SipError::Empty)
         );
+    }
+
+    #[test]
+    fn sdp_errors_surface_as_sip_errors() {
+        let msg = b"OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h\r\nTo: <sip:a@b>\r\nFrom: <sip:c@d>\r\nCall-ID: x\r\nCSeq: 1 OPTIONS\r\nContact:\r\nContent-Type: application/sdp\r\n\r\nm=audio 1 RTP/AVP 0\r\n";
+        let m = parse_message(msg, &limits()).unwrap();
+        assert_eq!(m.contacts().count(), 0);
+        let e = m.sdp(&SdpLimits::default()).unwrap_err();
+        assert_eq!(e, SipError::Sdp(sdp::SdpError::MissingVersion));
+        assert_eq!(e.reason(), "sdp_missing_version");
     }
 
     #[test]

@@ -14,6 +14,9 @@
 //!
 //! Liberal readings follow RFC 4475 where it allows them (see the module docs of
 //! [`name_addr`] and the start-line parser); everything RFC 4475 says to reject is rejected.
+//! One reading goes beyond the RFCs because deployed devices need it: a bare IPv6 host
+//! written out in all eight groups (`sip:u@fe80:0:0:0:21a:a0ff:fe07:32e0:5060`) is accepted,
+//! while a compressed one (`sip:2001:db8::10`, RFC 5118 §4.2) stays an error.
 #![deny(clippy::indexing_slicing, clippy::panic)]
 
 mod error;

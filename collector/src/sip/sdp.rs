@@ -677,12 +677,15 @@ fn parse_connection(s: &str, ln: usize) -> Result<Connection<'_>, SdpError> {
     if parts.next().is_some() {
         return Err(err);
     }
-    let num = |p: &str| p.parse::<u32>().ok().filter(|&n| n > 0 || !p.is_empty());
+    // Digits only: `str::parse` would also take a leading '+'.
+    let digits = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit());
+    let num = |p: &str| p.parse::<u32>().ok().filter(|_| digits(p));
     let (ttl, count) = match addr_type {
         // IP4 multicast: addr/ttl[/count] (RFC 8866 §5.7).
         AddrType::Ip4 => {
             let ttl = match first {
-                Some(t) => Some(t.parse::<u8>().map_err(|_| err)?),
+                Some(t) if digits(t) => Some(t.parse::<u8>().map_err(|_| err)?),
+                Some(_) => return Err(err),
                 None => None,
             };
             let count = match second {

@@ -186,29 +186,27 @@ impl<'a> Uri<'a> {
         let (hostport, params) = match find(before_headers, b';') {
             Some(p) => (
                 sub_str(before_headers, 0, p),
-                before_headers.get(p + 1..).unwrap_or(""),
+                Some(before_headers.get(p + 1..).unwrap_or("")),
             ),
-            None => (before_headers, ""),
+            None => (before_headers, None),
         };
         let (host, port) = split_hostport(hostport)?;
         self.host = Some(host);
         self.port = port;
-        check_params(params)?;
-        self.params = params;
+        self.params = check_params(params)?;
         Ok(())
     }
 
     fn parse_tel(&mut self, rest: &'a str) -> Result<(), UriError> {
         let (number, params) = match find(rest, b';') {
-            Some(p) => (sub_str(rest, 0, p), rest.get(p + 1..).unwrap_or("")),
-            None => (rest, ""),
+            Some(p) => (sub_str(rest, 0, p), Some(rest.get(p + 1..).unwrap_or(""))),
+            None => (rest, None),
         };
         if number.is_empty() {
             return Err(UriError::MissingHost);
         }
-        check_params(params)?;
+        self.params = check_params(params)?;
         self.user = Some(number);
-        self.params = params;
         Ok(())
     }
 
@@ -290,9 +288,18 @@ fn split_once(s: &str, b: u8) -> Option<(&str, &str)> {
 }
 
 /// Splits `host[:port]`, where host may be an `[IPv6]` reference.
-fn split_hostport(s: &str) -> Result<(Host<'_>, Option<u16>), UriError> {
+///
+/// An IPv6 address must be bracketed (RFC 3261 §19.1.1; RFC 5118 §4.2 rejects `sip:2001:db8::10`).
+/// Devices nevertheless send bare ones (a Valid8 capture of the shared corpus does), so a
+/// bare address is accepted when it cannot be misread: all eight groups written out, with
+/// no `::`, optionally followed by `:port` as a ninth group. Anything compressed stays an
+/// error, because there the port cannot be told from the last group.
+pub(crate) fn split_hostport(s: &str) -> Result<(Host<'_>, Option<u16>), UriError> {
     if s.is_empty() {
         return Err(UriError::MissingHost);
+    }
+    if !s.starts_with('[') && s.bytes().filter(|&b| b == b':').count() > 1 {
+        return split_bare_ipv6(s);
     }
     let (host, port) = if s.starts_with('[') {
         let close = find(s, b']').ok_or(UriError::BadHost)?;
@@ -317,11 +324,35 @@ fn split_hostport(s: &str) -> Result<(Host<'_>, Option<u16>), UriError> {
     Ok((host, port))
 }
 
-fn check_params(params: &str) -> Result<(), UriError> {
-    if params.is_empty() {
-        return Ok(());
+/// `h:h:h:h:h:h:h:h[:port]` with every group written out.
+fn split_bare_ipv6(s: &str) -> Result<(Host<'_>, Option<u16>), UriError> {
+    let mut parts = s.split(':');
+    let full_groups = parts
+        .by_ref()
+        .take(8)
+        .filter(|g| !g.is_empty() && g.len() <= 4 && g.bytes().all(|b| b.is_ascii_hexdigit()))
+        .count();
+    let port = parts.next();
+    if full_groups != 8 || parts.next().is_some() {
+        return Err(UriError::BadHost);
     }
-    // Every ';' must be followed by a name: no ";;", no trailing ';', no ";=v".
+    let addr_len = s.len() - port.map_or(0, |p| p.len() + 1);
+    let ip = sub_str(s, 0, addr_len)
+        .parse::<Ipv6Addr>()
+        .map_err(|_| UriError::BadHost)?;
+    let port = match port {
+        Some(p) => Some(super::lex::parse_port(p.as_bytes()).ok_or(UriError::BadPort)?),
+        None => None,
+    };
+    Ok((Host::V6(ip), port))
+}
+
+/// Validates the text after the first `;` (if there was one) and returns it: every `;`
+/// must be followed by a parameter name (no `;;`, no trailing `;`, no `;=v`).
+fn check_params(params: Option<&str>) -> Result<&str, UriError> {
+    let Some(params) = params else {
+        return Ok("");
+    };
     let b = params.as_bytes();
     let bad = b.first().is_none_or(|&c| c == b'=' || c == b';')
         || b.last() == Some(&b';')
@@ -330,7 +361,7 @@ fn check_params(params: &str) -> Result<(), UriError> {
     if bad {
         return Err(UriError::EmptyParam);
     }
-    Ok(())
+    Ok(params)
 }
 
 /// Iterator over URI parameters as `(name, value)`; names and values are still %-escaped.
@@ -404,8 +435,37 @@ mod tests {
             u.host(),
             Some(Host::V6("2001:db8::c000:201".parse().unwrap()))
         );
-        // §4.2: an unbracketed IPv6 address is invalid.
-        assert_eq!(Uri::parse(b"sip:2001:db8::10"), Err(UriError::BadPort));
+        // §4.2: an unbracketed IPv6 address is invalid...
+        assert_eq!(Uri::parse(b"sip:2001:db8::10"), Err(UriError::BadHost));
+        assert_eq!(
+            Uri::parse(b"sip:user@2001:db8::10:5060"),
+            Err(UriError::BadHost)
+        );
+        // ... but a bare one written out in full cannot be misread (corpus, Valid8 UA).
+        let u = Uri::parse(b"sip:4321@fec0:0:0:0:216:d3ff:fe0d:22c:5060").unwrap();
+        assert_eq!(
+            u.host(),
+            Some(Host::V6("fec0::216:d3ff:fe0d:22c".parse().unwrap()))
+        );
+        assert_eq!(u.port(), Some(5060));
+        let u = Uri::parse(b"sip:9876@fe80:0:0:0:21a:a0ff:fe07:32e0").unwrap();
+        assert_eq!(
+            u.host(),
+            Some(Host::V6("fe80::21a:a0ff:fe07:32e0".parse().unwrap()))
+        );
+        assert_eq!(u.port(), None);
+        assert_eq!(
+            Uri::parse(b"sip:a@1:2:3:4:5:6:7:8:9:10"),
+            Err(UriError::BadHost)
+        );
+        assert_eq!(
+            Uri::parse(b"sip:a@1:2:3:4:5:6:7:8:99999"),
+            Err(UriError::BadPort)
+        );
+        assert_eq!(
+            Uri::parse(b"sip:a@1:2:3:4:5:6:7:xyz"),
+            Err(UriError::BadHost)
+        );
     }
 
     #[test]

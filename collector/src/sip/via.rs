@@ -2,10 +2,11 @@
 //! for bracketed IPv6 `received`).
 use std::net::IpAddr;
 
+use super::error::UriError;
 use super::error::ValueError;
 use super::lex::{at, is_lws, parse_port, skip_lws, sub, sub_str, tail, token_end};
 use super::params::Params;
-use super::uri::{parse_ip_lenient, Host};
+use super::uri::{parse_ip_lenient, split_hostport, Host};
 
 /// The transport of a Via sent-protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,25 +90,41 @@ impl<'a> Via<'a> {
             return Err(ValueError::BadProtocol);
         }
         i = j;
-        let host_end = if at(b, i) == b'[' {
-            memchr::memchr(b']', tail(b, i))
+        let mut port = None;
+        let host;
+        if at(b, i) == b'[' {
+            let host_end = memchr::memchr(b']', tail(b, i))
                 .map(|p| i + p + 1)
-                .ok_or(ValueError::BadHost)?
+                .ok_or(ValueError::BadHost)?;
+            host = Host::parse(sub_str(s, i, host_end)).ok_or(ValueError::BadHost)?;
+            i = host_end;
         } else {
             let mut e = i;
             while b
                 .get(e)
-                .is_some_and(|&c| !is_lws(c) && !matches!(c, b':' | b';' | b','))
+                .is_some_and(|&c| !is_lws(c) && !matches!(c, b';' | b','))
             {
                 e += 1;
             }
-            e
-        };
-        let host = Host::parse(sub_str(s, i, host_end)).ok_or(ValueError::BadHost)?;
-        i = host_end;
-        let mut port = None;
+            let run = sub_str(s, i, e);
+            if run.bytes().filter(|&c| c == b':').count() > 1 {
+                // A bare IPv6 address, possibly with port (see `split_hostport`).
+                let (h, p) = split_hostport(run).map_err(|err| match err {
+                    UriError::BadPort => ValueError::BadPort,
+                    _ => ValueError::BadHost,
+                })?;
+                host = h;
+                port = p;
+            } else {
+                // The port, if any, follows below (LWS may surround the colon).
+                e = memchr::memchr(b':', run.as_bytes()).map_or(e, |c| i + c);
+                host = Host::parse(sub_str(s, i, e)).ok_or(ValueError::BadHost)?;
+            }
+            i = e;
+        }
+        // RFC 3261 `COLON` allows whitespace around the colon before the port.
         let k = skip_lws(b, i);
-        if at(b, k) == b':' {
+        if port.is_none() && at(b, k) == b':' {
             let ps = skip_lws(b, k + 1);
             let mut pe = ps;
             while b.get(pe).is_some_and(u8::is_ascii_digit) {
