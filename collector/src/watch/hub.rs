@@ -131,7 +131,7 @@ pub struct HubStats {
     pub published: u64,
     /// Events lost because a subscriber's queue was full.
     pub client_lost: u64,
-    /// Subscribers now.
+    /// Subscribers now (those still listening).
     pub subscribers: usize,
     /// Events in the history ring now.
     pub history: usize,
@@ -497,7 +497,7 @@ impl Hub {
         HubStats {
             published: self.published.load(Ordering::Relaxed),
             client_lost: self.client_lost.load(Ordering::Relaxed),
-            subscribers: g.subs.len(),
+            subscribers: g.subs.iter().filter(|s| !s.tx.is_closed()).count(),
             history: g.ring.len(),
             calls_evicted: g.calls.evicted,
         }
