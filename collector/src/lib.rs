@@ -12,5 +12,5 @@ pub mod net;
 pub mod privacy;
 pub mod server;
 pub mod ship;
-pub mod spool;
 pub mod sip;
+pub mod spool;

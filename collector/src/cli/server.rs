@@ -1,21 +1,73 @@
 //! `collector server`: runs the central collector (see [`crate::server`]) until SIGINT or
 //! SIGTERM.
+use std::time::Duration;
+
 use anyhow::Context as _;
 
-use super::ServerArgs;
+use super::{cdrs::parse_duration_ms, ServerArgs};
+use crate::server::{
+    retention::RetentionPolicy, tls::TlsFiles, token::TokenSecret, Exposure, ServeOptions,
+};
 
 /// Runs the verb.
 pub fn run(args: ServerArgs) -> anyhow::Result<()> {
+    let opts = options(&args)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     rt.block_on(async {
-        let listener = crate::server::bind(&args.listen, args.insecure).await?;
-        let store = crate::server::store::open(&args.db).context("opening the CDR store")?;
-        tracing::info!(addr = %listener.local_addr()?, "collector listening");
-        crate::server::serve(listener, store, shutdown_signal()).await?;
+        let exposure = Exposure {
+            tls: opts.tls.is_some(),
+            auth: opts.token_secret.is_some(),
+            insecure: args.insecure,
+        };
+        let listener = crate::server::bind(&args.listen, exposure).await?;
+        let store = crate::server::store::open(&args.db)
+            .await
+            .context("opening the CDR store")?;
+        if !exposure.auth {
+            tracing::warn!("no --token-secret: every call is accepted without a token");
+        }
+        tracing::info!(
+            addr = %listener.local_addr()?,
+            tls = exposure.tls,
+            auth = exposure.auth,
+            retention_days = opts.retention.days,
+            "collector listening"
+        );
+        crate::server::serve(listener, store, opts, shutdown_signal()).await?;
         tracing::info!("collector stopped");
         Ok(())
+    })
+}
+
+/// The serving options the flags ask for.
+pub fn options(args: &ServerArgs) -> anyhow::Result<ServeOptions> {
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(
+            TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: args.client_ca.clone(),
+                client_auth_optional: args.client_auth_optional,
+            }
+            .load()?,
+        ),
+        _ => None,
+    };
+    let token_secret = args
+        .token_secret
+        .as_deref()
+        .map(TokenSecret::load)
+        .transpose()?;
+    let interval = Duration::from_millis(parse_duration_ms(&args.retention_interval)?);
+    Ok(ServeOptions {
+        token_secret,
+        tls,
+        retention: RetentionPolicy {
+            days: args.retention_days,
+            interval,
+        },
     })
 }
 
