@@ -639,7 +639,10 @@ fn aggregates_blocking(
     );
     let mut stmt = conn.prepare(&sql).map_err(db("reading aggregates"))?;
     let mut rows = stmt
-        .query(params![int(from_day)?, int(to_day)?])
+        .query(params![
+            int(from_day.min(i64::MAX as u64))?,
+            int(to_day.min(i64::MAX as u64))?
+        ])
         .map_err(db("reading aggregates"))?;
     let mut out = Vec::new();
     while let Some(r) = rows.next().map_err(db("reading aggregates"))? {
