@@ -306,7 +306,10 @@ async fn refused(addr: SocketAddr, tls: ClientTlsConfig, token: Option<String>) 
             Ok(_) => false,
             Err(status) => {
                 assert!(
-                    matches!(status.code(), Code::Unavailable | Code::Unknown),
+                    matches!(
+                        status.code(),
+                        Code::Unavailable | Code::Unknown | Code::Cancelled
+                    ),
                     "not a transport failure: {status:?}"
                 );
                 true
