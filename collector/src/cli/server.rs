@@ -21,10 +21,11 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
             auth: opts.token_secret.is_some(),
             insecure: args.insecure,
         };
-        let listener = crate::server::bind(&args.listen, exposure).await?;
+        // The store first: once the port accepts connections the schema is in place.
         let store = crate::server::store::open(&args.db)
             .await
             .context("opening the CDR store")?;
+        let listener = crate::server::bind(&args.listen, exposure).await?;
         if !exposure.auth {
             tracing::warn!("no --token-secret: every call is accepted without a token");
         }

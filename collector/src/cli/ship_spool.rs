@@ -5,7 +5,8 @@
 //! the middle of sending) and to drain a spool left behind by a dead agent.
 //!
 //! Output: one JSON line on stderr after opening (`{"event":"opened",...}` with the
-//! recovery report) and one on stdout at the end (`{"event":"done",...}`).
+//! recovery report, also logged as a warning when damage was found) and one on stdout at
+//! the end (`{"event":"done",...}`).
 use std::{
     sync::{
         atomic::{AtomicBool, Ordering},
@@ -124,7 +125,9 @@ pub fn run(args: ShipSpoolArgs) -> anyhow::Result<()> {
                 if !until_acked {
                     continue;
                 }
-                let drained = spool::lock(&spool).map_or(false, |s| s.acked() == s.last_seq());
+                // Nothing left to read (a damaged tail may have burnt the last sequences, so
+                // the ack cannot be compared with the last sequence).
+                let drained = spool::lock(&spool).is_ok_and(|s| s.unacked_from(0).next().is_none());
                 if produced.load(Ordering::SeqCst) && drained {
                     return;
                 }
