@@ -60,7 +60,7 @@ fn cdr(i: u64, start: u64) -> Cdr {
 async fn load(s: &Arc<dyn Store>, rows: u64, now: u64) -> u64 {
     let every = rows / SUBJECT_CDRS;
     let per_agent = rows / AGENTS;
-    let mut subject = 0;
+    let mut subject = 0u64;
     let t = Instant::now();
     for a in 0..AGENTS {
         let agent = format!("sbc{a}");
@@ -72,14 +72,14 @@ async fn load(s: &Arc<dyn Store>, rows: u64, now: u64) -> u64 {
                     let i = a * per_agent + sq;
                     let start = now - (i % (89 * 24)) * (DAY_MS / 24);
                     let mut c = cdr(i, start);
-                    if i % every == 0 {
+                    if i.is_multiple_of(every) {
                         subject += 1;
-                        let p = if subject % 2 == 0 {
+                        let p = if subject.is_multiple_of(2) {
                             SUBJECT_NEW
                         } else {
                             SUBJECT_OLD
                         };
-                        if subject % 3 == 0 {
+                        if subject.is_multiple_of(3) {
                             c.callee.as_mut().unwrap().user = p.into();
                         } else {
                             c.caller.as_mut().unwrap().user = p.into();

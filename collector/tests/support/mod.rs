@@ -151,11 +151,11 @@ macro_rules! both_backends {
         mod $test {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn sqlite() {
-                super::$test(crate::support::Backend::sqlite()).await
+                super::$test($crate::support::Backend::sqlite()).await
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn postgres() {
-                super::$test(crate::support::Backend::postgres()).await
+                super::$test($crate::support::Backend::postgres()).await
             }
         }
     )*};
