@@ -11,6 +11,8 @@
 //! Answers: no or malformed `authorization: Bearer` header, bad signature or expiry →
 //! `UNAUTHENTICATED`; a valid token whose role does not cover the method →
 //! `PERMISSION_DENIED`. The standard health service is open (load balancers probe it).
+#![deny(clippy::indexing_slicing, clippy::panic)]
+
 use std::{
     future::Future,
     pin::Pin,

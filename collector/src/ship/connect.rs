@@ -1,6 +1,8 @@
 //! Client side of the collector's transport security, shared by the shipper and the
 //! operator CLI: TLS to the collector (its CA, optionally a client certificate for mutual
 //! TLS) and the bearer token sent with every call.
+#![deny(clippy::indexing_slicing, clippy::panic)]
+
 use std::{path::Path, time::Duration};
 
 use thiserror::Error;

@@ -6,6 +6,8 @@
 //! No identifier of a party reaches an aggregate, so it may be kept for long-term
 //! reporting after the CDRs are gone. Both backends fold with [`Folder`], so their
 //! aggregates agree bucket for bucket.
+#![deny(clippy::indexing_slicing, clippy::panic)]
+
 use std::collections::BTreeMap;
 
 use super::day_of;

@@ -134,6 +134,19 @@ fn pg(what: &'static str) -> impl FnOnce(tokio_postgres::Error) -> StoreError {
     move |source| StoreError::Postgres { what, source }
 }
 
+/// Column `i` of a row (`Row::get` would panic on a type mismatch).
+fn col<'a, T: tokio_postgres::types::FromSql<'a>>(
+    r: &'a tokio_postgres::Row,
+    i: usize,
+) -> Result<T, StoreError> {
+    r.try_get(i).map_err(pg("reading a row"))
+}
+
+/// A BIGINT column holding an unsigned value.
+fn col_u64(r: &tokio_postgres::Row, i: usize) -> Result<u64, StoreError> {
+    Ok(col::<i64>(r, i)?.unsigned_abs())
+}
+
 /// PostgreSQL integers are signed: values above `i64::MAX` cannot be stored.
 fn int(v: u64) -> Result<i64, StoreError> {
     i64::try_from(v).map_err(|_| StoreError::InvalidBatch("a value exceeds the storable range"))
@@ -211,11 +224,11 @@ impl PgStore {
             tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
                 .await
                 .map_err(pg("taking the migration lock"))?;
-            let current: Option<i32> = tx
+            let row = tx
                 .query_one("SELECT MAX(version) FROM schema_version", &[])
                 .await
-                .map_err(pg("reading schema_version"))?
-                .get(0);
+                .map_err(pg("reading schema_version"))?;
+            let current: Option<i32> = col(&row, 0)?;
             let current = current.unwrap_or(0).unsigned_abs();
             if current > supported {
                 return Err(StoreError::SchemaTooNew {
@@ -295,14 +308,14 @@ impl PgStore {
         .await
         .map_err(pg("creating cursor"))?;
         // Serialises every collector ingesting for this agent until commit.
-        let cursor: i64 = tx
+        let row = tx
             .query_one(
                 "SELECT highest_seq FROM ingest_cursor WHERE agent_id = $1 FOR UPDATE",
                 &[&agent_id],
             )
             .await
-            .map_err(pg("reading cursor"))?
-            .get(0);
+            .map_err(pg("reading cursor"))?;
+        let cursor: i64 = col(&row, 0)?;
         let mut cols = Columns::default();
         let mut duplicates = 0u64;
         for rec in batch {
@@ -384,15 +397,15 @@ impl PgStore {
         let cutoff = int(cutoff_ms)?;
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg("begin"))?;
-        let locked: bool = tx
+        let row = tx
             .query_one("SELECT pg_try_advisory_xact_lock($1)", &[&RETENTION_LOCK])
             .await
-            .map_err(pg("taking the retention lock"))?
-            .get(0);
+            .map_err(pg("taking the retention lock"))?;
+        let locked: bool = col(&row, 0)?;
         if !locked {
             return Ok(None);
         }
-        let partitions: Vec<(String, u64)> = tx
+        let rows = tx
             .query(
                 "SELECT c.relname::text FROM pg_inherits i
                  JOIN pg_class c ON c.oid = i.inhrelid
@@ -401,14 +414,16 @@ impl PgStore {
                 &[],
             )
             .await
-            .map_err(pg("listing partitions"))?
-            .iter()
-            .filter_map(|r| {
-                let name: String = r.get(0);
-                partition_day(&name).map(|d| (name, d))
-            })
-            .filter(|(_, day)| day.saturating_mul(DAY_MS) < cutoff_ms)
-            .collect();
+            .map_err(pg("listing partitions"))?;
+        let mut partitions: Vec<(String, u64)> = Vec::new();
+        for r in &rows {
+            let name: String = col(r, 0)?;
+            if let Some(day) = partition_day(&name) {
+                if day.saturating_mul(DAY_MS) < cutoff_ms {
+                    partitions.push((name, day));
+                }
+            }
+        }
         if !partitions.is_empty() {
             // Holds off inserts, deletes and erasures in the affected partitions until
             // commit, so every row deleted below is one that was folded.
@@ -435,15 +450,15 @@ impl PgStore {
             while let Some(r) = rows.next().await {
                 let r = r.map_err(pg("reading expired cdrs"))?;
                 folder.add(FoldRow {
-                    agent_id: r.get(0),
-                    start_time_ms: r.get::<_, i64>(1).unsigned_abs(),
-                    disposition: r.get(2),
-                    codec: r.get(3),
-                    duration_ms: r.get::<_, i64>(4).unsigned_abs(),
-                    billable_ms: r.get::<_, i64>(5).unsigned_abs(),
-                    min_mos: r.get(6),
-                    max_loss_pct: r.get(7),
-                    interim: r.get(8),
+                    agent_id: col(&r, 0)?,
+                    start_time_ms: col_u64(&r, 1)?,
+                    disposition: col(&r, 2)?,
+                    codec: col(&r, 3)?,
+                    duration_ms: col_u64(&r, 4)?,
+                    billable_ms: col_u64(&r, 5)?,
+                    min_mos: col(&r, 6)?,
+                    max_loss_pct: col(&r, 7)?,
+                    interim: col(&r, 8)?,
                 });
             }
         }
@@ -649,7 +664,7 @@ impl Store for PgStore {
             )
             .await
             .map_err(pg("reading cursor"))?;
-        Ok(row.map_or(0, |r| r.get::<_, i64>(0).unsigned_abs()))
+        row.map_or(Ok(0), |r| col_u64(&r, 0))
     }
 
     async fn query(&self, f: CdrFilter) -> Result<Vec<Cdr>, StoreError> {
@@ -703,7 +718,7 @@ impl Store for PgStore {
         let client = self.client().await?;
         let rows = client.query(&sql, &refs).await.map_err(pg("querying"))?;
         rows.iter()
-            .map(|r| Cdr::decode(r.get::<_, &[u8]>(0)).map_err(StoreError::Decode))
+            .map(|r| Cdr::decode(col::<&[u8]>(r, 0)?).map_err(StoreError::Decode))
             .collect()
     }
 
@@ -766,19 +781,21 @@ impl Store for PgStore {
             )
             .await
             .map_err(pg("reading audit log"))?;
-        Ok(rows
-            .iter()
-            .filter_map(|r| {
-                Some(AuditEntry {
-                    time_ms: r.get::<_, i64>(0).unsigned_abs(),
-                    action: AuditAction::from_name(r.get(1))?,
-                    actor: r.get(2),
-                    subjects: r.get(3),
-                    reference: r.get(4),
-                    affected: r.get::<_, i64>(5).unsigned_abs(),
-                })
-            })
-            .collect())
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let Some(action) = AuditAction::from_name(col(r, 1)?) else {
+                continue;
+            };
+            out.push(AuditEntry {
+                time_ms: col_u64(r, 0)?,
+                action,
+                actor: col(r, 2)?,
+                subjects: col(r, 3)?,
+                reference: col(r, 4)?,
+                affected: col_u64(r, 5)?,
+            });
+        }
+        Ok(out)
     }
 
     async fn retain(
@@ -791,11 +808,11 @@ impl Store for PgStore {
 
     async fn retention_state(&self) -> Result<RetentionState, StoreError> {
         let client = self.client().await?;
-        let oldest: Option<i64> = client
+        let row = client
             .query_one("SELECT MIN(start_time_ms) FROM cdrs", &[])
             .await
-            .map_err(pg("reading oldest cdr"))?
-            .get(0);
+            .map_err(pg("reading oldest cdr"))?;
+        let oldest: Option<i64> = col(&row, 0)?;
         let last_run = client
             .query_opt(
                 "SELECT time_ms, cutoff_ms, deleted, folded FROM retention_runs
@@ -804,12 +821,15 @@ impl Store for PgStore {
             )
             .await
             .map_err(pg("reading retention runs"))?
-            .map(|r| RetentionRun {
-                time_ms: r.get::<_, i64>(0).unsigned_abs(),
-                cutoff_ms: r.get::<_, i64>(1).unsigned_abs(),
-                deleted: r.get::<_, i64>(2).unsigned_abs(),
-                folded: r.get::<_, i64>(3).unsigned_abs(),
-            });
+            .map(|r| -> Result<RetentionRun, StoreError> {
+                Ok(RetentionRun {
+                    time_ms: col_u64(&r, 0)?,
+                    cutoff_ms: col_u64(&r, 1)?,
+                    deleted: col_u64(&r, 2)?,
+                    folded: col_u64(&r, 3)?,
+                })
+            })
+            .transpose()?;
         Ok(RetentionState {
             oldest_start_time_ms: oldest.map(i64::unsigned_abs),
             last_run,
@@ -837,39 +857,37 @@ impl Store for PgStore {
             )
             .await
             .map_err(pg("reading aggregates"))?;
-        Ok(rows
-            .iter()
-            .map(|r| {
-                let u = |i: usize| r.get::<_, i64>(i).unsigned_abs();
-                let mut a = DailyAggregate::new(AggregateKey {
-                    day: u(0),
-                    agent_id: r.get(1),
-                    disposition: r.get(2),
-                    codec: r.get(3),
-                });
-                a.calls = u(4);
-                a.duration_ms = u(5);
-                a.billable_ms = u(6);
-                for (i, slot) in a
-                    .mos_hist
-                    .iter_mut()
-                    .chain(a.loss_hist.iter_mut())
-                    .enumerate()
-                {
-                    *slot = u(7 + i);
-                }
-                a
-            })
-            .collect())
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let mut a = DailyAggregate::new(AggregateKey {
+                day: col_u64(r, 0)?,
+                agent_id: col(r, 1)?,
+                disposition: col(r, 2)?,
+                codec: col(r, 3)?,
+            });
+            a.calls = col_u64(r, 4)?;
+            a.duration_ms = col_u64(r, 5)?;
+            a.billable_ms = col_u64(r, 6)?;
+            for (i, slot) in a
+                .mos_hist
+                .iter_mut()
+                .chain(a.loss_hist.iter_mut())
+                .enumerate()
+            {
+                *slot = col_u64(r, 7 + i)?;
+            }
+            out.push(a);
+        }
+        Ok(out)
     }
 
     async fn stats(&self) -> Result<StoreStats, StoreError> {
         let client = self.client().await?;
-        let cdrs: i64 = client
+        let row = client
             .query_one("SELECT COUNT(*) FROM cdrs", &[])
             .await
-            .map_err(pg("counting cdrs"))?
-            .get(0);
+            .map_err(pg("counting cdrs"))?;
+        let cdrs = col_u64(&row, 0)?;
         let agents = client
             .query(
                 "SELECT agent_id, highest_seq FROM ingest_cursor ORDER BY agent_id",
@@ -878,13 +896,15 @@ impl Store for PgStore {
             .await
             .map_err(pg("reading cursors"))?
             .iter()
-            .map(|r| AgentCursor {
-                agent_id: r.get(0),
-                highest_sequence: r.get::<_, i64>(1).unsigned_abs(),
+            .map(|r| {
+                Ok(AgentCursor {
+                    agent_id: col(r, 0)?,
+                    highest_sequence: col_u64(r, 1)?,
+                })
             })
-            .collect();
+            .collect::<Result<_, StoreError>>()?;
         Ok(StoreStats {
-            cdrs_stored: cdrs.unsigned_abs(),
+            cdrs_stored: cdrs,
             agents,
         })
     }

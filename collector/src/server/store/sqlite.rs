@@ -10,6 +10,8 @@
 //!
 //! Every party field (and the Call-ID and the start time) has its own index, so an erasure
 //! or a pseudonym query is a handful of index lookups whatever the table size.
+#![deny(clippy::indexing_slicing, clippy::panic)]
+
 use std::{
     fs::OpenOptions,
     os::unix::fs::OpenOptionsExt,
