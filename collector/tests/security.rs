@@ -380,3 +380,40 @@ both_backends!(
     tokens_and_roles_are_checked_on_every_call,
     mutual_tls_refuses_certificates_from_another_ca,
 );
+
+/// TLS to PostgreSQL (the scale-out path crosses a network): with the database's CA the
+/// collector connects over TLS (PostgreSQL itself reports the connections as SSL); with
+/// another CA it refuses to connect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn database_connections_use_tls_and_verify_the_server() {
+    let pki = Pki::new();
+    let cluster =
+        support::pg::PgCluster::start_tls(&pki.path("server.pem"), &pki.path("server.key"));
+    let ca = std::fs::read(pki.path("ca.pem")).unwrap();
+    let other = std::fs::read(pki.path("other-ca.pem")).unwrap();
+    let wrong = collector::server::store::open_with(&cluster.tcp_url(), Some(&other)).await;
+    assert!(
+        wrong.is_err(),
+        "a server certificate from another CA was accepted"
+    );
+    let s = collector::server::store::open_with(&cluster.tcp_url(), Some(&ca))
+        .await
+        .unwrap();
+    let o = s
+        .ingest("A", batch("A", vec![cdr("t1", "P-a")]).batch)
+        .await
+        .unwrap();
+    assert_eq!(o.stored, 1);
+    let direct = cluster.client().await;
+    let ssl: i64 = direct
+        .query_one(
+            "SELECT COUNT(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid)
+             WHERE s.ssl AND a.client_addr = '127.0.0.1'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(ssl >= 1, "no TLS connection from the collector");
+    drop(s);
+}

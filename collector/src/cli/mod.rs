@@ -112,6 +112,10 @@ pub struct ServerArgs {
     /// Storage URL: `sqlite://cdr.db` or `postgres://user@host/db` (libpq-style).
     #[arg(long, env = "COLLECTOR_DB", default_value = "sqlite://cdr.db")]
     pub db: String,
+    /// PEM CA of the PostgreSQL server's certificate: connections to the database use TLS
+    /// and verify it (put `sslmode=require` in the URL so plaintext is never used).
+    #[arg(long)]
+    pub db_ca: Option<std::path::PathBuf>,
     /// PEM certificate chain of the server (turns TLS on, with --tls-key).
     #[arg(long, requires = "tls_key")]
     pub tls_cert: Option<std::path::PathBuf>,

@@ -22,7 +22,11 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
             insecure: args.insecure,
         };
         // The store first: once the port accepts connections the schema is in place.
-        let store = crate::server::store::open(&args.db)
+        let db_ca = match &args.db_ca {
+            Some(p) => Some(std::fs::read(p).with_context(|| format!("reading {}", p.display()))?),
+            None => None,
+        };
+        let store = crate::server::store::open_with(&args.db, db_ca.as_deref())
             .await
             .context("opening the CDR store")?;
         let listener = crate::server::bind(&args.listen, exposure).await?;

@@ -19,6 +19,7 @@ pub struct PgCluster {
     dir: tempfile::TempDir,
     bin: PathBuf,
     as_postgres: bool,
+    port: u16,
 }
 
 fn is_root() -> bool {
@@ -27,8 +28,18 @@ fn is_root() -> bool {
 }
 
 impl PgCluster {
-    /// Creates and starts a cluster.
+    /// Creates and starts a cluster (unix socket only).
     pub fn start() -> PgCluster {
+        Self::start_with(None)
+    }
+
+    /// Creates and starts a cluster that also listens on 127.0.0.1 with TLS, using this
+    /// PEM certificate and key (see [`PgCluster::tcp_url`]).
+    pub fn start_tls(cert: &Path, key: &Path) -> PgCluster {
+        Self::start_with(Some((cert, key)))
+    }
+
+    fn start_with(tls: Option<(&Path, &Path)>) -> PgCluster {
         let bin =
             std::env::var_os("PG_BIN").map_or_else(|| PathBuf::from(DEFAULT_BIN), PathBuf::from);
         assert!(
@@ -54,10 +65,15 @@ impl PgCluster {
                 dir.path().display()
             );
         }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("free port");
         let cluster = PgCluster {
             dir,
             bin,
             as_postgres,
+            port,
         };
         let data = cluster.data_dir();
         cluster.run(
@@ -75,11 +91,43 @@ impl PgCluster {
         );
         // Unix socket only, in the test's own directory; durability is irrelevant here (the
         // tests kill the collector, never PostgreSQL).
-        let opts = format!(
-            "-c listen_addresses='' -c unix_socket_directories='{}' -c fsync=off \
+        let mut opts = format!(
+            "-c port={port} -c unix_socket_directories='{}' -c fsync=off \
              -c full_page_writes=off -c max_connections=200 -c shared_buffers=64MB",
             cluster.socket_dir().display()
         );
+        match tls {
+            None => opts.push_str(" -c listen_addresses=''"),
+            Some((cert, key)) => {
+                // PostgreSQL wants its key owned by itself and private.
+                let (c, k) = (
+                    cluster.dir.path().join("server.crt"),
+                    cluster.dir.path().join("server.key"),
+                );
+                std::fs::copy(cert, &c).expect("copy cert");
+                std::fs::copy(key, &k).expect("copy key");
+                {
+                    use std::os::unix::fs::PermissionsExt as _;
+                    std::fs::set_permissions(&k, std::fs::Permissions::from_mode(0o600))
+                        .expect("chmod key");
+                }
+                if as_postgres {
+                    let st = Command::new("chown")
+                        .arg("postgres:postgres")
+                        .arg(&c)
+                        .arg(&k)
+                        .status()
+                        .expect("chown");
+                    assert!(st.success());
+                }
+                opts.push_str(&format!(
+                    " -c listen_addresses='127.0.0.1' -c ssl=on -c ssl_cert_file='{}' \
+                     -c ssl_key_file='{}'",
+                    c.display(),
+                    k.display()
+                ));
+            }
+        }
         let log = cluster.dir.path().join("postgres.log");
         cluster.run(
             "pg_ctl",
@@ -135,10 +183,19 @@ impl PgCluster {
         out
     }
 
-    /// The URL of the cluster's `postgres` database, for the collector's `--db`.
+    /// The URL of the cluster's `postgres` database over its unix socket, for the
+    /// collector's `--db`.
     pub fn url(&self) -> String {
         let host = self.socket_dir().display().to_string().replace('/', "%2F");
-        format!("postgresql://postgres@{host}/postgres")
+        format!("postgresql://postgres@{host}:{}/postgres", self.port)
+    }
+
+    /// The URL over TCP with TLS required (clusters made by [`PgCluster::start_tls`]).
+    pub fn tcp_url(&self) -> String {
+        format!(
+            "postgresql://postgres@127.0.0.1:{}/postgres?sslmode=require",
+            self.port
+        )
     }
 
     /// A direct client, for checking rows independently of the code under test.

@@ -65,6 +65,9 @@ pub enum StoreError {
         #[source]
         source: tokio_postgres::Error,
     },
+    /// The TLS settings for the database are unusable.
+    #[error("database tls: {0}")]
+    Tls(String),
     /// No PostgreSQL connection could be had from the pool.
     #[error("postgresql connection pool failed: {0}")]
     Pool(String),
@@ -278,6 +281,12 @@ pub trait Store: Send + Sync + 'static {
 /// `postgres://...` / `postgresql://...` (any libpq-style URL tokio-postgres accepts; the
 /// schema is created or migrated).
 pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+    open_with(url, None).await
+}
+
+/// [`open`], with the PEM CA certificates that a PostgreSQL server's TLS certificate must
+/// chain to (turns TLS to the database on; ignored for SQLite).
+pub async fn open_with(url: &str, pg_tls_ca: Option<&[u8]>) -> Result<Arc<dyn Store>, StoreError> {
     let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
     let bad = |why| StoreError::Url {
         scheme: scheme.to_string(),
@@ -292,7 +301,9 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
                 .map_err(StoreError::Worker)??;
             Ok(Arc::new(store))
         }
-        "postgres" | "postgresql" => Ok(Arc::new(postgres::PgStore::connect(url).await?)),
+        "postgres" | "postgresql" => {
+            Ok(Arc::new(postgres::PgStore::connect(url, pg_tls_ca).await?))
+        }
         _ => Err(bad("expected sqlite://PATH or postgres://...")),
     }
 }

@@ -18,7 +18,9 @@
 //!   so only one collector runs it at a time.
 //!
 //! Connections come from a small `deadpool-postgres` pool; statements are plain SQL through
-//! `tokio-postgres` (no ORM). A committed transaction is durable (`synchronous_commit` is
+//! `tokio-postgres` (no ORM). Given a CA ([`PgStore::connect`]'s `tls_ca`), connections use
+//! TLS (rustls) and verify the database server against it; use `sslmode=require` in the
+//! URL so a server without TLS is refused rather than used in clear. A committed transaction is durable (`synchronous_commit` is
 //! PostgreSQL's default), so an acknowledgement follows only durable storage.
 use std::{collections::HashSet, str::FromStr as _, sync::Mutex};
 
@@ -179,20 +181,21 @@ impl std::fmt::Debug for PgStore {
 
 impl PgStore {
     /// Connects to `url` (a libpq-style URL or key=value string), checks the server
-    /// answers, and applies the missing migrations.
-    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+    /// answers, and applies the missing migrations. With `tls_ca` (PEM certificates),
+    /// connections are TLS and the server certificate must chain to one of them.
+    pub async fn connect(url: &str, tls_ca: Option<&[u8]>) -> Result<Self, StoreError> {
         let scheme = url.split_once("://").map_or("", |(s, _)| s).to_string();
         let config = tokio_postgres::Config::from_str(url).map_err(|_| StoreError::Url {
             scheme,
             why: "not a valid postgresql connection url",
         })?;
-        let manager = Manager::from_config(
-            config,
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
+        let mc = || ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        };
+        let manager = match tls_ca {
+            None => Manager::from_config(config, NoTls, mc()),
+            Some(pem) => Manager::from_config(config, tls_connector(pem)?, mc()),
+        };
         let pool = Pool::builder(manager)
             .max_size(POOL_SIZE)
             .build()
@@ -496,6 +499,30 @@ impl PgStore {
             folded,
         }))
     }
+}
+
+/// A rustls connector trusting the CA certificates in `pem`.
+fn tls_connector(pem: &[u8]) -> Result<tokio_postgres_rustls::MakeRustlsConnect, StoreError> {
+    use rustls::pki_types::{pem::PemObject as _, CertificateDer};
+    let bad = |why: &str| StoreError::Tls(why.to_string());
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(pem) {
+        let cert = cert.map_err(|_| bad("the database CA file is not PEM certificates"))?;
+        roots
+            .add(cert)
+            .map_err(|e| bad(&format!("unusable database CA certificate: {e}")))?;
+    }
+    if roots.is_empty() {
+        return Err(bad("the database CA file holds no certificate"));
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| bad(&e.to_string()))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
 }
 
 fn pool_error_text(e: deadpool_postgres::PoolError) -> String {
