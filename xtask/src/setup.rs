@@ -29,6 +29,10 @@ const PACKAGES: &[(&str, &str)] = &[
         "the independent analyser the tests compare against",
     ),
     ("tcpreplay", "replays captures onto a veth"),
+    (
+        "postgresql",
+        "the scale-out CDR store for the collector tests",
+    ),
 ];
 
 /// The bpf-linker version known to work with rustc-web's LLVM 22.

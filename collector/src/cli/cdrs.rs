@@ -1,5 +1,7 @@
 //! `collector cdrs`: queries stored CDRs over `collector.v1.Query` and prints them as a
-//! table, JSON lines (proto field names) or CSV (RFC 4180).
+//! table, JSON lines (proto field names) or CSV (RFC 4180). Filters: time range, subject
+//! (a number is hashed here under every key, see [`super::connect::SubjectArgs`]),
+//! disposition, agent, minimum loss, maximum MOS.
 use std::{
     io::{self, Write},
     time::{SystemTime, UNIX_EPOCH},
@@ -27,14 +29,14 @@ pub fn run(args: CdrsArgs) -> anyhow::Result<()> {
     let now_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
-    let query = build_query(&args, now_ms)?;
+    let pseudonyms = args.subject.pseudonyms(&mut io::stdin().lock())?;
+    let query = build_query(&args, pseudonyms, now_ms)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let cdrs = rt.block_on(async {
-        let mut client = QueryClient::connect(args.server.clone())
-            .await
-            .with_context(|| format!("connecting to {}", args.server))?;
+        let mut client = QueryClient::new(args.conn.connect().await?)
+            .max_decoding_message_size(crate::server::MAX_MESSAGE_BYTES);
         let mut stream = client
             .list_cdrs(query)
             .await
@@ -55,23 +57,45 @@ pub fn run(args: CdrsArgs) -> anyhow::Result<()> {
     }
 }
 
-/// Turns the flags into a query.
-pub fn build_query(args: &CdrsArgs, now_ms: u64) -> anyhow::Result<CdrQuery> {
-    let start_from_ms = match &args.since {
-        Some(s) => now_ms.saturating_sub(parse_duration_ms(s)?),
-        None => 0,
+/// Turns the flags into a query (the subject already turned into `pseudonyms`).
+pub fn build_query(
+    args: &CdrsArgs,
+    pseudonyms: Vec<String>,
+    now_ms: u64,
+) -> anyhow::Result<CdrQuery> {
+    let time = |v: &Option<String>| -> anyhow::Result<u64> {
+        v.as_deref().map_or(Ok(0), |s| parse_time_ms(s, now_ms))
     };
+    let (start_from_ms, start_to_ms) = (time(&args.since)?, time(&args.until)?);
+    if start_to_ms != 0 && start_to_ms <= start_from_ms {
+        bail!("--until must be later than --since");
+    }
     let disposition = match &args.disposition {
         Some(d) => parse_disposition(d)? as i32,
         None => 0,
     };
     Ok(CdrQuery {
         start_from_ms,
-        pseudonym: args.pseudonym.clone().unwrap_or_default(),
+        start_to_ms,
+        pseudonyms,
         disposition,
+        agent_id: args.agent.clone().unwrap_or_default(),
+        min_loss_pct: args.min_loss,
+        max_mos: args.max_mos,
         limit: args.limit,
         ..Default::default()
     })
+}
+
+/// A point in time: an RFC 3339 time, or a duration (`1h`) before `now_ms`.
+pub fn parse_time_ms(s: &str, now_ms: u64) -> anyhow::Result<u64> {
+    if s.starts_with(|c: char| c.is_ascii_digit()) && s.contains('-') {
+        let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+            .with_context(|| format!("{s:?} is not an RFC 3339 time"))?;
+        let ms = t.unix_timestamp_nanos() / 1_000_000;
+        return u64::try_from(ms).with_context(|| format!("{s:?} is before 1970"));
+    }
+    Ok(now_ms.saturating_sub(parse_duration_ms(s)?))
 }
 
 /// `90s`, `30m`, `1h`, `7d`, `2w` → milliseconds.
@@ -248,7 +272,12 @@ pub fn print<W: Write>(w: &mut W, cdrs: &[Cdr], format: OutputFormat) -> io::Res
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::indexing_slicing, reason = "tests")]
+#[allow(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    reason = "tests"
+)]
 mod tests {
     use collector_proto::v1::{MediaLeg, Party};
 
@@ -295,21 +324,47 @@ mod tests {
         assert_eq!(format_time(0), "-");
     }
 
+    fn args() -> CdrsArgs {
+        use clap::Parser as _;
+        let cli = crate::cli::Cli::try_parse_from([
+            "collector",
+            "cdrs",
+            "--since",
+            "1h",
+            "--until",
+            "2001-09-09T01:46:40Z",
+            "--disposition",
+            "busy",
+            "--agent",
+            "sbc1",
+            "--min-loss",
+            "2.5",
+            "--max-mos",
+            "3.6",
+            "--limit",
+            "5",
+        ])
+        .unwrap();
+        match cli.command {
+            crate::cli::Command::Cdrs(a) => a,
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
-    fn since_is_relative_to_now() {
-        let args = CdrsArgs {
-            server: String::new(),
-            since: Some("1h".into()),
-            pseudonym: Some("P-x".into()),
-            disposition: Some("busy".into()),
-            limit: 5,
-            output: OutputFormat::Table,
-        };
-        let q = build_query(&args, 10_000_000).unwrap();
-        assert_eq!(q.start_from_ms, 10_000_000 - 3_600_000);
-        assert_eq!(q.pseudonym, "P-x");
+    fn flags_become_the_query() {
+        // 2001-09-09T01:46:40Z is Unix time 1_000_000_000 (`date -u -d @1000000000`).
+        let q = build_query(&args(), vec!["P-x".into(), "P-y".into()], 999_000_000_000).unwrap();
+        assert_eq!(q.start_from_ms, 999_000_000_000 - 3_600_000);
+        assert_eq!(q.start_to_ms, 1_000_000_000_000);
+        assert_eq!(q.pseudonyms, ["P-x", "P-y"]);
         assert_eq!(q.disposition, Disposition::Busy as i32);
+        assert_eq!(q.agent_id, "sbc1");
+        assert_eq!((q.min_loss_pct, q.max_mos), (Some(2.5), Some(3.6)));
         assert_eq!(q.limit, 5);
+        // --until before --since is refused.
+        assert!(build_query(&args(), vec![], 2_000_000_000_000).is_err());
+        assert!(parse_time_ms("2001-13-01T00:00:00Z", 0).is_err());
     }
 
     fn sample() -> Cdr {

@@ -15,6 +15,12 @@ pub mod top;
 
 pub use flows::FlowsArgs;
 pub use top::TopArgs;
+pub mod connect;
+pub mod erase;
+pub mod ship_spool;
+pub mod token;
+
+pub use connect::{ConnectArgs, SubjectArgs};
 
 /// eBPF-based VoIP metadata collector: follows SIP calls and RTP media quality on an SBC or
 /// PBX host, pseudonymizes every identifier on the host and streams Call Detail Records to a
@@ -48,6 +54,11 @@ pub enum Command {
     Cdrs(CdrsArgs),
     /// Erase every CDR of one subject (GDPR Art. 17) under every key in the retention window.
     Erase(EraseArgs),
+    /// Issue a bearer token for the collector (or create its signing secret).
+    Token(TokenArgs),
+    /// Ship a spool directory to a collector (test and recovery tool).
+    #[command(hide = true)]
+    ShipSpool(ShipSpoolArgs),
     /// Generate a pseudonymization key file (mode 0600).
     Keygen(KeygenArgs),
     /// Print the pseudonym(s) a phone number or URI has under the configured keys.
@@ -105,12 +116,41 @@ pub struct ServerArgs {
     /// Address to listen on for gRPC.
     #[arg(long, default_value = "127.0.0.1:50051")]
     pub listen: String,
-    /// Storage URL: `sqlite://cdr.db` or `postgres://...`.
-    #[arg(long, default_value = "sqlite://cdr.db")]
+    /// Storage URL: `sqlite://cdr.db` or `postgres://user@host/db` (libpq-style).
+    #[arg(long, env = "COLLECTOR_DB", default_value = "sqlite://cdr.db")]
     pub db: String,
-    /// Allow plaintext gRPC on a non-loopback address (TLS is not built yet; without this
-    /// flag only 127.0.0.1/::1 are accepted, so CDRs never cross a network in clear by
-    /// accident).
+    /// PEM CA of the PostgreSQL server's certificate: connections to the database use TLS
+    /// and verify it (put `sslmode=require` in the URL so plaintext is never used).
+    #[arg(long)]
+    pub db_ca: Option<std::path::PathBuf>,
+    /// PEM certificate chain of the server (turns TLS on, with --tls-key).
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// PEM private key of the server.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
+    /// PEM CA of agent certificates: turns on mutual TLS (clients must present a
+    /// certificate signed by it).
+    #[arg(long, requires = "tls_cert")]
+    pub client_ca: Option<std::path::PathBuf>,
+    /// With --client-ca, also accept clients without a certificate (operators' CLIs);
+    /// a certificate that is presented must still chain to the CA.
+    #[arg(long, requires = "client_ca")]
+    pub client_auth_optional: bool,
+    /// Token signing secret file (create one with `collector token --init --secret FILE`):
+    /// every call then needs a bearer token of the right role.
+    #[arg(long)]
+    pub token_secret: Option<std::path::PathBuf>,
+    /// Delete CDRs older than this many days, after folding them into daily aggregates
+    /// (0 = keep until erased).
+    #[arg(long, default_value_t = crate::server::retention::DEFAULT_DAYS)]
+    pub retention_days: u32,
+    /// Time between retention runs (e.g. `1h`, `15m`).
+    #[arg(long, default_value = "1h")]
+    pub retention_interval: String,
+    /// Allow a listener without TLS or without tokens on a non-loopback address (without
+    /// this flag such a listener is refused, so CDRs never cross a network in clear or
+    /// unauthenticated by accident).
     #[arg(long)]
     pub insecure: bool,
     /// Serve Prometheus metrics at http://ADDR/metrics.
@@ -128,19 +168,32 @@ pub struct ServerArgs {
 /// `collector cdrs`.
 #[derive(Debug, Args)]
 pub struct CdrsArgs {
-    /// Server to query.
-    #[arg(long, default_value = "http://127.0.0.1:50051")]
-    pub server: String,
-    /// Only CDRs that started within this long ago (e.g. `1h`, `30m`, `7d`).
+    /// Collector connection.
+    #[command(flatten)]
+    pub conn: ConnectArgs,
+    /// Only CDRs that started at or after this: a duration ago (`1h`, `30m`, `7d`) or an
+    /// RFC 3339 time (`2025-01-31T09:00:00Z`).
     #[arg(long)]
     pub since: Option<String>,
-    /// Only CDRs where this pseudonym is the caller or callee (user, domain or display).
+    /// Only CDRs that started before this (same forms as --since).
     #[arg(long)]
-    pub pseudonym: Option<String>,
+    pub until: Option<String>,
+    /// Only CDRs of this subject (number hashed here, or pseudonyms).
+    #[command(flatten)]
+    pub subject: SubjectArgs,
     /// Only CDRs with this disposition: answered, busy, no-answer, cancelled, failed,
     /// rejected.
     #[arg(long)]
     pub disposition: Option<String>,
+    /// Only CDRs from this agent.
+    #[arg(long)]
+    pub agent: Option<String>,
+    /// Only CDRs with a media leg that lost at least this many percent.
+    #[arg(long)]
+    pub min_loss: Option<f64>,
+    /// Only CDRs with a media leg whose MOS is at most this.
+    #[arg(long)]
+    pub max_mos: Option<f64>,
     /// Most CDRs to print (0 = the server's default).
     #[arg(long, default_value_t = 0)]
     pub limit: u32,
@@ -152,15 +205,61 @@ pub struct CdrsArgs {
 /// `collector erase`.
 #[derive(Debug, Args)]
 pub struct EraseArgs {
-    /// Server to send the request to.
-    #[arg(long, default_value = "http://127.0.0.1:50051")]
-    pub server: String,
-    /// Phone number of the subject (hashed before it is sent).
-    #[arg(long, conflicts_with = "pseudonym")]
-    pub number: Option<String>,
-    /// Pseudonym of the subject.
+    /// Collector connection (needs an `admin` token).
+    #[command(flatten)]
+    pub conn: ConnectArgs,
+    /// The subject: a number (hashed here under every key of the key file, never sent) or
+    /// its pseudonyms.
+    #[command(flatten)]
+    pub subject: SubjectArgs,
+    /// Reference for the audit log (e.g. the request's ticket number; no identifiers).
+    #[arg(long, default_value = "")]
+    pub reference: String,
+}
+
+/// `collector token`.
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    /// The server's token signing secret file.
     #[arg(long)]
-    pub pseudonym: Option<String>,
+    pub secret: std::path::PathBuf,
+    /// Create the secret file (mode 0600; refuses to overwrite) instead of issuing a token.
+    #[arg(long, conflicts_with_all = ["role", "ttl", "subject"])]
+    pub init: bool,
+    /// What the token allows: ingest (agents), read (queries), admin (queries, erasure).
+    #[arg(long, required_unless_present = "init")]
+    pub role: Option<String>,
+    /// Lifetime (e.g. `12h`, `30d`).
+    #[arg(long, default_value = "30d")]
+    pub ttl: String,
+    /// Who holds the token (agent id or operator), written to the audit log; default the
+    /// role name.
+    #[arg(long)]
+    pub subject: Option<String>,
+}
+
+/// `collector ship-spool` (hidden): ships a spool directory, optionally appending generated
+/// CDRs at a steady rate first, as an agent would.
+#[derive(Debug, Args)]
+pub struct ShipSpoolArgs {
+    /// The spool directory.
+    #[arg(long)]
+    pub spool: std::path::PathBuf,
+    /// Collector connection (needs an `ingest` token).
+    #[command(flatten)]
+    pub conn: ConnectArgs,
+    /// Agent id to ship as.
+    #[arg(long, default_value = "ship-spool")]
+    pub agent_id: String,
+    /// Append generated CDRs until the spool's last sequence reaches this (0 = none).
+    #[arg(long, default_value_t = 0)]
+    pub produce: u64,
+    /// Milliseconds between generated CDRs.
+    #[arg(long, default_value_t = 5)]
+    pub every_ms: u64,
+    /// Exit once production is done and everything is acknowledged.
+    #[arg(long)]
+    pub until_acked: bool,
 }
 
 /// `collector keygen`.
@@ -202,7 +301,9 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Flows(a) => flows::run(a),
         Command::Top(a) => top::run(a),
         Command::Cdrs(a) => cdrs::run(a),
-        Command::Erase(_) => not_built("erase", "erasure requests"),
+        Command::Erase(a) => erase::run(a),
+        Command::Token(a) => token::run(&a),
+        Command::ShipSpool(a) => ship_spool::run(a),
         Command::Keygen(a) => keygen::run(&a),
         Command::Pseudonym(a) => pseudonym::run(&a),
         Command::Inventory(a) => inventory::run(&a),

@@ -1,28 +1,44 @@
 //! `collector server`: runs the central collector (see [`crate::server`]) until SIGINT or
 //! SIGTERM, with the live-flow relay and, with `--metrics-listen`, Prometheus metrics.
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 
-use super::ServerArgs;
+use super::{cdrs::parse_duration_ms, ServerArgs};
 use crate::{
     metrics::Metrics,
     privacy::{PrivacyConfig, Pseudonymizer},
     server::{
         metered::MeteredStore,
+        retention::RetentionPolicy,
+        tls::TlsFiles,
+        token::TokenSecret,
         watch::{relay, RelayOptions},
+        Exposure, ServeOptions,
     },
     watch::HubConfig,
 };
 
 /// Runs the verb.
 pub fn run(args: ServerArgs) -> anyhow::Result<()> {
+    let opts = options(&args)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     rt.block_on(async {
-        let listener = crate::server::bind(&args.listen, args.insecure).await?;
-        let store = crate::server::store::open(&args.db).context("opening the CDR store")?;
+        let exposure = Exposure {
+            tls: opts.tls.is_some(),
+            auth: opts.token_secret.is_some(),
+            insecure: args.insecure,
+        };
+        // The store first: once the port accepts connections the schema is in place.
+        let db_ca = match &args.db_ca {
+            Some(p) => Some(std::fs::read(p).with_context(|| format!("reading {}", p.display()))?),
+            None => None,
+        };
+        let store = crate::server::store::open_with(&args.db, db_ca.as_deref())
+            .await
+            .context("opening the CDR store")?;
         let pseudonymizer = match &args.privacy_config {
             Some(path) => {
                 let config = PrivacyConfig::load_agent_config(path)
@@ -54,10 +70,50 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
                 shutdown_signal(),
             ));
         }
-        tracing::info!(addr = %listener.local_addr()?, "collector listening");
-        crate::server::serve_with_relay(listener, store, relay, shutdown_signal()).await?;
+        let listener = crate::server::bind(&args.listen, exposure).await?;
+        if !exposure.auth {
+            tracing::warn!("no --token-secret: every call is accepted without a token");
+        }
+        tracing::info!(
+            addr = %listener.local_addr()?,
+            tls = exposure.tls,
+            auth = exposure.auth,
+            retention_days = opts.retention.days,
+            "collector listening"
+        );
+        crate::server::serve_with_relay(listener, store, opts, relay, shutdown_signal()).await?;
         tracing::info!("collector stopped");
         Ok(())
+    })
+}
+
+/// The serving options the flags ask for.
+pub fn options(args: &ServerArgs) -> anyhow::Result<ServeOptions> {
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(
+            TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: args.client_ca.clone(),
+                client_auth_optional: args.client_auth_optional,
+            }
+            .load()?,
+        ),
+        _ => None,
+    };
+    let token_secret = args
+        .token_secret
+        .as_deref()
+        .map(TokenSecret::load)
+        .transpose()?;
+    let interval = Duration::from_millis(parse_duration_ms(&args.retention_interval)?);
+    Ok(ServeOptions {
+        token_secret,
+        tls,
+        retention: RetentionPolicy {
+            days: args.retention_days,
+            interval,
+        },
     })
 }
 

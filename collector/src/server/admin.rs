@@ -1,5 +1,6 @@
-//! `collector.v1.Admin`: erasure of a subject's CDRs (GDPR Art. 17) with an audit entry,
-//! and storage statistics. Retention status comes with the retention job (not built yet).
+//! `collector.v1.Admin`: erasure of a subject's CDRs (GDPR Art. 17) with an audit entry
+//! naming the pseudonyms and the caller, the retention job's status, and storage
+//! statistics.
 use std::{
     sync::Arc,
     time::{SystemTime, UNIX_EPOCH},
@@ -11,7 +12,11 @@ use collector_proto::v1::{
 };
 use tonic::{Request, Response, Status};
 
-use super::{store::Store, ServerError};
+use super::{
+    auth::Caller,
+    store::{Erasure, Store},
+    ServerError,
+};
 
 /// Most pseudonyms one erase request may name (one per key in the retention window).
 pub const MAX_ERASE_PSEUDONYMS: usize = 1_000;
@@ -21,12 +26,16 @@ const MAX_LEN: usize = 256;
 /// The Admin service.
 pub struct AdminService {
     store: Arc<dyn Store>,
+    retention_days: u32,
 }
 
 impl AdminService {
-    /// Serves administration of `store`.
-    pub fn new(store: Arc<dyn Store>) -> Self {
-        Self { store }
+    /// Serves administration of `store`, whose retention job keeps `retention_days`.
+    pub fn new(store: Arc<dyn Store>, retention_days: u32) -> Self {
+        Self {
+            store,
+            retention_days,
+        }
     }
 }
 
@@ -65,12 +74,18 @@ impl Admin for AdminService {
         &self,
         request: Request<EraseRequest>,
     ) -> Result<Response<EraseResponse>, Status> {
+        let caller = Caller::of(&request);
         let req = request.into_inner();
         validate(&req)?;
         let count = req.pseudonyms.len();
         let deleted = self
             .store
-            .erase(req.pseudonyms, req.reference, now_ms())
+            .erase(Erasure {
+                pseudonyms: req.pseudonyms,
+                reference: req.reference,
+                actor: caller.subject,
+                now_ms: now_ms(),
+            })
             .await
             .map_err(ServerError::from)?;
         tracing::info!(subjects = count, deleted, "erasure request executed");
@@ -81,7 +96,18 @@ impl Admin for AdminService {
         &self,
         _request: Request<RetentionStatusRequest>,
     ) -> Result<Response<RetentionStatusResponse>, Status> {
-        Err(ServerError::Unimplemented("Admin.RetentionStatus").into())
+        let state = self
+            .store
+            .retention_state()
+            .await
+            .map_err(ServerError::from)?;
+        let last = state.last_run;
+        Ok(Response::new(RetentionStatusResponse {
+            retention_days: self.retention_days,
+            oldest_start_time_ms: state.oldest_start_time_ms.unwrap_or(0),
+            last_run_ms: last.map_or(0, |r| r.time_ms),
+            last_run_deleted: last.map_or(0, |r| r.deleted),
+        }))
     }
 
     async fn stats(

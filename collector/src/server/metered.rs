@@ -8,7 +8,10 @@ use std::{
 
 use collector_proto::v1::{Cdr, CdrRecord};
 
-use super::store::{CdrFilter, IngestOutcome, Store, StoreError, StoreStats};
+use super::store::{
+    AuditEntry, CdrFilter, DailyAggregate, Erasure, IngestOutcome, RetentionRun, RetentionState,
+    Store, StoreError, StoreStats,
+};
 use crate::metrics::{Metrics, StorageOp};
 
 /// `inner`, measured.
@@ -57,16 +60,39 @@ impl Store for MeteredStore {
         out
     }
 
-    async fn erase(
-        &self,
-        pseudonyms: Vec<String>,
-        reference: String,
-        now_ms: u64,
-    ) -> Result<u64, StoreError> {
+    async fn erase(&self, erasure: Erasure) -> Result<u64, StoreError> {
         let start = Instant::now();
-        let out = self.inner.erase(pseudonyms, reference, now_ms).await;
+        let out = self.inner.erase(erasure).await;
         self.took(StorageOp::Erase, start);
         out
+    }
+
+    async fn audit(&self, entry: AuditEntry) -> Result<(), StoreError> {
+        self.inner.audit(entry).await
+    }
+
+    async fn audit_log(&self, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
+        self.inner.audit_log(limit).await
+    }
+
+    async fn retain(
+        &self,
+        cutoff_ms: u64,
+        now_ms: u64,
+    ) -> Result<Option<RetentionRun>, StoreError> {
+        self.inner.retain(cutoff_ms, now_ms).await
+    }
+
+    async fn retention_state(&self) -> Result<RetentionState, StoreError> {
+        self.inner.retention_state().await
+    }
+
+    async fn aggregates(
+        &self,
+        from_day: u64,
+        to_day: u64,
+    ) -> Result<Vec<DailyAggregate>, StoreError> {
+        self.inner.aggregates(from_day, to_day).await
     }
 
     async fn stats(&self) -> Result<StoreStats, StoreError> {

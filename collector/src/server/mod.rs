@@ -1,25 +1,31 @@
 //! The central collector: gRPC `Ingest` (exactly-once storage keyed on agent id and
-//! sequence), `Query`, `Admin` (erasure with audit), the standard `grpc.health.v1` health
-//! service, and `Watch` (the relay of every agent's live flows, [`watch`]), over a
-//! [`store::Store`].
+//! sequence), `Query` (audited reads), `Admin` (erasure with audit, retention status,
+//! statistics), the standard `grpc.health.v1` health service, and `Watch` (the relay of every
+//! agent's live flows, [`watch`]), over a [`store::Store`], with the [`retention`] job
+//! running beside them.
 //!
-//! Transport security: TLS is not built yet, so [`check_listen`] refuses a plaintext
-//! listener on anything but a loopback address unless the operator explicitly passes
-//! `--insecure`: CDRs (even pseudonymized) and the erase API must not cross a network
-//! unencrypted and unauthenticated by accident.
+//! Transport security: TLS ([`tls`], rustls) on the listener, optionally mutual; bearer
+//! tokens with roles checked on every call ([`auth`], [`token`]). [`check_listen`] refuses
+//! to expose a listener without TLS or without tokens on anything but a loopback address
+//! unless the operator explicitly passes `--insecure`: CDRs (even pseudonymized) and the
+//! erase API must not cross a network unencrypted or unauthenticated by accident.
 
 pub mod admin;
+pub mod auth;
 pub mod ingest;
 pub mod metered;
 pub mod query;
+pub mod retention;
 pub mod status;
 pub mod store;
+pub mod tls;
+pub mod token;
 pub mod watch;
 
 #[cfg(test)]
 pub(crate) mod tests;
 
-use std::{future::Future, net::SocketAddr, sync::Arc};
+use std::{future::Future, net::SocketAddr, path::PathBuf, sync::Arc};
 
 use collector_proto::v1::{
     admin_server::AdminServer, ingest_server::IngestServer, query_server::QueryServer,
@@ -49,13 +55,31 @@ pub enum ServerError {
     /// A plaintext listener on a non-loopback address without `--insecure`.
     #[error(
         "refusing to listen on {addr} without TLS: plaintext gRPC would carry CDRs and the \
-         erase API over the network unencrypted and unauthenticated (TLS is not built yet); \
-         listen on a loopback address (127.0.0.1 or ::1), or pass --insecure on a network \
-         you trust"
+         erase API over the network unencrypted; give --tls-cert and --tls-key, listen on a \
+         loopback address (127.0.0.1 or ::1), or pass --insecure on a network you trust"
     )]
     PlaintextNonLoopback {
         /// The refused address.
         addr: SocketAddr,
+    },
+    /// A listener without token authentication on a non-loopback address.
+    #[error(
+        "refusing to listen on {addr} without bearer tokens: anyone reaching it could read \
+         and erase CDRs; give --token-secret, listen on a loopback address, or pass \
+         --insecure on a network you trust"
+    )]
+    UnauthenticatedNonLoopback {
+        /// The refused address.
+        addr: SocketAddr,
+    },
+    /// A TLS file could not be read.
+    #[error("reading TLS file {path}")]
+    TlsFile {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
     },
     /// The listen address could not be bound.
     #[error("binding {addr} failed")]
@@ -71,18 +95,33 @@ pub enum ServerError {
     Transport(#[from] tonic::transport::Error),
 }
 
-/// Refuses a plaintext listener on a non-loopback address unless `insecure` (see the
-/// module docs for why).
-pub fn check_listen(addr: SocketAddr, insecure: bool) -> Result<(), ServerError> {
-    if addr.ip().is_loopback() || insecure {
+/// How a listener is protected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Exposure {
+    /// TLS is on.
+    pub tls: bool,
+    /// Bearer tokens are checked.
+    pub auth: bool,
+    /// The operator accepts the risk of a missing protection (`--insecure`).
+    pub insecure: bool,
+}
+
+/// Refuses a listener without TLS or without tokens on a non-loopback address unless
+/// `insecure` (see the module docs for why).
+pub fn check_listen(addr: SocketAddr, exposure: Exposure) -> Result<(), ServerError> {
+    if addr.ip().is_loopback() || exposure.insecure {
         Ok(())
-    } else {
+    } else if !exposure.tls {
         Err(ServerError::PlaintextNonLoopback { addr })
+    } else if !exposure.auth {
+        Err(ServerError::UnauthenticatedNonLoopback { addr })
+    } else {
+        Ok(())
     }
 }
 
 /// Binds `addr` after [`check_listen`].
-pub async fn bind(addr: &str, insecure: bool) -> Result<TcpListener, ServerError> {
+pub async fn bind(addr: &str, exposure: Exposure) -> Result<TcpListener, ServerError> {
     let bind_err = |source| ServerError::Bind {
         addr: addr.to_string(),
         source,
@@ -98,33 +137,45 @@ pub async fn bind(addr: &str, insecure: bool) -> Result<TcpListener, ServerError
         )));
     }
     for a in &resolved {
-        check_listen(*a, insecure)?;
+        check_listen(*a, exposure)?;
     }
     TcpListener::bind(resolved.as_slice())
         .await
         .map_err(bind_err)
 }
 
+/// How the collector serves.
+#[derive(Debug, Clone, Default)]
+pub struct ServeOptions {
+    /// Token signing secret; `None` turns authentication off (every call is anonymous).
+    pub token_secret: Option<token::TokenSecret>,
+    /// TLS configuration; `None` serves plaintext.
+    pub tls: Option<tonic::transport::ServerTlsConfig>,
+    /// Retention policy of the job run beside the services.
+    pub retention: retention::RetentionPolicy,
+}
+
 /// Serves every collector service on `listener` until `shutdown` completes, with a relay
-/// of default sizes and no number filters.
+/// of default sizes and no number filters, and runs the retention job meanwhile.
 pub async fn serve<F>(
     listener: TcpListener,
     store: Arc<dyn Store>,
+    opts: ServeOptions,
     shutdown: F,
 ) -> Result<(), ServerError>
 where
     F: Future<Output = ()> + Send,
 {
     let relay = watch::relay(watch::RelayOptions::default());
-    serve_with_relay(listener, store, relay, shutdown).await
+    serve_with_relay(listener, store, opts, relay, shutdown).await
 }
 
-/// Serves every collector service on `listener` until `shutdown` completes, with `relay`
-/// as the Watch service; at shutdown the relay hub is closed so open `--follow` streams
-/// and agents' `Publish` streams end.
+/// [`serve`] with the given live-flow relay (its hub is closed at shutdown, which ends
+/// every following Watch stream).
 pub async fn serve_with_relay<F>(
     listener: TcpListener,
     store: Arc<dyn Store>,
+    opts: ServeOptions,
     relay: crate::watch::WatchService,
     shutdown: F,
 ) -> Result<(), ServerError>
@@ -149,14 +200,34 @@ where
     let ingest = IngestServer::new(ingest::IngestService::new(Arc::clone(&store)))
         .max_decoding_message_size(MAX_MESSAGE_BYTES);
     let query = QueryServer::new(query::QueryService::new(Arc::clone(&store)));
-    let admin = AdminServer::new(admin::AdminService::new(store));
-    Server::builder()
+    let admin = AdminServer::new(admin::AdminService::new(
+        Arc::clone(&store),
+        opts.retention.days,
+    ));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let job = tokio::spawn(retention::run_job(
+        Arc::clone(&store),
+        opts.retention,
+        async move {
+            let mut rx = stop_rx;
+            let _ = rx.wait_for(|stop| *stop).await;
+        },
+    ));
+    let mut builder = Server::builder();
+    if let Some(tls) = opts.tls {
+        builder = builder.tls_config(tls)?;
+    }
+    let result = builder
+        .layer(auth::AuthLayer::new(opts.token_secret))
         .add_service(health_service)
         .add_service(ingest)
         .add_service(query)
         .add_service(admin)
         .add_service(WatchServer::new(relay))
         .serve_with_incoming_shutdown(TcpIncoming::from(listener), shutdown)
-        .await?;
+        .await;
+    let _ = stop_tx.send(true);
+    let _ = job.await;
+    result?;
     Ok(())
 }

@@ -1,5 +1,7 @@
 //! `collector.v1.Query`: validates a `CdrQuery` into a [`CdrFilter`] before any work is
-//! spawned, then streams the matching CDRs newest first.
+//! spawned, then streams the matching CDRs newest first. Every read is written to the
+//! audit log (who, which pseudonyms, which other filters, how many CDRs) before the
+//! answer is sent: a read that cannot be audited is refused.
 use std::{pin::Pin, sync::Arc};
 
 use collector_proto::v1::{query_server::Query, Cdr, CdrQuery, Disposition};
@@ -7,12 +9,16 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use super::{
-    store::{CdrFilter, Store, DEFAULT_QUERY_LIMIT, MAX_QUERY_LIMIT},
+    auth::Caller,
+    retention::now_ms,
+    store::{AuditAction, AuditEntry, CdrFilter, Store, DEFAULT_QUERY_LIMIT, MAX_QUERY_LIMIT},
     ServerError,
 };
 
 /// Longest pseudonym or agent id accepted in a filter, in bytes.
 const MAX_FILTER_LEN: usize = 256;
+/// Most pseudonyms one query may name.
+pub const MAX_QUERY_PSEUDONYMS: usize = 1_000;
 
 /// The Query service.
 pub struct QueryService {
@@ -62,10 +68,23 @@ pub fn validate(q: CdrQuery) -> Result<CdrFilter, ServerError> {
             "max_mos {v} is outside 1..=5"
         )));
     }
+    if q.pseudonyms.len() > MAX_QUERY_PSEUDONYMS {
+        return Err(ServerError::Invalid(format!(
+            "at most {MAX_QUERY_PSEUDONYMS} pseudonyms per query"
+        )));
+    }
+    let mut pseudonyms = Vec::with_capacity(q.pseudonyms.len() + 1);
+    for p in q.pseudonyms.into_iter().chain(std::iter::once(q.pseudonym)) {
+        if let Some(p) = text_filter(p, "pseudonym")? {
+            if !pseudonyms.contains(&p) {
+                pseudonyms.push(p);
+            }
+        }
+    }
     Ok(CdrFilter {
         start_from_ms: (q.start_from_ms != 0).then_some(q.start_from_ms),
         start_to_ms: (q.start_to_ms != 0).then_some(q.start_to_ms),
-        pseudonym: text_filter(q.pseudonym, "pseudonym")?,
+        pseudonyms,
         disposition,
         agent_id: text_filter(q.agent_id, "agent_id")?,
         min_loss_pct: q.min_loss_pct,
@@ -77,6 +96,34 @@ pub fn validate(q: CdrQuery) -> Result<CdrFilter, ServerError> {
     })
 }
 
+/// The non-pseudonym filters of a query as a JSON object, for the audit log.
+pub fn describe(f: &CdrFilter) -> String {
+    let mut m = serde_json::Map::new();
+    let mut put = |k: &str, v: serde_json::Value| {
+        m.insert(k.to_string(), v);
+    };
+    if let Some(v) = f.start_from_ms {
+        put("start_from_ms", v.into());
+    }
+    if let Some(v) = f.start_to_ms {
+        put("start_to_ms", v.into());
+    }
+    if let Some(d) = f.disposition {
+        put("disposition", d.as_str_name().into());
+    }
+    if let Some(a) = &f.agent_id {
+        put("agent_id", a.clone().into());
+    }
+    if let Some(v) = f.min_loss_pct {
+        put("min_loss_pct", v.into());
+    }
+    if let Some(v) = f.max_mos {
+        put("max_mos", v.into());
+    }
+    put("limit", f.limit.into());
+    serde_json::Value::Object(m).to_string()
+}
+
 #[tonic::async_trait]
 impl Query for QueryService {
     type ListCdrsStream = Pin<Box<dyn Stream<Item = Result<Cdr, Status>> + Send + 'static>>;
@@ -85,8 +132,22 @@ impl Query for QueryService {
         &self,
         request: Request<CdrQuery>,
     ) -> Result<Response<Self::ListCdrsStream>, Status> {
+        let caller = Caller::of(&request);
         let filter = validate(request.into_inner())?;
+        let subjects = filter.pseudonyms.clone();
+        let reference = describe(&filter);
         let cdrs = self.store.query(filter).await.map_err(ServerError::from)?;
+        self.store
+            .audit(AuditEntry {
+                time_ms: now_ms(),
+                action: AuditAction::Query,
+                actor: caller.subject,
+                subjects,
+                reference,
+                affected: cdrs.len() as u64,
+            })
+            .await
+            .map_err(ServerError::from)?;
         Ok(Response::new(Box::pin(tokio_stream::iter(
             cdrs.into_iter().map(Ok),
         ))))

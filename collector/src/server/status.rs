@@ -20,6 +20,8 @@ impl From<ServerError> for Status {
                 Status::new(Code::Unavailable, "storage failed; retry later")
             }
             e @ (ServerError::PlaintextNonLoopback { .. }
+            | ServerError::UnauthenticatedNonLoopback { .. }
+            | ServerError::TlsFile { .. }
             | ServerError::Bind { .. }
             | ServerError::Transport(_)) => {
                 tracing::error!(error = %display_chain(&e), "server failure");
@@ -30,7 +32,7 @@ impl From<ServerError> for Status {
 }
 
 /// `error: cause: cause` on one line (errors here carry no CDR values).
-fn display_chain(e: &dyn std::error::Error) -> String {
+pub fn display_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {

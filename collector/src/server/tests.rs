@@ -29,8 +29,10 @@ use tokio_stream::StreamExt as _;
 use tonic::Code;
 
 use super::store::{
-    self, sqlite::SqliteStore, CdrFilter, IngestOutcome, Store, StoreError, StoreStats,
+    self, sqlite::SqliteStore, AuditEntry, CdrFilter, DailyAggregate, Erasure, IngestOutcome,
+    RetentionRun, RetentionState, Store, StoreError, StoreStats,
 };
+use super::ServeOptions;
 
 /// A CDR between two pseudonymized users.
 pub(crate) fn cdr(
@@ -82,8 +84,21 @@ pub(crate) struct TestServer {
 }
 
 impl TestServer {
-    /// Starts a collector over `store` on 127.0.0.1:`port` (0 = any free port).
+    /// Starts a collector over `store` on 127.0.0.1:`port` (0 = any free port), with
+    /// retention off (fixtures use times near the epoch).
     pub async fn start(store: Arc<dyn Store>, port: u16) -> Self {
+        let opts = ServeOptions {
+            retention: super::retention::RetentionPolicy {
+                days: 0,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        Self::start_with(store, port, opts).await
+    }
+
+    /// Same, with serving options.
+    pub async fn start_with(store: Arc<dyn Store>, port: u16, opts: ServeOptions) -> Self {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -108,7 +123,7 @@ impl TestServer {
                 }
             };
             tx.send(listener.local_addr().unwrap()).unwrap();
-            super::serve(listener, store, std::future::pending())
+            super::serve(listener, store, opts, std::future::pending())
                 .await
                 .unwrap();
         });
@@ -131,7 +146,7 @@ impl Drop for TestServer {
 
 pub(crate) fn sqlite(dir: &Path) -> (PathBuf, Arc<dyn Store>) {
     let path = dir.join("cdr.db");
-    let store = store::open(&format!("sqlite://{}", path.display())).unwrap();
+    let store = Arc::new(SqliteStore::open(path.to_str().unwrap()).unwrap());
     (path, store)
 }
 
@@ -179,8 +194,23 @@ impl Store for AckLosingStore {
     async fn query(&self, filter: CdrFilter) -> Result<Vec<Cdr>, StoreError> {
         self.inner.query(filter).await
     }
-    async fn erase(&self, p: Vec<String>, r: String, now: u64) -> Result<u64, StoreError> {
-        self.inner.erase(p, r, now).await
+    async fn erase(&self, e: Erasure) -> Result<u64, StoreError> {
+        self.inner.erase(e).await
+    }
+    async fn audit(&self, e: AuditEntry) -> Result<(), StoreError> {
+        self.inner.audit(e).await
+    }
+    async fn audit_log(&self, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
+        self.inner.audit_log(limit).await
+    }
+    async fn retain(&self, cutoff: u64, now: u64) -> Result<Option<RetentionRun>, StoreError> {
+        self.inner.retain(cutoff, now).await
+    }
+    async fn retention_state(&self) -> Result<RetentionState, StoreError> {
+        self.inner.retention_state().await
+    }
+    async fn aggregates(&self, from: u64, to: u64) -> Result<Vec<DailyAggregate>, StoreError> {
+        self.inner.aggregates(from, to).await
     }
     async fn stats(&self) -> Result<StoreStats, StoreError> {
         self.inner.stats().await
@@ -352,14 +382,15 @@ async fn erase_deletes_exactly_the_subjects_cdrs_and_audits_the_pseudonym() {
     assert_eq!(ids(left), vec!["8", "6", "5", "3"]);
 
     let c = rusqlite::Connection::open(&db).unwrap();
-    let (action, subjects, reference, affected): (String, String, String, i64) = c
+    let (action, actor, subjects, reference, affected): (String, String, String, String, i64) = c
         .query_row(
-            "SELECT action, subjects, reference, affected FROM audit_log",
+            "SELECT action, actor, subjects, reference, affected FROM audit_log
+             WHERE action = 'erase'",
             [],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
         )
         .unwrap();
-    assert_eq!(action, "erase");
+    assert_eq!((action.as_str(), actor.as_str()), ("erase", "anonymous"));
     assert_eq!(
         serde_json::from_str::<Vec<String>>(&subjects).unwrap(),
         vec!["P-alice"]
@@ -500,17 +531,21 @@ async fn query_filters_match_the_fixture() {
 }
 
 #[tokio::test]
-async fn health_serves_and_unbuilt_methods_say_unimplemented() {
+async fn health_serves_watch_is_unimplemented_and_retention_status_answers() {
     let t = tempfile::tempdir().unwrap();
     let (_db, store) = sqlite(t.path());
+    let start = super::retention::now_ms();
     store
         .ingest(
             "A",
-            vec![record(1, cdr("1", "P-a", "P-b", 1, Disposition::Answered))],
+            vec![record(
+                1,
+                cdr("1", "P-a", "P-b", start, Disposition::Answered),
+            )],
         )
         .await
         .unwrap();
-    let server = TestServer::start(store, 0).await;
+    let server = TestServer::start_with(store, 0, ServeOptions::default()).await;
     let channel = tonic::transport::Endpoint::from_shared(server.url())
         .unwrap()
         .connect()
@@ -533,11 +568,14 @@ async fn health_serves_and_unbuilt_methods_say_unimplemented() {
     let mut flows = w.flows(WatchRequest::default()).await.unwrap().into_inner();
     assert!(flows.next().await.is_none());
     let mut a = AdminClient::connect(server.url()).await.unwrap();
-    let err = a
+    let status = a
         .retention_status(RetentionStatusRequest {})
         .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::Unimplemented);
+        .unwrap()
+        .into_inner();
+    // The default policy (90 days) keeps the fixture's CDR, started now.
+    assert_eq!(status.retention_days, 90);
+    assert_eq!(status.oldest_start_time_ms, start);
     let stats = a.stats(StatsRequest {}).await.unwrap().into_inner();
     assert_eq!(stats.cdrs_stored, 1);
     assert_eq!(
@@ -550,21 +588,37 @@ async fn health_serves_and_unbuilt_methods_say_unimplemented() {
 }
 
 #[test]
-fn plaintext_listener_only_on_loopback_unless_insecure() {
-    use super::{check_listen, ServerError};
+fn unprotected_listener_only_on_loopback_unless_insecure() {
+    use super::{check_listen, Exposure, ServerError};
+    let e = |tls, auth, insecure| Exposure {
+        tls,
+        auth,
+        insecure,
+    };
     for ok in ["127.0.0.1:1", "[::1]:1", "127.10.0.1:1"] {
-        assert!(check_listen(ok.parse().unwrap(), false).is_ok(), "{ok}");
+        assert!(
+            check_listen(ok.parse().unwrap(), e(false, false, false)).is_ok(),
+            "{ok}"
+        );
     }
     for refused in ["0.0.0.0:1", "[::]:1", "10.0.0.1:1", "[2001:db8::1]:1"] {
         let a: SocketAddr = refused.parse().unwrap();
         assert!(
             matches!(
-                check_listen(a, false),
+                check_listen(a, e(false, true, false)),
                 Err(ServerError::PlaintextNonLoopback { .. })
             ),
             "{refused}"
         );
-        assert!(check_listen(a, true).is_ok());
+        assert!(
+            matches!(
+                check_listen(a, e(true, false, false)),
+                Err(ServerError::UnauthenticatedNonLoopback { .. })
+            ),
+            "{refused}"
+        );
+        assert!(check_listen(a, e(true, true, false)).is_ok());
+        assert!(check_listen(a, e(false, false, true)).is_ok());
     }
 }
 
@@ -583,7 +637,7 @@ fn schema_is_versioned_and_a_newer_database_is_refused() {
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap();
-    assert_eq!(versions, vec![1]);
+    assert_eq!(versions, vec![1, 2]);
     let mode: String = c
         .query_row("PRAGMA journal_mode", [], |r| r.get(0))
         .unwrap();
@@ -600,61 +654,71 @@ fn schema_is_versioned_and_a_newer_database_is_refused() {
         SqliteStore::open(p),
         Err(StoreError::SchemaTooNew {
             found: 99,
-            supported: 1
+            supported: 2
         })
     ));
 }
 
-#[test]
-fn storage_url_names_the_backend_and_never_echoes_credentials() {
+#[tokio::test]
+async fn storage_url_names_the_backend_and_never_echoes_credentials() {
     for (url, why) in [
-        ("postgres://user:secret@db/cdr", "not built"),
+        (
+            "postgres://user:secret@db:notaport/cdr",
+            "not a valid postgresql",
+        ),
         ("mysql://x", "expected sqlite"),
         ("sqlite://", "empty"),
     ] {
-        let e = store::open(url).err().unwrap().to_string();
+        let e = store::open(url).await.err().unwrap().to_string();
         assert!(e.contains(why), "{e}");
         assert!(!e.contains("secret"), "{e}");
     }
 }
 
 #[tokio::test]
-async fn daily_aggregates_count_final_records_per_day() {
+async fn a_v1_database_migrates_and_retention_reads_the_codec_from_the_stored_cdr() {
+    use prost::Message as _;
     let t = tempfile::tempdir().unwrap();
-    let (db, store) = sqlite(t.path());
-    let day = 86_400_000u64;
-    let mut interim = cdr("i", "P-a", "P-b", 3 * day + 5, Disposition::Answered);
-    interim.interim = true;
-    store
-        .ingest(
-            "A",
-            vec![
-                record(
-                    1,
-                    cdr("1", "P-a", "P-b", 3 * day + 1, Disposition::Answered),
-                ),
-                record(
-                    2,
-                    cdr("2", "P-a", "P-b", 3 * day + 2, Disposition::Answered),
-                ),
-                record(3, cdr("3", "P-a", "P-b", 4 * day - 1, Disposition::Busy)),
-                record(4, cdr("4", "P-a", "P-b", 4 * day, Disposition::Answered)),
-                record(5, interim),
-            ],
+    let path = t.path().join("cdr.db");
+    // A database as release v1 left it: one CDR stored before the codec column existed.
+    {
+        let c = rusqlite::Connection::open(&path).unwrap();
+        c.execute_batch(store::sqlite::MIGRATIONS[0]).unwrap();
+        c.execute_batch(
+            "CREATE TABLE schema_version (version INTEGER NOT NULL);
+             INSERT INTO schema_version VALUES (1);",
         )
-        .await
         .unwrap();
-    let c = rusqlite::Connection::open(&db).unwrap();
-    let got: Vec<(i64, i64, i64, i64)> = c
-        .prepare("SELECT day, disposition, calls, billable_ms FROM daily_aggregates ORDER BY day, disposition")
-        .unwrap()
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
-        .unwrap()
-        .collect::<Result<_, _>>()
+        let mut old = cdr(
+            "old",
+            "P-a",
+            "P-b",
+            5 * 86_400_000 + 1,
+            Disposition::Answered,
+        );
+        old.codecs = vec!["G722".into()];
+        old.media = vec![leg(3.0, 3.2)];
+        c.execute(
+            "INSERT INTO cdrs (agent_id, sequence, cdr_id, call_id, caller_user, caller_domain,
+                caller_display, callee_user, callee_domain, callee_display, start_time_ms,
+                end_time_ms, duration_ms, billable_ms, disposition, final_code, max_loss_pct,
+                min_mos, interim, cdr)
+             VALUES ('A', 1, 'old', 'c', 'P-a', 'D', '', 'P-b', 'D', '', ?1, 0, 60000, 50000,
+                1, 200, 3.0, 3.2, 0, ?2)",
+            rusqlite::params![5 * 86_400_000i64 + 1, old.encode_to_vec()],
+        )
         .unwrap();
-    // Answered calls bill 50 s each in the fixture; busy ones nothing.
+    }
+    let s = SqliteStore::open(path.to_str().unwrap()).unwrap();
+    let run = s.retain(6 * 86_400_000, 7).await.unwrap().unwrap();
+    assert_eq!((run.deleted, run.folded), (1, 1));
+    let agg = s.aggregates(0, 100).await.unwrap();
+    assert_eq!(agg.len(), 1);
     assert_eq!(
-        got,
-        vec![(3, 1, 2, 100_000), (3, 2, 1, 0), (4, 1, 1, 50_000)]
+        (agg[0].key.day, agg[0].key.codec.as_str(), agg[0].calls),
+        (5, "G722", 1)
     );
+    // Worst MOS 3.2 is in [3.0, 3.5): bucket 4; loss 3 % in [2, 5): bucket 4.
+    assert_eq!(agg[0].mos_hist[4], 1);
+    assert_eq!(agg[0].loss_hist[4], 1);
 }

@@ -15,6 +15,7 @@
 //! exponential backoff ([`backoff`]).
 
 pub mod backoff;
+pub mod connect;
 
 #[cfg(test)]
 mod tests;
@@ -34,10 +35,11 @@ use prost::Message as _;
 use thiserror::Error;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::{transport::Endpoint, Code, Status};
+use tonic::{Code, Status};
 
 use crate::spool::{self, SharedSpool, SpoolError};
 use backoff::Backoff;
+use connect::{ClientSecurity, ConnectError};
 
 /// Tuning of the shipper.
 #[derive(Debug, Clone, Copy)]
@@ -83,9 +85,9 @@ pub enum ShipError {
         /// The collector's message.
         message: String,
     },
-    /// The endpoint is not a valid URI.
-    #[error("invalid collector endpoint")]
-    Endpoint(#[source] tonic::transport::Error),
+    /// The endpoint, its TLS settings or the token are not usable.
+    #[error("invalid collector endpoint or credentials")]
+    Endpoint(#[source] ConnectError),
     /// The collector holds sequences this spool never produced.
     #[error(
         "the collector already stored sequence {collector} for this agent but the spool has \
@@ -152,6 +154,7 @@ pub struct Shipper {
     endpoint: String,
     agent_id: String,
     opts: ShipOptions,
+    security: ClientSecurity,
     stats: Arc<ShipStats>,
 }
 
@@ -167,8 +170,15 @@ impl Shipper {
             endpoint: endpoint.into(),
             agent_id: agent_id.into(),
             opts: ShipOptions::default(),
+            security: ClientSecurity::default(),
             stats: Arc::default(),
         }
+    }
+
+    /// Sets TLS and the bearer token (an `ingest` token).
+    pub fn with_security(mut self, security: ClientSecurity) -> Self {
+        self.security = security;
+        self
     }
 
     /// Replaces the tuning.
@@ -274,15 +284,21 @@ impl Shipper {
     }
 
     async fn try_session(&self, progressed: &mut bool) -> Result<std::convert::Infallible, End> {
-        let endpoint = Endpoint::from_shared(self.endpoint.clone())
-            .map_err(|e| End::Fatal(ShipError::Endpoint(e)))?
-            .connect_timeout(self.opts.connect_timeout)
-            .tcp_nodelay(true);
-        let channel = endpoint
-            .connect()
-            .await
-            .map_err(|e| End::Retry(format!("connecting failed: {e}")))?;
-        let mut client = IngestClient::new(channel);
+        let interceptor = self
+            .security
+            .interceptor()
+            .map_err(|e| End::Fatal(ShipError::Endpoint(e)))?;
+        let endpoint = self
+            .security
+            .endpoint(&self.endpoint, self.opts.connect_timeout)
+            .map_err(|e| End::Fatal(ShipError::Endpoint(e)))?;
+        let channel = endpoint.connect().await.map_err(|e| {
+            End::Retry(format!(
+                "connecting failed: {}",
+                crate::server::status::display_chain(&e)
+            ))
+        })?;
+        let mut client = IngestClient::with_interceptor(channel, interceptor);
         let (tx, rx) = mpsc::channel::<IngestRequest>(self.opts.max_in_flight + 1);
         let probe = IngestRequest {
             agent_id: self.agent_id.clone(),

@@ -641,13 +641,15 @@ impl Collector {
         let dir = tempfile::tempdir().unwrap();
         let store =
             crate::server::store::open(&format!("sqlite://{}", dir.path().join("c.db").display()))
+                .await
                 .unwrap();
         let addr = listener.local_addr().unwrap();
         let service = relay(options);
         let hub = Arc::clone(service.hub());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
-            crate::server::serve_with_relay(listener, store, service, async {
+            let opts = crate::server::ServeOptions::default();
+            crate::server::serve_with_relay(listener, store, opts, service, async {
                 let _ = stopped.await;
             })
             .await

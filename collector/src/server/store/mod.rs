@@ -1,13 +1,21 @@
 //! CDR storage behind the collector's gRPC services: the [`Store`] trait and its backends.
 //!
-//! Callers (the ingest, query and admin services) see only [`Store`] and [`open`]; a backend
-//! is chosen by the URL scheme. SQLite ([`sqlite`]) is the default; a PostgreSQL backend can
-//! be added as another module implementing the same trait and another arm in [`open`].
+//! Callers (the ingest, query, admin and retention code) see only [`Store`] and [`open`]; a
+//! backend is chosen by the URL scheme: SQLite ([`sqlite`], the embedded default) or
+//! PostgreSQL ([`postgres`], the scale-out path: several stateless collectors writing to one
+//! database, CDRs partitioned by day).
 //!
 //! Exactly-once storage: each agent numbers its CDRs with a strictly increasing sequence.
 //! [`Store::ingest`] commits a batch and advances that agent's cursor in one transaction
 //! and skips sequences at or below the cursor, so a batch resent after a lost ack or a
 //! restart is never stored twice. It returns only after the commit is durable.
+//!
+//! Retention ([`Store::retain`]) folds the CDRs it is about to delete into anonymous daily
+//! aggregates ([`DailyAggregate`]: counts, durations, MOS and loss histograms per agent,
+//! disposition and codec) in the same transaction, so long-term reports survive the
+//! deletion and nothing is counted twice or lost if the job is interrupted.
+pub mod aggregate;
+pub mod postgres;
 pub mod sqlite;
 
 use std::sync::Arc;
@@ -15,10 +23,14 @@ use std::sync::Arc;
 use collector_proto::v1::{Cdr, CdrRecord, Disposition};
 use thiserror::Error;
 
+pub use aggregate::{AggregateKey, DailyAggregate, Folder, LOSS_BUCKETS, MOS_BUCKETS};
+
 /// Default number of CDRs a query returns when the request does not say.
 pub const DEFAULT_QUERY_LIMIT: u32 = 1_000;
 /// Most CDRs one query may return.
 pub const MAX_QUERY_LIMIT: u32 = 100_000;
+/// One day in milliseconds: the unit of partitions, aggregates and retention.
+pub const DAY_MS: u64 = 86_400_000;
 
 /// Errors of a store.
 #[derive(Debug, Error)]
@@ -35,7 +47,7 @@ pub enum StoreError {
     /// The database file could not be created or given private permissions.
     #[error("preparing the database file failed")]
     File(#[source] std::io::Error),
-    /// The database refused an operation.
+    /// SQLite refused an operation.
     #[error("database {what} failed")]
     Database {
         /// What was attempted.
@@ -44,6 +56,21 @@ pub enum StoreError {
         #[source]
         source: rusqlite::Error,
     },
+    /// PostgreSQL refused an operation.
+    #[error("postgresql {what} failed")]
+    Postgres {
+        /// What was attempted.
+        what: &'static str,
+        /// The cause.
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    /// The TLS settings for the database are unusable.
+    #[error("database tls: {0}")]
+    Tls(String),
+    /// No PostgreSQL connection could be had from the pool.
+    #[error("postgresql connection pool failed: {0}")]
+    Pool(String),
     /// The database was written by a newer release.
     #[error("database schema version {found} is newer than this release supports ({supported})")]
     SchemaTooNew {
@@ -74,8 +101,9 @@ pub struct CdrFilter {
     pub start_from_ms: Option<u64>,
     /// `start_time_ms < start_to_ms`.
     pub start_to_ms: Option<u64>,
-    /// The pseudonym appears in a party field (user, domain or display of caller or callee).
-    pub pseudonym: Option<String>,
+    /// Any of these pseudonyms appears in a party field (user, domain or display of caller
+    /// or callee) or as the Call-ID; empty = no filter.
+    pub pseudonyms: Vec<String>,
     /// Disposition equals.
     pub disposition: Option<Disposition>,
     /// Agent equals.
@@ -117,6 +145,88 @@ pub struct StoreStats {
     pub agents: Vec<AgentCursor>,
 }
 
+/// An erasure request as the store executes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Erasure {
+    /// Pseudonyms of the subject (one per key); a CDR is erased when any of them is one of
+    /// its party fields.
+    pub pseudonyms: Vec<String>,
+    /// The requester's free-text reference (ticket number).
+    pub reference: String,
+    /// Who asked (the token subject).
+    pub actor: String,
+    /// When (Unix ms).
+    pub now_ms: u64,
+}
+
+/// What an audit entry records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuditAction {
+    /// CDRs were erased.
+    Erase,
+    /// CDRs were read.
+    Query,
+}
+
+impl AuditAction {
+    /// The stored name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            AuditAction::Erase => "erase",
+            AuditAction::Query => "query",
+        }
+    }
+
+    /// The action a stored name stands for.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "erase" => Some(AuditAction::Erase),
+            "query" => Some(AuditAction::Query),
+            _ => None,
+        }
+    }
+}
+
+/// One entry of the audit log. It names pseudonyms only: the collector never sees a
+/// number in clear.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEntry {
+    /// When (Unix ms).
+    pub time_ms: u64,
+    /// What happened.
+    pub action: AuditAction,
+    /// Who did it (the token subject, or `anonymous` when authentication is off).
+    pub actor: String,
+    /// The pseudonyms the request named.
+    pub subjects: Vec<String>,
+    /// Erase: the requester's reference; query: the other filters, as JSON.
+    pub reference: String,
+    /// CDRs erased or returned.
+    pub affected: u64,
+}
+
+/// Result of one retention run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetentionRun {
+    /// When it ran (Unix ms).
+    pub time_ms: u64,
+    /// CDRs that started before this were deleted (Unix ms).
+    pub cutoff_ms: u64,
+    /// CDRs deleted.
+    pub deleted: u64,
+    /// Final (non-interim) CDRs folded into the daily aggregates.
+    pub folded: u64,
+}
+
+/// State reported by `Admin.RetentionStatus`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RetentionState {
+    /// Start time of the oldest stored CDR (`None` when none is stored).
+    pub oldest_start_time_ms: Option<u64>,
+    /// The last completed run, by any collector sharing the database.
+    pub last_run: Option<RetentionRun>,
+}
+
 /// A CDR store. Implementations must make [`Store::ingest`] durable before returning and
 /// atomic per batch (records and cursor together).
 #[tonic::async_trait]
@@ -135,22 +245,48 @@ pub trait Store: Send + Sync + 'static {
     /// CDRs matching the filter, newest first, at most `filter.limit`.
     async fn query(&self, filter: CdrFilter) -> Result<Vec<Cdr>, StoreError>;
 
-    /// Deletes every CDR in which any of `pseudonyms` is a party field, and records the
-    /// request (pseudonyms, reference, count) in the audit log in the same transaction.
-    /// Returns the number of CDRs deleted.
-    async fn erase(
+    /// Deletes every CDR in which any of the pseudonyms is a party field, and records the
+    /// request (pseudonyms, reference, actor, count) in the audit log in the same
+    /// transaction. Returns the number of CDRs deleted.
+    async fn erase(&self, erasure: Erasure) -> Result<u64, StoreError>;
+
+    /// Appends an entry to the audit log.
+    async fn audit(&self, entry: AuditEntry) -> Result<(), StoreError>;
+
+    /// The newest `limit` audit entries, newest first.
+    async fn audit_log(&self, limit: u32) -> Result<Vec<AuditEntry>, StoreError>;
+
+    /// Folds every CDR that started before `cutoff_ms` into the daily aggregates and
+    /// deletes it, in one transaction, and records the run. Returns `None` when another
+    /// collector sharing the database is running retention at this moment.
+    async fn retain(&self, cutoff_ms: u64, now_ms: u64)
+        -> Result<Option<RetentionRun>, StoreError>;
+
+    /// The oldest stored CDR and the last retention run.
+    async fn retention_state(&self) -> Result<RetentionState, StoreError>;
+
+    /// The daily aggregates of days `from_day..to_day` (days since the Unix epoch), ordered
+    /// by day, agent, disposition and codec.
+    async fn aggregates(
         &self,
-        pseudonyms: Vec<String>,
-        reference: String,
-        now_ms: u64,
-    ) -> Result<u64, StoreError>;
+        from_day: u64,
+        to_day: u64,
+    ) -> Result<Vec<DailyAggregate>, StoreError>;
 
     /// Counts and cursors.
     async fn stats(&self) -> Result<StoreStats, StoreError>;
 }
 
-/// Opens the store named by `url`: `sqlite://PATH` (created if missing, mode 0600).
-pub fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+/// Opens the store named by `url`: `sqlite://PATH` (created if missing, mode 0600) or
+/// `postgres://...` / `postgresql://...` (any libpq-style URL tokio-postgres accepts; the
+/// schema is created or migrated).
+pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+    open_with(url, None).await
+}
+
+/// [`open`], with the PEM CA certificates that a PostgreSQL server's TLS certificate must
+/// chain to (turns TLS to the database on; ignored for SQLite).
+pub async fn open_with(url: &str, pg_tls_ca: Option<&[u8]>) -> Result<Arc<dyn Store>, StoreError> {
     let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
     let bad = |why| StoreError::Url {
         scheme: scheme.to_string(),
@@ -158,9 +294,17 @@ pub fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
     };
     match scheme {
         "sqlite" if rest.is_empty() => Err(bad("the sqlite path is empty")),
-        "sqlite" => Ok(Arc::new(sqlite::SqliteStore::open(rest)?)),
-        "postgres" | "postgresql" => Err(bad("the postgresql backend is not built yet")),
-        _ => Err(bad("expected sqlite://PATH")),
+        "sqlite" => {
+            let path = rest.to_string();
+            let store = tokio::task::spawn_blocking(move || sqlite::SqliteStore::open(&path))
+                .await
+                .map_err(StoreError::Worker)??;
+            Ok(Arc::new(store))
+        }
+        "postgres" | "postgresql" => {
+            Ok(Arc::new(postgres::PgStore::connect(url, pg_tls_ca).await?))
+        }
+        _ => Err(bad("expected sqlite://PATH or postgres://...")),
     }
 }
 
@@ -182,7 +326,36 @@ pub fn validate_batch(batch: &[CdrRecord]) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Days since the Unix epoch (UTC) of a Unix-ms time: the key of the daily aggregates.
+/// Days since the Unix epoch (UTC) of a Unix-ms time: the key of partitions and aggregates.
 pub fn day_of(unix_ms: u64) -> u64 {
-    unix_ms / 86_400_000
+    unix_ms / DAY_MS
+}
+
+/// The codec a CDR is aggregated under: the first negotiated codec, else the first media
+/// leg's, else empty.
+pub fn codec_of(cdr: &Cdr) -> String {
+    cdr.codecs
+        .first()
+        .cloned()
+        .or_else(|| {
+            cdr.media
+                .iter()
+                .map(|m| m.codec.clone())
+                .find(|c| !c.is_empty())
+        })
+        .unwrap_or_default()
+}
+
+/// Worst loss over a CDR's media legs (the value the loss filter and histograms use).
+pub fn max_loss_pct(cdr: &Cdr) -> Option<f64> {
+    cdr.media.iter().map(|m| m.loss_pct).reduce(f64::max)
+}
+
+/// Worst MOS over the legs that have one.
+pub fn min_mos(cdr: &Cdr) -> Option<f64> {
+    cdr.media
+        .iter()
+        .map(|m| m.mos)
+        .filter(|m| *m > 0.0)
+        .reduce(f64::min)
 }

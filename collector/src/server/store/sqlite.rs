@@ -7,6 +7,11 @@
 //!
 //! The schema is versioned: `schema_version` holds the applied version and [`MIGRATIONS`]
 //! are applied in order, each in its own transaction. Add a migration, never edit one.
+//!
+//! Every party field (and the Call-ID and the start time) has its own index, so an erasure
+//! or a pseudonym query is a handful of index lookups whatever the table size.
+#![deny(clippy::indexing_slicing, clippy::panic)]
+
 use std::{
     fs::OpenOptions,
     os::unix::fs::OpenOptionsExt,
@@ -20,7 +25,10 @@ use rusqlite::{
 };
 
 use super::{
-    day_of, validate_batch, AgentCursor, CdrFilter, IngestOutcome, Store, StoreError, StoreStats,
+    aggregate::{AggregateKey, FoldRow},
+    codec_of, max_loss_pct, min_mos, validate_batch, AgentCursor, AuditAction, AuditEntry,
+    CdrFilter, DailyAggregate, Erasure, Folder, IngestOutcome, RetentionRun, RetentionState, Store,
+    StoreError, StoreStats, LOSS_BUCKETS, MOS_BUCKETS,
 };
 
 /// Ordered schema migrations; migration `i` brings the schema to version `i + 1`.
@@ -80,10 +88,45 @@ pub const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (day, agent_id, disposition)
     );
     "#,
+    // v2: retention folds CDRs into aggregates per (day, agent, disposition, codec) with
+    // duration sums and MOS/loss histograms when it deletes them (v1 counted at ingest;
+    // every CDR it counted is still stored, so dropping its table loses nothing); the codec
+    // becomes a column (NULL for older rows: retention reads it from the stored CDR); the
+    // audit log names the actor; retention runs are recorded.
+    r#"
+    ALTER TABLE cdrs ADD COLUMN codec TEXT;
+    CREATE INDEX cdrs_call_id ON cdrs (call_id);
+    CREATE INDEX cdrs_agent_start ON cdrs (agent_id, start_time_ms);
+    ALTER TABLE audit_log ADD COLUMN actor TEXT NOT NULL DEFAULT '';
+    DROP TABLE daily_aggregates;
+    CREATE TABLE cdr_daily_aggregates (
+        day         INTEGER NOT NULL, -- days since the Unix epoch, UTC
+        agent_id    TEXT    NOT NULL,
+        disposition INTEGER NOT NULL,
+        codec       TEXT    NOT NULL,
+        calls       INTEGER NOT NULL,
+        duration_ms INTEGER NOT NULL,
+        billable_ms INTEGER NOT NULL,
+        mos_0 INTEGER NOT NULL, mos_1 INTEGER NOT NULL, mos_2 INTEGER NOT NULL,
+        mos_3 INTEGER NOT NULL, mos_4 INTEGER NOT NULL, mos_5 INTEGER NOT NULL,
+        mos_6 INTEGER NOT NULL, mos_7 INTEGER NOT NULL,
+        loss_0 INTEGER NOT NULL, loss_1 INTEGER NOT NULL, loss_2 INTEGER NOT NULL,
+        loss_3 INTEGER NOT NULL, loss_4 INTEGER NOT NULL, loss_5 INTEGER NOT NULL,
+        loss_6 INTEGER NOT NULL,
+        PRIMARY KEY (day, agent_id, disposition, codec)
+    );
+    CREATE TABLE retention_runs (
+        id        INTEGER PRIMARY KEY,
+        time_ms   INTEGER NOT NULL,
+        cutoff_ms INTEGER NOT NULL,
+        deleted   INTEGER NOT NULL,
+        folded    INTEGER NOT NULL
+    );
+    "#,
 ];
 
-/// The party columns a pseudonym is matched against (query and erasure).
-const PARTY_COLUMNS: [&str; 6] = [
+/// The party columns a pseudonym is matched against (erasure; queries add the Call-ID).
+pub const PARTY_COLUMNS: [&str; 6] = [
     "caller_user",
     "caller_domain",
     "caller_display",
@@ -91,6 +134,14 @@ const PARTY_COLUMNS: [&str; 6] = [
     "callee_domain",
     "callee_display",
 ];
+
+/// The histogram columns of `cdr_daily_aggregates`, MOS buckets then loss buckets.
+pub fn histogram_columns() -> Vec<String> {
+    (0..MOS_BUCKETS)
+        .map(|i| format!("mos_{i}"))
+        .chain((0..LOSS_BUCKETS).map(|i| format!("loss_{i}")))
+        .collect()
+}
 
 fn db(what: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
     move |source| StoreError::Database { what, source }
@@ -215,20 +266,12 @@ fn ingest_blocking(
                 "INSERT INTO cdrs (agent_id, sequence, cdr_id, call_id, caller_user, caller_domain,
                     caller_display, callee_user, callee_domain, callee_display, start_time_ms,
                     end_time_ms, duration_ms, billable_ms, disposition, final_code, max_loss_pct,
-                    min_mos, interim, cdr)
+                    min_mos, interim, cdr, codec)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
-                    ?17, ?18, ?19, ?20)
+                    ?17, ?18, ?19, ?20, ?21)
                  ON CONFLICT (agent_id, sequence) DO NOTHING",
             )
             .map_err(db("preparing insert"))?;
-        let mut aggregate = tx
-            .prepare_cached(
-                "INSERT INTO daily_aggregates (day, agent_id, disposition, calls, billable_ms)
-                 VALUES (?1, ?2, ?3, 1, ?4)
-                 ON CONFLICT (day, agent_id, disposition)
-                 DO UPDATE SET calls = calls + 1, billable_ms = billable_ms + excluded.billable_ms",
-            )
-            .map_err(db("preparing aggregate"))?;
         for rec in batch {
             let seq = int(rec.sequence)?;
             let Some(cdr) = rec.cdr.as_ref() else {
@@ -244,13 +287,6 @@ fn ingest_blocking(
             }
             let caller = cdr.caller.clone().unwrap_or_default();
             let callee = cdr.callee.clone().unwrap_or_default();
-            let max_loss = cdr.media.iter().map(|m| m.loss_pct).reduce(f64::max);
-            let min_mos = cdr
-                .media
-                .iter()
-                .map(|m| m.mos)
-                .filter(|m| *m > 0.0)
-                .reduce(f64::min);
             let changed = insert
                 .execute(params![
                     agent_id,
@@ -269,10 +305,11 @@ fn ingest_blocking(
                     int(cdr.billable_ms)?,
                     cdr.disposition,
                     cdr.final_code,
-                    max_loss,
-                    min_mos,
+                    max_loss_pct(&cdr),
+                    min_mos(&cdr),
                     cdr.interim,
                     cdr.encode_to_vec(),
+                    codec_of(&cdr),
                 ])
                 .map_err(db("inserting cdr"))?;
             highest = highest.max(seq);
@@ -281,18 +318,6 @@ fn ingest_blocking(
                 continue;
             }
             stored += 1;
-            // Interim records are snapshots of a call whose final record follows: counting
-            // them would count the call twice.
-            if !cdr.interim {
-                aggregate
-                    .execute(params![
-                        int(day_of(cdr.start_time_ms))?,
-                        agent_id,
-                        cdr.disposition,
-                        int(cdr.billable_ms)?
-                    ])
-                    .map_err(db("updating aggregates"))?;
-            }
         }
     }
     tx.execute(
@@ -309,10 +334,11 @@ fn ingest_blocking(
     })
 }
 
-fn pseudonym_clause(placeholder: &str) -> String {
-    let ors: Vec<String> = PARTY_COLUMNS
+/// `(col = ?a OR col = ?b ...)` over `columns` for the placeholders given.
+fn any_of_clause(columns: &[&str], placeholders: &[String]) -> String {
+    let ors: Vec<String> = columns
         .iter()
-        .map(|c| format!("{c} = {placeholder}"))
+        .flat_map(|c| placeholders.iter().map(move |p| format!("{c} = {p}")))
         .collect();
     format!("({})", ors.join(" OR "))
 }
@@ -320,42 +346,39 @@ fn pseudonym_clause(placeholder: &str) -> String {
 fn query_blocking(conn: &mut Connection, f: &CdrFilter) -> Result<Vec<Cdr>, StoreError> {
     let mut clauses: Vec<String> = Vec::new();
     let mut args: Vec<Value> = Vec::new();
-    let mut bind = |clause: &dyn Fn(usize) -> String, v: Value| {
-        args.push(v);
-        clauses.push(clause(args.len()));
-    };
     if let Some(v) = f.start_from_ms {
-        bind(
-            &|i| format!("start_time_ms >= ?{i}"),
-            Value::Integer(int(v)?),
-        );
+        args.push(Value::Integer(int(v)?));
+        clauses.push(format!("start_time_ms >= ?{}", args.len()));
     }
     if let Some(v) = f.start_to_ms {
-        bind(
-            &|i| format!("start_time_ms < ?{i}"),
-            Value::Integer(int(v)?),
-        );
+        args.push(Value::Integer(int(v)?));
+        clauses.push(format!("start_time_ms < ?{}", args.len()));
     }
-    if let Some(p) = &f.pseudonym {
-        bind(
-            &|i| pseudonym_clause(&format!("?{i}")),
-            Value::Text(p.clone()),
-        );
+    if !f.pseudonyms.is_empty() {
+        let mut placeholders = Vec::new();
+        for p in &f.pseudonyms {
+            args.push(Value::Text(p.clone()));
+            placeholders.push(format!("?{}", args.len()));
+        }
+        let mut columns = PARTY_COLUMNS.to_vec();
+        columns.push("call_id");
+        clauses.push(any_of_clause(&columns, &placeholders));
     }
     if let Some(d) = f.disposition {
-        bind(
-            &|i| format!("disposition = ?{i}"),
-            Value::Integer(i64::from(d as i32)),
-        );
+        args.push(Value::Integer(i64::from(d as i32)));
+        clauses.push(format!("disposition = ?{}", args.len()));
     }
     if let Some(a) = &f.agent_id {
-        bind(&|i| format!("agent_id = ?{i}"), Value::Text(a.clone()));
+        args.push(Value::Text(a.clone()));
+        clauses.push(format!("agent_id = ?{}", args.len()));
     }
     if let Some(v) = f.min_loss_pct {
-        bind(&|i| format!("max_loss_pct >= ?{i}"), Value::Real(v));
+        args.push(Value::Real(v));
+        clauses.push(format!("max_loss_pct >= ?{}", args.len()));
     }
     if let Some(v) = f.max_mos {
-        bind(&|i| format!("min_mos <= ?{i}"), Value::Real(v));
+        args.push(Value::Real(v));
+        clauses.push(format!("min_mos <= ?{}", args.len()));
     }
     let wheres = if clauses.is_empty() {
         String::new()
@@ -379,34 +402,52 @@ fn query_blocking(conn: &mut Connection, f: &CdrFilter) -> Result<Vec<Cdr>, Stor
     Ok(out)
 }
 
-fn erase_blocking(
-    conn: &mut Connection,
-    pseudonyms: &[String],
-    reference: &str,
-    now_ms: u64,
-) -> Result<u64, StoreError> {
+fn insert_audit(conn: &Connection, e: &AuditEntry) -> Result<(), StoreError> {
+    let subjects = serde_json::to_string(&e.subjects).unwrap_or_else(|_| "[]".into());
+    conn.execute(
+        "INSERT INTO audit_log (time_ms, action, actor, subjects, reference, affected)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![
+            int(e.time_ms)?,
+            e.action.as_str(),
+            e.actor,
+            subjects,
+            e.reference,
+            int(e.affected)?
+        ],
+    )
+    .map_err(db("writing audit log"))?;
+    Ok(())
+}
+
+fn erase_blocking(conn: &mut Connection, e: &Erasure) -> Result<u64, StoreError> {
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(db("begin"))?;
     let mut deleted = 0u64;
     {
+        // One statement per pseudonym keeps each an index lookup per party column.
         let mut del = tx
             .prepare(&format!(
                 "DELETE FROM cdrs WHERE {}",
-                pseudonym_clause("?1")
+                any_of_clause(&PARTY_COLUMNS, &["?1".to_string()])
             ))
             .map_err(db("preparing erase"))?;
-        for p in pseudonyms {
+        for p in &e.pseudonyms {
             deleted += del.execute([p]).map_err(db("erasing"))? as u64;
         }
     }
-    let subjects = serde_json::to_string(pseudonyms).unwrap_or_else(|_| "[]".into());
-    tx.execute(
-        "INSERT INTO audit_log (time_ms, action, subjects, reference, affected)
-         VALUES (?1, 'erase', ?2, ?3, ?4)",
-        params![int(now_ms)?, subjects, reference, int(deleted)?],
-    )
-    .map_err(db("writing audit log"))?;
+    insert_audit(
+        &tx,
+        &AuditEntry {
+            time_ms: e.now_ms,
+            action: AuditAction::Erase,
+            actor: e.actor.clone(),
+            subjects: e.pseudonyms.clone(),
+            reference: e.reference.clone(),
+            affected: deleted,
+        },
+    )?;
     tx.commit().map_err(db("commit"))?;
     // Move the overwritten pages out of the WAL into the main file and empty the WAL, so
     // erased records do not linger in the journal.
@@ -415,6 +456,224 @@ fn erase_blocking(
     Ok(deleted)
 }
 
+fn audit_log_blocking(conn: &mut Connection, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
+    let mut stmt = conn
+        .prepare(
+            "SELECT time_ms, action, actor, subjects, reference, affected FROM audit_log
+             ORDER BY id DESC LIMIT ?1",
+        )
+        .map_err(db("reading audit log"))?;
+    let rows = stmt
+        .query_map([limit], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, String>(4)?,
+                r.get::<_, i64>(5)?,
+            ))
+        })
+        .map_err(db("reading audit log"))?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (time, action, actor, subjects, reference, affected) =
+            row.map_err(db("reading audit log"))?;
+        let Some(action) = AuditAction::from_name(&action) else {
+            continue;
+        };
+        out.push(AuditEntry {
+            time_ms: time.unsigned_abs(),
+            action,
+            actor,
+            subjects: serde_json::from_str(&subjects).unwrap_or_default(),
+            reference,
+            affected: affected.unsigned_abs(),
+        });
+    }
+    Ok(out)
+}
+
+/// Adds `rows` to the stored aggregates (a row already there for the key is summed).
+fn upsert_aggregates(
+    tx: &Connection,
+    rows: impl Iterator<Item = DailyAggregate>,
+) -> Result<(), StoreError> {
+    let hist = histogram_columns();
+    let cols = hist.join(", ");
+    let placeholders: Vec<String> = (8..8 + hist.len()).map(|i| format!("?{i}")).collect();
+    let updates: Vec<String> = ["calls", "duration_ms", "billable_ms"]
+        .iter()
+        .map(|c| c.to_string())
+        .chain(hist.iter().cloned())
+        .map(|c| format!("{c} = {c} + excluded.{c}"))
+        .collect();
+    let sql = format!(
+        "INSERT INTO cdr_daily_aggregates (day, agent_id, disposition, codec, calls, duration_ms,
+            billable_ms, {cols})
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, {})
+         ON CONFLICT (day, agent_id, disposition, codec) DO UPDATE SET {}",
+        placeholders.join(", "),
+        updates.join(", ")
+    );
+    let mut stmt = tx.prepare(&sql).map_err(db("preparing aggregates"))?;
+    for a in rows {
+        let mut values: Vec<Value> = vec![
+            Value::Integer(int(a.key.day)?),
+            Value::Text(a.key.agent_id.clone()),
+            Value::Integer(i64::from(a.key.disposition)),
+            Value::Text(a.key.codec.clone()),
+            Value::Integer(int(a.calls)?),
+            Value::Integer(int(a.duration_ms)?),
+            Value::Integer(int(a.billable_ms)?),
+        ];
+        for v in a.mos_hist.iter().chain(a.loss_hist.iter()) {
+            values.push(Value::Integer(int(*v)?));
+        }
+        stmt.execute(params_from_iter(values))
+            .map_err(db("writing aggregates"))?;
+    }
+    Ok(())
+}
+
+fn retain_blocking(
+    conn: &mut Connection,
+    cutoff_ms: u64,
+    now_ms: u64,
+) -> Result<RetentionRun, StoreError> {
+    let cutoff = int(cutoff_ms)?;
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(db("begin"))?;
+    let mut folder = Folder::default();
+    {
+        let mut stmt = tx
+            .prepare(
+                "SELECT agent_id, start_time_ms, disposition, codec,
+                    CASE WHEN codec IS NULL THEN cdr END,
+                    duration_ms, billable_ms, min_mos, max_loss_pct, interim
+                 FROM cdrs WHERE start_time_ms < ?1",
+            )
+            .map_err(db("reading expired cdrs"))?;
+        let mut rows = stmt.query([cutoff]).map_err(db("reading expired cdrs"))?;
+        while let Some(r) = rows.next().map_err(db("reading expired cdrs"))? {
+            let codec = match r.get::<_, Option<String>>(3).map_err(db("reading codec"))? {
+                Some(c) => c,
+                None => {
+                    let blob: Vec<u8> = r.get(4).map_err(db("reading cdr"))?;
+                    codec_of(&Cdr::decode(blob.as_slice()).map_err(StoreError::Decode)?)
+                }
+            };
+            let get_u = |i: usize| -> Result<u64, StoreError> {
+                Ok(r.get::<_, i64>(i)
+                    .map_err(db("reading row"))?
+                    .unsigned_abs())
+            };
+            folder.add(FoldRow {
+                agent_id: r.get(0).map_err(db("reading row"))?,
+                start_time_ms: get_u(1)?,
+                disposition: r.get(2).map_err(db("reading row"))?,
+                codec,
+                duration_ms: get_u(5)?,
+                billable_ms: get_u(6)?,
+                min_mos: r.get(7).map_err(db("reading row"))?,
+                max_loss_pct: r.get(8).map_err(db("reading row"))?,
+                interim: r.get(9).map_err(db("reading row"))?,
+            });
+        }
+    }
+    let folded = folder.folded();
+    upsert_aggregates(&tx, folder.into_rows())?;
+    let deleted = tx
+        .execute("DELETE FROM cdrs WHERE start_time_ms < ?1", [cutoff])
+        .map_err(db("deleting expired cdrs"))? as u64;
+    let run = RetentionRun {
+        time_ms: now_ms,
+        cutoff_ms,
+        deleted,
+        folded,
+    };
+    tx.execute(
+        "INSERT INTO retention_runs (time_ms, cutoff_ms, deleted, folded) VALUES (?1, ?2, ?3, ?4)",
+        params![int(now_ms)?, cutoff, int(deleted)?, int(folded)?],
+    )
+    .map_err(db("recording retention run"))?;
+    tx.commit().map_err(db("commit"))?;
+    Ok(run)
+}
+
+fn retention_state_blocking(conn: &mut Connection) -> Result<RetentionState, StoreError> {
+    let oldest: Option<i64> = conn
+        .query_row("SELECT MIN(start_time_ms) FROM cdrs", [], |r| r.get(0))
+        .map_err(db("reading oldest cdr"))?;
+    let last_run = conn
+        .query_row(
+            "SELECT time_ms, cutoff_ms, deleted, folded FROM retention_runs ORDER BY id DESC LIMIT 1",
+            [],
+            |r| {
+                Ok(RetentionRun {
+                    time_ms: r.get::<_, i64>(0)?.unsigned_abs(),
+                    cutoff_ms: r.get::<_, i64>(1)?.unsigned_abs(),
+                    deleted: r.get::<_, i64>(2)?.unsigned_abs(),
+                    folded: r.get::<_, i64>(3)?.unsigned_abs(),
+                })
+            },
+        )
+        .optional()
+        .map_err(db("reading retention runs"))?;
+    Ok(RetentionState {
+        oldest_start_time_ms: oldest.map(i64::unsigned_abs),
+        last_run,
+    })
+}
+
+fn aggregates_blocking(
+    conn: &mut Connection,
+    from_day: u64,
+    to_day: u64,
+) -> Result<Vec<DailyAggregate>, StoreError> {
+    let hist = histogram_columns();
+    let sql = format!(
+        "SELECT day, agent_id, disposition, codec, calls, duration_ms, billable_ms, {}
+         FROM cdr_daily_aggregates WHERE day >= ?1 AND day < ?2
+         ORDER BY day, agent_id, disposition, codec",
+        hist.join(", ")
+    );
+    let mut stmt = conn.prepare(&sql).map_err(db("reading aggregates"))?;
+    let mut rows = stmt
+        .query(params![
+            int(from_day.min(i64::MAX as u64))?,
+            int(to_day.min(i64::MAX as u64))?
+        ])
+        .map_err(db("reading aggregates"))?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next().map_err(db("reading aggregates"))? {
+        let u = |i: usize| -> Result<u64, StoreError> {
+            Ok(r.get::<_, i64>(i)
+                .map_err(db("reading aggregates"))?
+                .unsigned_abs())
+        };
+        let mut a = DailyAggregate::new(AggregateKey {
+            day: u(0)?,
+            agent_id: r.get(1).map_err(db("reading aggregates"))?,
+            disposition: r.get(2).map_err(db("reading aggregates"))?,
+            codec: r.get(3).map_err(db("reading aggregates"))?,
+        });
+        a.calls = u(4)?;
+        a.duration_ms = u(5)?;
+        a.billable_ms = u(6)?;
+        for (i, slot) in a
+            .mos_hist
+            .iter_mut()
+            .chain(a.loss_hist.iter_mut())
+            .enumerate()
+        {
+            *slot = u(7 + i)?;
+        }
+        out.push(a);
+    }
+    Ok(out)
+}
 fn stats_blocking(conn: &mut Connection) -> Result<StoreStats, StoreError> {
     let cdrs: i64 = conn
         .query_row("SELECT COUNT(*) FROM cdrs", [], |r| r.get(0))
@@ -470,14 +729,39 @@ impl Store for SqliteStore {
         run(&self.reader, move |c| query_blocking(c, &filter)).await
     }
 
-    async fn erase(
+    async fn erase(&self, erasure: Erasure) -> Result<u64, StoreError> {
+        run(&self.writer, move |c| erase_blocking(c, &erasure)).await
+    }
+
+    async fn audit(&self, entry: AuditEntry) -> Result<(), StoreError> {
+        run(&self.writer, move |c| insert_audit(c, &entry)).await
+    }
+
+    async fn audit_log(&self, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
+        run(&self.reader, move |c| audit_log_blocking(c, limit)).await
+    }
+
+    async fn retain(
         &self,
-        pseudonyms: Vec<String>,
-        reference: String,
+        cutoff_ms: u64,
         now_ms: u64,
-    ) -> Result<u64, StoreError> {
-        run(&self.writer, move |c| {
-            erase_blocking(c, &pseudonyms, &reference, now_ms)
+    ) -> Result<Option<RetentionRun>, StoreError> {
+        run(&self.writer, move |c| retain_blocking(c, cutoff_ms, now_ms))
+            .await
+            .map(Some)
+    }
+
+    async fn retention_state(&self) -> Result<RetentionState, StoreError> {
+        run(&self.reader, retention_state_blocking).await
+    }
+
+    async fn aggregates(
+        &self,
+        from_day: u64,
+        to_day: u64,
+    ) -> Result<Vec<DailyAggregate>, StoreError> {
+        run(&self.reader, move |c| {
+            aggregates_blocking(c, from_day, to_day)
         })
         .await
     }

@@ -1,0 +1,292 @@
+//! Authorisation of every gRPC call: the bearer token (see [`super::token`]) is verified
+//! and its role checked against the method before the request reaches a service.
+//!
+//! This is a tower layer on the tonic server rather than a per-service
+//! `tonic::service::Interceptor`, because an interceptor never sees the method path: with
+//! one place that maps `/package.Service/Method` to the roles allowed, a method added
+//! later is refused (PERMISSION_DENIED) until it is given a role here, instead of being
+//! open by default. The verified caller is put in the request extensions ([`Caller`]) so
+//! the services can name it in the audit log.
+//!
+//! Answers: no or malformed `authorization: Bearer` header, bad signature or expiry →
+//! `UNAUTHENTICATED`; a valid token whose role does not cover the method →
+//! `PERMISSION_DENIED`. The standard health service is open (load balancers probe it).
+#![deny(clippy::indexing_slicing, clippy::panic)]
+
+use std::{
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use tonic::Status;
+use tower::{Layer, Service};
+
+use super::token::{self, Role, TokenError, TokenSecret};
+
+/// Who made a call, as the services see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// Token subject, or [`ANONYMOUS`] when authentication is off.
+    pub subject: String,
+    /// Token role (`None` when authentication is off).
+    pub role: Option<Role>,
+}
+
+/// The actor recorded when the server runs without authentication (loopback only).
+pub const ANONYMOUS: &str = "anonymous";
+
+impl Caller {
+    /// The caller of a request (anonymous if none was attached).
+    pub fn of<T>(request: &tonic::Request<T>) -> Caller {
+        request
+            .extensions()
+            .get::<Caller>()
+            .cloned()
+            .unwrap_or(Caller {
+                subject: ANONYMOUS.into(),
+                role: None,
+            })
+    }
+}
+
+/// Who may call a method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone, without a token.
+    Public,
+    /// Holders of one of these roles.
+    Roles(&'static [Role]),
+    /// Nobody: the method is not known to this table.
+    Unknown,
+}
+
+const READERS: &[Role] = &[Role::Read, Role::Admin];
+
+/// The access rule of a gRPC method path (`/package.Service/Method`).
+pub fn access(path: &str) -> Access {
+    if path.starts_with("/grpc.health.v1.Health/") {
+        return Access::Public;
+    }
+    match path {
+        "/collector.v1.Ingest/Stream" | "/collector.v1.Watch/Publish" => {
+            Access::Roles(&[Role::Ingest])
+        }
+        "/collector.v1.Query/ListCdrs"
+        | "/collector.v1.Watch/Flows"
+        | "/collector.v1.Admin/Stats"
+        | "/collector.v1.Admin/RetentionStatus" => Access::Roles(READERS),
+        "/collector.v1.Admin/Erase" => Access::Roles(&[Role::Admin]),
+        _ => Access::Unknown,
+    }
+}
+
+/// Checks a call's path and headers; the caller on success, the status to answer
+/// otherwise. `secret` `None` means authentication is off (every call is anonymous).
+pub fn authorize(
+    secret: Option<&TokenSecret>,
+    path: &str,
+    headers: &http::HeaderMap,
+    now_s: u64,
+) -> Result<Caller, Status> {
+    let rule = access(path);
+    let Some(secret) = secret else {
+        return Ok(Caller {
+            subject: ANONYMOUS.into(),
+            role: None,
+        });
+    };
+    if rule == Access::Public {
+        return Ok(Caller {
+            subject: ANONYMOUS.into(),
+            role: None,
+        });
+    }
+    let value = headers
+        .get(http::header::AUTHORIZATION)
+        .ok_or_else(|| Status::unauthenticated("missing bearer token"))?;
+    let token = value
+        .to_str()
+        .ok()
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .ok_or_else(|| Status::unauthenticated("authorization must be `Bearer <token>`"))?;
+    let claims = token::verify(secret, token, now_s).map_err(|e| match e {
+        TokenError::Expired => Status::unauthenticated("token expired"),
+        _ => Status::unauthenticated("invalid token"),
+    })?;
+    let allowed = match rule {
+        Access::Public => true,
+        Access::Roles(roles) => roles.contains(&claims.role),
+        Access::Unknown => false,
+    };
+    if !allowed {
+        return Err(Status::permission_denied(format!(
+            "role {} may not call {path}",
+            claims.role.as_str()
+        )));
+    }
+    Ok(Caller {
+        subject: claims.sub,
+        role: Some(claims.role),
+    })
+}
+
+fn now_s() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The layer that checks every call (see the module docs).
+#[derive(Debug, Clone)]
+pub struct AuthLayer {
+    secret: Option<Arc<TokenSecret>>,
+}
+
+impl AuthLayer {
+    /// Checks tokens against `secret`; `None` lets every call through as anonymous.
+    pub fn new(secret: Option<TokenSecret>) -> Self {
+        Self {
+            secret: secret.map(Arc::new),
+        }
+    }
+}
+
+impl<S> Layer<S> for AuthLayer {
+    type Service = AuthService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        AuthService {
+            inner,
+            secret: self.secret.clone(),
+        }
+    }
+}
+
+/// The service [`AuthLayer`] wraps around the server's routes.
+#[derive(Debug, Clone)]
+pub struct AuthService<S> {
+    inner: S,
+    secret: Option<Arc<TokenSecret>>,
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+impl<S, B, R> Service<http::Request<B>> for AuthService<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<R>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+    R: Default + Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
+        match authorize(
+            self.secret.as_deref(),
+            req.uri().path(),
+            req.headers(),
+            now_s(),
+        ) {
+            Ok(caller) => {
+                req.extensions_mut().insert(caller);
+                Box::pin(self.inner.call(req))
+            }
+            Err(status) => Box::pin(async move { Ok(status.into_http()) }),
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "tests")]
+mod tests {
+    use super::*;
+    use tonic::Code;
+
+    fn headers(token: &str) -> http::HeaderMap {
+        let mut h = http::HeaderMap::new();
+        h.insert(
+            http::header::AUTHORIZATION,
+            format!("Bearer {token}").parse().unwrap(),
+        );
+        h
+    }
+
+    #[test]
+    fn roles_cover_exactly_their_methods() {
+        let s = TokenSecret::from_bytes(&[3; 32]);
+        let tok = |role| token::issue(&s, "who", role, 100, 60).unwrap();
+        let code = |path: &str, role: Role| {
+            authorize(Some(&s), path, &headers(&tok(role)), 110)
+                .err()
+                .map(|e| e.code())
+        };
+        let deny = Some(Code::PermissionDenied);
+        assert_eq!(code("/collector.v1.Ingest/Stream", Role::Ingest), None);
+        assert_eq!(code("/collector.v1.Ingest/Stream", Role::Read), deny);
+        assert_eq!(code("/collector.v1.Ingest/Stream", Role::Admin), deny);
+        assert_eq!(code("/collector.v1.Query/ListCdrs", Role::Read), None);
+        assert_eq!(code("/collector.v1.Query/ListCdrs", Role::Admin), None);
+        assert_eq!(code("/collector.v1.Query/ListCdrs", Role::Ingest), deny);
+        assert_eq!(code("/collector.v1.Admin/Erase", Role::Read), deny);
+        assert_eq!(code("/collector.v1.Admin/Erase", Role::Ingest), deny);
+        assert_eq!(code("/collector.v1.Admin/Erase", Role::Admin), None);
+        assert_eq!(code("/collector.v1.Admin/Stats", Role::Read), None);
+        assert_eq!(code("/collector.v1.Admin/NewThing", Role::Admin), deny);
+        let caller = authorize(
+            Some(&s),
+            "/collector.v1.Admin/Erase",
+            &headers(&tok(Role::Admin)),
+            110,
+        )
+        .unwrap();
+        assert_eq!(caller.subject, "who");
+    }
+
+    #[test]
+    fn missing_bad_or_expired_tokens_are_unauthenticated() {
+        let s = TokenSecret::from_bytes(&[3; 32]);
+        let path = "/collector.v1.Query/ListCdrs";
+        let none = authorize(Some(&s), path, &http::HeaderMap::new(), 0).unwrap_err();
+        assert_eq!(none.code(), Code::Unauthenticated);
+        let other = TokenSecret::from_bytes(&[4; 32]);
+        let foreign = token::issue(&other, "x", Role::Admin, 0, 60).unwrap();
+        let err = authorize(Some(&s), path, &headers(&foreign), 1).unwrap_err();
+        assert_eq!(err.code(), Code::Unauthenticated);
+        let old = token::issue(&s, "x", Role::Admin, 0, 60).unwrap();
+        let err = authorize(Some(&s), path, &headers(&old), 60).unwrap_err();
+        assert_eq!(err.code(), Code::Unauthenticated);
+        let mut basic = http::HeaderMap::new();
+        basic.insert(http::header::AUTHORIZATION, "Basic eDp5".parse().unwrap());
+        assert_eq!(
+            authorize(Some(&s), path, &basic, 1).unwrap_err().code(),
+            Code::Unauthenticated
+        );
+        // Health is open; with authentication off everything is anonymous.
+        assert!(authorize(
+            Some(&s),
+            "/grpc.health.v1.Health/Check",
+            &http::HeaderMap::new(),
+            0
+        )
+        .is_ok());
+        assert_eq!(
+            authorize(None, path, &http::HeaderMap::new(), 0)
+                .unwrap()
+                .subject,
+            ANONYMOUS
+        );
+    }
+}
