@@ -5,10 +5,12 @@
 //! spooling, shipping, the server) plug in beside them.
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod calls;
 pub mod capture;
 pub mod cli;
 pub mod media;
 pub mod net;
+pub mod pipeline;
 pub mod privacy;
 pub mod server;
 pub mod ship;

@@ -1,0 +1,2 @@
+//! Tests of the privacy boundary.
+use super::*;
