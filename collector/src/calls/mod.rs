@@ -113,7 +113,12 @@ impl Default for CallsConfig {
             idle_timeout_ms: t.idle_timeout_ns / MS,
             linger_ms: t.linger_ns / MS,
             dedupe_window_ms: 32_000,
-            correlation_headers: vec!["X-CID".to_owned(), "X-Call-ID".to_owned()],
+            // FreeSWITCH writes `XCall-ID` on the B-leg (seen in the corpus).
+            correlation_headers: vec![
+                "X-CID".to_owned(),
+                "X-Call-ID".to_owned(),
+                "XCall-ID".to_owned(),
+            ],
             correlation_window_ms: 5_000,
             consent_header: None,
             alerts: AlertConfig::default(),

@@ -739,6 +739,8 @@ impl Tracker {
                 if msg.cseq().seq > invite_cseq {
                     if let Some(c) = self.calls.get_mut(&cookie) {
                         c.invite_cseq = msg.cseq().seq;
+                        // The challenge is not why this attempt ends.
+                        c.reason = None;
                     }
                     self.drive(cookie, Event::Invite, now, &trigger, media);
                     self.take_sdp(cookie, msg, media);
@@ -762,7 +764,7 @@ impl Tracker {
             (None, Method::Bye) => {
                 if let Some(c) = self.calls.get_mut(&cookie) {
                     if !c.phase.is_over() {
-                        c.reason = cause_of(msg).or(c.reason.take());
+                        c.reason = cause_of(msg);
                     }
                 }
                 let by_caller = sender == Side::Caller;
@@ -1057,8 +1059,9 @@ impl Tracker {
                 if let Some(c) = self.calls.get_mut(&cookie) {
                     c.end = Some(ending);
                 }
-                self.release_media(cookie, media);
-                self.check_alerts(cookie, now, true);
+                // The media entries stay for the linger: RTP in flight when the BYE or the
+                // final response passed still belongs to the call (tshark counts it too).
+                self.forget_addresses(cookie);
             }
             Effect::Finalize => self.finalize(cookie, now, media),
         }
@@ -1107,7 +1110,7 @@ impl Tracker {
         self.out.flow(FlowOut { event, consent });
     }
 
-    /// Snapshots and removes the call's media entries; forgets its addresses.
+    /// Snapshots and removes the call's media entries.
     fn release_media(&mut self, cookie: u64, media: &mut dyn MediaTable) {
         let Some(call) = self.calls.get_mut(&cookie) else {
             return;
@@ -1120,6 +1123,13 @@ impl Tracker {
                 }
             }
         }
+    }
+
+    /// Takes an ended call's SDP addresses out of the media-anchoring index.
+    fn forget_addresses(&mut self, cookie: u64) {
+        let Some(call) = self.calls.get(&cookie) else {
+            return;
+        };
         let addrs: Vec<SocketAddr> = [&call.media.caller, &call.media.callee]
             .into_iter()
             .flatten()
@@ -1137,6 +1147,8 @@ impl Tracker {
 
     fn finalize(&mut self, cookie: u64, now: u64, media: &mut dyn MediaTable) {
         self.release_media(cookie, media);
+        self.forget_addresses(cookie);
+        self.check_alerts(cookie, now, true);
         self.unanswered.remove(&cookie);
         let Some(call) = self.calls.remove(&cookie) else {
             return;
@@ -1157,7 +1169,6 @@ impl Tracker {
             self.ring_lost_total.saturating_sub(call.ring_lost_at_start),
             interim,
         );
-        let _ = now;
         self.out.cdrs.push(record);
     }
 

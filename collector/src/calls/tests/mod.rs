@@ -7,3 +7,5 @@
     clippy::indexing_slicing,
     clippy::panic
 )]
+
+mod corpus;
