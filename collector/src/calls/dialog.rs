@@ -248,9 +248,14 @@ fn unanswered_timeout(
     t: &Timers,
     fx: &mut Vec<Effect>,
 ) -> Option<Phase> {
+    let deadline = match last_provisional {
+        None => invite_at.saturating_add(t.timer_b_ns),
+        Some(p) => p.saturating_add(t.timer_c_ns),
+    };
     if let Some(c) = cancel_at {
-        // No final response after the CANCEL: the caller gave up at the CANCEL.
-        if now >= c.saturating_add(t.timer_b_ns) {
+        // No final response after the CANCEL (Timer B of the CANCEL), or the INVITE's own
+        // timer ran out first: either way the caller gave up, at the CANCEL.
+        if now >= c.saturating_add(t.timer_b_ns).min(deadline) {
             return Some(end(
                 c,
                 now,
@@ -260,11 +265,8 @@ fn unanswered_timeout(
                 fx,
             ));
         }
+        return None;
     }
-    let deadline = match last_provisional {
-        None => invite_at.saturating_add(t.timer_b_ns),
-        Some(p) => p.saturating_add(t.timer_c_ns),
-    };
     (now >= deadline).then(|| {
         end(
             deadline,
