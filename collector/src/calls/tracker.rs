@@ -117,6 +117,15 @@ enum Side {
     Callee,
 }
 
+impl Side {
+    fn other(self) -> Self {
+        match self {
+            Side::Caller => Side::Callee,
+            Side::Callee => Side::Caller,
+        }
+    }
+}
+
 /// One observation of a message: a retransmission is the same message on the same path.
 #[derive(Clone, Debug)]
 struct Seen {
@@ -234,7 +243,8 @@ fn socket_bytes(a: &SocketAddr) -> Vec<u8> {
     v
 }
 
-/// The identity of a message across retransmissions and hops.
+/// The identity of a message across retransmissions and hops: CSeq (each side numbers its
+/// own requests, so the From tag tells whose), status, and the To tag (forks).
 fn message_key(msg: &SipMessage<'_>) -> u64 {
     let cseq = msg.cseq();
     let status = msg.status_code().unwrap_or(0);
@@ -242,6 +252,7 @@ fn message_key(msg: &SipMessage<'_>) -> u64 {
         &cseq.seq.to_be_bytes(),
         cseq.method.as_str().as_bytes(),
         &status.to_be_bytes(),
+        msg.from().tag().unwrap_or("").as_bytes(),
         msg.to().tag().unwrap_or("").as_bytes(),
     ])
 }
@@ -408,7 +419,7 @@ pub struct Tracker {
     calls: BTreeMap<u64, Call>,
     index: HashMap<String, u64>,
     unanswered: BTreeSet<u64>,
-    sdp_index: HashMap<SocketAddr, Vec<u64>>,
+    sdp_index: HashMap<SocketAddr, Vec<(u64, Side)>>,
     rtcp_index: HashMap<SocketAddr, u64>,
     next_cookie: u64,
     registrations: Registrations,
@@ -547,11 +558,12 @@ impl Tracker {
         let now = pkt.ts_ns;
         let method = msg.method();
         if matches!(method, Method::Register) {
-            if msg.is_request() {
-                self.count_method(&method);
-            }
+            let before = self.registrations.stats().requests;
             self.registrations
                 .on_message(&msg, now, &mut self.reg_out);
+            if self.registrations.stats().requests > before {
+                self.count_method(&method);
+            }
             self.flush_registrations();
             return;
         }
@@ -775,7 +787,9 @@ impl Tracker {
                 // tells where media flows.
                 self.take_sdp(cookie, msg, media);
             }
-            (Some(code), Method::Invite) if msg.cseq().seq == self.invite_cseq(cookie) => {
+            (Some(code), Method::Invite)
+                if msg.cseq().seq == invite_cseq && sender == Side::Callee =>
+            {
                 self.invite_response(cookie, msg, code, now, &trigger, media);
             }
             (Some(code), Method::Invite | Method::Update) => {
@@ -798,10 +812,6 @@ impl Tracker {
                 self.take_sdp(cookie, msg, media);
             }
         }
-    }
-
-    fn invite_cseq(&self, cookie: u64) -> u32 {
-        self.calls.get(&cookie).map_or(0, |c| c.invite_cseq)
     }
 
     fn invite_response(
@@ -917,24 +927,27 @@ impl Tracker {
         };
         let announced = merged.rtp;
         *slot = Some(merged);
-        self.anchor(cookie, announced);
+        self.anchor(cookie, announced, side);
         self.replan(cookie, media);
         Some(hold)
     }
 
     /// Media anchoring: a call whose only correlation is its own Call-ID adopts the
-    /// correlation of the one other live call, begun within the window, that announced
-    /// the same address:port (a B2BUA passing SDP through, or an SBC anchoring both legs on
-    /// one port). Several candidates mean a shared port (a media server): no link.
-    fn anchor(&mut self, cookie: u64, addr: SocketAddr) {
+    /// correlation of the one other live call, begun within the window, that shares an SDP
+    /// address:port with it in the way two legs of one call through a B2BUA do: the SBC's
+    /// address is the callee side of one leg and the caller side of the other (media
+    /// anchored on one port), or both sides are equal (SDP passed through unchanged). One
+    /// side shared in the same role is what calls to a media server look like (every call
+    /// answered from one port): never a link. Several candidates: no link either.
+    fn anchor(&mut self, cookie: u64, addr: SocketAddr, side: Side) {
         if addr.ip().is_unspecified() {
             return;
         }
         let list = self.sdp_index.entry(addr).or_default();
-        if !list.contains(&cookie) && list.len() < MAX_PER_ADDRESS {
-            list.push(cookie);
+        if !list.iter().any(|&(c, s)| c == cookie && s == side) && list.len() < MAX_PER_ADDRESS {
+            list.push((cookie, side));
         }
-        let others: Vec<u64> = list.iter().copied().filter(|&c| c != cookie).collect();
+        let sharing: Vec<(u64, Side)> = list.iter().copied().filter(|&(c, _)| c != cookie).collect();
         let window = self.cfg.correlation_window_ms.saturating_mul(MS);
         let Some(me) = self.calls.get(&cookie) else {
             return;
@@ -943,27 +956,36 @@ impl Tracker {
             return;
         }
         let my_start = me.start_ns;
-        let candidates: Vec<&Call> = others
+        let my_other = me.sdp_of(side.other()).map(|s| s.rtp);
+        let mut candidates: Vec<&Call> = sharing
             .iter()
-            .filter_map(|c| self.calls.get(c))
-            .filter(|c| !c.phase.is_over() && c.start_ns.abs_diff(my_start) <= window)
+            .filter_map(|&(c, their_side)| {
+                let other = self.calls.get(&c)?;
+                let linked = their_side != side
+                    || (my_other.is_some()
+                        && other.sdp_of(their_side.other()).map(|s| s.rtp) == my_other);
+                (linked && !other.phase.is_over() && other.start_ns.abs_diff(my_start) <= window)
+                    .then_some(other)
+            })
             .collect();
-        if let [other] = candidates.as_slice() {
-            let (corr, older) = (other.correlation.clone(), other.start_ns <= my_start);
-            if older {
-                if let Some(me) = self.calls.get_mut(&cookie) {
-                    me.correlation = corr;
-                    me.correlation_source = CorrelationSource::Media;
-                }
-            } else {
-                // The other leg began later: it takes this leg's id.
-                let other_cookie = other.cookie;
-                let mine = me.correlation.clone();
-                if let Some(o) = self.calls.get_mut(&other_cookie) {
-                    if o.correlation_source >= CorrelationSource::Media {
-                        o.correlation = mine;
-                        o.correlation_source = CorrelationSource::Media;
-                    }
+        candidates.dedup_by_key(|c| c.cookie);
+        let [other] = candidates.as_slice() else {
+            return;
+        };
+        let (corr, older, other_cookie) =
+            (other.correlation.clone(), other.start_ns <= my_start, other.cookie);
+        if older {
+            if let Some(me) = self.calls.get_mut(&cookie) {
+                me.correlation = corr;
+                me.correlation_source = CorrelationSource::Media;
+            }
+        } else {
+            // The other leg began later: it takes this leg's id.
+            let mine = me.correlation.clone();
+            if let Some(o) = self.calls.get_mut(&other_cookie) {
+                if o.correlation_source >= CorrelationSource::Media {
+                    o.correlation = mine;
+                    o.correlation_source = CorrelationSource::Media;
                 }
             }
         }
@@ -1137,7 +1159,7 @@ impl Tracker {
             .collect();
         for a in addrs {
             if let Some(list) = self.sdp_index.get_mut(&a) {
-                list.retain(|&c| c != cookie);
+                list.retain(|&(c, _)| c != cookie);
                 if list.is_empty() {
                     self.sdp_index.remove(&a);
                 }

@@ -10,3 +10,5 @@
 
 mod corpus;
 mod dialog;
+mod sipgen;
+mod tracker;
