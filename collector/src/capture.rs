@@ -14,8 +14,8 @@ use aya::{
 use collector_common::{
     counters::COUNTER_COUNT,
     media::{EndpointKey, EndpointValue, MAP_MEDIA_EP, MAP_MEDIA_PORTS},
-    Config, Counter, EventHeader, MediaKey, MediaValue, GLOBAL_CONFIG, MAP_COUNTERS,
-    MAP_EVENTS, MAP_MEDIA, MAP_SIP_PORTS, PORT_SIP, PROG_TC_EGRESS, PROG_XDP, SNAP_MAX,
+    Config, Counter, EventHeader, MediaKey, MediaValue, GLOBAL_CONFIG, MAP_COUNTERS, MAP_EVENTS,
+    MAP_MEDIA, MAP_SIP_PORTS, PORT_SIP, PROG_TC_EGRESS, PROG_XDP, SNAP_MAX,
 };
 use serde::Serialize;
 use thiserror::Error;

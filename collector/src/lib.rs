@@ -14,5 +14,5 @@ pub mod pipeline;
 pub mod privacy;
 pub mod server;
 pub mod ship;
-pub mod spool;
 pub mod sip;
+pub mod spool;

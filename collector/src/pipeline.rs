@@ -27,8 +27,13 @@ const NS: u64 = 1_000_000_000;
 /// Where RTP is counted.
 pub trait MediaBackend: MediaTable {
     /// What happens to a non-SIP UDP datagram that reached userspace.
-    fn on_udp(&mut self, ts_ns: u64, src: SocketAddr, dst: SocketAddr, payload: &[u8])
-        -> UdpVerdict;
+    fn on_udp(
+        &mut self,
+        ts_ns: u64,
+        src: SocketAddr,
+        dst: SocketAddr,
+        payload: &[u8],
+    ) -> UdpVerdict;
 }
 
 impl MediaBackend for EmulatedMedia {

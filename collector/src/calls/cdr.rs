@@ -131,7 +131,9 @@ fn leg(call: &Call, way: Way, plan: &super::media::Plan, s: &RtpStream) -> Media
         }
     };
     let clock_rate = plan.clock_rate;
-    let ptime = receiver.and_then(|r| r.ptime).or(sender.and_then(|r| r.ptime));
+    let ptime = receiver
+        .and_then(|r| r.ptime)
+        .or(sender.and_then(|r| r.ptime));
     let mut input = QualityInput::new(s, clock_rate, &codec);
     input.ptime_ms = ptime;
     input.rtt = call.media.rtcp.rtt;
@@ -175,7 +177,11 @@ fn leg(call: &Call, way: Way, plan: &super::media::Plan, s: &RtpStream) -> Media
         max_gap_ms: q.max_gap_ms,
         loss_bursts: s.loss_bursts.to_vec(),
         delay_hist: s.delay_hist.to_vec(),
-        mos: if te_only { 0.0 } else { e.map_or(0.0, |e| e.mos) },
+        mos: if te_only {
+            0.0
+        } else {
+            e.map_or(0.0, |e| e.mos)
+        },
         r_factor: if te_only { 0.0 } else { e.map_or(0.0, |e| e.r) },
         quality_model: match (te_only, e, scored) {
             (false, Some(e), Some(b)) => format!("{} {} {:?}", e.model, b.label, b.method),

@@ -469,26 +469,38 @@ pub fn step(phase: Phase, event: Event, now: u64, t: &Timers) -> (Phase, Vec<Eff
             | Event::Refresh { .. },
         ) => phase,
         // The caller gives up (a CANCEL or BYE for the challenged attempt).
-        (Phase::Challenged { .. }, Event::Cancel | Event::Bye { .. }) => {
-            end(
-                now,
-                now,
-                Disposition::Cancelled,
-                HangupSide::Caller,
-                true,
-                &mut fx,
-            )
-        }
+        (Phase::Challenged { .. }, Event::Cancel | Event::Bye { .. }) => end(
+            now,
+            now,
+            Disposition::Cancelled,
+            HangupSide::Caller,
+            true,
+            &mut fx,
+        ),
         (Phase::Challenged { at, code }, Event::Tick { .. }) => {
             if now >= at.saturating_add(t.auth_retry_ns) {
                 // Nobody retried: the challenge was the final answer.
-                end(at, now, disposition_for(code), HangupSide::Callee, true, &mut fx)
+                end(
+                    at,
+                    now,
+                    disposition_for(code),
+                    HangupSide::Callee,
+                    true,
+                    &mut fx,
+                )
             } else {
                 phase
             }
         }
         (Phase::Challenged { at, code }, Event::Evict | Event::Shutdown) => {
-            end(at, now, disposition_for(code), HangupSide::Callee, true, &mut fx);
+            end(
+                at,
+                now,
+                disposition_for(code),
+                HangupSide::Callee,
+                true,
+                &mut fx,
+            );
             fx.push(Effect::Finalize);
             Phase::Closed
         }

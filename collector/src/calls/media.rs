@@ -272,7 +272,10 @@ impl EmulatedMedia {
         let Some(v) = self.media.get_mut(key) else {
             return UdpVerdict::NoMatch;
         };
-        let Some(hdr) = payload.get(..12).and_then(|h| <&[u8; 12]>::try_from(h).ok()) else {
+        let Some(hdr) = payload
+            .get(..12)
+            .and_then(|h| <&[u8; 12]>::try_from(h).ok())
+        else {
             return UdpVerdict::RtpInvalid;
         };
         if v.flags & MediaValue::FLAG_RTCP_MUX != 0 && RtpFields::is_rtcp_mux(hdr[1]) {
@@ -507,9 +510,10 @@ impl Plan {
             .iter()
             .filter(|c| !is_auxiliary(&c.name))
             .find(|c| {
-                caller.codecs.iter().any(|o| {
-                    o.name.eq_ignore_ascii_case(&c.name) && o.clock_rate == c.clock_rate
-                })
+                caller
+                    .codecs
+                    .iter()
+                    .any(|o| o.name.eq_ignore_ascii_case(&c.name) && o.clock_rate == c.clock_rate)
             })
             .or_else(|| callee.main_codec())
             .or_else(|| caller.main_codec())

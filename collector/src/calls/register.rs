@@ -104,13 +104,19 @@ fn granted(msg: &SipMessage<'_>) -> (u32, u32) {
     for c in msg.contacts() {
         if let Contact::Addr(a) = c {
             count = count.saturating_add(1);
-            if let Some(e) = a.params().value("expires").and_then(|v| v.parse::<u32>().ok()) {
+            if let Some(e) = a
+                .params()
+                .value("expires")
+                .and_then(|v| v.parse::<u32>().ok())
+            {
                 max_param = Some(max_param.map_or(e, |m| m.max(e)));
             }
         }
     }
     let header = msg.expires().ok().flatten();
-    let expires = max_param.or(header).unwrap_or(if count == 0 { 0 } else { 3600 });
+    let expires = max_param
+        .or(header)
+        .unwrap_or(if count == 0 { 0 } else { 3600 });
     (expires, count)
 }
 

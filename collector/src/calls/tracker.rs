@@ -559,8 +559,7 @@ impl Tracker {
         let method = msg.method();
         if matches!(method, Method::Register) {
             let before = self.registrations.stats().requests;
-            self.registrations
-                .on_message(&msg, now, &mut self.reg_out);
+            self.registrations.on_message(&msg, now, &mut self.reg_out);
             if self.registrations.stats().requests > before {
                 self.count_method(&method);
             }
@@ -586,7 +585,11 @@ impl Tracker {
                 let dialog_response = !msg.is_request()
                     && matches!(
                         method,
-                        Method::Invite | Method::Bye | Method::Cancel | Method::Update | Method::Prack
+                        Method::Invite
+                            | Method::Bye
+                            | Method::Cancel
+                            | Method::Update
+                            | Method::Prack
                     );
                 if dialog_response || (msg.is_request() && msg.to().tag().is_some()) {
                     self.stats.orphans += 1;
@@ -597,8 +600,7 @@ impl Tracker {
 
     fn new_call(&mut self, pkt: &SipPacket, msg: &SipMessage<'_>, media: &mut dyn MediaTable) {
         let now = pkt.ts_ns;
-        if self.unanswered.len() >= self.cfg.max_early || self.calls.len() >= self.cfg.max_calls
-        {
+        if self.unanswered.len() >= self.cfg.max_early || self.calls.len() >= self.cfg.max_calls {
             // Make room with the oldest unanswered call; never an established one.
             match self.unanswered.first().copied() {
                 Some(victim) => {
@@ -947,7 +949,8 @@ impl Tracker {
         if !list.iter().any(|&(c, s)| c == cookie && s == side) && list.len() < MAX_PER_ADDRESS {
             list.push((cookie, side));
         }
-        let sharing: Vec<(u64, Side)> = list.iter().copied().filter(|&(c, _)| c != cookie).collect();
+        let sharing: Vec<(u64, Side)> =
+            list.iter().copied().filter(|&(c, _)| c != cookie).collect();
         let window = self.cfg.correlation_window_ms.saturating_mul(MS);
         let Some(me) = self.calls.get(&cookie) else {
             return;
@@ -972,8 +975,11 @@ impl Tracker {
         let [other] = candidates.as_slice() else {
             return;
         };
-        let (corr, older, other_cookie) =
-            (other.correlation.clone(), other.start_ns <= my_start, other.cookie);
+        let (corr, older, other_cookie) = (
+            other.correlation.clone(),
+            other.start_ns <= my_start,
+            other.cookie,
+        );
         if older {
             if let Some(me) = self.calls.get_mut(&cookie) {
                 me.correlation = corr;
@@ -1058,7 +1064,14 @@ impl Tracker {
         }
     }
 
-    fn apply(&mut self, cookie: u64, fx: Effect, now: u64, trigger: &str, media: &mut dyn MediaTable) {
+    fn apply(
+        &mut self,
+        cookie: u64,
+        fx: Effect,
+        now: u64,
+        trigger: &str,
+        media: &mut dyn MediaTable,
+    ) {
         match fx {
             Effect::Notify(kind) => self.notify(cookie, kind, trigger, now),
             Effect::Ring => {
@@ -1282,7 +1295,11 @@ impl Tracker {
         {
             let (c2e, e2c) = (packets(Way::CallerToCallee), packets(Way::CalleeToCaller));
             if (c2e == 0) != (e2c == 0) {
-                let dir = if c2e == 0 { "callee to caller" } else { "caller to callee" };
+                let dir = if c2e == 0 {
+                    "callee to caller"
+                } else {
+                    "caller to callee"
+                };
                 raise.push((
                     ALERT_ONE_WAY,
                     "one_way_audio",
@@ -1301,7 +1318,10 @@ impl Tracker {
                 raise.push((
                     ALERT_GAP,
                     "media_gap",
-                    format!("RTP stopped for {gap_ms} ms (threshold {} ms)", a.media_gap_ms),
+                    format!(
+                        "RTP stopped for {gap_ms} ms (threshold {} ms)",
+                        a.media_gap_ms
+                    ),
                 ));
             }
         }

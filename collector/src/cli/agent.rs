@@ -248,8 +248,7 @@ async fn agent_loop(args: super::AgentArgs) -> anyhow::Result<()> {
             for ev in events.drain(..) {
                 print_event(&ev);
             }
-            if args.stats_every > 0
-                && last_stats.elapsed() >= Duration::from_secs(args.stats_every)
+            if args.stats_every > 0 && last_stats.elapsed() >= Duration::from_secs(args.stats_every)
             {
                 last_stats = Instant::now();
                 println!("{}", serde_json::json!({ "counters": cap.counters()? }));
@@ -312,8 +311,7 @@ async fn agent_loop(args: super::AgentArgs) -> anyhow::Result<()> {
         print_cdrs(&mut pipe)?;
         // Nobody consumes live flows in this build yet (the Watch service will).
         flows_dropped += pipe.drain_flows().len() as u64;
-        if args.stats_every > 0 && last_stats.elapsed() >= Duration::from_secs(args.stats_every)
-        {
+        if args.stats_every > 0 && last_stats.elapsed() >= Duration::from_secs(args.stats_every) {
             last_stats = Instant::now();
             println!(
                 "{}",

@@ -139,8 +139,8 @@ pub fn run(args: &super::ReplayArgs) -> anyhow::Result<()> {
         ..ReplayOptions::default()
     };
     if let Some(cfg) = &args.config {
-        let text = std::fs::read_to_string(cfg)
-            .with_context(|| format!("reading {}", cfg.display()))?;
+        let text =
+            std::fs::read_to_string(cfg).with_context(|| format!("reading {}", cfg.display()))?;
         opts.calls = CallsConfig::from_agent_toml(&text)?;
         let privacy = PrivacyConfig::from_agent_toml(&text)?;
         opts.privacy = Some(privacy);
@@ -267,7 +267,10 @@ pub fn render_table(cdrs: &[Cdr]) -> String {
             truncate(&c.call_id, 24),
             party(&c.caller),
             party(&c.callee),
-            format!("{disposition}{}", if c.interim { " (in progress)" } else { "" }),
+            format!(
+                "{disposition}{}",
+                if c.interim { " (in progress)" } else { "" }
+            ),
             c.final_code.to_string(),
             fmt_time(c.start_time_ms),
             format!("{:.3}s", c.duration_ms as f64 / 1000.0),
@@ -287,7 +290,12 @@ pub fn render_table(cdrs: &[Cdr]) -> String {
         let line: Vec<String> = r
             .iter()
             .zip(widths.iter())
-            .map(|(cell, &w)| format!("{cell}{}", " ".repeat(w.saturating_sub(cell.chars().count()))))
+            .map(|(cell, &w)| {
+                format!(
+                    "{cell}{}",
+                    " ".repeat(w.saturating_sub(cell.chars().count()))
+                )
+            })
             .collect();
         out.push_str(line.join("  ").trim_end());
         out.push('\n');

@@ -173,7 +173,11 @@ fn check_calls(name: &str, out: &ReplayOutput, o: &Value) {
         assert_eq!(cdr.disposition(), want, "{id}: disposition");
         let caller = cdr.caller.as_ref().unwrap();
         let callee = cdr.callee.as_ref().unwrap();
-        assert_eq!(caller.user, oc["from_user"].as_str().unwrap(), "{id}: caller");
+        assert_eq!(
+            caller.user,
+            oc["from_user"].as_str().unwrap(),
+            "{id}: caller"
+        );
         assert_eq!(callee.user, oc["to_user"].as_str().unwrap(), "{id}: callee");
         ms_close(cdr.start_time_ms, &oc["start"], "start", id);
         ms_close(cdr.answer_time_ms, &oc["answer"], "answer", id);
@@ -198,7 +202,11 @@ fn check_calls(name: &str, out: &ReplayOutput, o: &Value) {
                             && u64::from(l.dst_port) == s["dst_port"].as_u64().unwrap()
                     })
                     .unwrap_or_else(|| panic!("{id}: no {key} leg for SSRC {ssrc:#x}"));
-                assert_eq!(leg.packets, s["packets"].as_u64().unwrap(), "{id} {key} packets");
+                assert_eq!(
+                    leg.packets,
+                    s["packets"].as_u64().unwrap(),
+                    "{id} {key} packets"
+                );
                 assert_eq!(leg.lost, s["lost"].as_i64().unwrap(), "{id} {key} lost");
                 let mean = s["mean_jitter_ms"].as_f64().unwrap();
                 let max = s["max_jitter_ms"].as_f64().unwrap();
@@ -228,8 +236,14 @@ fn check_calls(name: &str, out: &ReplayOutput, o: &Value) {
                 .unwrap_or_else(|| panic!("{id}: leg {leg:?} is not in rtp,streams"));
             assert_eq!(leg.packets, s.packets, "{id}: packets of {:#x}", leg.ssrc);
             assert_eq!(leg.lost, s.lost, "{id}: lost of {:#x}", leg.ssrc);
-            assert!(close(leg.mean_jitter_ms, s.mean_jitter), "{id}: {leg:?} vs {s:?}");
-            assert!(close(leg.max_jitter_ms, s.max_jitter), "{id}: {leg:?} vs {s:?}");
+            assert!(
+                close(leg.mean_jitter_ms, s.mean_jitter),
+                "{id}: {leg:?} vs {s:?}"
+            );
+            assert!(
+                close(leg.max_jitter_ms, s.max_jitter),
+                "{id}: {leg:?} vs {s:?}"
+            );
         }
     }
 }
@@ -441,7 +455,10 @@ fn heplify_ipv6_unbracketed_addresses_are_parse_errors() {
     let e = crate::sip::parse_message(invite, &limits).unwrap_err();
     assert_eq!(e.reason(), "bad_request_uri");
     let e = crate::sip::parse_message(trying, &limits).unwrap_err();
-    assert_eq!((e.reason(), e.header()), ("malformed_header", Some("Contact")));
+    assert_eq!(
+        (e.reason(), e.header()),
+        ("malformed_header", Some("Contact"))
+    );
 }
 
 /// SIP-I over SCTP (RFC 4168): the kernel programs parse UDP and TCP only (an SCTP packet

@@ -60,7 +60,11 @@ fn ended(at: u64, since: u64) -> Phase {
 #[test]
 fn timers_are_the_rfc_values() {
     let t = t();
-    assert_eq!(t.timer_b_ns, 32 * S, "RFC 3261 Timer B = 64*T1, T1 = 500 ms");
+    assert_eq!(
+        t.timer_b_ns,
+        32 * S,
+        "RFC 3261 Timer B = 64*T1, T1 = 500 ms"
+    );
     assert!(t.timer_c_ns > 180 * S - 1, "RFC 3261 Timer C > 3 min");
 }
 
@@ -88,7 +92,15 @@ fn disposition_table() {
 
 #[test]
 fn calling_trying_stops_timer_b_and_starts_timer_c() {
-    let (p, fx) = step(calling(), Event::Provisional { code: 100, sdp: false }, T0 + S, &t());
+    let (p, fx) = step(
+        calling(),
+        Event::Provisional {
+            code: 100,
+            sdp: false,
+        },
+        T0 + S,
+        &t(),
+    );
     assert_eq!(
         p,
         Phase::Calling {
@@ -108,7 +120,10 @@ fn calling_trying_stops_timer_b_and_starts_timer_c() {
     assert_eq!(p3, ended(deadline, deadline));
     assert_eq!(
         fx,
-        vec![ending(deadline, D::NoAnswer, H::System, false), Effect::Notify(K::Ended)]
+        vec![
+            ending(deadline, D::NoAnswer, H::System, false),
+            Effect::Notify(K::Ended)
+        ]
     );
 }
 
@@ -122,16 +137,35 @@ fn calling_timer_b_expires_at_32_s() {
     assert_eq!(p, ended(T0 + 32 * S, T0 + 33 * S));
     assert_eq!(
         fx,
-        vec![ending(T0 + 32 * S, D::NoAnswer, H::System, false), Effect::Notify(K::Ended)]
+        vec![
+            ending(T0 + 32 * S, D::NoAnswer, H::System, false),
+            Effect::Notify(K::Ended)
+        ]
     );
 }
 
 #[test]
 fn ringing_and_early_media() {
-    let (p, fx) = step(calling(), Event::Provisional { code: 180, sdp: false }, T0 + S, &t());
+    let (p, fx) = step(
+        calling(),
+        Event::Provisional {
+            code: 180,
+            sdp: false,
+        },
+        T0 + S,
+        &t(),
+    );
     assert_eq!(p, early());
     assert_eq!(fx, vec![Effect::Ring, Effect::Notify(K::Ringing)]);
-    let (p, fx) = step(calling(), Event::Provisional { code: 183, sdp: true }, T0 + S, &t());
+    let (p, fx) = step(
+        calling(),
+        Event::Provisional {
+            code: 183,
+            sdp: true,
+        },
+        T0 + S,
+        &t(),
+    );
     assert_eq!(
         p,
         Phase::Early {
@@ -142,9 +176,25 @@ fn ringing_and_early_media() {
     );
     assert_eq!(fx, vec![Effect::Ring, Effect::Notify(K::EarlyMedia)]);
     // 180 then 183 with SDP: early media announced once.
-    let (p, fx) = step(early(), Event::Provisional { code: 183, sdp: true }, T0 + 2 * S, &t());
+    let (p, fx) = step(
+        early(),
+        Event::Provisional {
+            code: 183,
+            sdp: true,
+        },
+        T0 + 2 * S,
+        &t(),
+    );
     assert_eq!(fx, vec![Effect::Notify(K::EarlyMedia)]);
-    let (p2, fx) = step(p, Event::Provisional { code: 183, sdp: true }, T0 + 3 * S, &t());
+    let (p2, fx) = step(
+        p,
+        Event::Provisional {
+            code: 183,
+            sdp: true,
+        },
+        T0 + 3 * S,
+        &t(),
+    );
     assert!(fx.is_empty());
     assert_eq!(
         p2,
@@ -180,14 +230,23 @@ fn answer_from_calling_and_early() {
         );
         assert_eq!(
             fx,
-            vec![Effect::Final(200), Effect::Answer, Effect::Notify(K::Answered)]
+            vec![
+                Effect::Final(200),
+                Effect::Answer,
+                Effect::Notify(K::Answered)
+            ]
         );
     }
 }
 
 #[test]
 fn final_failures_end_the_call_on_the_callee_side() {
-    for (code, d) in [(486, D::Busy), (404, D::Failed), (603, D::Rejected), (480, D::NoAnswer)] {
+    for (code, d) in [
+        (486, D::Busy),
+        (404, D::Failed),
+        (603, D::Rejected),
+        (480, D::NoAnswer),
+    ] {
         for from in [calling(), early()] {
             let (p, fx) = step(from, Event::Reject { code }, T0 + 2 * S, &t());
             assert_eq!(p, ended(T0 + 2 * S, T0 + 2 * S), "{code}");
@@ -258,7 +317,11 @@ fn cancel_racing_a_200_is_answered() {
 fn cancel_without_final_response_ends_at_the_cancel() {
     let (p, _) = step(calling(), Event::Cancel, T0 + 2 * S, &t());
     let p = match p {
-        Phase::Calling { invite_at, cancel_at, .. } => Phase::Calling {
+        Phase::Calling {
+            invite_at,
+            cancel_at,
+            ..
+        } => Phase::Calling {
             invite_at,
             trying_at: Some(T0 + S),
             cancel_at,
@@ -287,10 +350,24 @@ fn cancelled_invite_without_any_response_ends_at_timer_b_as_cancelled() {
 #[test]
 fn challenge_then_retry() {
     let (p, fx) = step(calling(), Event::Reject { code: 407 }, T0 + S, &t());
-    assert_eq!(p, Phase::Challenged { at: T0 + S, code: 407 });
+    assert_eq!(
+        p,
+        Phase::Challenged {
+            at: T0 + S,
+            code: 407
+        }
+    );
     assert_eq!(fx, vec![Effect::Final(407)]);
     // Late responses to the challenged attempt change nothing.
-    let (p2, fx) = step(p, Event::Provisional { code: 100, sdp: false }, T0 + S, &t());
+    let (p2, fx) = step(
+        p,
+        Event::Provisional {
+            code: 100,
+            sdp: false,
+        },
+        T0 + S,
+        &t(),
+    );
     assert_eq!((p2, fx.len()), (p, 0));
     let (p3, fx) = step(p, Event::Invite, T0 + 60 * S, &t());
     assert!(fx.is_empty());
@@ -320,7 +397,12 @@ fn challenge_then_retry() {
 
 #[test]
 fn bye_ends_a_confirmed_call_on_the_sender_side() {
-    let (p, fx) = step(confirmed(), Event::Bye { by_caller: true }, T0 + 9 * S, &t());
+    let (p, fx) = step(
+        confirmed(),
+        Event::Bye { by_caller: true },
+        T0 + 9 * S,
+        &t(),
+    );
     assert_eq!(p, ended(T0 + 9 * S, T0 + 9 * S));
     assert_eq!(
         fx,
@@ -329,7 +411,12 @@ fn bye_ends_a_confirmed_call_on_the_sender_side() {
             Effect::Notify(K::Ended)
         ]
     );
-    let (_, fx) = step(confirmed(), Event::Bye { by_caller: false }, T0 + 9 * S, &t());
+    let (_, fx) = step(
+        confirmed(),
+        Event::Bye { by_caller: false },
+        T0 + 9 * S,
+        &t(),
+    );
     assert_eq!(fx[0], ending(T0 + 9 * S, D::Answered, H::Callee, true));
 }
 
@@ -412,7 +499,12 @@ fn media_timeout_ends_at_the_last_packet_unless_held() {
 #[test]
 fn idle_timeout_is_the_last_resort() {
     let idle = 4 * 3600 * S;
-    let (p, fx) = step(confirmed(), tick(None, T0 + 3 * S), T0 + 3 * S + idle - 1, &t());
+    let (p, fx) = step(
+        confirmed(),
+        tick(None, T0 + 3 * S),
+        T0 + 3 * S + idle - 1,
+        &t(),
+    );
     assert_eq!((p, fx.len()), (confirmed(), 0));
     let (p, fx) = step(confirmed(), tick(None, T0 + 3 * S), T0 + 3 * S + idle, &t());
     assert_eq!(p, ended(T0 + 3 * S, T0 + 3 * S + idle));
@@ -422,7 +514,10 @@ fn idle_timeout_is_the_last_resort() {
 #[test]
 fn late_and_out_of_order_responses_after_the_answer_are_ignored() {
     for ev in [
-        Event::Provisional { code: 180, sdp: false },
+        Event::Provisional {
+            code: 180,
+            sdp: false,
+        },
         Event::Answer {
             code: 200,
             session_interval_s: None,
@@ -452,7 +547,12 @@ fn eviction_takes_only_unanswered_calls() {
     let (p, fx) = step(confirmed(), Event::Evict, T0 + 5 * S, &t());
     assert_eq!((p, fx.len()), (confirmed(), 0));
     // A challenged call is over as far as its answer goes.
-    let (p, fx) = step(Phase::Challenged { at: T0, code: 401 }, Event::Evict, T0 + S, &t());
+    let (p, fx) = step(
+        Phase::Challenged { at: T0, code: 401 },
+        Event::Evict,
+        T0 + S,
+        &t(),
+    );
     assert_eq!(p, Phase::Closed);
     assert_eq!(fx[0], ending(T0, D::Failed, H::Callee, true));
     assert_eq!(fx.last(), Some(&Effect::Finalize));
@@ -494,15 +594,21 @@ fn any_event() -> impl Strategy<Value = Event> {
     prop_oneof![
         Just(Event::Invite),
         (100u16..200, any::<bool>()).prop_map(|(code, sdp)| Event::Provisional { code, sdp }),
-        (200u16..300, proptest::option::of(1u32..4000))
-            .prop_map(|(code, s)| Event::Answer { code, session_interval_s: s }),
+        (200u16..300, proptest::option::of(1u32..4000)).prop_map(|(code, s)| Event::Answer {
+            code,
+            session_interval_s: s
+        }),
         (300u16..700).prop_map(|code| Event::Reject { code }),
         Just(Event::Cancel),
         any::<bool>().prop_map(|by_caller| Event::Bye { by_caller }),
         any::<bool>().prop_map(|hold| Event::Offer { hold }),
-        proptest::option::of(1u32..4000).prop_map(|s| Event::Refresh { session_interval_s: s }),
-        (proptest::option::of(0u64..1 << 40), 0u64..1 << 40)
-            .prop_map(|(m, s)| Event::Tick { last_media: m, last_sip: s }),
+        proptest::option::of(1u32..4000).prop_map(|s| Event::Refresh {
+            session_interval_s: s
+        }),
+        (proptest::option::of(0u64..1 << 40), 0u64..1 << 40).prop_map(|(m, s)| Event::Tick {
+            last_media: m,
+            last_sip: s
+        }),
         Just(Event::Evict),
         Just(Event::Shutdown),
     ]

@@ -10,5 +10,6 @@
 
 mod corpus;
 mod dialog;
+mod media;
 mod sipgen;
 mod tracker;

@@ -165,7 +165,11 @@ fn answered_call_end_to_end() {
     assert_eq!(c.codecs, ["PCMU", "PCMA", "telephone-event"]);
     let caller = c.caller.as_ref().unwrap();
     assert_eq!(
-        (caller.user.as_str(), caller.domain.as_str(), caller.display.as_str()),
+        (
+            caller.user.as_str(),
+            caller.domain.as_str(),
+            caller.display.as_str()
+        ),
         ("+441632960001", "example.com", "Alice")
     );
     assert_eq!(c.callee.as_ref().unwrap().user, "+441632960002");
@@ -400,9 +404,19 @@ fn reinvite_hold_resume_and_moved_media() {
     // 10 packets each way on the first binding.
     for i in 0..10u16 {
         let t = 21_000 + u64::from(i) * 200;
-        let v = h.udp(t, "192.0.2.10:4000", "198.51.100.20:5000", &rtp(0, i, u32::from(i) * 160, ssrc_a));
+        let v = h.udp(
+            t,
+            "192.0.2.10:4000",
+            "198.51.100.20:5000",
+            &rtp(0, i, u32::from(i) * 160, ssrc_a),
+        );
         assert!(matches!(v, UdpVerdict::Rtp(_)));
-        h.udp(t + 5, "198.51.100.20:5000", "192.0.2.10:4000", &rtp(0, i, u32::from(i) * 160, ssrc_b));
+        h.udp(
+            t + 5,
+            "198.51.100.20:5000",
+            "192.0.2.10:4000",
+            &rtp(0, i, u32::from(i) * 160, ssrc_b),
+        );
     }
     // Caller puts the call on hold (RFC 3264 §8.4).
     let hold = Msg::request("INVITE", "c1", 2, "re1")
@@ -411,9 +425,11 @@ fn reinvite_hold_resume_and_moved_media() {
     h.up(5000, &hold);
     h.down(
         5010,
-        &Msg::response(200, &hold)
-            .to_tag("bob-tag")
-            .body(sdp("198.51.100.20", 5000, "a=recvonly\r\n")),
+        &Msg::response(200, &hold).to_tag("bob-tag").body(sdp(
+            "198.51.100.20",
+            5000,
+            "a=recvonly\r\n",
+        )),
     );
     // Resumes, moving its media to a new port.
     let resume = Msg::request("INVITE", "c1", 3, "re2")
@@ -434,13 +450,25 @@ fn reinvite_hold_resume_and_moved_media() {
     assert!(h.m.stream(&new).unwrap().is_some());
     for i in 0..5u16 {
         let t = 80_000 + u64::from(i) * 200;
-        h.udp(t, "192.0.2.10:4002", "198.51.100.20:5000", &rtp(0, 100 + i, 0, ssrc_a));
+        h.udp(
+            t,
+            "192.0.2.10:4002",
+            "198.51.100.20:5000",
+            &rtp(0, 100 + i, 0, ssrc_a),
+        );
     }
     h.up(10_000, &bye_from_caller("c1", 4));
     h.tick(15_000);
     assert_eq!(
         h.kinds(),
-        [K::Trying, K::Ringing, K::Answered, K::Held, K::Resumed, K::Ended]
+        [
+            K::Trying,
+            K::Ringing,
+            K::Answered,
+            K::Held,
+            K::Resumed,
+            K::Ended
+        ]
     );
     let c = &h.cdrs[0];
     let legs: Vec<(MediaDirection, u32, u64)> = c
@@ -581,8 +609,18 @@ fn media_inactivity_ends_the_call_at_the_last_packet() {
     answered(&mut h, "c1");
     for i in 0..50u16 {
         let t = 20_100 + u64::from(i) * 200; // every 20 ms from T0 + 2.01 s
-        h.udp(t, "192.0.2.10:4000", "198.51.100.20:5000", &rtp(8, i, u32::from(i) * 160, 7));
-        h.udp(t, "198.51.100.20:5000", "192.0.2.10:4000", &rtp(8, i, u32::from(i) * 160, 9));
+        h.udp(
+            t,
+            "192.0.2.10:4000",
+            "198.51.100.20:5000",
+            &rtp(8, i, u32::from(i) * 160, 7),
+        );
+        h.udp(
+            t,
+            "198.51.100.20:5000",
+            "192.0.2.10:4000",
+            &rtp(8, i, u32::from(i) * 160, 9),
+        );
     }
     let last_ms = 2010 + 49 * 20;
     h.tick(3_000);
@@ -610,7 +648,12 @@ fn one_way_audio_and_gap_alerts() {
     for i in 0..100u16 {
         let hole = if i >= 50 { 30_000 } else { 0 };
         let t = 20_100 + u64::from(i) * 200 + hole;
-        h.udp(t, "192.0.2.10:4000", "198.51.100.20:5000", &rtp(0, i, u32::from(i) * 160, 7));
+        h.udp(
+            t,
+            "192.0.2.10:4000",
+            "198.51.100.20:5000",
+            &rtp(0, i, u32::from(i) * 160, 7),
+        );
     }
     h.tick(8_000);
     assert_eq!(h.alerts(), ["one_way_audio", "media_gap"]);
@@ -624,7 +667,12 @@ fn rtcp_goes_to_its_call() {
     let mut h = H1::new();
     answered(&mut h, "c1");
     // RTP port + 1 (RFC 3550 §11).
-    let v = h.udp(30_000, "198.51.100.20:5001", "192.0.2.10:4001", &rtcp_rr(9, 7));
+    let v = h.udp(
+        30_000,
+        "198.51.100.20:5001",
+        "192.0.2.10:4001",
+        &rtcp_rr(9, 7),
+    );
     assert_eq!(v, UdpVerdict::Rtcp);
     assert_eq!(h.t.stats().rtcp_unmatched, 0);
     assert_eq!(h.m.stats().rtcp_copied, 1);
@@ -683,11 +731,14 @@ fn correlation_from_headers() {
     let mut h = H1::new();
     h.up(
         0,
-        &invite("sid").header("Session-ID: AB30317F1A784DC48FF824D0D3715D86;remote=00000000000000000000000000000000"),
+        &invite("sid").header(
+            "Session-ID: AB30317F1A784DC48FF824D0D3715D86;remote=00000000000000000000000000000000",
+        ),
     );
     h.up(
         0,
-        &invite("pcv").header("P-Charging-Vector: icid-value=1234bc9876e;icid-generated-at=192.0.6.8"),
+        &invite("pcv")
+            .header("P-Charging-Vector: icid-value=1234bc9876e;icid-generated-at=192.0.6.8"),
     );
     h.up(0, &invite("xcid").header("X-CID: first-leg@example.com"));
     h.up(0, &invite("plain"));
@@ -715,20 +766,46 @@ fn correlation_by_media_anchoring() {
     h.up(0, &a);
     let b = Msg::request("INVITE", "leg-b", 1, "b1").body(sdp(sbc, 30_000, ""));
     h.up(20, &b);
-    h.down(900, &Msg::response(200, &b).to_tag("b").body(sdp("198.51.100.20", 5000, "")));
-    h.down(910, &Msg::response(200, &a).to_tag("s").body(sdp(sbc, 30_000, "")));
+    h.down(
+        900,
+        &Msg::response(200, &b)
+            .to_tag("b")
+            .body(sdp("198.51.100.20", 5000, "")),
+    );
+    h.down(
+        910,
+        &Msg::response(200, &a)
+            .to_tag("s")
+            .body(sdp(sbc, 30_000, "")),
+    );
     // A B2BUA passing SDP through unchanged: both sides equal on both legs.
     let c = Msg::request("INVITE", "leg-c", 1, "c1").body(sdp("192.0.2.30", 4100, ""));
     let d = Msg::request("INVITE", "leg-d", 1, "d1").body(sdp("192.0.2.30", 4100, ""));
     h.up(30, &c);
     h.up(40, &d);
-    h.down(50, &Msg::response(200, &d).to_tag("d").body(sdp("198.51.100.30", 5100, "")));
-    h.down(60, &Msg::response(200, &c).to_tag("c").body(sdp("198.51.100.30", 5100, "")));
+    h.down(
+        50,
+        &Msg::response(200, &d)
+            .to_tag("d")
+            .body(sdp("198.51.100.30", 5100, "")),
+    );
+    h.down(
+        60,
+        &Msg::response(200, &c)
+            .to_tag("c")
+            .body(sdp("198.51.100.30", 5100, "")),
+    );
     // A media server answering every call from one port: no link.
     for (i, id) in ["ms-1", "ms-2", "ms-3"].into_iter().enumerate() {
-        let inv = Msg::request("INVITE", id, 1, id).body(sdp("192.0.2.50", 4000 + i as u16 * 2, ""));
+        let inv =
+            Msg::request("INVITE", id, 1, id).body(sdp("192.0.2.50", 4000 + i as u16 * 2, ""));
         h.up(100, &inv);
-        h.down(200, &Msg::response(200, &inv).to_tag("ms").body(sdp("198.51.100.99", 7000, "")));
+        h.down(
+            200,
+            &Msg::response(200, &inv)
+                .to_tag("ms")
+                .body(sdp("198.51.100.99", 7000, "")),
+        );
     }
     h.finish(1000);
     let corr = |id: &str| {
@@ -739,8 +816,14 @@ fn correlation_by_media_anchoring() {
             .correlation_id
             .clone()
     };
-    assert_eq!((corr("leg-a"), corr("leg-b")), ("leg-a".into(), "leg-a".into()));
-    assert_eq!((corr("leg-c"), corr("leg-d")), ("leg-c".into(), "leg-c".into()));
+    assert_eq!(
+        (corr("leg-a"), corr("leg-b")),
+        ("leg-a".into(), "leg-a".into())
+    );
+    assert_eq!(
+        (corr("leg-c"), corr("leg-d")),
+        ("leg-c".into(), "leg-c".into())
+    );
     for id in ["ms-1", "ms-2", "ms-3"] {
         assert_eq!(corr(id), id);
     }
