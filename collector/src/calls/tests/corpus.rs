@@ -270,7 +270,7 @@ fn check_non_invite(name: &str, out: &ReplayOutput, o: &Value) {
                     }
                     _ => None,
                 })
-                .last();
+                .next_back();
             assert_eq!(
                 last.map(u64::from),
                 d["final_status"].as_u64(),

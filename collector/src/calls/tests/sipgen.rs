@@ -56,12 +56,12 @@ impl Msg {
         .no_body()
     }
 
-    pub fn to_tag(mut self, t: &str) -> Self {
+    pub fn with_to_tag(mut self, t: &str) -> Self {
         self.to_tag = Some(t.to_owned());
         self
     }
 
-    pub fn from_tag(mut self, t: &str) -> Self {
+    pub fn with_from_tag(mut self, t: &str) -> Self {
         self.from_tag = t.to_owned();
         self
     }

@@ -112,28 +112,28 @@ fn answered(h: &mut H1, call_id: &str) -> Msg {
     let inv = invite(call_id);
     h.up(0, &inv);
     h.down(10, &Msg::response(100, &inv));
-    h.down(100, &Msg::response(180, &inv).to_tag("bob-tag"));
+    h.down(100, &Msg::response(180, &inv).with_to_tag("bob-tag"));
     h.down(
         2000,
         &Msg::response(200, &inv)
-            .to_tag("bob-tag")
+            .with_to_tag("bob-tag")
             .body(sdp("198.51.100.20", 5000, "")),
     );
     h.up(
         2010,
-        &Msg::request("ACK", call_id, 1, "ack1").to_tag("bob-tag"),
+        &Msg::request("ACK", call_id, 1, "ack1").with_to_tag("bob-tag"),
     );
     inv
 }
 
 fn bye_from_caller(call_id: &str, cseq: u32) -> Msg {
-    Msg::request("BYE", call_id, cseq, "bye").to_tag("bob-tag")
+    Msg::request("BYE", call_id, cseq, "bye").with_to_tag("bob-tag")
 }
 
 fn bye_from_callee(call_id: &str) -> Msg {
     Msg::request("BYE", call_id, 1, "bye-b")
-        .from_tag("bob-tag")
-        .to_tag("alice-tag")
+        .with_from_tag("bob-tag")
+        .with_to_tag("alice-tag")
 }
 
 #[test]
@@ -213,7 +213,7 @@ fn retransmissions_are_not_counted_twice() {
     h.up(500, &inv); // T1
     h.up(1500, &inv); // 2·T1
     let ok = Msg::response(200, &inv)
-        .to_tag("b")
+        .with_to_tag("b")
         .body(sdp("198.51.100.20", 5000, ""));
     h.down(2000, &ok);
     h.down(2500, &ok);
@@ -243,7 +243,7 @@ fn a_forwarded_message_is_one_step_with_two_hops() {
     h.t.on_sip(&inv.packet(T0, CALLER, sbc), &mut h.m);
     h.t.on_sip(&fwd.packet(T0 + MS, sbc, CALLEE), &mut h.m);
     let ok = Msg::response(200, &fwd)
-        .to_tag("b")
+        .with_to_tag("b")
         .body(sdp("198.51.100.20", 5000, ""));
     h.t.on_sip(&ok.packet(T0 + 900 * MS, CALLEE, sbc), &mut h.m);
     let ok_back = Msg {
@@ -270,10 +270,10 @@ fn out_of_order_provisional_after_the_answer_is_ignored() {
     h.down(
         300,
         &Msg::response(200, &inv)
-            .to_tag("b")
+            .with_to_tag("b")
             .body(sdp("198.51.100.20", 5000, "")),
     );
-    h.down(290, &Msg::response(180, &inv).to_tag("b"));
+    h.down(290, &Msg::response(180, &inv).with_to_tag("b"));
     h.up(5000, &bye_from_caller("c1", 2));
     h.finish(6000);
     assert_eq!(h.kinds(), [K::Trying, K::Answered, K::Ended]);
@@ -288,26 +288,26 @@ fn forked_early_dialogs_and_a_second_answer() {
     let mut h = H1::new();
     let inv = invite("c1");
     h.up(0, &inv);
-    h.down(100, &Msg::response(180, &inv).to_tag("fork-a"));
+    h.down(100, &Msg::response(180, &inv).with_to_tag("fork-a"));
     h.down(
         150,
         &Msg::response(183, &inv)
-            .to_tag("fork-b")
+            .with_to_tag("fork-b")
             .body(sdp("198.51.100.21", 6000, "")),
     );
     h.down(
         1000,
         &Msg::response(200, &inv)
-            .to_tag("fork-b")
+            .with_to_tag("fork-b")
             .body(sdp("198.51.100.21", 6000, "")),
     );
     h.down(
         1100,
         &Msg::response(200, &inv)
-            .to_tag("fork-a")
+            .with_to_tag("fork-a")
             .body(sdp("198.51.100.22", 7000, "")),
     );
-    h.up(9000, &bye_from_caller("c1", 2).to_tag("fork-b"));
+    h.up(9000, &bye_from_caller("c1", 2).with_to_tag("fork-b"));
     h.finish(10_000);
     assert_eq!(h.t.stats().forked_answers, 1);
     assert_eq!(
@@ -325,12 +325,12 @@ fn cancel_then_487() {
     let mut h = H1::new();
     let inv = invite("c1");
     h.up(0, &inv);
-    h.down(100, &Msg::response(180, &inv).to_tag("b"));
+    h.down(100, &Msg::response(180, &inv).with_to_tag("b"));
     let cancel = Msg::request("CANCEL", "c1", 1, "inv1").header("Reason: Q.850;cause=16");
     h.up(3000, &cancel);
-    h.down(3001, &Msg::response(200, &cancel).to_tag("b"));
-    h.down(3002, &Msg::response(487, &inv).to_tag("b"));
-    h.up(3003, &Msg::request("ACK", "c1", 1, "inv1").to_tag("b"));
+    h.down(3001, &Msg::response(200, &cancel).with_to_tag("b"));
+    h.down(3002, &Msg::response(487, &inv).with_to_tag("b"));
+    h.up(3003, &Msg::request("ACK", "c1", 1, "inv1").with_to_tag("b"));
     h.finish(4000);
     let c = &h.cdrs[0];
     assert_eq!(c.disposition(), D::Cancelled);
@@ -349,19 +349,19 @@ fn cancel_racing_the_200() {
     let mut h = H1::new();
     let inv = invite("c1");
     h.up(0, &inv);
-    h.down(100, &Msg::response(180, &inv).to_tag("b"));
+    h.down(100, &Msg::response(180, &inv).with_to_tag("b"));
     let cancel = Msg::request("CANCEL", "c1", 1, "inv1");
     h.up(3000, &cancel);
     // The UAS answered before the CANCEL arrived; the CANCEL gets 481/200, the call is up.
     h.down(
         3001,
         &Msg::response(200, &inv)
-            .to_tag("b")
+            .with_to_tag("b")
             .body(sdp("198.51.100.20", 5000, "")),
     );
-    h.down(3002, &Msg::response(481, &cancel).to_tag("b"));
-    h.up(3003, &Msg::request("ACK", "c1", 1, "ack").to_tag("b"));
-    h.up(3100, &bye_from_caller("c1", 2).to_tag("b"));
+    h.down(3002, &Msg::response(481, &cancel).with_to_tag("b"));
+    h.up(3003, &Msg::request("ACK", "c1", 1, "ack").with_to_tag("b"));
+    h.up(3100, &bye_from_caller("c1", 2).with_to_tag("b"));
     h.finish(4000);
     let c = &h.cdrs[0];
     assert_eq!(c.disposition(), D::Answered);
@@ -374,17 +374,17 @@ fn challenge_and_retry_is_one_call() {
     let mut h = H1::new();
     let inv = invite("c1");
     h.up(0, &inv);
-    h.down(50, &Msg::response(407, &inv).to_tag("p"));
-    h.up(60, &Msg::request("ACK", "c1", 1, "inv1").to_tag("p"));
+    h.down(50, &Msg::response(407, &inv).with_to_tag("p"));
+    h.up(60, &Msg::request("ACK", "c1", 1, "inv1").with_to_tag("p"));
     let inv2 = Msg::request("INVITE", "c1", 2, "inv2").body(sdp("192.0.2.10", 4000, ""));
     h.up(20_000, &inv2);
     h.down(
         21_000,
         &Msg::response(200, &inv2)
-            .to_tag("b")
+            .with_to_tag("b")
             .body(sdp("198.51.100.20", 5000, "")),
     );
-    h.up(30_000, &bye_from_caller("c1", 3).to_tag("b"));
+    h.up(30_000, &bye_from_caller("c1", 3).with_to_tag("b"));
     h.finish(31_000);
     assert_eq!(h.cdrs.len(), 1);
     let c = &h.cdrs[0];
@@ -420,12 +420,12 @@ fn reinvite_hold_resume_and_moved_media() {
     }
     // Caller puts the call on hold (RFC 3264 §8.4).
     let hold = Msg::request("INVITE", "c1", 2, "re1")
-        .to_tag("bob-tag")
+        .with_to_tag("bob-tag")
         .body(sdp("192.0.2.10", 4000, "a=sendonly\r\n"));
     h.up(5000, &hold);
     h.down(
         5010,
-        &Msg::response(200, &hold).to_tag("bob-tag").body(sdp(
+        &Msg::response(200, &hold).with_to_tag("bob-tag").body(sdp(
             "198.51.100.20",
             5000,
             "a=recvonly\r\n",
@@ -433,13 +433,13 @@ fn reinvite_hold_resume_and_moved_media() {
     );
     // Resumes, moving its media to a new port.
     let resume = Msg::request("INVITE", "c1", 3, "re2")
-        .to_tag("bob-tag")
+        .with_to_tag("bob-tag")
         .body(sdp("192.0.2.10", 4002, ""));
     h.up(7000, &resume);
     h.down(
         7010,
         &Msg::response(200, &resume)
-            .to_tag("bob-tag")
+            .with_to_tag("bob-tag")
             .body(sdp("198.51.100.20", 5000, "")),
     );
     // Only the new binding is installed: the old pair entries are gone.
@@ -493,21 +493,21 @@ fn hold_by_the_callee_with_a_zero_address_keeps_the_media_address() {
     answered(&mut h, "c1");
     // RFC 2543 hold: c=0.0.0.0, from the callee.
     let hold = Msg::request("INVITE", "c1", 1, "reb")
-        .from_tag("bob-tag")
-        .to_tag("alice-tag")
+        .with_from_tag("bob-tag")
+        .with_to_tag("alice-tag")
         .body(sdp("0.0.0.0", 5000, ""));
     h.down(4000, &hold);
     assert_eq!(h.m.len(), (2, 4), "the binding stays as it was");
     h.up(
         4010,
         &Msg::response(200, &hold)
-            .from_tag("bob-tag")
-            .to_tag("alice-tag")
+            .with_from_tag("bob-tag")
+            .with_to_tag("alice-tag")
             .body(sdp("192.0.2.10", 4000, "")),
     );
     let unhold = Msg::request("UPDATE", "c1", 2, "reb2")
-        .from_tag("bob-tag")
-        .to_tag("alice-tag")
+        .with_from_tag("bob-tag")
+        .with_to_tag("alice-tag")
         .body(sdp("198.51.100.20", 5000, ""));
     h.down(6000, &unhold);
     h.finish(7000);
@@ -588,7 +588,7 @@ fn session_timer_without_refresh_ends_the_call() {
     h.down(
         1000,
         &Msg::response(200, &inv)
-            .to_tag("b")
+            .with_to_tag("b")
             .header("Session-Expires: 90;refresher=uac")
             .body(sdp("198.51.100.20", 5000, "")),
     );
@@ -688,12 +688,12 @@ fn registrations_ok_failed_expired_and_timed_out() {
     h.down(
         600,
         &Msg::response(200, &reg)
-            .to_tag("reg")
+            .with_to_tag("reg")
             .header("Contact: <sip:alice@192.0.2.10:5060>;expires=60"),
     );
     let bad = Msg::request("REGISTER", "r2", 1, "r2");
     h.up(1000, &bad);
-    h.down(1100, &Msg::response(401, &bad).to_tag("reg"));
+    h.down(1100, &Msg::response(401, &bad).with_to_tag("reg"));
     h.up(2000, &Msg::request("REGISTER", "r3", 1, "r3"));
     h.tick(35_000);
     h.tick(61_000);
@@ -769,13 +769,13 @@ fn correlation_by_media_anchoring() {
     h.down(
         900,
         &Msg::response(200, &b)
-            .to_tag("b")
+            .with_to_tag("b")
             .body(sdp("198.51.100.20", 5000, "")),
     );
     h.down(
         910,
         &Msg::response(200, &a)
-            .to_tag("s")
+            .with_to_tag("s")
             .body(sdp(sbc, 30_000, "")),
     );
     // A B2BUA passing SDP through unchanged: both sides equal on both legs.
@@ -786,13 +786,13 @@ fn correlation_by_media_anchoring() {
     h.down(
         50,
         &Msg::response(200, &d)
-            .to_tag("d")
+            .with_to_tag("d")
             .body(sdp("198.51.100.30", 5100, "")),
     );
     h.down(
         60,
         &Msg::response(200, &c)
-            .to_tag("c")
+            .with_to_tag("c")
             .body(sdp("198.51.100.30", 5100, "")),
     );
     // A media server answering every call from one port: no link.
@@ -803,7 +803,7 @@ fn correlation_by_media_anchoring() {
         h.down(
             200,
             &Msg::response(200, &inv)
-                .to_tag("ms")
+                .with_to_tag("ms")
                 .body(sdp("198.51.100.99", 7000, "")),
         );
     }
@@ -843,7 +843,7 @@ fn consent_header_and_user_agents_are_recorded() {
     h.down(
         100,
         &Msg::response(486, &inv)
-            .to_tag("b")
+            .with_to_tag("b")
             .header("Server: PBX/2.0"),
     );
     h.finish(200);
@@ -867,7 +867,7 @@ fn a_message_that_does_not_parse_makes_the_cdr_incomplete() {
     h.t.on_sip(&broken, &mut h.m);
     h.up(6000, &bye_from_caller("c1", 3));
     h.finish(7000);
-    let cov = h.cdrs[0].coverage.clone().unwrap();
+    let cov = h.cdrs[0].coverage.unwrap();
     assert_eq!(cov.sip_parse_errors, 1);
     assert!(!cov.complete);
     assert_eq!(h.t.stats().parse_errors, 1);
