@@ -918,8 +918,10 @@ impl Tracker {
             Side::Caller => &mut call.media.caller,
             Side::Callee => &mut call.media.callee,
         };
+        let previous = slot.take();
+        let previous_addr = previous.as_ref().map(|p| p.rtp);
         // RFC 2543 hold (c=0.0.0.0) keeps the side's address: media resumes there.
-        let merged = match slot.take() {
+        let merged = match previous {
             Some(old) if new.rtp.ip().is_unspecified() => SdpMedia {
                 rtp: old.rtp,
                 rtcp: old.rtcp,
@@ -929,6 +931,9 @@ impl Tracker {
         };
         let announced = merged.rtp;
         *slot = Some(merged);
+        if let Some(old) = previous_addr.filter(|&a| a != announced) {
+            self.unindex(old, cookie, Some(side));
+        }
         self.anchor(cookie, announced, side);
         self.replan(cookie, media);
         Some(hold)
@@ -1171,13 +1176,29 @@ impl Tracker {
             .map(|s| s.rtp)
             .collect();
         for a in addrs {
-            if let Some(list) = self.sdp_index.get_mut(&a) {
-                list.retain(|&(c, _)| c != cookie);
-                if list.is_empty() {
-                    self.sdp_index.remove(&a);
-                }
+            self.unindex(a, cookie, None);
+        }
+    }
+
+    /// Takes `cookie` (on `side`, or any side) off the anchoring index of `addr`.
+    fn unindex(&mut self, addr: SocketAddr, cookie: u64, side: Option<Side>) {
+        if let Some(list) = self.sdp_index.get_mut(&addr) {
+            list.retain(|&(c, s)| c != cookie || side.is_some_and(|x| x != s));
+            if list.is_empty() {
+                self.sdp_index.remove(&addr);
             }
         }
+    }
+
+    /// Sizes of the internal indexes (calls, Call-IDs, SDP addresses, RTCP addresses):
+    /// all zero once every call has been finalized.
+    pub fn table_sizes(&self) -> [usize; 4] {
+        [
+            self.calls.len(),
+            self.index.len(),
+            self.sdp_index.len(),
+            self.rtcp_index.len(),
+        ]
     }
 
     fn finalize(&mut self, cookie: u64, now: u64, media: &mut dyn MediaTable) {

@@ -52,6 +52,9 @@ pub struct ReplayOutput {
     pub media_left: (usize, usize),
     /// Requests per method.
     pub methods: Vec<(String, u64)>,
+    /// Tracker tables left after the end (calls, Call-IDs, SDP and RTCP addresses): zero
+    /// when nothing leaked.
+    pub tables_left: [usize; 4],
 }
 
 fn file_hash(path: &Path) -> anyhow::Result<[u8; 32]> {
@@ -111,6 +114,7 @@ pub fn replay_file(
     out.tracker = pipe.tracker().stats();
     out.media = pipe.media().stats();
     out.media_left = pipe.media().len();
+    out.tables_left = pipe.tracker().table_sizes();
     out.methods = pipe
         .tracker()
         .methods()

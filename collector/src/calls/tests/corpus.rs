@@ -293,6 +293,7 @@ fn check(name: &str) -> ReplayOutput {
     check_calls(name, &out, &o);
     check_non_invite(name, &out, &o);
     assert_eq!(out.media_left, (0, 0), "{name}: media entries left behind");
+    assert_eq!(out.tables_left, [0; 4], "{name}: tracker tables left behind");
     out
 }
 
