@@ -8,6 +8,7 @@
 //! (and samples) reach userspace. Timers and media polls run as the injected clock passes
 //! their deadlines, so replay is deterministic.
 #![forbid(unsafe_code)]
+#![deny(clippy::indexing_slicing, clippy::panic)]
 
 use std::net::SocketAddr;
 

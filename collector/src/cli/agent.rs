@@ -9,6 +9,7 @@
 //!
 //! Kernel timestamps are `CLOCK_MONOTONIC`; they are turned into Unix time with one offset
 //! measured at start, for events and for the RTP times read back from the maps alike.
+#![deny(clippy::indexing_slicing, clippy::panic)]
 use std::{
     net::SocketAddr,
     time::{Duration, Instant},

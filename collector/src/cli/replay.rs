@@ -6,6 +6,7 @@
 //! applies it. The output is deterministic: CDR ids are derived from the SHA-256 of the
 //! capture file and the call's order in it (see `calls::cdr::cdr_id`), so replaying a file
 //! twice prints the same bytes.
+#![deny(clippy::indexing_slicing, clippy::panic)]
 use std::{io::Write as _, path::Path};
 
 use anyhow::Context as _;
@@ -147,7 +148,16 @@ pub fn run(args: &super::ReplayArgs) -> anyhow::Result<()> {
             std::fs::read_to_string(cfg).with_context(|| format!("reading {}", cfg.display()))?;
         opts.calls = CallsConfig::from_agent_toml(&text)?;
         let privacy = PrivacyConfig::from_agent_toml(&text)?;
-        opts.privacy = Some(privacy);
+        // A policy needs its key file; without one replay prints identifiers in clear
+        // rather than pseudonyms of a throwaway key that would differ on every run.
+        if privacy.key_file.is_some() {
+            opts.privacy = Some(privacy);
+        } else {
+            eprintln!(
+                "replay: {} names no privacy.key_file: identifiers are printed in clear",
+                cfg.display()
+            );
+        }
     }
     let stdout = std::io::stdout();
     let mut lock = stdout.lock();
