@@ -4,10 +4,7 @@
 //! The object is embedded at build time (see `build.rs`), so the binary deploys alone. A
 //! build without the eBPF toolchain embeds an empty stub; loading it fails with
 //! [`CaptureError::StubObject`].
-use std::{
-    collections::BTreeMap,
-    time::{Duration, Instant},
-};
+use std::collections::BTreeMap;
 
 use aya::{
     maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
@@ -17,8 +14,8 @@ use aya::{
 use collector_common::{
     counters::COUNTER_COUNT,
     media::{EndpointKey, EndpointValue, MAP_MEDIA_EP, MAP_MEDIA_PORTS},
-    Config, Counter, EventHeader, EventKind, MediaKey, MediaValue, GLOBAL_CONFIG, MAP_COUNTERS,
-    MAP_EVENTS, MAP_MEDIA, MAP_SIP_PORTS, PORT_SIP, PROG_TC_EGRESS, PROG_XDP, SNAP_MAX,
+    Config, Counter, EventHeader, MediaKey, MediaValue, GLOBAL_CONFIG, MAP_COUNTERS, MAP_EVENTS,
+    MAP_MEDIA, MAP_SIP_PORTS, PORT_SIP, PROG_TC_EGRESS, PROG_XDP, SNAP_MAX,
 };
 use serde::Serialize;
 use thiserror::Error;
@@ -398,6 +395,15 @@ impl Capture {
             .map_err(map_err("inserting into MEDIA_EP"))
     }
 
+    /// Reads an endpoint; `None` when it is not installed (or was evicted).
+    pub fn endpoint(&mut self, key: &EndpointKey) -> Result<Option<EndpointValue>, CaptureError> {
+        match self.endpoint_map()?.get(key, 0) {
+            Ok(v) => Ok(Some(v)),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(map_err("reading MEDIA_EP")(e)),
+        }
+    }
+
     /// Removes an endpoint (absent is fine).
     pub fn remove_endpoint(&mut self, key: &EndpointKey) -> Result<(), CaptureError> {
         match self.endpoint_map()?.remove(key) {
@@ -458,147 +464,32 @@ pub fn self_check() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Summary of one ring event that carries no identifier (no address, no payload).
-#[derive(Serialize)]
-struct EventLine<'a> {
-    kind: &'a str,
-    direction: &'a str,
-    ifindex: u32,
-    orig_len: u32,
-    cap_len: u32,
-    /// FNV-1a of the captured L4 payload (of the whole copy for a later fragment): lets a
-    /// test compare packets with what it sent without anything being printed.
-    digest: String,
-    /// FNV-1a of the whole captured frame (from the Ethernet header).
-    frame_digest: String,
+fn clock_ns(clock: libc::clockid_t) -> Option<u64> {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; clock_gettime only writes into it.
+    let rc = unsafe { libc::clock_gettime(clock, &mut ts) };
+    if rc != 0 {
+        return None;
+    }
+    let secs = u64::try_from(ts.tv_sec).ok()?;
+    let nanos = u64::try_from(ts.tv_nsec).ok()?;
+    secs.checked_mul(1_000_000_000)?.checked_add(nanos)
 }
 
-fn fnv1a(data: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in data {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h
+/// `CLOCK_MONOTONIC` now, ns: the clock of `bpf_ktime_get_ns`, which stamps ring events
+/// and RTP arrivals.
+pub fn monotonic_ns() -> Option<u64> {
+    clock_ns(libc::CLOCK_MONOTONIC)
 }
 
-/// `collector agent`: attach, read events until SIGINT/SIGTERM, detach.
-pub fn run_agent(args: crate::cli::AgentArgs) -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(agent_loop(args))
-}
-
-async fn agent_loop(args: crate::cli::AgentArgs) -> anyhow::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    if args.server.is_some() {
-        anyhow::bail!(
-            "`--server` is not built yet: CDR streaming is still to come in this release"
-        );
-    }
-    let opts = CaptureOptions {
-        sip_ports: args.sip_ports.clone(),
-        snap_len: args.snap_len,
-        rtp_sample_every: args.rtp_sample_every,
-        ring_bytes: args.ring_bytes,
-    };
-    let mut cap = Capture::load(&opts)?;
-    for iface in &args.ifaces {
-        cap.attach(iface, args.xdp_mode)?;
-    }
-    tracing::info!(attachments = ?cap.attachments(), "attached");
-    // Attached: from here on the agent needs CAP_BPF only (map access).
-    let dropped = crate::harden::drop_privileges()?;
-    tracing::info!(
-        dropped = dropped.len(),
-        "capabilities dropped, no_new_privs set"
-    );
-    // Tests and supervisors wait for this line before sending traffic.
-    println!(
-        "{}",
-        serde_json::json!({ "ready": true, "attachments": cap.attachments() })
-    );
-    let mut ring = cap.take_ring()?;
-    let mut sigterm = signal(SignalKind::terminate())?;
-    let mut sigint = signal(SignalKind::interrupt())?;
-    // The kernel submits without waking us (cheaper per packet); poll on a short timer.
-    let mut tick = tokio::time::interval(Duration::from_millis(10));
-    let mut events = Vec::new();
-    let mut bad = 0u64;
-    let mut last_stats = Instant::now();
-    loop {
-        tokio::select! {
-            _ = sigterm.recv() => break,
-            _ = sigint.recv() => break,
-            _ = tick.tick() => {}
-            guard = ring.readable_mut() => {
-                if let Ok(mut g) = guard {
-                    g.clear_ready();
-                }
-            }
-        }
-        drain_ring(ring.get_mut(), &mut events, &mut bad);
-        if args.print_events {
-            for ev in events.drain(..) {
-                print_event(&ev);
-            }
-        } else {
-            events.clear();
-        }
-        if args.stats_every > 0 && last_stats.elapsed() >= Duration::from_secs(args.stats_every) {
-            last_stats = Instant::now();
-            println!("{}", serde_json::json!({ "counters": cap.counters()? }));
-        }
-    }
-    // Read what is left, then report the final counters.
-    drain_ring(ring.get_mut(), &mut events, &mut bad);
-    if args.print_events {
-        for ev in events.drain(..) {
-            print_event(&ev);
-        }
-    }
-    let counters = cap.counters()?;
-    println!(
-        "{}",
-        serde_json::json!({ "final": true, "counters": counters, "undecodable_events": bad })
-    );
-    drop(ring);
-    drop(cap);
-    tracing::info!("detached");
-    Ok(())
-}
-
-fn print_event(ev: &RawEvent) {
-    let kind = match EventKind::from_u8(ev.header.kind) {
-        Some(EventKind::Sip) => "sip",
-        Some(EventKind::Fragment) => "fragment",
-        Some(EventKind::Rtcp) => "rtcp",
-        Some(EventKind::RtpSample) => "rtp_sample",
-        None => "unknown",
-    };
-    let direction = if ev.header.direction == 0 {
-        "ingress"
-    } else {
-        "egress"
-    };
-    let line = EventLine {
-        kind,
-        direction,
-        ifindex: ev.header.ifindex,
-        orig_len: ev.header.orig_len,
-        cap_len: ev.header.cap_len,
-        digest: format!(
-            "{:016x}",
-            fnv1a(
-                ev.data
-                    .get(usize::from(ev.header.l7_off)..)
-                    .unwrap_or_default()
-            )
-        ),
-        frame_digest: format!("{:016x}", fnv1a(&ev.data)),
-    };
-    if let Ok(s) = serde_json::to_string(&line) {
-        println!("{s}");
-    }
+/// What to add to a `CLOCK_MONOTONIC` time to get Unix time (ns), measured once: the
+/// agent converts kernel timestamps with it, so a later wall-clock step does not reorder
+/// events.
+pub fn monotonic_to_unix_offset_ns() -> Option<u64> {
+    let real = clock_ns(libc::CLOCK_REALTIME)?;
+    let mono = clock_ns(libc::CLOCK_MONOTONIC)?;
+    real.checked_sub(mono)
 }

@@ -5,6 +5,7 @@
 //! spooling, shipping, the server) plug in beside them.
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod calls;
 pub mod capture;
 pub mod cli;
 pub mod fuzzing;
@@ -12,6 +13,7 @@ pub mod harden;
 pub mod media;
 pub mod metrics;
 pub mod net;
+pub mod pipeline;
 pub mod privacy;
 pub mod server;
 pub mod ship;

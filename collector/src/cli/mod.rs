@@ -8,8 +8,10 @@ pub mod keygen;
 pub mod pseudonym;
 
 pub use pseudonym::PseudonymArgs;
+pub mod agent;
 pub mod cdrs;
 pub mod flows;
+pub mod replay;
 pub mod server;
 pub mod top;
 
@@ -289,13 +291,20 @@ pub struct ReplayArgs {
     /// Output format: `table` or `json` (one CDR per line).
     #[arg(long, default_value = "table")]
     pub format: String,
+    /// Agent configuration (TOML): its `[privacy]` policy is applied (identifiers are
+    /// printed in clear without it) and its `[calls]` settings used.
+    #[arg(long)]
+    pub config: Option<std::path::PathBuf>,
+    /// Additional SIP port (UDP and TCP), besides 5060 and 5080; repeat for several.
+    #[arg(long = "sip-port")]
+    pub sip_ports: Vec<u16>,
 }
 
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> ExitCode {
     init_tracing(&cli.log);
     let result = match cli.command {
-        Command::Agent(a) => crate::capture::run_agent(a),
+        Command::Agent(a) => agent::run(a),
         Command::Check => crate::capture::self_check(),
         Command::Server(a) => server::run(a),
         Command::Flows(a) => flows::run(a),
@@ -307,7 +316,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Keygen(a) => keygen::run(&a),
         Command::Pseudonym(a) => pseudonym::run(&a),
         Command::Inventory(a) => inventory::run(&a),
-        Command::Replay(_) => not_built("replay", "capture replay"),
+        Command::Replay(a) => replay::run(&a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -316,10 +325,6 @@ pub fn run(cli: Cli) -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-fn not_built(verb: &str, what: &str) -> anyhow::Result<()> {
-    anyhow::bail!("`collector {verb}` is not built yet: {what} is still to come in this release")
 }
 
 fn init_tracing(filter: &str) {

@@ -79,7 +79,7 @@ const fn field(
 }
 
 /// Every CDR field, in CDR order.
-pub static CDR_FIELDS: [FieldSpec; 34] = [
+pub static CDR_FIELDS: [FieldSpec; 41] = [
     field(
         "agent_id",
         Technical,
@@ -100,9 +100,9 @@ pub static CDR_FIELDS: [FieldSpec; 34] = [
     ),
     field(
         "correlation_id",
-        Technical,
-        "links the legs of one call; agent-generated, no identifier in clear",
-        KEPT,
+        Indirect,
+        "links the legs of one call: a Session-ID, charging id or the first leg's Call-ID",
+        Governed::Policy(PolicyField::CallId),
     ),
     field(
         "caller_user",
@@ -155,11 +155,16 @@ pub static CDR_FIELDS: [FieldSpec; 34] = [
     ),
     field("dst_port", Technical, "signalling destination port", KEPT),
     field("transport", Technical, "UDP, TCP or TLS", KEPT),
-    field("start_time", Technical, "time of the initial INVITE", KEPT),
-    field("ring_time", Technical, "time of the first 180/183", KEPT),
-    field("answer_time", Technical, "time of the 2xx answer", KEPT),
     field(
-        "end_time",
+        "start_time_ms",
+        Technical,
+        "time of the initial INVITE",
+        KEPT,
+    ),
+    field("ring_time_ms", Technical, "time of the first 180/183", KEPT),
+    field("answer_time_ms", Technical, "time of the 2xx answer", KEPT),
+    field(
+        "end_time_ms",
         Technical,
         "time of the BYE, CANCEL or final failure",
         KEPT,
@@ -201,6 +206,25 @@ pub static CDR_FIELDS: [FieldSpec; 34] = [
         KEPT,
     ),
     field(
+        "media_src_ip",
+        Indirect,
+        "source IP address of each media stream",
+        Governed::Policy(PolicyField::Ip),
+    ),
+    field(
+        "media_dst_ip",
+        Indirect,
+        "destination IP address of each media stream",
+        Governed::Policy(PolicyField::Ip),
+    ),
+    field("media_codec", Technical, "codec of each media stream", KEPT),
+    field(
+        "media_quality_model",
+        Technical,
+        "model that scored each media stream",
+        KEPT,
+    ),
+    field(
         "user_agent_caller",
         Indirect,
         "caller's User-Agent (device and software)",
@@ -224,6 +248,19 @@ pub static CDR_FIELDS: [FieldSpec; 34] = [
         "whether the subscriber declined; if so every identifier field is empty",
         KEPT,
     ),
+    field(
+        "legs_hops",
+        Technical,
+        "hops of the call's signalling seen by the agent",
+        KEPT,
+    ),
+    field(
+        "interim",
+        Technical,
+        "record of a call still in progress",
+        KEPT,
+    ),
+    field("sip_messages", Technical, "SIP messages of the call", KEPT),
 ];
 
 /// Where stored fields live.
@@ -439,9 +476,9 @@ pub fn render_text(config: &PrivacyConfig) -> String {
 mod tests {
     use super::*;
 
-    /// The field list of the task that defines the CDR, in order: the reference the
-    /// table must match until it can be compared with the proto itself.
-    const EXPECTED: [&str; 34] = [
+    /// The field list, in order (the comparison with the proto itself is in
+    /// `privacy::apply`'s tests).
+    const EXPECTED: [&str; 41] = [
         "agent_id",
         "cdr_id",
         "call_id",
@@ -457,10 +494,10 @@ mod tests {
         "dst_ip",
         "dst_port",
         "transport",
-        "start_time",
-        "ring_time",
-        "answer_time",
-        "end_time",
+        "start_time_ms",
+        "ring_time_ms",
+        "answer_time_ms",
+        "end_time_ms",
         "post_dial_delay_ms",
         "duration_ms",
         "billable_ms",
@@ -472,10 +509,17 @@ mod tests {
         "hangup_side",
         "codecs",
         "media",
+        "media_src_ip",
+        "media_dst_ip",
+        "media_codec",
+        "media_quality_model",
         "user_agent_caller",
         "user_agent_callee",
         "coverage",
         "consent",
+        "legs_hops",
+        "interim",
+        "sip_messages",
     ];
 
     #[test]
@@ -540,7 +584,7 @@ mod tests {
         let json: serde_json::Value = serde_json::from_str(&render_json(&config).unwrap()).unwrap();
         assert_eq!(json["policy"]["scope"], "t1");
         let fields = json["fields"].as_array().unwrap();
-        assert_eq!(fields.len(), 34);
+        assert_eq!(fields.len(), 41);
         let callee = fields.iter().find(|f| f["name"] == "callee_user").unwrap();
         assert_eq!(callee["policy"]["keep_prefix"]["digits"], 5);
         assert_eq!(callee["category"], "direct_identifier");

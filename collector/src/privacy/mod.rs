@@ -12,6 +12,7 @@
 //! Nothing here logs: identifiers in clear must never reach a log line.
 #![forbid(unsafe_code)]
 
+pub mod apply;
 pub mod inventory;
 pub mod keys;
 pub mod normalize;

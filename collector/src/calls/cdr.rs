@@ -1,0 +1,290 @@
+//! The Call Detail Record (`collector_proto::v1::Cdr`) of a finished call: parties and
+//! addresses from the initial INVITE, times in Unix ms, post-dial delay (RFC 6076 §4.1:
+//! INVITE to the first 180/183, else to the final response), disposition and cause, and one
+//! media leg per SSRC per direction with its RFC 3550 statistics and E-model score
+//! ([`crate::media::quality::assess`]).
+//!
+//! Identifiers are in clear here; `crate::privacy::apply::apply_cdr` protects them at the
+//! boundary.
+#![deny(clippy::indexing_slicing, clippy::panic)]
+
+use collector_common::media::RtpStream;
+use collector_proto::v1::{Cdr, Coverage, Disposition, MediaDirection, MediaLeg, Reason};
+use sha2::{Digest, Sha256};
+
+use super::{
+    media::{unmap_addr, SdpMedia, Way},
+    tracker::{Call, CdrIds},
+};
+use crate::media::jitterbuf::BufferPolicy;
+use crate::media::quality::{self, QualityInput};
+use crate::net::Transport;
+use crate::sip::sdp;
+
+const MS: u64 = 1_000_000;
+
+/// A UUID-shaped text of 16 bytes.
+fn uuid_text(b: &[u8; 16]) -> String {
+    let h = data_encoding::HEXLOWER.encode(b);
+    format!(
+        "{}-{}-{}-{}-{}",
+        h.get(0..8).unwrap_or(""),
+        h.get(8..12).unwrap_or(""),
+        h.get(12..16).unwrap_or(""),
+        h.get(16..20).unwrap_or(""),
+        h.get(20..32).unwrap_or("")
+    )
+}
+
+/// The id of the CDR of call number `cookie`: a random version 4 UUID, or, for replay, the
+/// first 16 bytes of SHA-256(seed ‖ cookie as 8 bytes big-endian) in UUID form (version
+/// nibble 8, "custom", RFC 9562 §5.8), so that a capture replayed twice gives the same ids.
+pub fn cdr_id(ids: &CdrIds, cookie: u64) -> String {
+    let mut b = [0u8; 16];
+    match ids {
+        CdrIds::Random => {
+            if getrandom::fill(&mut b).is_err() {
+                // No entropy source: fall back to something unique within the process.
+                let t = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos());
+                let mut h = Sha256::new();
+                h.update(t.to_be_bytes());
+                h.update(cookie.to_be_bytes());
+                let d = h.finalize();
+                b.copy_from_slice(d.get(..16).unwrap_or(&[0u8; 16]));
+            }
+            b[6] = (b[6] & 0x0f) | 0x40;
+        }
+        CdrIds::Derived(seed) => {
+            let mut h = Sha256::new();
+            h.update(seed);
+            h.update(cookie.to_be_bytes());
+            let d = h.finalize();
+            b.copy_from_slice(d.get(..16).unwrap_or(&[0u8; 16]));
+            b[6] = (b[6] & 0x0f) | 0x80;
+        }
+    }
+    b[8] = (b[8] & 0x3f) | 0x80;
+    uuid_text(&b)
+}
+
+fn ms(ns: u64) -> u64 {
+    ns / MS
+}
+
+fn transport_name(t: Transport) -> &'static str {
+    match t {
+        Transport::Udp => "UDP",
+        Transport::Tcp => "TCP",
+        Transport::Ws => "WS",
+    }
+}
+
+/// The encoding of payload type `pt` on `way`: the receiver's mapping (RFC 3264 §6.1),
+/// else the sender's, else the RFC 3551 static one.
+fn codec_name(receiver: Option<&SdpMedia>, sender: Option<&SdpMedia>, pt: u8) -> (String, u32) {
+    if let Some(c) = receiver
+        .and_then(|s| s.codec(pt))
+        .or_else(|| sender.and_then(|s| s.codec(pt)))
+    {
+        return (c.name.clone(), c.clock_rate);
+    }
+    match sdp::static_codec(pt) {
+        Some(c) => (c.encoding.to_owned(), c.clock_rate.unwrap_or(0)),
+        None => (format!("PT{pt}"), 0),
+    }
+}
+
+/// Mean interarrival jitter over the packets that had a predecessor, ms.
+///
+/// RFC 3550 A.8 updates J on every packet after the first; the stream's running sum starts
+/// with the estimator's initial 0 for the first packet (`jitter_samples` counts it), which
+/// is a starting value, not a measurement. Leaving it out gives the mean of the measured
+/// values, as tshark's `rtp,streams` reports it (checked on the corpus: a 9-packet stream
+/// of sngrep_aaa.pcap, 5.646 ms, differs by 12 % from the mean that counts the 0).
+pub fn mean_jitter_ms(s: &RtpStream, clock_rate: u32) -> f64 {
+    if clock_rate == 0 || s.jitter_samples < 2 {
+        return 0.0;
+    }
+    let measured = u64::from(s.jitter_samples - 1);
+    s.jitter_sum_q8 as f64 / measured as f64 / 256.0 * 1000.0 / f64::from(clock_rate)
+}
+
+fn leg(call: &Call, way: Way, plan: &super::media::Plan, s: &RtpStream) -> MediaLeg {
+    let (receiver, sender) = call.sdp_for(way);
+    let key = plan.key(way);
+    let te_only = s.te_packets > 0 && u64::from(s.te_packets) >= s.packets;
+    let codec = if te_only {
+        "telephone-event".to_owned()
+    } else {
+        let (name, _) = codec_name(receiver, sender, s.pt);
+        // Comfort noise (RFC 3389) between talk spurts: the stream's codec is the one
+        // negotiated, which is what the E-model needs.
+        if name.eq_ignore_ascii_case("CN") {
+            receiver
+                .and_then(SdpMedia::main_codec)
+                .or_else(|| sender.and_then(SdpMedia::main_codec))
+                .map_or(name, |c| c.name.clone())
+        } else {
+            name
+        }
+    };
+    let clock_rate = plan.clock_rate;
+    let ptime = receiver
+        .and_then(|r| r.ptime)
+        .or(sender.and_then(|r| r.ptime));
+    let mut input = QualityInput::new(s, clock_rate, &codec);
+    input.ptime_ms = ptime;
+    input.rtt = call.media.rtcp.rtt;
+    input.rtcp_report = call.media.rtcp.report_for(s.ssrc);
+    let q = quality::assess(&input);
+    // The adaptive buffer is what most endpoints run; its E-model result is the MOS.
+    let scored = q
+        .buffers
+        .iter()
+        .find(|b| matches!(b.policy, BufferPolicy::Adaptive { .. }))
+        .or(q.buffers.first());
+    let e = scored.and_then(|b| b.emodel.as_ref());
+    MediaLeg {
+        direction: match way {
+            Way::CallerToCallee => MediaDirection::CallerToCallee,
+            Way::CalleeToCaller => MediaDirection::CalleeToCaller,
+        } as i32,
+        src_ip: unmap_addr(key.src).to_string(),
+        src_port: u32::from(key.sport),
+        dst_ip: unmap_addr(key.dst).to_string(),
+        dst_port: u32::from(key.dport),
+        ssrc: s.ssrc,
+        codec,
+        clock_rate,
+        packets: s.packets,
+        bytes: s.bytes,
+        expected: q.expected,
+        lost: q.lost,
+        loss_pct: q.loss_pct,
+        duplicates: u64::from(s.duplicates),
+        mean_jitter_ms: if te_only {
+            0.0
+        } else {
+            mean_jitter_ms(s, clock_rate)
+        },
+        max_jitter_ms: if te_only {
+            0.0
+        } else {
+            q.jitter_max_ms.unwrap_or(0.0)
+        },
+        max_gap_ms: q.max_gap_ms,
+        loss_bursts: s.loss_bursts.to_vec(),
+        delay_hist: s.delay_hist.to_vec(),
+        mos: if te_only {
+            0.0
+        } else {
+            e.map_or(0.0, |e| e.mos)
+        },
+        r_factor: if te_only { 0.0 } else { e.map_or(0.0, |e| e.r) },
+        quality_model: match (te_only, e, scored) {
+            (false, Some(e), Some(b)) => format!("{} {} {:?}", e.model, b.label, b.method),
+            _ => String::new(),
+        },
+    }
+}
+
+/// The media legs of a call: one per SSRC per direction per binding (a re-INVITE that
+/// moved the media starts new entries), in the order they were retired.
+pub(crate) fn legs(call: &Call) -> Vec<MediaLeg> {
+    call.media
+        .snapshots
+        .iter()
+        .flat_map(|snap| {
+            snap.value
+                .slots
+                .iter()
+                .filter(|s| s.in_use != 0 && s.packets > 0)
+                .map(move |s| leg(call, snap.way, &snap.plan, s))
+        })
+        .collect()
+}
+
+/// The CDR of `call`. `ring_lost` is the kernel ring-full count over the call's lifetime.
+pub(crate) fn build(
+    call: &Call,
+    agent_id: &str,
+    cdr_id: String,
+    ring_lost: u64,
+    interim: bool,
+) -> Cdr {
+    let start = call.start_ns;
+    let end = call.end.map(|e| e.at);
+    let pdd_to = call.ring_ns.or(call.final_ns);
+    let media = legs(call);
+    // The codecs the answer listed, in its order (the offer's if no answer carried SDP).
+    let codecs = call
+        .media
+        .callee
+        .as_ref()
+        .or(call.media.caller.as_ref())
+        .map(|s| s.codecs.iter().map(|c| c.name.clone()).collect())
+        .unwrap_or_default();
+    let observed = call.end.is_some_and(|e| e.observed);
+    let coverage = Coverage {
+        ring_lost,
+        snap_cut: u64::from(call.snap_cut),
+        map_pressure: u64::from(call.map_pressure),
+        sip_parse_errors: u64::from(call.parse_errors),
+        complete: observed
+            && !interim
+            && ring_lost == 0
+            && call.snap_cut == 0
+            && call.map_pressure == 0
+            && call.parse_errors == 0,
+    };
+    Cdr {
+        agent_id: agent_id.to_owned(),
+        cdr_id,
+        call_id: call.call_id.clone(),
+        correlation_id: call.correlation.clone(),
+        caller: Some(call.caller.clone()),
+        callee: Some(call.callee.clone()),
+        src_ip: call.src.ip().to_canonical().to_string(),
+        src_port: u32::from(call.src.port()),
+        dst_ip: call.dst.ip().to_canonical().to_string(),
+        dst_port: u32::from(call.dst.port()),
+        transport: transport_name(call.transport).to_owned(),
+        start_time_ms: ms(start),
+        ring_time_ms: call.ring_ns.map_or(0, ms),
+        answer_time_ms: call.answer_ns.map_or(0, ms),
+        end_time_ms: end.map_or(0, ms),
+        post_dial_delay_ms: pdd_to.map_or(0, |t| ms(t.saturating_sub(start))),
+        duration_ms: end.map_or(0, |e| ms(e.saturating_sub(start))),
+        billable_ms: match (call.answer_ns, end) {
+            (Some(a), Some(e)) => ms(e.saturating_sub(a)),
+            _ => 0,
+        },
+        // An interim record of an answered call is already known to be answered.
+        disposition: call.end.map_or(
+            if call.answer_ns.is_some() {
+                Disposition::Answered as i32
+            } else {
+                Disposition::Unspecified as i32
+            },
+            |e| e.disposition as i32,
+        ),
+        final_code: u32::from(call.final_code),
+        reason: call.reason.as_ref().map(|r| Reason {
+            protocol: r.protocol.clone(),
+            cause: r.cause,
+            text: r.text.clone(),
+        }),
+        hangup_side: call.end.map_or(0, |e| e.side as i32),
+        codecs,
+        media,
+        user_agent_caller: call.ua_caller.clone().unwrap_or_default(),
+        user_agent_callee: call.ua_callee.clone().unwrap_or_default(),
+        coverage: Some(coverage),
+        consent: call.consent.clone().unwrap_or_default(),
+        legs_hops: call.invite_paths,
+        interim,
+        sip_messages: call.sip_messages,
+    }
+}

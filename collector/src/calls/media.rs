@@ -1,0 +1,687 @@
+//! The media binder: turns the offer/answer SDP of a call (RFC 3264, RFC 8866) into MEDIA
+//! and MEDIA_EP entries (`collector_common::media`), reads their RTP statistics back, and
+//! removes them when the call ends.
+//!
+//! The entries go through the [`MediaTable`] trait, with two implementations: the kernel's
+//! maps (in the agent, over `crate::capture::Capture`) and [`EmulatedMedia`], an in-memory
+//! copy used by replay that applies exactly the kernel's lookup order (exact pair, then
+//! destination endpoint, then source endpoint; RTCP endpoints copied, not counted) and runs
+//! the same `MediaValue::update` with the packet's capture time. Replay therefore produces
+//! the numbers the kernel would have produced for the same packets.
+//!
+//! What is installed for a call whose two sides announced `A` (caller) and `B` (callee):
+//! the pair entries `A→B` and `B→A` (only once both sides are known: a pair needs both
+//! ends), the endpoints `A` and `B` pointing at them (for a far end latched behind NAT, or a
+//! port shared by many calls), and the RTCP endpoints (RTP port + 1, or `a=rtcp`; none with
+//! `a=rtcp-mux`, where the pair entry's mux flag lets RTCP through). Only the first audio
+//! stream of an SDP is bound (the first RTP stream when there is no audio).
+//!
+//! Removal checks the cookie of every entry first: a shared endpoint (the same media-server
+//! port in two calls) may meanwhile belong to another call.
+#![deny(clippy::indexing_slicing, clippy::panic)]
+
+use std::{
+    collections::{BTreeMap, HashMap, VecDeque},
+    net::{IpAddr, SocketAddr},
+    time::Duration,
+};
+
+use collector_common::{
+    media::{EndpointKey, EndpointValue},
+    rtp::{Outcome, RtpFields},
+    MediaKey, MediaValue,
+};
+use thiserror::Error;
+
+use crate::media::rtcp::{self, ReportBlock};
+use crate::sip::sdp::{self, Direction, SdpLimits};
+
+/// Errors of a [`MediaTable`].
+#[derive(Debug, Error)]
+pub enum MediaError {
+    /// A kernel map operation failed.
+    #[error("kernel media map operation failed")]
+    Kernel(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// The MEDIA and MEDIA_EP maps, as the binder uses them.
+pub trait MediaTable {
+    /// Installs (or replaces) one direction of a stream.
+    fn insert_stream(&mut self, key: MediaKey, value: MediaValue) -> Result<(), MediaError>;
+    /// Reads one direction; `None` when absent (never installed, removed or evicted).
+    fn stream(&mut self, key: &MediaKey) -> Result<Option<MediaValue>, MediaError>;
+    /// Removes one direction (absent is fine).
+    fn remove_stream(&mut self, key: &MediaKey) -> Result<(), MediaError>;
+    /// Installs (or replaces) an endpoint.
+    fn insert_endpoint(&mut self, key: EndpointKey, value: EndpointValue)
+        -> Result<(), MediaError>;
+    /// Reads an endpoint.
+    fn endpoint(&mut self, key: &EndpointKey) -> Result<Option<EndpointValue>, MediaError>;
+    /// Removes an endpoint (absent is fine).
+    fn remove_endpoint(&mut self, key: &EndpointKey) -> Result<(), MediaError>;
+}
+
+/// An address as the maps store it: IPv4 mapped into IPv6, network byte order.
+pub fn map_addr(ip: IpAddr) -> [u8; 16] {
+    match ip {
+        IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+        IpAddr::V6(v6) => v6.octets(),
+    }
+}
+
+/// The address of a map key field (IPv4-mapped addresses back to IPv4).
+pub fn unmap_addr(a: [u8; 16]) -> IpAddr {
+    IpAddr::V6(std::net::Ipv6Addr::from(a)).to_canonical()
+}
+
+/// The MEDIA key of packets from `src` to `dst`.
+pub fn media_key(src: SocketAddr, dst: SocketAddr) -> MediaKey {
+    MediaKey {
+        src: map_addr(src.ip()),
+        dst: map_addr(dst.ip()),
+        sport: src.port(),
+        dport: dst.port(),
+    }
+}
+
+/// The MEDIA_EP key of `ep`.
+pub fn endpoint_key(ep: SocketAddr) -> EndpointKey {
+    EndpointKey {
+        addr: map_addr(ep.ip()),
+        port: ep.port(),
+        _pad: 0,
+    }
+}
+
+/// What the kernel (or its emulation) did with a UDP datagram.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UdpVerdict {
+    /// On a SIP port: the SIP path handles it, never the media path.
+    SipPort,
+    /// Neither port announced, or no entry matched.
+    NoMatch,
+    /// Counted in a stream entry.
+    Rtp(Outcome),
+    /// Matched an entry but is not RTP version 2 (or shorter than its header).
+    RtpInvalid,
+    /// RTCP of a bound stream: copied to userspace.
+    Rtcp,
+}
+
+/// Counters of [`EmulatedMedia`], named after the kernel's.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EmulationStats {
+    /// RTP packets counted (kernel `rtp_matched`).
+    pub rtp_matched: u64,
+    /// Telephone-event packets counted.
+    pub telephone_events: u64,
+    /// Packets without a free SSRC slot.
+    pub ssrc_overflow: u64,
+    /// Matched packets that are not RTP.
+    pub rtp_invalid: u64,
+    /// RTCP packets copied.
+    pub rtcp_copied: u64,
+    /// Non-SIP UDP that matched nothing.
+    pub no_match: u64,
+    /// UDP on a SIP port that is not SIP.
+    pub sip_port_not_sip: u64,
+    /// Entries evicted because the table was full (the kernel's LRU does the same).
+    pub evicted: u64,
+}
+
+/// Default capacity of each emulated map (the kernel's `MEDIA_ENTRIES_DEFAULT`).
+pub const EMULATED_ENTRIES: usize = collector_common::MEDIA_ENTRIES_DEFAULT as usize;
+
+const PORT_WORDS: usize = 1024;
+
+/// An in-memory MEDIA / MEDIA_EP / MEDIA_PORTS with the kernel's lookup order, for replay.
+pub struct EmulatedMedia {
+    sip_ports: Vec<u64>,
+    announced: Vec<u64>,
+    media: HashMap<MediaKey, MediaValue>,
+    endpoints: HashMap<EndpointKey, EndpointValue>,
+    // Insertion order, to evict the oldest entry when full (the kernel's LRU evicts the
+    // least recently used; the difference only shows when a replay fills 65536 entries).
+    media_order: BTreeMap<u64, MediaKey>,
+    media_seq: HashMap<MediaKey, u64>,
+    ep_order: BTreeMap<u64, EndpointKey>,
+    ep_seq: HashMap<EndpointKey, u64>,
+    seq: u64,
+    capacity: usize,
+    stats: EmulationStats,
+}
+
+fn bit_set(words: &mut [u64], port: u16) {
+    if let Some(w) = words.get_mut(usize::from(port >> 6)) {
+        *w |= 1u64 << (port & 63);
+    }
+}
+
+fn bit_test(words: &[u64], port: u16) -> bool {
+    words
+        .get(usize::from(port >> 6))
+        .is_some_and(|w| w & (1u64 << (port & 63)) != 0)
+}
+
+impl EmulatedMedia {
+    /// An empty table for a host whose SIP ports are `sip_ports` (UDP on them never takes
+    /// the media path, as in the kernel), holding at most `capacity` entries per map.
+    pub fn new(sip_ports: &[u16], capacity: usize) -> Self {
+        let mut sip = vec![0u64; PORT_WORDS];
+        for &p in sip_ports {
+            bit_set(&mut sip, p);
+        }
+        Self {
+            sip_ports: sip,
+            announced: vec![0u64; PORT_WORDS],
+            media: HashMap::new(),
+            endpoints: HashMap::new(),
+            media_order: BTreeMap::new(),
+            media_seq: HashMap::new(),
+            ep_order: BTreeMap::new(),
+            ep_seq: HashMap::new(),
+            seq: 0,
+            capacity: capacity.max(1),
+            stats: EmulationStats::default(),
+        }
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> EmulationStats {
+        self.stats
+    }
+
+    /// Entries currently installed (MEDIA, MEDIA_EP).
+    pub fn len(&self) -> (usize, usize) {
+        (self.media.len(), self.endpoints.len())
+    }
+
+    /// True when both maps are empty.
+    pub fn is_empty(&self) -> bool {
+        self.media.is_empty() && self.endpoints.is_empty()
+    }
+
+    /// The kernel's media path for one non-SIP UDP datagram captured at `ts_ns`.
+    pub fn on_udp(
+        &mut self,
+        ts_ns: u64,
+        src: SocketAddr,
+        dst: SocketAddr,
+        payload: &[u8],
+    ) -> UdpVerdict {
+        let v = self.classify(ts_ns, src, dst, payload);
+        match v {
+            UdpVerdict::SipPort => self.stats.sip_port_not_sip += 1,
+            UdpVerdict::NoMatch => self.stats.no_match += 1,
+            UdpVerdict::Rtp(Outcome::Counted) => self.stats.rtp_matched += 1,
+            UdpVerdict::Rtp(Outcome::TelephoneEvent) => self.stats.telephone_events += 1,
+            UdpVerdict::Rtp(Outcome::Overflow) => self.stats.ssrc_overflow += 1,
+            UdpVerdict::RtpInvalid => self.stats.rtp_invalid += 1,
+            UdpVerdict::Rtcp => self.stats.rtcp_copied += 1,
+        }
+        v
+    }
+
+    fn classify(
+        &mut self,
+        ts_ns: u64,
+        src: SocketAddr,
+        dst: SocketAddr,
+        payload: &[u8],
+    ) -> UdpVerdict {
+        // The kernel sends anything on a SIP port down the SIP path (copied or counted as
+        // "SIP port, not SIP"), never to the media lookup.
+        if bit_test(&self.sip_ports, src.port()) || bit_test(&self.sip_ports, dst.port()) {
+            return UdpVerdict::SipPort;
+        }
+        if !bit_test(&self.announced, src.port()) && !bit_test(&self.announced, dst.port()) {
+            return UdpVerdict::NoMatch;
+        }
+        let key = media_key(src, dst);
+        if self.media.contains_key(&key) {
+            return self.rtp_hit(&key, ts_ns, payload);
+        }
+        if let Some(ep) = self.endpoints.get(&endpoint_key(dst)).copied() {
+            return self.endpoint_hit(&ep, true, ts_ns, payload);
+        }
+        if let Some(ep) = self.endpoints.get(&endpoint_key(src)).copied() {
+            return self.endpoint_hit(&ep, false, ts_ns, payload);
+        }
+        UdpVerdict::NoMatch
+    }
+
+    fn endpoint_hit(
+        &mut self,
+        ep: &EndpointValue,
+        as_dst: bool,
+        ts_ns: u64,
+        payload: &[u8],
+    ) -> UdpVerdict {
+        if ep.flags & EndpointValue::FLAG_RTCP != 0 {
+            return UdpVerdict::Rtcp;
+        }
+        let key = if as_dst { ep.to_key } else { ep.from_key };
+        if self.media.contains_key(&key) {
+            self.rtp_hit(&key, ts_ns, payload)
+        } else {
+            UdpVerdict::NoMatch
+        }
+    }
+
+    fn rtp_hit(&mut self, key: &MediaKey, ts_ns: u64, payload: &[u8]) -> UdpVerdict {
+        let Some(v) = self.media.get_mut(key) else {
+            return UdpVerdict::NoMatch;
+        };
+        let Some(hdr) = payload
+            .get(..12)
+            .and_then(|h| <&[u8; 12]>::try_from(h).ok())
+        else {
+            return UdpVerdict::RtpInvalid;
+        };
+        if v.flags & MediaValue::FLAG_RTCP_MUX != 0 && RtpFields::is_rtcp_mux(hdr[1]) {
+            return UdpVerdict::Rtcp;
+        }
+        let Some(f) = RtpFields::from_bytes(hdr) else {
+            return UdpVerdict::RtpInvalid;
+        };
+        // The kernel passes the UDP payload length, clamped to the packet (u16 there).
+        let len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
+        UdpVerdict::Rtp(v.update(&f, len, ts_ns))
+    }
+
+    fn next_seq(&mut self) -> u64 {
+        self.seq += 1;
+        self.seq
+    }
+}
+
+impl MediaTable for EmulatedMedia {
+    fn insert_stream(&mut self, key: MediaKey, value: MediaValue) -> Result<(), MediaError> {
+        bit_set(&mut self.announced, key.sport);
+        bit_set(&mut self.announced, key.dport);
+        if !self.media.contains_key(&key) && self.media.len() >= self.capacity {
+            if let Some((_, old)) = self.media_order.pop_first() {
+                self.media.remove(&old);
+                self.media_seq.remove(&old);
+                self.stats.evicted += 1;
+            }
+        }
+        let seq = self.next_seq();
+        if let Some(old) = self.media_seq.insert(key, seq) {
+            self.media_order.remove(&old);
+        }
+        self.media_order.insert(seq, key);
+        self.media.insert(key, value);
+        Ok(())
+    }
+
+    fn stream(&mut self, key: &MediaKey) -> Result<Option<MediaValue>, MediaError> {
+        Ok(self.media.get(key).copied())
+    }
+
+    fn remove_stream(&mut self, key: &MediaKey) -> Result<(), MediaError> {
+        self.media.remove(key);
+        if let Some(seq) = self.media_seq.remove(key) {
+            self.media_order.remove(&seq);
+        }
+        Ok(())
+    }
+
+    fn insert_endpoint(
+        &mut self,
+        key: EndpointKey,
+        value: EndpointValue,
+    ) -> Result<(), MediaError> {
+        bit_set(&mut self.announced, key.port);
+        if !self.endpoints.contains_key(&key) && self.endpoints.len() >= self.capacity {
+            if let Some((_, old)) = self.ep_order.pop_first() {
+                self.endpoints.remove(&old);
+                self.ep_seq.remove(&old);
+                self.stats.evicted += 1;
+            }
+        }
+        let seq = self.next_seq();
+        if let Some(old) = self.ep_seq.insert(key, seq) {
+            self.ep_order.remove(&old);
+        }
+        self.ep_order.insert(seq, key);
+        self.endpoints.insert(key, value);
+        Ok(())
+    }
+
+    fn endpoint(&mut self, key: &EndpointKey) -> Result<Option<EndpointValue>, MediaError> {
+        Ok(self.endpoints.get(key).copied())
+    }
+
+    fn remove_endpoint(&mut self, key: &EndpointKey) -> Result<(), MediaError> {
+        self.endpoints.remove(key);
+        if let Some(seq) = self.ep_seq.remove(key) {
+            self.ep_order.remove(&seq);
+        }
+        Ok(())
+    }
+}
+
+/// One payload type of an m= line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CodecInfo {
+    /// Payload type.
+    pub pt: u8,
+    /// Encoding name (rtpmap, or the RFC 3551 static assignment).
+    pub name: String,
+    /// Clock rate, Hz (0 when unknown).
+    pub clock_rate: u32,
+}
+
+/// What one side announced for its first audio stream.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SdpMedia {
+    /// Where it receives RTP (the address may be unspecified: RFC 2543 hold).
+    pub rtp: SocketAddr,
+    /// Where it receives RTCP (None with rtcp-mux, or when port + 1 overflows).
+    pub rtcp: Option<SocketAddr>,
+    /// It offered or accepted `a=rtcp-mux` (RFC 5761).
+    pub mux: bool,
+    /// Its direction attribute (RFC 8866 §6.7).
+    pub direction: Direction,
+    /// The payload types in preference order.
+    pub codecs: Vec<CodecInfo>,
+    /// The telephone-event payload type (RFC 4733), if any.
+    pub te_pt: Option<u8>,
+    /// `a=ptime`, ms.
+    pub ptime: Option<u32>,
+}
+
+/// Telephone events and comfort noise are not the call's codec.
+fn is_auxiliary(name: &str) -> bool {
+    name.eq_ignore_ascii_case("telephone-event") || name.eq_ignore_ascii_case("CN")
+}
+
+impl SdpMedia {
+    /// The first audio RTP stream of an SDP body (else its first RTP stream); `Ok(None)`
+    /// when there is none, or it is disabled (port 0), or it has no usable address.
+    pub fn from_body(body: &[u8]) -> Result<Option<Self>, sdp::SdpError> {
+        let s = sdp::parse(body, &SdpLimits::default())?;
+        let m = s
+            .media
+            .iter()
+            .find(|m| m.is_rtp() && matches!(m.kind, sdp::MediaKind::Audio))
+            .or_else(|| s.media.iter().find(|m| m.is_rtp()));
+        let Some(m) = m else {
+            return Ok(None);
+        };
+        if m.is_disabled() {
+            return Ok(None);
+        }
+        let Some(ip) = s.connection_for(m).and_then(|c| c.address.ip()) else {
+            return Ok(None);
+        };
+        let rtp = SocketAddr::new(ip, m.port);
+        let rtcp = if m.rtcp_mux {
+            None
+        } else {
+            let rip = s.rtcp_address_for(m).and_then(|a| a.ip()).unwrap_or(ip);
+            m.rtcp_port().map(|p| SocketAddr::new(rip, p))
+        };
+        let codecs = m
+            .payload_types()
+            .map(|pt| {
+                let c = m.codec(pt);
+                CodecInfo {
+                    pt,
+                    name: c.map_or_else(|| format!("PT{pt}"), |c| c.encoding.to_owned()),
+                    clock_rate: c.and_then(|c| c.clock_rate).unwrap_or(0),
+                }
+            })
+            .collect();
+        Ok(Some(Self {
+            rtp,
+            rtcp,
+            mux: m.rtcp_mux,
+            direction: s.direction_for(m),
+            codecs,
+            te_pt: m.telephone_event_pt(),
+            ptime: m.ptime,
+        }))
+    }
+
+    /// RFC 3264 §8.4 hold: `sendonly` or `inactive`, or the RFC 2543 `c=0.0.0.0`.
+    pub fn is_hold(&self) -> bool {
+        matches!(self.direction, Direction::SendOnly | Direction::Inactive)
+            || self.rtp.ip().is_unspecified()
+    }
+
+    /// The first payload type that is a real codec (not telephone-event or CN).
+    pub fn main_codec(&self) -> Option<&CodecInfo> {
+        self.codecs.iter().find(|c| !is_auxiliary(&c.name))
+    }
+
+    /// What payload type `pt` means in this description.
+    pub fn codec(&self, pt: u8) -> Option<&CodecInfo> {
+        self.codecs.iter().find(|c| c.pt == pt)
+    }
+}
+
+/// Which way a stream flows, relative to the call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Way {
+    /// RTP from the caller to the callee.
+    CallerToCallee,
+    /// RTP from the callee to the caller.
+    CalleeToCaller,
+}
+
+/// The entries of one call, as installed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Plan {
+    /// The caller's RTP address.
+    pub caller: SocketAddr,
+    /// The callee's RTP address.
+    pub callee: SocketAddr,
+    /// The caller's RTCP address (None with mux).
+    pub caller_rtcp: Option<SocketAddr>,
+    /// The callee's RTCP address.
+    pub callee_rtcp: Option<SocketAddr>,
+    /// Clock rate of the negotiated codec, Hz.
+    pub clock_rate: u32,
+    /// Telephone-event PT of caller → callee packets (0xff: none).
+    pub te_to_callee: u8,
+    /// Telephone-event PT of callee → caller packets.
+    pub te_to_caller: u8,
+    /// RTCP multiplexed on the RTP ports (both sides agreed).
+    pub mux: bool,
+}
+
+impl Plan {
+    /// The plan for two announced sides; `None` while either address is unusable.
+    pub fn new(caller: &SdpMedia, callee: &SdpMedia) -> Option<Self> {
+        if caller.rtp.ip().is_unspecified()
+            || callee.rtp.ip().is_unspecified()
+            || caller.rtp.port() == 0
+            || callee.rtp.port() == 0
+            || caller.rtp == callee.rtp
+        {
+            return None;
+        }
+        // The answerer's first real codec that the offerer also listed is what flows; the
+        // clock rate is what the jitter needs.
+        let clock_rate = callee
+            .codecs
+            .iter()
+            .filter(|c| !is_auxiliary(&c.name))
+            .find(|c| {
+                caller
+                    .codecs
+                    .iter()
+                    .any(|o| o.name.eq_ignore_ascii_case(&c.name) && o.clock_rate == c.clock_rate)
+            })
+            .or_else(|| callee.main_codec())
+            .or_else(|| caller.main_codec())
+            .map_or(0, |c| c.clock_rate);
+        // Payload type numbers are those the receiver announced (RFC 3264 §6.1), falling
+        // back to the sender's when the receiver listed no telephone-event.
+        let te = |receiver: &SdpMedia, sender: &SdpMedia| {
+            receiver.te_pt.or(sender.te_pt).unwrap_or(0xff)
+        };
+        let mux = caller.mux && callee.mux;
+        Some(Self {
+            caller: caller.rtp,
+            callee: callee.rtp,
+            caller_rtcp: if mux { None } else { caller.rtcp },
+            callee_rtcp: if mux { None } else { callee.rtcp },
+            clock_rate,
+            te_to_callee: te(callee, caller),
+            te_to_caller: te(caller, callee),
+            mux,
+        })
+    }
+
+    /// The MEDIA key of one direction.
+    pub fn key(&self, way: Way) -> MediaKey {
+        match way {
+            Way::CallerToCallee => media_key(self.caller, self.callee),
+            Way::CalleeToCaller => media_key(self.callee, self.caller),
+        }
+    }
+
+    fn endpoints(&self) -> impl Iterator<Item = SocketAddr> {
+        [
+            Some(self.caller),
+            Some(self.callee),
+            self.caller_rtcp.filter(|&r| r != self.caller),
+            self.callee_rtcp.filter(|&r| r != self.callee),
+        ]
+        .into_iter()
+        .flatten()
+    }
+
+    /// Writes the entries. Errors are counted by the caller; what was written stays.
+    pub fn install(&self, cookie: u64, table: &mut dyn MediaTable) -> Result<(), MediaError> {
+        let flags = if self.mux {
+            MediaValue::FLAG_RTCP_MUX
+        } else {
+            0
+        };
+        let c2e = self.key(Way::CallerToCallee);
+        let e2c = self.key(Way::CalleeToCaller);
+        table.insert_stream(
+            c2e,
+            MediaValue::new(cookie, self.clock_rate, self.te_to_callee, flags),
+        )?;
+        table.insert_stream(
+            e2c,
+            MediaValue::new(cookie, self.clock_rate, self.te_to_caller, flags),
+        )?;
+        let ep = |to_key, from_key, flags| EndpointValue {
+            cookie,
+            flags,
+            _pad: 0,
+            to_key,
+            from_key,
+        };
+        // Packets to the caller flow callee → caller; packets from it, caller → callee.
+        table.insert_endpoint(endpoint_key(self.caller), ep(e2c, c2e, 0))?;
+        table.insert_endpoint(endpoint_key(self.callee), ep(c2e, e2c, 0))?;
+        if let Some(r) = self.caller_rtcp.filter(|&r| r != self.caller) {
+            table.insert_endpoint(endpoint_key(r), ep(e2c, c2e, EndpointValue::FLAG_RTCP))?;
+        }
+        if let Some(r) = self.callee_rtcp.filter(|&r| r != self.callee) {
+            table.insert_endpoint(endpoint_key(r), ep(c2e, e2c, EndpointValue::FLAG_RTCP))?;
+        }
+        Ok(())
+    }
+
+    /// Reads both directions: `(way, value)` for each entry still present.
+    pub fn read(
+        &self,
+        table: &mut dyn MediaTable,
+    ) -> Result<Vec<(Way, Option<MediaValue>)>, MediaError> {
+        let mut out = Vec::with_capacity(2);
+        for way in [Way::CallerToCallee, Way::CalleeToCaller] {
+            out.push((way, table.stream(&self.key(way))?));
+        }
+        Ok(out)
+    }
+
+    /// Removes the entries that still belong to `cookie`.
+    pub fn remove(&self, cookie: u64, table: &mut dyn MediaTable) -> Result<(), MediaError> {
+        for way in [Way::CallerToCallee, Way::CalleeToCaller] {
+            let key = self.key(way);
+            if table.stream(&key)?.is_some_and(|v| v.cookie == cookie) {
+                table.remove_stream(&key)?;
+            }
+        }
+        for ep in self.endpoints() {
+            let key = endpoint_key(ep);
+            if table.endpoint(&key)?.is_some_and(|v| v.cookie == cookie) {
+                table.remove_endpoint(&key)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The RTCP addresses of the plan (for attributing copied RTCP to the call).
+    pub fn rtcp_endpoints(&self) -> impl Iterator<Item = SocketAddr> {
+        let (a, b) = if self.mux {
+            (Some(self.caller), Some(self.callee))
+        } else {
+            (self.caller_rtcp, self.callee_rtcp)
+        };
+        [a, b].into_iter().flatten()
+    }
+}
+
+/// Most report blocks kept per call (one per SSRC reported on).
+const MAX_REPORTS: usize = 8;
+/// Most sender reports remembered per call for the observed round trip.
+const MAX_SRS: usize = 16;
+
+/// What RTCP told about a call's streams.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RtcpState {
+    /// The latest report block about each SSRC.
+    pub reports: Vec<ReportBlock>,
+    /// Sender reports seen: (NTP middle 32 bits, arrival ns).
+    srs: VecDeque<(u32, u64)>,
+    /// The latest round trip measured from the observation point.
+    pub rtt: Option<Duration>,
+    /// RTCP datagrams that did not parse.
+    pub errors: u32,
+    /// RTCP datagrams attributed to the call.
+    pub packets: u32,
+}
+
+impl RtcpState {
+    /// Takes in one RTCP datagram seen at `ts_ns`.
+    pub fn observe(&mut self, ts_ns: u64, payload: &[u8]) {
+        self.packets = self.packets.saturating_add(1);
+        let opts = rtcp::ParseOptions { reduced_size: true };
+        let Ok(c) = rtcp::parse_compound(payload, opts) else {
+            self.errors = self.errors.saturating_add(1);
+            return;
+        };
+        for sr in c.sender_reports() {
+            if self.srs.len() >= MAX_SRS {
+                self.srs.pop_front();
+            }
+            self.srs.push_back((sr.info.ntp_middle32(), ts_ns));
+        }
+        for (_, rb) in c.report_blocks() {
+            if let Some(&(_, seen)) = self.srs.iter().rev().find(|(m, _)| *m == rb.lsr) {
+                if let Some(rtt) = rb.round_trip_observed(seen, ts_ns) {
+                    self.rtt = Some(rtt);
+                }
+            }
+            if let Some(slot) = self.reports.iter_mut().find(|r| r.ssrc == rb.ssrc) {
+                *slot = *rb;
+            } else if self.reports.len() < MAX_REPORTS {
+                self.reports.push(*rb);
+            }
+        }
+    }
+
+    /// The latest report about `ssrc`.
+    pub fn report_for(&self, ssrc: u32) -> Option<&ReportBlock> {
+        self.reports.iter().find(|r| r.ssrc == ssrc)
+    }
+}

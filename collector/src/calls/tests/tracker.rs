@@ -1,0 +1,885 @@
+//! The tracker on hand-written SIP: the CDR and flow events of each call shape, with the
+//! expected values worked out from RFC 3261 (dialogs, CANCEL, forking, retransmissions),
+//! RFC 4028 (session timers), RFC 6076 (post-dial delay) and the disposition table.
+use collector_proto::v1::{
+    flow_event, CallStateKind as K, Cdr, Disposition as D, FlowEvent, HangupSide as H,
+    MediaDirection,
+};
+
+use super::sipgen::{addr, rtcp_rr, rtp, sdp, Msg, CALLEE, CALLER};
+use crate::calls::{
+    media::{media_key, EmulatedMedia, MediaTable, UdpVerdict},
+    tracker::CdrIds,
+    CallsConfig, Tracker,
+};
+
+const S: u64 = 1_000_000_000;
+const MS: u64 = 1_000_000;
+const T0: u64 = 1_700_000_000 * S;
+
+struct H1 {
+    t: Tracker,
+    m: EmulatedMedia,
+    cdrs: Vec<Cdr>,
+    flows: Vec<FlowEvent>,
+}
+
+impl H1 {
+    fn new() -> Self {
+        Self::with(CallsConfig::default())
+    }
+
+    fn with(cfg: CallsConfig) -> Self {
+        Self {
+            t: Tracker::new(cfg, "test", CdrIds::Derived([7; 32])),
+            m: EmulatedMedia::new(&[5060], 1024),
+            cdrs: Vec::new(),
+            flows: Vec::new(),
+        }
+    }
+
+    fn collect(&mut self) {
+        self.cdrs.extend(self.t.drain_cdrs());
+        self.flows
+            .extend(self.t.drain_flows().into_iter().map(|f| f.event));
+    }
+
+    /// A message from the caller side at T0 + `ms`.
+    fn up(&mut self, ms: u64, m: &Msg) {
+        self.t
+            .on_sip(&m.packet(T0 + ms * MS, CALLER, CALLEE), &mut self.m);
+        self.collect();
+    }
+
+    /// A message from the callee side at T0 + `ms`.
+    fn down(&mut self, ms: u64, m: &Msg) {
+        self.t
+            .on_sip(&m.packet(T0 + ms * MS, CALLEE, CALLER), &mut self.m);
+        self.collect();
+    }
+
+    fn tick(&mut self, ms: u64) {
+        self.t.poll_media(T0 + ms * MS, &mut self.m);
+        self.t.tick(T0 + ms * MS, &mut self.m);
+        self.collect();
+    }
+
+    fn finish(&mut self, ms: u64) {
+        self.t.finish(T0 + ms * MS, &mut self.m);
+        self.collect();
+    }
+
+    fn udp(&mut self, ms_x10: u64, src: &str, dst: &str, payload: &[u8]) -> UdpVerdict {
+        let ts = T0 + ms_x10 * MS / 10;
+        let v = self.m.on_udp(ts, addr(src), addr(dst), payload);
+        if v == UdpVerdict::Rtcp {
+            self.t.on_rtcp(ts, addr(src), addr(dst), payload);
+        }
+        v
+    }
+
+    fn states(&self) -> Vec<(K, String)> {
+        self.flows
+            .iter()
+            .filter_map(|f| match &f.event {
+                Some(flow_event::Event::CallState(s)) => Some((s.state(), s.trigger.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn kinds(&self) -> Vec<K> {
+        self.states().into_iter().map(|(k, _)| k).collect()
+    }
+
+    fn alerts(&self) -> Vec<String> {
+        self.flows
+            .iter()
+            .filter_map(|f| match &f.event {
+                Some(flow_event::Event::Alert(a)) => Some(a.kind.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+fn invite(call_id: &str) -> Msg {
+    Msg::request("INVITE", call_id, 1, "inv1").body(sdp("192.0.2.10", 4000, ""))
+}
+
+/// INVITE, 100, 180, 200, ACK: answered at T0 + 2 s.
+fn answered(h: &mut H1, call_id: &str) -> Msg {
+    let inv = invite(call_id);
+    h.up(0, &inv);
+    h.down(10, &Msg::response(100, &inv));
+    h.down(100, &Msg::response(180, &inv).with_to_tag("bob-tag"));
+    h.down(
+        2000,
+        &Msg::response(200, &inv)
+            .with_to_tag("bob-tag")
+            .body(sdp("198.51.100.20", 5000, "")),
+    );
+    h.up(
+        2010,
+        &Msg::request("ACK", call_id, 1, "ack1").with_to_tag("bob-tag"),
+    );
+    inv
+}
+
+fn bye_from_caller(call_id: &str, cseq: u32) -> Msg {
+    Msg::request("BYE", call_id, cseq, "bye").with_to_tag("bob-tag")
+}
+
+fn bye_from_callee(call_id: &str) -> Msg {
+    Msg::request("BYE", call_id, 1, "bye-b")
+        .with_from_tag("bob-tag")
+        .with_to_tag("alice-tag")
+}
+
+#[test]
+fn answered_call_end_to_end() {
+    let mut h = H1::new();
+    answered(&mut h, "c1");
+    // Both directions bound once both SDPs are known: 2 pairs, 2 endpoints, 2 RTCP ports.
+    assert_eq!(h.m.len(), (2, 4));
+    let bye = bye_from_caller("c1", 2);
+    h.up(10_000, &bye);
+    h.down(10_010, &Msg::response(200, &bye));
+    h.tick(13_000);
+    assert!(h.cdrs.is_empty(), "still lingering");
+    h.tick(14_001);
+    assert_eq!(h.cdrs.len(), 1);
+    let c = &h.cdrs[0];
+    assert_eq!(c.call_id, "c1");
+    assert_eq!(c.start_time_ms, T0 / MS);
+    assert_eq!(c.ring_time_ms, T0 / MS + 100);
+    assert_eq!(c.answer_time_ms, T0 / MS + 2000);
+    assert_eq!(c.end_time_ms, T0 / MS + 10_000);
+    assert_eq!(c.post_dial_delay_ms, 100);
+    assert_eq!(c.duration_ms, 10_000);
+    assert_eq!(c.billable_ms, 8_000);
+    assert_eq!(c.disposition(), D::Answered);
+    assert_eq!(c.final_code, 200);
+    assert_eq!(c.hangup_side(), H::Caller);
+    assert_eq!(c.sip_messages, 7);
+    assert_eq!(c.codecs, ["PCMU", "PCMA", "telephone-event"]);
+    let caller = c.caller.as_ref().unwrap();
+    assert_eq!(
+        (
+            caller.user.as_str(),
+            caller.domain.as_str(),
+            caller.display.as_str()
+        ),
+        ("+441632960001", "example.com", "Alice")
+    );
+    assert_eq!(c.callee.as_ref().unwrap().user, "+441632960002");
+    assert_eq!(
+        (c.src_ip.as_str(), c.src_port, c.dst_ip.as_str(), c.dst_port),
+        ("192.0.2.10", 5060, "198.51.100.20", 5060)
+    );
+    assert_eq!(c.transport, "UDP");
+    assert_eq!(c.legs_hops, 1);
+    assert!(c.coverage.as_ref().unwrap().complete);
+    assert!(!c.interim);
+    assert_eq!(
+        h.states(),
+        [
+            (K::Trying, "INVITE".to_owned()),
+            (K::Ringing, "180".to_owned()),
+            (K::Answered, "200".to_owned()),
+            (K::Ended, "BYE".to_owned()),
+        ]
+    );
+    // No entry is left behind.
+    assert!(h.m.is_empty());
+    assert_eq!(h.t.table_sizes(), [0; 4]);
+}
+
+#[test]
+fn bye_from_the_callee() {
+    let mut h = H1::new();
+    answered(&mut h, "c1");
+    h.down(5000, &bye_from_callee("c1"));
+    h.finish(6000);
+    assert_eq!(h.cdrs[0].hangup_side(), H::Callee);
+    assert_eq!(h.cdrs[0].disposition(), D::Answered);
+}
+
+#[test]
+fn retransmissions_are_not_counted_twice() {
+    let mut h = H1::new();
+    let inv = invite("c1");
+    h.up(0, &inv);
+    h.up(500, &inv); // T1
+    h.up(1500, &inv); // 2·T1
+    let ok = Msg::response(200, &inv)
+        .with_to_tag("b")
+        .body(sdp("198.51.100.20", 5000, ""));
+    h.down(2000, &ok);
+    h.down(2500, &ok);
+    h.finish(3000);
+    assert_eq!(h.t.stats().retransmissions, 3);
+    assert_eq!(h.kinds(), [K::Trying, K::Answered]);
+    let c = &h.cdrs[0];
+    assert_eq!(c.sip_messages, 2);
+    assert_eq!(c.answer_time_ms, T0 / MS + 2000);
+    assert_eq!(c.legs_hops, 1);
+    // Shut down while answered: an interim record.
+    assert!(c.interim);
+    assert!(!c.coverage.as_ref().unwrap().complete);
+}
+
+#[test]
+fn a_forwarded_message_is_one_step_with_two_hops() {
+    // An SBC sees the INVITE arrive from the caller and leave towards the callee, with its
+    // own Via on top (another branch), and the responses likewise.
+    let mut h = H1::new();
+    let sbc = "203.0.113.1:5060";
+    let inv = invite("c1");
+    let fwd = Msg {
+        branch: "sbc1".to_owned(),
+        ..inv.clone()
+    };
+    h.t.on_sip(&inv.packet(T0, CALLER, sbc), &mut h.m);
+    h.t.on_sip(&fwd.packet(T0 + MS, sbc, CALLEE), &mut h.m);
+    let ok = Msg::response(200, &fwd)
+        .with_to_tag("b")
+        .body(sdp("198.51.100.20", 5000, ""));
+    h.t.on_sip(&ok.packet(T0 + 900 * MS, CALLEE, sbc), &mut h.m);
+    let ok_back = Msg {
+        branch: "inv1".to_owned(),
+        ..ok.clone()
+    };
+    h.t.on_sip(&ok_back.packet(T0 + 901 * MS, sbc, CALLER), &mut h.m);
+    h.collect();
+    h.finish(2000);
+    assert_eq!(h.t.stats().hops, 2);
+    assert_eq!(h.t.stats().retransmissions, 0);
+    assert_eq!(h.kinds(), [K::Trying, K::Answered]);
+    let c = &h.cdrs[0];
+    assert_eq!(c.legs_hops, 2);
+    assert_eq!(c.sip_messages, 2);
+    assert_eq!(c.answer_time_ms, T0 / MS + 900);
+}
+
+#[test]
+fn out_of_order_provisional_after_the_answer_is_ignored() {
+    let mut h = H1::new();
+    let inv = invite("c1");
+    h.up(0, &inv);
+    h.down(
+        300,
+        &Msg::response(200, &inv)
+            .with_to_tag("b")
+            .body(sdp("198.51.100.20", 5000, "")),
+    );
+    h.down(290, &Msg::response(180, &inv).with_to_tag("b"));
+    h.up(5000, &bye_from_caller("c1", 2));
+    h.finish(6000);
+    assert_eq!(h.kinds(), [K::Trying, K::Answered, K::Ended]);
+    let c = &h.cdrs[0];
+    assert_eq!(c.ring_time_ms, 0);
+    // No ringing seen: the post-dial delay runs to the final response (RFC 6076 §4.1).
+    assert_eq!(c.post_dial_delay_ms, 300);
+}
+
+#[test]
+fn forked_early_dialogs_and_a_second_answer() {
+    let mut h = H1::new();
+    let inv = invite("c1");
+    h.up(0, &inv);
+    h.down(100, &Msg::response(180, &inv).with_to_tag("fork-a"));
+    h.down(
+        150,
+        &Msg::response(183, &inv)
+            .with_to_tag("fork-b")
+            .body(sdp("198.51.100.21", 6000, "")),
+    );
+    h.down(
+        1000,
+        &Msg::response(200, &inv)
+            .with_to_tag("fork-b")
+            .body(sdp("198.51.100.21", 6000, "")),
+    );
+    h.down(
+        1100,
+        &Msg::response(200, &inv)
+            .with_to_tag("fork-a")
+            .body(sdp("198.51.100.22", 7000, "")),
+    );
+    h.up(9000, &bye_from_caller("c1", 2).with_to_tag("fork-b"));
+    h.finish(10_000);
+    assert_eq!(h.t.stats().forked_answers, 1);
+    assert_eq!(
+        h.kinds(),
+        [K::Trying, K::Ringing, K::EarlyMedia, K::Answered, K::Ended]
+    );
+    let c = &h.cdrs[0];
+    assert_eq!(c.answer_time_ms, T0 / MS + 1000);
+    assert_eq!(c.ring_time_ms, T0 / MS + 100);
+    assert_eq!(c.disposition(), D::Answered);
+}
+
+#[test]
+fn cancel_then_487() {
+    let mut h = H1::new();
+    let inv = invite("c1");
+    h.up(0, &inv);
+    h.down(100, &Msg::response(180, &inv).with_to_tag("b"));
+    let cancel = Msg::request("CANCEL", "c1", 1, "inv1").header("Reason: Q.850;cause=16");
+    h.up(3000, &cancel);
+    h.down(3001, &Msg::response(200, &cancel).with_to_tag("b"));
+    h.down(3002, &Msg::response(487, &inv).with_to_tag("b"));
+    h.up(3003, &Msg::request("ACK", "c1", 1, "inv1").with_to_tag("b"));
+    h.finish(4000);
+    let c = &h.cdrs[0];
+    assert_eq!(c.disposition(), D::Cancelled);
+    assert_eq!(c.final_code, 487);
+    assert_eq!(c.hangup_side(), H::Caller);
+    assert_eq!(c.end_time_ms, T0 / MS + 3002);
+    assert_eq!(c.answer_time_ms, 0);
+    assert_eq!(c.sip_messages, 6);
+    // The final response's phrase, since the 487 carries no Reason header.
+    let r = c.reason.as_ref().unwrap();
+    assert_eq!((r.protocol.as_str(), r.cause), ("SIP", 487));
+}
+
+#[test]
+fn cancel_racing_the_200() {
+    let mut h = H1::new();
+    let inv = invite("c1");
+    h.up(0, &inv);
+    h.down(100, &Msg::response(180, &inv).with_to_tag("b"));
+    let cancel = Msg::request("CANCEL", "c1", 1, "inv1");
+    h.up(3000, &cancel);
+    // The UAS answered before the CANCEL arrived; the CANCEL gets 481/200, the call is up.
+    h.down(
+        3001,
+        &Msg::response(200, &inv)
+            .with_to_tag("b")
+            .body(sdp("198.51.100.20", 5000, "")),
+    );
+    h.down(3002, &Msg::response(481, &cancel).with_to_tag("b"));
+    h.up(3003, &Msg::request("ACK", "c1", 1, "ack").with_to_tag("b"));
+    h.up(3100, &bye_from_caller("c1", 2).with_to_tag("b"));
+    h.finish(4000);
+    let c = &h.cdrs[0];
+    assert_eq!(c.disposition(), D::Answered);
+    assert_eq!(c.final_code, 200);
+    assert_eq!(c.billable_ms, 99);
+}
+
+#[test]
+fn challenge_and_retry_is_one_call() {
+    let mut h = H1::new();
+    let inv = invite("c1");
+    h.up(0, &inv);
+    h.down(50, &Msg::response(407, &inv).with_to_tag("p"));
+    h.up(60, &Msg::request("ACK", "c1", 1, "inv1").with_to_tag("p"));
+    let inv2 = Msg::request("INVITE", "c1", 2, "inv2").body(sdp("192.0.2.10", 4000, ""));
+    h.up(20_000, &inv2);
+    h.down(
+        21_000,
+        &Msg::response(200, &inv2)
+            .with_to_tag("b")
+            .body(sdp("198.51.100.20", 5000, "")),
+    );
+    h.up(30_000, &bye_from_caller("c1", 3).with_to_tag("b"));
+    h.finish(31_000);
+    assert_eq!(h.cdrs.len(), 1);
+    let c = &h.cdrs[0];
+    assert_eq!(c.start_time_ms, T0 / MS);
+    assert_eq!(c.answer_time_ms, T0 / MS + 21_000);
+    assert_eq!(c.final_code, 200);
+    assert_eq!(c.disposition(), D::Answered);
+    assert!(c.reason.is_none());
+}
+
+#[test]
+fn reinvite_hold_resume_and_moved_media() {
+    let mut h = H1::new();
+    answered(&mut h, "c1");
+    let ssrc_a = 0x1111_1111;
+    let ssrc_b = 0x2222_2222;
+    // 10 packets each way on the first binding.
+    for i in 0..10u16 {
+        let t = 21_000 + u64::from(i) * 200;
+        let v = h.udp(
+            t,
+            "192.0.2.10:4000",
+            "198.51.100.20:5000",
+            &rtp(0, i, u32::from(i) * 160, ssrc_a),
+        );
+        assert!(matches!(v, UdpVerdict::Rtp(_)));
+        h.udp(
+            t + 5,
+            "198.51.100.20:5000",
+            "192.0.2.10:4000",
+            &rtp(0, i, u32::from(i) * 160, ssrc_b),
+        );
+    }
+    // Caller puts the call on hold (RFC 3264 §8.4).
+    let hold = Msg::request("INVITE", "c1", 2, "re1")
+        .with_to_tag("bob-tag")
+        .body(sdp("192.0.2.10", 4000, "a=sendonly\r\n"));
+    h.up(5000, &hold);
+    h.down(
+        5010,
+        &Msg::response(200, &hold).with_to_tag("bob-tag").body(sdp(
+            "198.51.100.20",
+            5000,
+            "a=recvonly\r\n",
+        )),
+    );
+    // Resumes, moving its media to a new port.
+    let resume = Msg::request("INVITE", "c1", 3, "re2")
+        .with_to_tag("bob-tag")
+        .body(sdp("192.0.2.10", 4002, ""));
+    h.up(7000, &resume);
+    h.down(
+        7010,
+        &Msg::response(200, &resume)
+            .with_to_tag("bob-tag")
+            .body(sdp("198.51.100.20", 5000, "")),
+    );
+    // Only the new binding is installed: the old pair entries are gone.
+    assert_eq!(h.m.len().0, 2);
+    let old = media_key(addr("192.0.2.10:4000"), addr("198.51.100.20:5000"));
+    let new = media_key(addr("192.0.2.10:4002"), addr("198.51.100.20:5000"));
+    assert!(h.m.stream(&old).unwrap().is_none());
+    assert!(h.m.stream(&new).unwrap().is_some());
+    for i in 0..5u16 {
+        let t = 80_000 + u64::from(i) * 200;
+        h.udp(
+            t,
+            "192.0.2.10:4002",
+            "198.51.100.20:5000",
+            &rtp(0, 100 + i, 0, ssrc_a),
+        );
+    }
+    h.up(10_000, &bye_from_caller("c1", 4));
+    h.tick(15_000);
+    assert_eq!(
+        h.kinds(),
+        [
+            K::Trying,
+            K::Ringing,
+            K::Answered,
+            K::Held,
+            K::Resumed,
+            K::Ended
+        ]
+    );
+    let c = &h.cdrs[0];
+    let legs: Vec<(MediaDirection, u32, u64)> = c
+        .media
+        .iter()
+        .map(|l| (l.direction(), l.src_port, l.packets))
+        .collect();
+    assert_eq!(
+        legs,
+        [
+            (MediaDirection::CallerToCallee, 4000, 10),
+            (MediaDirection::CalleeToCaller, 5000, 10),
+            (MediaDirection::CallerToCallee, 4002, 5),
+        ]
+    );
+    assert!(h.m.is_empty());
+    assert_eq!(h.t.table_sizes(), [0; 4], "no index keeps the old address");
+}
+
+#[test]
+fn hold_by_the_callee_with_a_zero_address_keeps_the_media_address() {
+    let mut h = H1::new();
+    answered(&mut h, "c1");
+    // RFC 2543 hold: c=0.0.0.0, from the callee.
+    let hold = Msg::request("INVITE", "c1", 1, "reb")
+        .with_from_tag("bob-tag")
+        .with_to_tag("alice-tag")
+        .body(sdp("0.0.0.0", 5000, ""));
+    h.down(4000, &hold);
+    assert_eq!(h.m.len(), (2, 4), "the binding stays as it was");
+    h.up(
+        4010,
+        &Msg::response(200, &hold)
+            .with_from_tag("bob-tag")
+            .with_to_tag("alice-tag")
+            .body(sdp("192.0.2.10", 4000, "")),
+    );
+    let unhold = Msg::request("UPDATE", "c1", 2, "reb2")
+        .with_from_tag("bob-tag")
+        .with_to_tag("alice-tag")
+        .body(sdp("198.51.100.20", 5000, ""));
+    h.down(6000, &unhold);
+    h.finish(7000);
+    assert_eq!(
+        h.kinds(),
+        [K::Trying, K::Ringing, K::Answered, K::Held, K::Resumed]
+    );
+}
+
+#[test]
+fn timer_b_closes_an_invite_without_response() {
+    let mut h = H1::new();
+    h.up(0, &invite("c1"));
+    h.tick(31_000);
+    assert!(h.kinds().ends_with(&[K::Trying]));
+    h.tick(33_000);
+    assert_eq!(h.kinds(), [K::Trying, K::Ended]);
+    h.tick(37_001);
+    let c = &h.cdrs[0];
+    assert_eq!(c.disposition(), D::NoAnswer);
+    assert_eq!(c.final_code, 0);
+    assert_eq!(c.end_time_ms, T0 / MS + 32_000);
+    assert_eq!(c.hangup_side(), H::System);
+    assert!(!c.coverage.as_ref().unwrap().complete);
+    assert!(!c.interim);
+}
+
+#[test]
+fn a_flood_of_half_open_invites_evicts_the_oldest_and_never_an_established_call() {
+    let cfg = CallsConfig {
+        max_calls: 20,
+        max_early: 10,
+        ..CallsConfig::default()
+    };
+    let mut h = H1::with(cfg);
+    answered(&mut h, "established");
+    for i in 0..100u64 {
+        h.up(3000 + i, &invite(&format!("flood-{i}")));
+    }
+    assert_eq!(h.t.unanswered_calls(), 10);
+    assert_eq!(h.t.active_calls(), 11);
+    assert_eq!(h.t.stats().evicted, 90);
+    assert_eq!(h.cdrs.len(), 90);
+    // The oldest went first.
+    assert_eq!(h.cdrs[0].call_id, "flood-0");
+    assert!(h.cdrs.iter().all(|c| c.disposition() == D::Unspecified
+        && c.hangup_side() == H::System
+        && !c.coverage.as_ref().unwrap().complete));
+    assert!(h.cdrs.iter().all(|c| c.call_id != "established"));
+    // Memory stays bounded whatever the flood: only the last 10 are left.
+    h.up(5000, &bye_from_caller("established", 2));
+    h.finish(6000);
+    let est = h.cdrs.iter().find(|c| c.call_id == "established").unwrap();
+    assert_eq!(est.disposition(), D::Answered);
+}
+
+#[test]
+fn a_table_of_established_calls_refuses_new_invites() {
+    let cfg = CallsConfig {
+        max_calls: 2,
+        ..CallsConfig::default()
+    };
+    let mut h = H1::with(cfg);
+    answered(&mut h, "a");
+    answered(&mut h, "b");
+    h.up(5000, &invite("c"));
+    assert_eq!(h.t.stats().table_full, 1);
+    assert_eq!(h.t.active_calls(), 2);
+    h.finish(6000);
+    assert_eq!(h.cdrs.len(), 2);
+}
+
+#[test]
+fn session_timer_without_refresh_ends_the_call() {
+    let mut h = H1::new();
+    let inv = invite("c1").header("Session-Expires: 90;refresher=uac");
+    h.up(0, &inv);
+    h.down(
+        1000,
+        &Msg::response(200, &inv)
+            .with_to_tag("b")
+            .header("Session-Expires: 90;refresher=uac")
+            .body(sdp("198.51.100.20", 5000, "")),
+    );
+    h.tick(60_000);
+    assert!(h.kinds().ends_with(&[K::Answered]));
+    h.tick(95_000);
+    h.tick(100_000);
+    let c = &h.cdrs[0];
+    assert_eq!(c.end_time_ms, T0 / MS + 91_000);
+    assert_eq!(c.hangup_side(), H::System);
+    assert_eq!(c.disposition(), D::Answered);
+    assert_eq!(c.billable_ms, 90_000);
+}
+
+#[test]
+fn media_inactivity_ends_the_call_at_the_last_packet() {
+    let mut h = H1::new();
+    answered(&mut h, "c1");
+    for i in 0..50u16 {
+        let t = 20_100 + u64::from(i) * 200; // every 20 ms from T0 + 2.01 s
+        h.udp(
+            t,
+            "192.0.2.10:4000",
+            "198.51.100.20:5000",
+            &rtp(8, i, u32::from(i) * 160, 7),
+        );
+        h.udp(
+            t,
+            "198.51.100.20:5000",
+            "192.0.2.10:4000",
+            &rtp(8, i, u32::from(i) * 160, 9),
+        );
+    }
+    let last_ms = 2010 + 49 * 20;
+    h.tick(3_000);
+    h.tick(last_ms + 119_000);
+    assert!(h.cdrs.is_empty());
+    h.tick(last_ms + 121_000);
+    h.tick(last_ms + 126_000);
+    let c = &h.cdrs[0];
+    assert_eq!(c.end_time_ms, T0 / MS + last_ms);
+    assert_eq!(c.hangup_side(), H::System);
+    assert_eq!(c.media.len(), 2);
+    for l in &c.media {
+        assert_eq!((l.packets, l.lost, l.codec.as_str()), (50, 0, "PCMA"));
+        assert_eq!(l.bytes, 50 * 172);
+        assert!(l.mos > 4.0, "{l:?}");
+    }
+    assert!(h.m.is_empty());
+}
+
+#[test]
+fn one_way_audio_and_gap_alerts() {
+    let mut h = H1::new();
+    answered(&mut h, "c1");
+    // Caller → callee only, with a 3 s hole.
+    for i in 0..100u16 {
+        let hole = if i >= 50 { 30_000 } else { 0 };
+        let t = 20_100 + u64::from(i) * 200 + hole;
+        h.udp(
+            t,
+            "192.0.2.10:4000",
+            "198.51.100.20:5000",
+            &rtp(0, i, u32::from(i) * 160, 7),
+        );
+    }
+    h.tick(8_000);
+    assert_eq!(h.alerts(), ["one_way_audio", "media_gap"]);
+    // Each alert once per call.
+    h.tick(9_000);
+    assert_eq!(h.alerts().len(), 2);
+}
+
+#[test]
+fn rtcp_goes_to_its_call() {
+    let mut h = H1::new();
+    answered(&mut h, "c1");
+    // RTP port + 1 (RFC 3550 §11).
+    let v = h.udp(
+        30_000,
+        "198.51.100.20:5001",
+        "192.0.2.10:4001",
+        &rtcp_rr(9, 7),
+    );
+    assert_eq!(v, UdpVerdict::Rtcp);
+    assert_eq!(h.t.stats().rtcp_unmatched, 0);
+    assert_eq!(h.m.stats().rtcp_copied, 1);
+}
+
+#[test]
+fn registrations_ok_failed_expired_and_timed_out() {
+    let mut h = H1::new();
+    let reg = Msg::request("REGISTER", "r1", 1, "r1")
+        .header("Contact: <sip:alice@192.0.2.10:5060>;expires=60");
+    h.up(0, &reg);
+    h.up(500, &reg); // retransmission
+    h.down(
+        600,
+        &Msg::response(200, &reg)
+            .with_to_tag("reg")
+            .header("Contact: <sip:alice@192.0.2.10:5060>;expires=60"),
+    );
+    let bad = Msg::request("REGISTER", "r2", 1, "r2");
+    h.up(1000, &bad);
+    h.down(1100, &Msg::response(401, &bad).with_to_tag("reg"));
+    h.up(2000, &Msg::request("REGISTER", "r3", 1, "r3"));
+    h.tick(35_000);
+    h.tick(61_000);
+    let regs: Vec<(String, u32, u32, u32, u64)> = h
+        .flows
+        .iter()
+        .filter_map(|f| match &f.event {
+            Some(flow_event::Event::Registration(r)) => Some((
+                f.call_id.clone(),
+                r.status_code,
+                r.expires_s,
+                r.contact_count,
+                f.time_ms - T0 / MS,
+            )),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        regs,
+        [
+            ("r1".to_owned(), 200, 60, 1, 600),
+            ("r2".to_owned(), 401, 0, 0, 1100),
+            // RFC 3261 Timer F: no final response in 32 s counts as 408.
+            ("r3".to_owned(), 408, 0, 0, 34_000),
+            // Not refreshed: expired 60 s after the 200.
+            ("r1".to_owned(), 0, 0, 0, 60_600),
+        ]
+    );
+    assert_eq!(h.t.register_stats().retransmissions, 1);
+    assert_eq!(h.t.methods().get("REGISTER"), Some(&3));
+}
+
+#[test]
+fn correlation_from_headers() {
+    let mut h = H1::new();
+    h.up(
+        0,
+        &invite("sid").header(
+            "Session-ID: AB30317F1A784DC48FF824D0D3715D86;remote=00000000000000000000000000000000",
+        ),
+    );
+    h.up(
+        0,
+        &invite("pcv")
+            .header("P-Charging-Vector: icid-value=1234bc9876e;icid-generated-at=192.0.6.8"),
+    );
+    h.up(0, &invite("xcid").header("X-CID: first-leg@example.com"));
+    h.up(0, &invite("plain"));
+    h.finish(1000);
+    let corr = |id: &str| {
+        h.cdrs
+            .iter()
+            .find(|c| c.call_id == id)
+            .unwrap()
+            .correlation_id
+            .clone()
+    };
+    assert_eq!(corr("sid"), "ab30317f1a784dc48ff824d0d3715d86");
+    assert_eq!(corr("pcv"), "1234bc9876e");
+    assert_eq!(corr("xcid"), "first-leg@example.com");
+    assert_eq!(corr("plain"), "plain");
+}
+
+#[test]
+fn correlation_by_media_anchoring() {
+    let mut h = H1::new();
+    let sbc = "203.0.113.1";
+    // An SBC anchoring media on one port: its answer on leg A is its offer on leg B.
+    let a = invite("leg-a");
+    h.up(0, &a);
+    let b = Msg::request("INVITE", "leg-b", 1, "b1").body(sdp(sbc, 30_000, ""));
+    h.up(20, &b);
+    h.down(
+        900,
+        &Msg::response(200, &b)
+            .with_to_tag("b")
+            .body(sdp("198.51.100.20", 5000, "")),
+    );
+    h.down(
+        910,
+        &Msg::response(200, &a)
+            .with_to_tag("s")
+            .body(sdp(sbc, 30_000, "")),
+    );
+    // A B2BUA passing SDP through unchanged: both sides equal on both legs.
+    let c = Msg::request("INVITE", "leg-c", 1, "c1").body(sdp("192.0.2.30", 4100, ""));
+    let d = Msg::request("INVITE", "leg-d", 1, "d1").body(sdp("192.0.2.30", 4100, ""));
+    h.up(30, &c);
+    h.up(40, &d);
+    h.down(
+        50,
+        &Msg::response(200, &d)
+            .with_to_tag("d")
+            .body(sdp("198.51.100.30", 5100, "")),
+    );
+    h.down(
+        60,
+        &Msg::response(200, &c)
+            .with_to_tag("c")
+            .body(sdp("198.51.100.30", 5100, "")),
+    );
+    // A media server answering every call from one port: no link.
+    for (i, id) in ["ms-1", "ms-2", "ms-3"].into_iter().enumerate() {
+        let inv =
+            Msg::request("INVITE", id, 1, id).body(sdp("192.0.2.50", 4000 + i as u16 * 2, ""));
+        h.up(100, &inv);
+        h.down(
+            200,
+            &Msg::response(200, &inv)
+                .with_to_tag("ms")
+                .body(sdp("198.51.100.99", 7000, "")),
+        );
+    }
+    h.finish(1000);
+    let corr = |id: &str| {
+        h.cdrs
+            .iter()
+            .find(|c| c.call_id == id)
+            .unwrap()
+            .correlation_id
+            .clone()
+    };
+    assert_eq!(
+        (corr("leg-a"), corr("leg-b")),
+        ("leg-a".into(), "leg-a".into())
+    );
+    assert_eq!(
+        (corr("leg-c"), corr("leg-d")),
+        ("leg-c".into(), "leg-c".into())
+    );
+    for id in ["ms-1", "ms-2", "ms-3"] {
+        assert_eq!(corr(id), id);
+    }
+}
+
+#[test]
+fn consent_header_and_user_agents_are_recorded() {
+    let cfg = CallsConfig {
+        consent_header: Some("X-Consent".to_owned()),
+        ..CallsConfig::default()
+    };
+    let mut h = H1::with(cfg);
+    let inv = invite("c1")
+        .header("X-Consent: declined")
+        .header("User-Agent: PhoneA/1.0");
+    h.up(0, &inv);
+    h.down(
+        100,
+        &Msg::response(486, &inv)
+            .with_to_tag("b")
+            .header("Server: PBX/2.0"),
+    );
+    h.finish(200);
+    let c = &h.cdrs[0];
+    assert_eq!(c.consent, "declined");
+    assert_eq!(c.user_agent_caller, "PhoneA/1.0");
+    assert_eq!(c.user_agent_callee, "PBX/2.0");
+    assert_eq!(c.disposition(), D::Busy);
+    assert_eq!(c.hangup_side(), H::Callee);
+    assert_eq!(c.end_time_ms, T0 / MS + 100);
+}
+
+#[test]
+fn a_message_that_does_not_parse_makes_the_cdr_incomplete() {
+    let mut h = H1::new();
+    answered(&mut h, "c1");
+    let mut broken = bye_from_caller("c1", 2).packet(T0 + 5 * S, CALLER, CALLEE);
+    // CSeq without a number: RFC 3261 §20.16 requires one.
+    let text = String::from_utf8(broken.bytes.clone()).unwrap();
+    broken.bytes = text.replace("CSeq: 2 BYE", "CSeq: BYE").into_bytes();
+    h.t.on_sip(&broken, &mut h.m);
+    h.up(6000, &bye_from_caller("c1", 3));
+    h.finish(7000);
+    let cov = h.cdrs[0].coverage.unwrap();
+    assert_eq!(cov.sip_parse_errors, 1);
+    assert!(!cov.complete);
+    assert_eq!(h.t.stats().parse_errors, 1);
+}
+
+#[test]
+fn messages_of_unknown_calls_are_orphans() {
+    let mut h = H1::new();
+    h.up(0, &bye_from_caller("never-seen", 2));
+    h.up(0, &Msg::request("OPTIONS", "ping", 1, "o"));
+    assert_eq!(h.t.stats().orphans, 1);
+    assert_eq!(h.t.methods().get("OPTIONS"), Some(&1));
+    assert_eq!(h.t.active_calls(), 0);
+}

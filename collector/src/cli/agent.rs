@@ -1,0 +1,431 @@
+//! `collector agent`: attach the kernel programs, read the ring buffer every 10 ms, run the
+//! pipeline (SIP reassembly and parsing, call tracking, media binding in the kernel's MEDIA
+//! maps, CDRs), apply the privacy policy and print one CDR per JSON line; detach on
+//! SIGTERM/SIGINT after printing the final counters.
+//!
+//! `--print-events` is the debugging mode: one metadata line per ring event (kind,
+//! direction, interface, lengths and FNV-1a digests; never an address or a payload), no
+//! call tracking.
+//!
+//! Kernel timestamps are `CLOCK_MONOTONIC`; they are turned into Unix time with one offset
+//! measured at start, for events and for the RTP times read back from the maps alike.
+#![deny(clippy::indexing_slicing, clippy::panic)]
+use std::{
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+use collector_common::{
+    media::{EndpointKey, EndpointValue},
+    Direction, EventKind, MediaKey, MediaValue,
+};
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use crate::calls::{
+    media::{MediaError, MediaTable, UdpVerdict},
+    tracker::CdrIds,
+    CallsConfig, Tracker,
+};
+use crate::capture::{self, drain_ring, Capture, CaptureOptions, RawEvent};
+use crate::net::DecoderConfig;
+use crate::pipeline::{looks_like_rtcp, MediaBackend, Pipeline, Privacy, Schedule};
+use crate::privacy::{
+    keys::{Key, KeyId, Secret},
+    KeyRing, PrivacyConfig, Pseudonymizer,
+};
+
+/// Scope used for pseudonyms when the configuration names none.
+const DEFAULT_SCOPE: &str = "local";
+/// Agent id when the configuration names none.
+const DEFAULT_AGENT_ID: &str = "agent";
+
+/// The kernel's MEDIA maps as the binder's table, with times moved to Unix time.
+pub struct KernelMedia {
+    cap: Capture,
+    offset_ns: u64,
+}
+
+fn kerr(e: capture::CaptureError) -> MediaError {
+    MediaError::Kernel(Box::new(e))
+}
+
+impl KernelMedia {
+    /// The maps of `cap`; `offset_ns` turns `CLOCK_MONOTONIC` into Unix time.
+    pub fn new(cap: Capture, offset_ns: u64) -> Self {
+        Self { cap, offset_ns }
+    }
+
+    /// The loaded programs.
+    pub fn capture(&self) -> &Capture {
+        &self.cap
+    }
+}
+
+impl MediaTable for KernelMedia {
+    fn insert_stream(&mut self, key: MediaKey, value: MediaValue) -> Result<(), MediaError> {
+        self.cap.insert_stream(key, value).map_err(kerr)
+    }
+
+    fn stream(&mut self, key: &MediaKey) -> Result<Option<MediaValue>, MediaError> {
+        let v = self.cap.stream(key).map_err(kerr)?;
+        Ok(v.map(|mut v| {
+            for s in &mut v.slots {
+                if s.packets > 0 {
+                    s.first_ns = s.first_ns.saturating_add(self.offset_ns);
+                    s.last_ns = s.last_ns.saturating_add(self.offset_ns);
+                }
+            }
+            v
+        }))
+    }
+
+    fn remove_stream(&mut self, key: &MediaKey) -> Result<(), MediaError> {
+        self.cap.remove_stream(key).map_err(kerr)
+    }
+
+    fn insert_endpoint(
+        &mut self,
+        key: EndpointKey,
+        value: EndpointValue,
+    ) -> Result<(), MediaError> {
+        self.cap.insert_endpoint(key, value).map_err(kerr)
+    }
+
+    fn endpoint(&mut self, key: &EndpointKey) -> Result<Option<EndpointValue>, MediaError> {
+        self.cap.endpoint(key).map_err(kerr)
+    }
+
+    fn remove_endpoint(&mut self, key: &EndpointKey) -> Result<(), MediaError> {
+        self.cap.remove_endpoint(key).map_err(kerr)
+    }
+}
+
+impl MediaBackend for KernelMedia {
+    fn on_udp(
+        &mut self,
+        _ts_ns: u64,
+        _src: SocketAddr,
+        _dst: SocketAddr,
+        payload: &[u8],
+    ) -> UdpVerdict {
+        // The kernel counted RTP already; what reaches userspace is RTCP of bound streams
+        // (and RTP header samples, which the tracker does not need).
+        if looks_like_rtcp(payload) {
+            UdpVerdict::Rtcp
+        } else {
+            UdpVerdict::NoMatch
+        }
+    }
+}
+
+/// The agent's settings from its configuration file.
+struct AgentConfig {
+    agent_id: String,
+    calls: CallsConfig,
+    privacy: PrivacyConfig,
+}
+
+fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<AgentConfig> {
+    let Some(path) = path else {
+        return Ok(AgentConfig {
+            agent_id: DEFAULT_AGENT_ID.to_owned(),
+            calls: CallsConfig::default(),
+            privacy: PrivacyConfig::default(),
+        });
+    };
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let table: toml::Table = toml::from_str(&text).context("parsing the configuration")?;
+    let agent_id = table
+        .get("agent")
+        .and_then(|a| a.get("id"))
+        .and_then(|v| v.as_str())
+        .unwrap_or(DEFAULT_AGENT_ID)
+        .to_owned();
+    Ok(AgentConfig {
+        agent_id,
+        calls: CallsConfig::from_agent_toml(&text)?,
+        privacy: PrivacyConfig::from_agent_toml(&text)?,
+    })
+}
+
+/// The pseudonymizer of the policy; with no key file, an in-memory key made now (said on
+/// stderr: pseudonyms then change with every start).
+fn pseudonymizer(cfg: &PrivacyConfig) -> anyhow::Result<Pseudonymizer> {
+    let mut cfg = cfg.clone();
+    if cfg.scope.is_none() {
+        cfg.scope = Some(DEFAULT_SCOPE.to_owned());
+    }
+    if cfg.key_file.is_some() {
+        return Pseudonymizer::from_config(&cfg).context("privacy policy");
+    }
+    eprintln!(
+        "collector: no privacy.key_file configured: identifiers are pseudonymized with an \
+         ephemeral in-memory key, so pseudonyms are not stable across restarts (create a key \
+         file with `collector keygen`)"
+    );
+    let key = Key::new(
+        KeyId::try_new("ephemeral")?,
+        Secret::generate()?,
+        OffsetDateTime::now_utc(),
+        true,
+    );
+    Ok(Pseudonymizer::try_new(&cfg, KeyRing::try_new(vec![key])?)?)
+}
+
+/// `collector agent`: attach, read events until SIGINT/SIGTERM, detach.
+pub fn run(args: super::AgentArgs) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(agent_loop(args))
+}
+
+fn direction_of(ev: &RawEvent) -> Direction {
+    if ev.header.direction == Direction::Egress as u8 {
+        Direction::Egress
+    } else {
+        Direction::Ingress
+    }
+}
+
+async fn agent_loop(args: super::AgentArgs) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    if args.server.is_some() {
+        anyhow::bail!(
+            "`--server` is not built yet: CDR streaming is still to come in this release"
+        );
+    }
+    let config = load_config(args.config.as_deref())?;
+    // Built before attaching, so a bad policy fails before anything touches the host.
+    let privacy = if args.print_events {
+        None
+    } else {
+        let mut calls = config.calls.clone();
+        calls.consent_header = config.privacy.consent.as_ref().map(|c| c.header.clone());
+        Some((pseudonymizer(&config.privacy)?, calls))
+    };
+    let opts = CaptureOptions {
+        sip_ports: args.sip_ports.clone(),
+        snap_len: args.snap_len,
+        rtp_sample_every: args.rtp_sample_every,
+        ring_bytes: args.ring_bytes,
+    };
+    let mut cap = Capture::load(&opts)?;
+    for iface in &args.ifaces {
+        cap.attach(iface, args.xdp_mode)?;
+    }
+    tracing::info!(attachments = ?cap.attachments(), "attached");
+    // Attached: from here on the agent needs CAP_BPF only (map access).
+    let dropped = crate::harden::drop_privileges()?;
+    tracing::info!(
+        dropped = dropped.len(),
+        "capabilities dropped, no_new_privs set"
+    );
+    // Tests and supervisors wait for this line before sending traffic.
+    println!(
+        "{}",
+        serde_json::json!({ "ready": true, "attachments": cap.attachments() })
+    );
+    let mut ring = cap.take_ring()?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
+    // The kernel submits without waking us (cheaper per packet); poll on a short timer.
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    let mut events = Vec::new();
+    let mut bad = 0u64;
+    let mut last_stats = Instant::now();
+
+    let Some((pz, calls)) = privacy else {
+        // --print-events: metadata only.
+        loop {
+            tokio::select! {
+                _ = sigterm.recv() => break,
+                _ = sigint.recv() => break,
+                _ = tick.tick() => {}
+                guard = ring.readable_mut() => {
+                    if let Ok(mut g) = guard {
+                        g.clear_ready();
+                    }
+                }
+            }
+            drain_ring(ring.get_mut(), &mut events, &mut bad);
+            for ev in events.drain(..) {
+                print_event(&ev);
+            }
+            if args.stats_every > 0 && last_stats.elapsed() >= Duration::from_secs(args.stats_every)
+            {
+                last_stats = Instant::now();
+                println!("{}", serde_json::json!({ "counters": cap.counters()? }));
+            }
+        }
+        drain_ring(ring.get_mut(), &mut events, &mut bad);
+        for ev in events.drain(..) {
+            print_event(&ev);
+        }
+        print_final(&cap, bad)?;
+        drop(ring);
+        drop(cap);
+        tracing::info!("detached");
+        return Ok(());
+    };
+
+    let offset = capture::monotonic_to_unix_offset_ns().context("reading the clocks")?;
+    let consent_header = calls.consent_header.clone();
+    let decoder = DecoderConfig {
+        sip_ports: args.sip_ports.clone(),
+        ..DecoderConfig::default()
+    };
+    let tracker = Tracker::new(calls, config.agent_id.clone(), CdrIds::Random);
+    let mut pipe = Pipeline::new(
+        decoder,
+        tracker,
+        KernelMedia::new(cap, offset),
+        Some(Privacy { pz, consent_header }),
+        // Timers every second; the kernel's stream statistics every 5 s (a map read per
+        // direction per call).
+        Schedule {
+            tick_ns: 1_000_000_000,
+            poll_ns: 5_000_000_000,
+        },
+    );
+    let mut flows_dropped = 0u64;
+    let mut last_counters = Instant::now();
+    loop {
+        tokio::select! {
+            _ = sigterm.recv() => break,
+            _ = sigint.recv() => break,
+            _ = tick.tick() => {}
+            guard = ring.readable_mut() => {
+                if let Ok(mut g) = guard {
+                    g.clear_ready();
+                }
+            }
+        }
+        drain_ring(ring.get_mut(), &mut events, &mut bad);
+        feed(&mut pipe, &mut events, offset);
+        if let Some(now) = capture::monotonic_ns() {
+            pipe.advance(now.saturating_add(offset));
+        }
+        if last_counters.elapsed() >= Duration::from_secs(1) {
+            last_counters = Instant::now();
+            let counters = pipe.media().capture().counters()?;
+            let lost = counters.get("ring_full").copied().unwrap_or(0);
+            pipe.tracker_mut().set_ring_lost(lost);
+        }
+        print_cdrs(&mut pipe)?;
+        // Nobody consumes live flows in this build yet (the Watch service will).
+        flows_dropped += pipe.drain_flows().len() as u64;
+        if args.stats_every > 0 && last_stats.elapsed() >= Duration::from_secs(args.stats_every) {
+            last_stats = Instant::now();
+            println!(
+                "{}",
+                serde_json::json!({ "counters": pipe.media().capture().counters()? })
+            );
+        }
+    }
+    // Read what is left, close every call, then report the final counters.
+    drain_ring(ring.get_mut(), &mut events, &mut bad);
+    feed(&mut pipe, &mut events, offset);
+    let now = capture::monotonic_ns().map_or(0, |n| n.saturating_add(offset));
+    pipe.finish(now);
+    print_cdrs(&mut pipe)?;
+    flows_dropped += pipe.drain_flows().len() as u64;
+    tracing::info!(
+        flows_dropped,
+        calls = pipe.tracker().stats().calls,
+        "stopping"
+    );
+    print_final(pipe.media().capture(), bad)?;
+    drop(ring);
+    drop(pipe);
+    tracing::info!("detached");
+    Ok(())
+}
+
+fn feed(pipe: &mut Pipeline<KernelMedia>, events: &mut Vec<RawEvent>, offset: u64) {
+    for ev in events.drain(..) {
+        // RTP header samples are for quality debugging; the kernel already counted them.
+        if ev.header.kind == EventKind::RtpSample as u8 {
+            continue;
+        }
+        let ts = ev.header.ts_ns.saturating_add(offset);
+        pipe.feed_frame(ts, &ev.data, Some(direction_of(&ev)));
+    }
+}
+
+fn print_cdrs(pipe: &mut Pipeline<KernelMedia>) -> anyhow::Result<()> {
+    for c in pipe.drain_cdrs() {
+        println!("{}", serde_json::to_string(&c)?);
+    }
+    Ok(())
+}
+
+fn print_final(cap: &Capture, bad: u64) -> anyhow::Result<()> {
+    let counters = cap.counters()?;
+    println!(
+        "{}",
+        serde_json::json!({ "final": true, "counters": counters, "undecodable_events": bad })
+    );
+    Ok(())
+}
+
+/// Summary of one ring event that carries no identifier (no address, no payload).
+#[derive(Serialize)]
+struct EventLine<'a> {
+    kind: &'a str,
+    direction: &'a str,
+    ifindex: u32,
+    orig_len: u32,
+    cap_len: u32,
+    /// FNV-1a of the captured L4 payload (of the whole copy for a later fragment): lets a
+    /// test compare packets with what it sent without anything being printed.
+    digest: String,
+    /// FNV-1a of the whole captured frame (from the Ethernet header).
+    frame_digest: String,
+}
+
+fn fnv1a(data: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in data {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+fn print_event(ev: &RawEvent) {
+    let kind = match EventKind::from_u8(ev.header.kind) {
+        Some(EventKind::Sip) => "sip",
+        Some(EventKind::Fragment) => "fragment",
+        Some(EventKind::Rtcp) => "rtcp",
+        Some(EventKind::RtpSample) => "rtp_sample",
+        None => "unknown",
+    };
+    let direction = if ev.header.direction == 0 {
+        "ingress"
+    } else {
+        "egress"
+    };
+    let line = EventLine {
+        kind,
+        direction,
+        ifindex: ev.header.ifindex,
+        orig_len: ev.header.orig_len,
+        cap_len: ev.header.cap_len,
+        digest: format!(
+            "{:016x}",
+            fnv1a(
+                ev.data
+                    .get(usize::from(ev.header.l7_off)..)
+                    .unwrap_or_default()
+            )
+        ),
+        frame_digest: format!("{:016x}", fnv1a(&ev.data)),
+    };
+    if let Ok(s) = serde_json::to_string(&line) {
+        println!("{s}");
+    }
+}

@@ -1,0 +1,219 @@
+//! The userspace pipeline shared by the agent and replay: frames (from the kernel ring or a
+//! capture file, starting at Ethernet) → [`crate::net::Decoder`] (fragments, TCP,
+//! WebSocket) → [`crate::calls::Tracker`] (dialogs, media binding, CDRs, flow events) →
+//! the privacy boundary ([`crate::privacy::apply`]).
+//!
+//! Non-SIP UDP goes to the media backend: in replay the kernel emulation counts RTP and
+//! picks out RTCP; in the agent the kernel has already counted RTP and only copied RTCP
+//! (and samples) reach userspace. Timers and media polls run as the injected clock passes
+//! their deadlines, so replay is deterministic.
+#![forbid(unsafe_code)]
+#![deny(clippy::indexing_slicing, clippy::panic)]
+
+use std::net::SocketAddr;
+
+use collector_common::Direction;
+use collector_proto::v1::{Cdr, FlowEvent};
+
+use crate::calls::{
+    media::{EmulatedMedia, MediaTable, UdpVerdict},
+    Tracker,
+};
+use crate::net::{Decoder, DecoderConfig, NetEvent, NetStats};
+use crate::privacy::{apply, Pseudonymizer};
+use crate::sip::SipError;
+
+const NS: u64 = 1_000_000_000;
+
+/// Where RTP is counted.
+pub trait MediaBackend: MediaTable {
+    /// What happens to a non-SIP UDP datagram that reached userspace.
+    fn on_udp(
+        &mut self,
+        ts_ns: u64,
+        src: SocketAddr,
+        dst: SocketAddr,
+        payload: &[u8],
+    ) -> UdpVerdict;
+}
+
+impl MediaBackend for EmulatedMedia {
+    fn on_udp(
+        &mut self,
+        ts_ns: u64,
+        src: SocketAddr,
+        dst: SocketAddr,
+        payload: &[u8],
+    ) -> UdpVerdict {
+        EmulatedMedia::on_udp(self, ts_ns, src, dst, payload)
+    }
+}
+
+/// True when `payload` starts like an RTCP packet (RFC 3550 §6.4: version 2, packet type
+/// 200..=207, or 192..=223 for other RTCP types on a muxed port, RFC 5761 §4).
+pub fn looks_like_rtcp(payload: &[u8]) -> bool {
+    match (payload.first(), payload.get(1)) {
+        (Some(&b0), Some(&pt)) => b0 >> 6 == 2 && (192..=223).contains(&pt),
+        _ => false,
+    }
+}
+
+/// The privacy policy applied at the boundary.
+pub struct Privacy {
+    /// The pseudonymizer.
+    pub pz: Pseudonymizer,
+    /// The consent header of the policy, if any.
+    pub consent_header: Option<String>,
+}
+
+/// How often the pipeline runs timers and reads media statistics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Schedule {
+    /// Timer tick interval (ns).
+    pub tick_ns: u64,
+    /// Media statistics poll interval (ns).
+    pub poll_ns: u64,
+}
+
+impl Default for Schedule {
+    fn default() -> Self {
+        Self {
+            tick_ns: NS,
+            poll_ns: NS,
+        }
+    }
+}
+
+/// Frames in; CDRs and flow events out.
+pub struct Pipeline<M> {
+    decoder: Decoder<SipError>,
+    tracker: Tracker,
+    media: M,
+    privacy: Option<Privacy>,
+    schedule: Schedule,
+    events: Vec<NetEvent>,
+    next_tick: u64,
+    next_poll: u64,
+    now: u64,
+}
+
+impl<M: MediaBackend> Pipeline<M> {
+    /// A pipeline; `privacy` None prints identifiers in clear (replay without a policy).
+    pub fn new(
+        decoder: DecoderConfig,
+        tracker: Tracker,
+        media: M,
+        privacy: Option<Privacy>,
+        schedule: Schedule,
+    ) -> Self {
+        Self {
+            decoder: Decoder::with_framer(decoder, crate::sip::stream_framer),
+            tracker,
+            media,
+            privacy,
+            schedule,
+            events: Vec::new(),
+            next_tick: 0,
+            next_poll: 0,
+            now: 0,
+        }
+    }
+
+    /// The tracker.
+    pub fn tracker(&self) -> &Tracker {
+        &self.tracker
+    }
+
+    /// The tracker, mutably (kernel counters for coverage).
+    pub fn tracker_mut(&mut self) -> &mut Tracker {
+        &mut self.tracker
+    }
+
+    /// The media backend.
+    pub fn media(&self) -> &M {
+        &self.media
+    }
+
+    /// The media backend, mutably.
+    pub fn media_mut(&mut self) -> &mut M {
+        &mut self.media
+    }
+
+    /// Decoder counters.
+    pub fn net_stats(&self) -> NetStats {
+        self.decoder.stats()
+    }
+
+    /// Feeds one frame (from its Ethernet header) captured at `ts_ns`.
+    pub fn feed_frame(&mut self, ts_ns: u64, frame: &[u8], direction: Option<Direction>) {
+        self.decoder.feed(ts_ns, frame, direction, &mut self.events);
+        for ev in std::mem::take(&mut self.events) {
+            match ev {
+                NetEvent::Sip(p) => self.tracker.on_sip(&p, &mut self.media),
+                NetEvent::Udp(u) => {
+                    if self.media.on_udp(u.ts_ns, u.src, u.dst, &u.payload) == UdpVerdict::Rtcp {
+                        self.tracker.on_rtcp(u.ts_ns, u.src, u.dst, &u.payload);
+                    }
+                }
+            }
+        }
+        self.advance(ts_ns);
+    }
+
+    /// Lets time pass to `now`: reads media statistics and runs timers when due.
+    pub fn advance(&mut self, now: u64) {
+        if now < self.now {
+            // Capture files are not always in time order; the clock never goes back.
+            return;
+        }
+        self.now = now;
+        if now >= self.next_poll {
+            self.tracker.poll_media(now, &mut self.media);
+            self.next_poll = now.saturating_add(self.schedule.poll_ns);
+        }
+        if now >= self.next_tick {
+            self.decoder.expire(now);
+            self.tracker.tick(now, &mut self.media);
+            self.next_tick = now.saturating_add(self.schedule.tick_ns);
+        }
+    }
+
+    /// Ends the observation at `now`: every call left gets its CDR.
+    pub fn finish(&mut self, now: u64) {
+        let now = now.max(self.now);
+        self.tracker.tick(now, &mut self.media);
+        self.tracker.finish(now, &mut self.media);
+    }
+
+    /// The CDRs produced so far, privacy applied.
+    pub fn drain_cdrs(&mut self) -> Vec<Cdr> {
+        let mut cdrs = self.tracker.drain_cdrs();
+        if let Some(p) = &self.privacy {
+            for c in &mut cdrs {
+                let consent = apply::consent_of(&p.pz, p.consent_header.as_deref(), &c.consent);
+                apply::apply_cdr(&p.pz.call(consent), c);
+            }
+        }
+        cdrs
+    }
+
+    /// The flow events produced so far, privacy applied.
+    pub fn drain_flows(&mut self) -> Vec<FlowEvent> {
+        self.tracker
+            .drain_flows()
+            .into_iter()
+            .map(|f| {
+                let mut ev = f.event;
+                if let Some(p) = &self.privacy {
+                    let consent = apply::consent_of(
+                        &p.pz,
+                        p.consent_header.as_deref(),
+                        f.consent.as_deref().unwrap_or(""),
+                    );
+                    apply::apply_flow(&p.pz.call(consent), &mut ev);
+                }
+                ev
+            })
+            .collect()
+    }
+}
