@@ -190,8 +190,9 @@ pub struct CallOptions {
     pub jitter: Duration,
     /// Seed of the jitter.
     pub seed: u64,
-    /// Bound on the whole run; sipp is told it too and reports calls unfinished by then as
-    /// failed.
+    /// Bound on the run: sipp (`-timeout`) starts no call after it and lets the calls in
+    /// progress end; the harness kills whatever still runs 10 s later (the statistics are then
+    /// those sipp dumped within the last second, and `exit_code` is `None`).
     pub timeout: Duration,
 }
 
@@ -634,11 +635,13 @@ impl Topology {
         )?;
         let margin = Duration::from_secs(10);
         let uac_status = uac.wait_exit(options.timeout + margin)?;
-        // The UAS ends after its n-th call; it may still be taking the last ACK or BYE.
-        let uas_status = uas.wait_exit(Duration::from_secs(5))?;
-        let elapsed = started.elapsed();
         uac.stop(libc::SIGTERM, Duration::from_secs(2));
+        // The UAS ends after its n-th call; it may still be taking the last ACK or BYE. If the
+        // UAC had to be killed, calls are left half done and the UAS will not end by itself.
+        let uas_grace = Duration::from_secs(if uac_status.is_some() { 5 } else { 1 });
+        let uas_status = uas.wait_exit(uas_grace)?;
         uas.stop(libc::SIGTERM, Duration::from_secs(2));
+        let elapsed = started.elapsed();
 
         let uac_stats = collect_stats("sipp UAC", &uac, &uac_dir, uac_status)?;
         let uas_stats = collect_stats("sipp UAS", &uas, &uas_dir, uas_status)?;
@@ -1493,7 +1496,9 @@ fn find_file(dir: &Path, suffix: &str) -> Result<Option<PathBuf>> {
 fn parse_last_csv_row(text: &str) -> Result<BTreeMap<String, String>> {
     let mut lines = text.lines().filter(|l| !l.trim().is_empty());
     let header = lines.next().context("empty sipp statistics file")?;
-    let last = lines.last().context("sipp statistics file without data")?;
+    let last = lines
+        .next_back()
+        .context("sipp statistics file without data")?;
     Ok(header
         .split(';')
         .zip(last.split(';'))
