@@ -17,6 +17,8 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 
+pub mod sbc;
+
 /// Prefix of every namespace and interface this suite creates.
 pub const PREFIX: &str = "vct";
 

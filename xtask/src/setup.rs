@@ -33,7 +33,26 @@ const PACKAGES: &[(&str, &str)] = &[
         "postgresql",
         "the scale-out CDR store for the collector tests",
     ),
+    (
+        "kamailio",
+        "the SIP proxy of the test SBC (core with the tm, rr, rtpengine and topoh modules)",
+    ),
+    (
+        "rtpengine-daemon",
+        "the media relay of the test SBC, in userspace mode (no kernel module package)",
+    ),
+    (
+        "iptables",
+        "random packet loss on the test SBC (statistic match), since netem is absent",
+    ),
 ];
+
+/// System services the packages above install: the tests run their own instances in a
+/// namespace, so the system-wide ones must never run.
+const SERVICES: &[&str] = &["kamailio.service", "rtpengine-daemon.service"];
+
+/// Debian's hook that tells maintainer scripts whether they may start services.
+const POLICY_RC_D: &str = "/usr/sbin/policy-rc.d";
 
 /// The bpf-linker version known to work with rustc-web's LLVM 22.
 const BPF_LINKER_VERSION: &str = "0.13.0";
@@ -62,6 +81,49 @@ fn home_bin(name: &str) -> Option<std::path::PathBuf> {
     std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".cargo/bin").join(name))
 }
 
+/// Writes a policy-rc.d that forbids every service action.
+fn write_policy_rc_d() -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(
+        POLICY_RC_D,
+        "#!/bin/sh\n# Written by cargo xtask setup for the install.\nexit 101\n",
+    )
+    .with_context(|| format!("writing {POLICY_RC_D}"))?;
+    std::fs::set_permissions(POLICY_RC_D, std::fs::Permissions::from_mode(0o755))
+        .with_context(|| format!("making {POLICY_RC_D} executable"))?;
+    Ok(())
+}
+
+/// Disables and stops the system-wide Kamailio and rtpengine if systemd runs them (they
+/// would hold port 5060 and the ng port, and start at boot).
+fn quiet_services() -> Result<()> {
+    if !std::path::Path::new("/run/systemd/system").exists() {
+        // No systemd: nothing starts them at boot, and policy-rc.d kept the install quiet.
+        return Ok(());
+    }
+    for svc in SERVICES {
+        let on = |what: &str| {
+            Command::new("systemctl")
+                .args([what, "--quiet", svc])
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false)
+        };
+        if on("is-enabled") || on("is-active") {
+            // SAFETY: geteuid has no preconditions.
+            if unsafe { libc::geteuid() } != 0 {
+                bail!("{svc} is enabled or running: run `cargo xtask setup` as root to disable it");
+            }
+            println!("setup: disabling and stopping {svc} (the tests run their own instances)");
+            crate::run(
+                Command::new("systemctl").args(["disable", "--now", svc]),
+                "systemctl disable",
+            )?;
+        }
+    }
+    Ok(())
+}
+
 /// Installs what is missing.
 pub fn setup() -> Result<()> {
     let t = std::time::Instant::now();
@@ -86,14 +148,25 @@ pub fn setup() -> Result<()> {
                 .env("DEBIAN_FRONTEND", "noninteractive"),
             "apt-get update",
         )?;
-        crate::run(
+        // Exit status 101 ("action forbidden") keeps the maintainer scripts from starting
+        // the daemons we install; a policy already in place is left as it is.
+        let own_policy = !std::path::Path::new(POLICY_RC_D).exists();
+        if own_policy {
+            write_policy_rc_d()?;
+        }
+        let installed = crate::run(
             Command::new("apt-get")
                 .args(["install", "-y", "-q", "--no-install-recommends"])
                 .args(missing.iter().map(|(p, _)| *p))
                 .env("DEBIAN_FRONTEND", "noninteractive"),
             "apt-get install",
-        )?;
+        );
+        if own_policy {
+            std::fs::remove_file(POLICY_RC_D).with_context(|| format!("removing {POLICY_RC_D}"))?;
+        }
+        installed?;
     }
+    quiet_services()?;
     if !bpf_linker_ok() {
         println!("setup: installing bpf-linker {BPF_LINKER_VERSION} (links the eBPF object; about a minute)");
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
