@@ -12,6 +12,7 @@
 #![deny(clippy::indexing_slicing, clippy::panic)]
 use std::{
     net::SocketAddr,
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -35,6 +36,9 @@ use crate::privacy::{
     keys::{Key, KeyId, Secret},
     KeyRing, PrivacyConfig, Pseudonymizer,
 };
+use crate::ship::{connect::ClientSecurity, Shipper};
+use crate::spool::{SharedSpool, Spool, SpoolOptions};
+use crate::watch::{forward::ForwardConfig, Hub, HubConfig};
 
 /// Scope used for pseudonyms when the configuration names none.
 const DEFAULT_SCOPE: &str = "local";
@@ -193,11 +197,6 @@ fn direction_of(ev: &RawEvent) -> Direction {
 
 async fn agent_loop(args: super::AgentArgs) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
-    if args.server.is_some() {
-        anyhow::bail!(
-            "`--server` is not built yet: CDR streaming is still to come in this release"
-        );
-    }
     let config = load_config(args.config.as_deref())?;
     // Built before attaching, so a bad policy fails before anything touches the host.
     let privacy = if args.print_events {
@@ -291,7 +290,69 @@ async fn agent_loop(args: super::AgentArgs) -> anyhow::Result<()> {
             poll_ns: 5_000_000_000,
         },
     );
-    let mut flows_dropped = 0u64;
+    // Live flows go to a bounded hub (never blocking the pipeline); CDRs either to stdout
+    // or, with a collector, through the durable spool to the shipper.
+    let hub = Arc::new(Hub::new(HubConfig::default()));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    let mut tasks = Vec::new();
+    if let Some(addr) = &args.watch_listen {
+        let exposure = crate::server::Exposure {
+            tls: false,
+            auth: false,
+            insecure: args.insecure,
+        };
+        let listener = crate::server::bind(addr, exposure).await?;
+        tracing::info!(addr = %listener.local_addr()?, "watch api listening");
+        tasks.push(tokio::spawn({
+            let (hub, stop) = (Arc::clone(&hub), stopped());
+            async move {
+                if let Err(e) = crate::watch::serve_agent(listener, hub, stop).await {
+                    tracing::warn!(error = %e, "watch api stopped");
+                }
+            }
+        }));
+    }
+    let spool = match &args.server {
+        Some(server) => {
+            let spool: SharedSpool = Arc::new(std::sync::Mutex::new(
+                Spool::open(&args.spool_dir, SpoolOptions::default())
+                    .with_context(|| format!("opening the spool {}", args.spool_dir.display()))?,
+            ));
+            let security = ClientSecurity::from_files(
+                args.ca.as_deref(),
+                None,
+                args.token_file.as_deref(),
+                None,
+            )?;
+            let shipper = Shipper::new(Arc::clone(&spool), server.clone(), config.agent_id.clone())
+                .with_security(security);
+            tasks.push(tokio::spawn({
+                let stop = stopped();
+                async move {
+                    if let Err(e) = shipper.run(stop).await {
+                        tracing::error!(error = %e, "shipping stopped");
+                    }
+                }
+            }));
+            tasks.push(tokio::spawn({
+                let fwd = ForwardConfig::new(server.clone(), config.agent_id.clone());
+                let (hub, stop) = (Arc::clone(&hub), stopped());
+                async move {
+                    if let Err(e) = crate::watch::forward::forward(hub, fwd, stop).await {
+                        tracing::warn!(error = %e, "flow forwarding stopped");
+                    }
+                }
+            }));
+            Some(spool)
+        }
+        None => None,
+    };
     let mut last_counters = Instant::now();
     loop {
         tokio::select! {
@@ -315,9 +376,10 @@ async fn agent_loop(args: super::AgentArgs) -> anyhow::Result<()> {
             let lost = counters.get("ring_full").copied().unwrap_or(0);
             pipe.tracker_mut().set_ring_lost(lost);
         }
-        print_cdrs(&mut pipe)?;
-        // Nobody consumes live flows in this build yet (the Watch service will).
-        flows_dropped += pipe.drain_flows().len() as u64;
+        emit_cdrs(&mut pipe, spool.as_ref())?;
+        for ev in pipe.drain_flows() {
+            hub.publish(ev);
+        }
         if args.stats_every > 0 && last_stats.elapsed() >= Duration::from_secs(args.stats_every) {
             last_stats = Instant::now();
             println!(
@@ -331,13 +393,28 @@ async fn agent_loop(args: super::AgentArgs) -> anyhow::Result<()> {
     feed(&mut pipe, &mut events, offset);
     let now = capture::monotonic_ns().map_or(0, |n| n.saturating_add(offset));
     pipe.finish(now);
-    print_cdrs(&mut pipe)?;
-    flows_dropped += pipe.drain_flows().len() as u64;
-    tracing::info!(
-        flows_dropped,
-        calls = pipe.tracker().stats().calls,
-        "stopping"
-    );
+    emit_cdrs(&mut pipe, spool.as_ref())?;
+    for ev in pipe.drain_flows() {
+        hub.publish(ev);
+    }
+    tracing::info!(calls = pipe.tracker().stats().calls, "stopping");
+    // Give the shipper a bounded moment to get the last CDRs acknowledged; whatever is
+    // left stays in the spool and goes out after the next start.
+    if let Some(spool) = &spool {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            let done = crate::spool::lock(spool).map_or(true, |s| s.acked() >= s.last_seq());
+            if done {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let _ = stop_tx.send(true);
+    hub.close();
+    for t in tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(2), t).await;
+    }
     print_final(pipe.media().capture(), bad)?;
     drop(ring);
     drop(pipe);
@@ -356,9 +433,28 @@ fn feed(pipe: &mut Pipeline<KernelMedia>, events: &mut Vec<RawEvent>, offset: u6
     }
 }
 
-fn print_cdrs(pipe: &mut Pipeline<KernelMedia>) -> anyhow::Result<()> {
-    for c in pipe.drain_cdrs() {
-        println!("{}", serde_json::to_string(&c)?);
+/// Prints the finished CDRs as JSON lines, or appends them to the spool (fsynced: from
+/// then on they survive any crash and are resent until acknowledged).
+fn emit_cdrs(pipe: &mut Pipeline<KernelMedia>, spool: Option<&SharedSpool>) -> anyhow::Result<()> {
+    let cdrs = pipe.drain_cdrs();
+    if cdrs.is_empty() {
+        return Ok(());
+    }
+    match spool {
+        None => {
+            for c in cdrs {
+                println!("{}", serde_json::to_string(&c)?);
+            }
+        }
+        Some(spool) => {
+            let payloads: Vec<Vec<u8>> = cdrs.iter().map(prost::Message::encode_to_vec).collect();
+            let mut s = crate::spool::lock(spool)?;
+            if let Err(e) = s.append_batch(payloads.iter().map(Vec::as_slice)) {
+                // Full or failing spool: the CDRs are refused and counted, never dropped
+                // silently (see the spool's policy).
+                tracing::error!(error = %e, cdrs = payloads.len(), "spooling CDRs failed");
+            }
+        }
     }
     Ok(())
 }

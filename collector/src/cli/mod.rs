@@ -81,10 +81,27 @@ pub struct AgentArgs {
     /// Interface to attach to (repeat for several).
     #[arg(long = "iface", short = 'i', required = true)]
     pub ifaces: Vec<String>,
-    /// Central collector to stream CDRs to (https://host:port); without it CDRs are printed
+    /// Central collector to stream CDRs (through the durable spool) and live flows to
+    /// (`https://host:port`, or `http://` on a trusted network); without it CDRs are printed
     /// as JSON lines on stdout.
     #[arg(long)]
     pub server: Option<String>,
+    /// Spool directory (created 0700): a CDR counts as produced once it is fsynced here;
+    /// what the collector has not acknowledged is resent after any restart.
+    #[arg(long, default_value = "/var/lib/collector/spool")]
+    pub spool_dir: std::path::PathBuf,
+    /// CA certificate that signs the collector's TLS certificate.
+    #[arg(long, env = "COLLECTOR_CA")]
+    pub ca: Option<std::path::PathBuf>,
+    /// File holding an `ingest` bearer token (from `collector token`).
+    #[arg(long, env = "COLLECTOR_TOKEN_FILE")]
+    pub token_file: Option<std::path::PathBuf>,
+    /// Serve the agent's own live flows (Watch API, for `collector flows`/`top`) here.
+    #[arg(long)]
+    pub watch_listen: Option<String>,
+    /// Allow `--watch-listen` on a non-loopback address without TLS.
+    #[arg(long)]
+    pub insecure: bool,
     /// Configuration file (TOML); flags override it.
     #[arg(long)]
     pub config: Option<std::path::PathBuf>,
