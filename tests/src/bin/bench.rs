@@ -402,6 +402,7 @@ fn main() -> Result<()> {
             c["ring_full"], c["ssrc_overflow"]
         );
     }
+    let user = userspace(runs)?;
     let machine = machine();
     println!("\n## Kernel cost per packet (BPF run-time statistics, veth pair)\n");
     println!("Machine: {machine}. Median of {runs} runs of {secs} s (min–max).\n");
@@ -434,15 +435,105 @@ fn main() -> Result<()> {
             met
         );
     }
+    println!("\n## Userspace (one core)\n");
+    println!("| what | per second (median) | min–max | goal | met |");
+    println!("|---|---:|---:|---:|---|");
+    for u in &user {
+        let (goal, met) = match u.goal_per_s {
+            Some(g) => (
+                format!("≥ {g:.0}"),
+                if u.per_s[0] >= g { "yes" } else { "**no**" },
+            ),
+            None => ("–".into(), "–"),
+        };
+        println!(
+            "| {} | {:.0} | {:.0}–{:.0} | {} | {} |",
+            u.what, u.per_s[0], u.per_s[1], u.per_s[2], goal, met
+        );
+    }
     if let Some(dir) = std::path::Path::new(&json_path).parent() {
         std::fs::create_dir_all(dir)?;
     }
     std::fs::write(
         &json_path,
-        serde_json::to_vec_pretty(&serde_json::json!({ "machine": machine, "kernel": figs }))?,
+        serde_json::to_vec_pretty(
+            &serde_json::json!({ "machine": machine, "kernel": figs, "userspace": user }),
+        )?,
     )?;
     println!("\n(JSON: {json_path})");
     Ok(())
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+struct UserFigure {
+    what: String,
+    /// Median, min and max per second over the runs.
+    per_s: [f64; 3],
+    goal_per_s: Option<f64>,
+}
+
+/// A typical INVITE with SDP (about 900 bytes), as an SBC sees thousands of.
+fn typical_invite() -> Vec<u8> {
+    let sdp = "v=0\r\no=- 3848234 3848234 IN IP4 198.18.9.1\r\ns=-\r\nc=IN IP4 198.18.9.1\r\nt=0 0\r\nm=audio 40000 RTP/AVP 8 0 18 101\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:18 G729/8000\r\na=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\na=ptime:20\r\na=sendrecv\r\n";
+    format!(
+        "INVITE sip:+15551234567@198.18.9.2:5060;user=phone SIP/2.0\r\nVia: SIP/2.0/UDP 198.18.9.1:5060;branch=z9hG4bK776asdhds;rport\r\nMax-Forwards: 70\r\nFrom: \"Bench Caller\" <sip:+442079460123@198.18.9.1;user=phone>;tag=1928301774\r\nTo: <sip:+15551234567@198.18.9.2;user=phone>\r\nCall-ID: a84b4c76e66710@198.18.9.1\r\nCSeq: 314159 INVITE\r\nContact: <sip:+442079460123@198.18.9.1:5060>\r\nAllow: INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, PRACK\r\nSupported: timer, 100rel\r\nSession-Expires: 1800;refresher=uac\r\nUser-Agent: bench/1.0\r\nP-Charging-Vector: icid-value=1234bc9876e;icid-generated-at=198.18.9.1\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+        sdp.len()
+    )
+    .into_bytes()
+}
+
+/// SIP messages parsed per second on one core, and CDRs per second through the whole
+/// userspace pipeline (decode, reassemble, parse, track, bind media, emulated kernel RTP
+/// update, CDR), each over `runs` runs of about a second.
+fn userspace(runs: usize) -> Result<Vec<UserFigure>> {
+    use collector::sip::{parse_message, SipLimits};
+    let invite = typical_invite();
+    let limits = SipLimits::default();
+    let mut parse = Vec::new();
+    for _ in 0..runs {
+        let start = Instant::now();
+        let mut n = 0u64;
+        while start.elapsed() < Duration::from_secs(1) {
+            for _ in 0..1000 {
+                let m = parse_message(std::hint::black_box(&invite), &limits)
+                    .map_err(|e| anyhow::anyhow!("the bench INVITE does not parse: {e}"))?;
+                let _ =
+                    std::hint::black_box((m.call_id(), m.cseq(), m.from(), m.to(), m.sdp_body()));
+                n += 1;
+            }
+        }
+        parse.push(n as f64 / start.elapsed().as_secs_f64());
+    }
+    let capture = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/corpus/sipp_g711_basic.pcap");
+    let opts = collector::cli::replay::ReplayOptions::default();
+    let mut cdrs = Vec::new();
+    for _ in 0..runs {
+        let start = Instant::now();
+        let mut n = 0u64;
+        while start.elapsed() < Duration::from_secs(1) {
+            let out = collector::cli::replay::replay_file(&capture, &opts, |_| {})?;
+            n += out.cdrs.len() as u64;
+        }
+        cdrs.push(n as f64 / start.elapsed().as_secs_f64());
+    }
+    let f = |what: &str, v: Vec<f64>, goal| UserFigure {
+        what: what.into(),
+        per_s: median3(v),
+        goal_per_s: goal,
+    };
+    let figs = vec![
+        f("SIP messages parsed (INVITE with SDP, 900 B)", parse, Some(500_000.0)),
+        f(
+            "CDRs through the whole pipeline (replay of sipp_g711_basic.pcap: 3 calls with audio both ways per pass)",
+            cdrs,
+            None,
+        ),
+    ];
+    for u in &figs {
+        eprintln!("bench: {:<60} {:>10.0}/s", u.what, u.per_s[0]);
+    }
+    Ok(figs)
 }
 
 fn machine() -> String {
