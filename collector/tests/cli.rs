@@ -220,3 +220,47 @@ async fn erase_and_cdrs_hash_the_number_client_side(b: Backend) {
 }
 
 both_backends!(erase_and_cdrs_hash_the_number_client_side);
+
+/// `collector replay FILE --server` loads a capture's CDRs into the central store through
+/// the spool and the Ingest stream, pseudonymized by the configuration's policy, exactly
+/// once even when run twice with the same spool: the capture's oracle has 3 calls.
+#[test]
+fn replay_loads_a_capture_into_the_collector_once() {
+    let b = Backend::sqlite();
+    let dir = tempfile::tempdir().unwrap();
+    let config = agent_config(dir.path());
+    let addr: SocketAddr = ([127, 0, 0, 1], support::free_port()).into();
+    let mut cmd = collector();
+    cmd.arg("server")
+        .args(["--listen", &addr.to_string(), "--db", &b.url()]);
+    let _server = Proc::spawn("collector server", cmd, &dir.path().join("server.log"));
+    support::wait_listening(addr, Duration::from_secs(30));
+    let capture =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus/sipp_g711_basic.pcap");
+    for _ in 0..2 {
+        let mut r = collector();
+        r.arg("replay")
+            .arg(&capture)
+            .arg("--config")
+            .arg(&config)
+            .args(["--server", &format!("http://{addr}")])
+            .arg("--spool-dir")
+            .arg(dir.path().join("spool"));
+        let out = run(r, "");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let rows = rt.block_on(b.select("SELECT caller_user, final_code FROM cdrs"));
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    for r in &rows {
+        assert!(
+            r[0].starts_with("u_k2_") || r[0].starts_with("n_k2_"),
+            "{r:?}"
+        );
+        assert_eq!(r[1], "200");
+    }
+}

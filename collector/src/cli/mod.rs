@@ -315,6 +315,22 @@ pub struct ReplayArgs {
     /// Additional SIP port (UDP and TCP), besides 5060 and 5080; repeat for several.
     #[arg(long = "sip-port")]
     pub sip_ports: Vec<u16>,
+    /// Load the capture's CDRs into this central collector, through the same spool and
+    /// stream as the agent (the `--config` privacy policy, with its key file, is required).
+    #[arg(long, requires = "config")]
+    pub server: Option<String>,
+    /// Spool directory for `--server` (kept, so an interrupted load resumes).
+    #[arg(long, default_value = "replay-spool")]
+    pub spool_dir: std::path::PathBuf,
+    /// Agent id the CDRs are stored under (default: `replay-` and the file's name).
+    #[arg(long)]
+    pub agent_id: Option<String>,
+    /// File holding an `ingest` bearer token.
+    #[arg(long, env = "COLLECTOR_TOKEN_FILE")]
+    pub token_file: Option<std::path::PathBuf>,
+    /// CA certificate of the collector's TLS certificate.
+    #[arg(long, env = "COLLECTOR_CA")]
+    pub ca: Option<std::path::PathBuf>,
 }
 
 /// Runs the parsed command line.

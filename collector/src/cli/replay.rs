@@ -159,6 +159,15 @@ pub fn run(args: &super::ReplayArgs) -> anyhow::Result<()> {
             );
         }
     }
+    if let Some(server) = &args.server {
+        if opts.privacy.is_none() {
+            anyhow::bail!(
+                "--server needs a privacy policy with a key file in --config: nothing leaves \
+                 this process in clear"
+            );
+        }
+        return load_into(args, server, &opts);
+    }
     let stdout = std::io::stdout();
     let mut lock = stdout.lock();
     let mut write_err: Option<std::io::Error> = None;
@@ -190,6 +199,81 @@ pub fn run(args: &super::ReplayArgs) -> anyhow::Result<()> {
         out.media.rtp_matched + out.media.telephone_events,
         out.media.rtcp_copied,
     );
+    Ok(())
+}
+
+/// `replay --server`: spools the capture's (pseudonymized) CDRs, fsynced, then ships them
+/// like the agent does and waits (bounded) until the collector has acknowledged them all.
+fn load_into(args: &super::ReplayArgs, server: &str, opts: &ReplayOptions) -> anyhow::Result<()> {
+    use crate::{
+        ship::{connect::ClientSecurity, Shipper},
+        spool::{Spool, SpoolOptions},
+    };
+    let out = replay_file(&args.file, opts, |_| {})?;
+    let agent_id = match &args.agent_id {
+        Some(a) => a.clone(),
+        None => format!(
+            "replay-{}",
+            args.file
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        ),
+    };
+    let spool = Spool::open(&args.spool_dir, SpoolOptions::default())
+        .with_context(|| format!("opening the spool {}", args.spool_dir.display()))?;
+    let spool = std::sync::Arc::new(std::sync::Mutex::new(spool));
+    // A capture already spooled here (a rerun, or a resumed interrupted load) is not
+    // spooled again: its CDRs would get new sequence numbers and be stored twice. (A crash
+    // between the append and the marker would still duplicate on the next run.)
+    let marker = args.spool_dir.join(format!(
+        "loaded-{}",
+        file_hash(&args.file)?
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    ));
+    let last = if marker.exists() {
+        eprintln!("replay: this capture is in the spool already; shipping what is pending");
+        crate::spool::lock(&spool)?.last_seq()
+    } else {
+        let payloads: Vec<Vec<u8>> = out.cdrs.iter().map(prost::Message::encode_to_vec).collect();
+        let (_, last) = crate::spool::lock(&spool)?
+            .append_batch(payloads.iter().map(Vec::as_slice))
+            .context("spooling the CDRs")?;
+        std::fs::write(&marker, last.to_string())
+            .with_context(|| format!("writing {}", marker.display()))?;
+        last
+    };
+    let security =
+        ClientSecurity::from_files(args.ca.as_deref(), None, args.token_file.as_deref(), None)?;
+    let shipper =
+        Shipper::new(std::sync::Arc::clone(&spool), server, agent_id).with_security(security);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let spool2 = std::sync::Arc::clone(&spool);
+    rt.block_on(async move {
+        let done = async move {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+            while std::time::Instant::now() < deadline {
+                if crate::spool::lock(&spool2).map_or(true, |s| s.acked() >= last) {
+                    return;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        };
+        shipper.run(done).await
+    })?;
+    let acked = crate::spool::lock(&spool)?.acked();
+    if acked < last {
+        anyhow::bail!(
+            "the collector acknowledged up to {acked} of {last} within 2 minutes; the rest stays \
+             in {} and goes out on the next run",
+            args.spool_dir.display()
+        );
+    }
+    eprintln!("replay: {} CDRs stored by {server}", out.cdrs.len());
     Ok(())
 }
 
