@@ -216,7 +216,7 @@ fn live_line(c: &Value) -> String {
 
 fn table(cdrs: &[Value]) {
     println!(
-        "{:>2} {:<9} {:>4} {:>5} {:>6} {:>6} {:<5} | {:<36} | {:<36}",
+        "{:>2} {:<11} {:>4} {:>5} {:>6} {:>6} {:<5} | {:<24} | {:<24}",
         "#",
         "DISPOSITION",
         "CODE",
@@ -224,7 +224,7 @@ fn table(cdrs: &[Value]) {
         "DUR",
         "BILL",
         "CODEC",
-        "CALLER->CALLEE pk/lost/jit ms/MOS (per leg)",
+        "CALLER->CALLEE",
         "CALLEE->CALLER"
     );
     for (i, c) in cdrs.iter().enumerate() {
@@ -253,7 +253,7 @@ fn table(cdrs: &[Value]) {
             .and_then(Value::as_str)
             .unwrap_or("-");
         println!(
-            "{:>2} {:<11} {:>4} {:>5} {:>6} {:>6} {:<5} | {:<43} | {:<36}",
+            "{:>2} {:<11} {:>4} {:>5} {:>6} {:>6} {:<5} | {:<24} | {:<24}",
             i + 1,
             disposition(c),
             u(c, "final_code"),
@@ -322,8 +322,11 @@ fn main() -> Result<()> {
         bail!("the demo creates network namespaces and attaches eBPF programs: run as root");
     }
     let t0 = Instant::now();
-    println!("== topology: carrier --- SBC (Kamailio + rtpengine) --- PBX, in network namespaces");
-    let topo = Topology::up(SbcMode::Proxy)?;
+    println!("== topology: carrier --- SBC (Kamailio + rtpengine, topology hiding) --- PBX, in network namespaces");
+    // Topology hiding: each leg has its own Call-ID, so the agent writes one CDR per leg with
+    // that leg's media. (In Proxy mode this build merges the media of every call into one;
+    // see `proxy_media_per_call` in tests/tests/e2e_sbc.rs.)
+    let topo = Topology::up(SbcMode::TopologyHiding)?;
     let [a, b] = topo.sbc_ifaces();
     println!(
         "SBC up in {:.1}s: interfaces {a} (carrier side), {b} (PBX side)",
@@ -360,10 +363,10 @@ fn main() -> Result<()> {
     let cdrs = agent.stop()?;
 
     println!(
-        "\n== CDRs ({} for {placed} calls; from the agent's JSON lines, identifiers pseudonymized)",
+        "\n== CDRs ({} for {placed} calls, one per leg; from the agent's JSON lines, identifiers pseudonymized)",
         cdrs.len()
     );
-    println!("   PDD/DUR/BILL in ms; media per leg the stream crossed (PBX leg, carrier leg)");
+    println!("   PDD/DUR/BILL in ms; media: packets/lost/mean jitter ms/MOS");
     table(&cdrs);
 
     println!("\n== data inventory (collector inventory)");
