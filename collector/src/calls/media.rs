@@ -21,7 +21,7 @@
 #![deny(clippy::indexing_slicing, clippy::panic)]
 
 use std::{
-    collections::{BTreeMap, HashMap, VecDeque},
+    collections::{HashMap, VecDeque},
     net::{IpAddr, SocketAddr},
     time::Duration,
 };
@@ -39,9 +39,13 @@ use crate::sip::sdp::{self, Direction, SdpLimits};
 /// Errors of a [`MediaTable`].
 #[derive(Debug, Error)]
 pub enum MediaError {
-    /// A kernel map operation failed.
+    /// A kernel map operation failed (a full map among the causes).
     #[error("kernel media map operation failed")]
     Kernel(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The emulated table is full: like the kernel's preallocated hash map it refuses the
+    /// insert and evicts nothing, so a flood never displaces an established call.
+    #[error("media table full")]
+    Full,
 }
 
 /// The MEDIA and MEDIA_EP maps, as the binder uses them.
@@ -125,8 +129,8 @@ pub struct EmulationStats {
     pub no_match: u64,
     /// UDP on a SIP port that is not SIP.
     pub sip_port_not_sip: u64,
-    /// Entries evicted because the table was full (the kernel's LRU does the same).
-    pub evicted: u64,
+    /// Inserts refused because the table was full (the kernel's hash map refuses them too).
+    pub refused: u64,
 }
 
 /// Default capacity of each emulated map (the kernel's `MEDIA_ENTRIES_DEFAULT`).
@@ -140,13 +144,7 @@ pub struct EmulatedMedia {
     announced: Vec<u64>,
     media: HashMap<MediaKey, MediaValue>,
     endpoints: HashMap<EndpointKey, EndpointValue>,
-    // Insertion order, to evict the oldest entry when full (the kernel's LRU evicts the
-    // least recently used; the difference only shows when a replay fills 65536 entries).
-    media_order: BTreeMap<u64, MediaKey>,
-    media_seq: HashMap<MediaKey, u64>,
-    ep_order: BTreeMap<u64, EndpointKey>,
-    ep_seq: HashMap<EndpointKey, u64>,
-    seq: u64,
+    // Entries per table; a full table refuses new keys, as the kernel's hash maps do.
     capacity: usize,
     stats: EmulationStats,
 }
@@ -176,11 +174,6 @@ impl EmulatedMedia {
             announced: vec![0u64; PORT_WORDS],
             media: HashMap::new(),
             endpoints: HashMap::new(),
-            media_order: BTreeMap::new(),
-            media_seq: HashMap::new(),
-            ep_order: BTreeMap::new(),
-            ep_seq: HashMap::new(),
-            seq: 0,
             capacity: capacity.max(1),
             stats: EmulationStats::default(),
         }
@@ -288,10 +281,21 @@ impl EmulatedMedia {
         let len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
         UdpVerdict::Rtp(v.update(&f, len, ts_ns))
     }
+}
 
-    fn next_seq(&mut self) -> u64 {
-        self.seq += 1;
-        self.seq
+impl EmulatedMedia {
+    /// Refuses an insert of a new key into a full table, as the kernel's map does.
+    fn room<K: std::hash::Hash + Eq, V>(
+        stats: &mut EmulationStats,
+        table: &HashMap<K, V>,
+        key: &K,
+        capacity: usize,
+    ) -> Result<(), MediaError> {
+        if !table.contains_key(key) && table.len() >= capacity {
+            stats.refused += 1;
+            return Err(MediaError::Full);
+        }
+        Ok(())
     }
 }
 
@@ -299,18 +303,7 @@ impl MediaTable for EmulatedMedia {
     fn insert_stream(&mut self, key: MediaKey, value: MediaValue) -> Result<(), MediaError> {
         bit_set(&mut self.announced, key.sport);
         bit_set(&mut self.announced, key.dport);
-        if !self.media.contains_key(&key) && self.media.len() >= self.capacity {
-            if let Some((_, old)) = self.media_order.pop_first() {
-                self.media.remove(&old);
-                self.media_seq.remove(&old);
-                self.stats.evicted += 1;
-            }
-        }
-        let seq = self.next_seq();
-        if let Some(old) = self.media_seq.insert(key, seq) {
-            self.media_order.remove(&old);
-        }
-        self.media_order.insert(seq, key);
+        Self::room(&mut self.stats, &self.media, &key, self.capacity)?;
         self.media.insert(key, value);
         Ok(())
     }
@@ -321,9 +314,6 @@ impl MediaTable for EmulatedMedia {
 
     fn remove_stream(&mut self, key: &MediaKey) -> Result<(), MediaError> {
         self.media.remove(key);
-        if let Some(seq) = self.media_seq.remove(key) {
-            self.media_order.remove(&seq);
-        }
         Ok(())
     }
 
@@ -333,18 +323,7 @@ impl MediaTable for EmulatedMedia {
         value: EndpointValue,
     ) -> Result<(), MediaError> {
         bit_set(&mut self.announced, key.port);
-        if !self.endpoints.contains_key(&key) && self.endpoints.len() >= self.capacity {
-            if let Some((_, old)) = self.ep_order.pop_first() {
-                self.endpoints.remove(&old);
-                self.ep_seq.remove(&old);
-                self.stats.evicted += 1;
-            }
-        }
-        let seq = self.next_seq();
-        if let Some(old) = self.ep_seq.insert(key, seq) {
-            self.ep_order.remove(&old);
-        }
-        self.ep_order.insert(seq, key);
+        Self::room(&mut self.stats, &self.endpoints, &key, self.capacity)?;
         self.endpoints.insert(key, value);
         Ok(())
     }
@@ -355,9 +334,6 @@ impl MediaTable for EmulatedMedia {
 
     fn remove_endpoint(&mut self, key: &EndpointKey) -> Result<(), MediaError> {
         self.endpoints.remove(key);
-        if let Some(seq) = self.ep_seq.remove(key) {
-            self.ep_order.remove(&seq);
-        }
         Ok(())
     }
 }

@@ -299,17 +299,24 @@ fn emulation_runs_the_kernel_update_with_capture_times() {
 }
 
 #[test]
-fn a_full_table_evicts_the_oldest_entry() {
+fn a_full_table_refuses_new_entries_and_keeps_the_old_ones() {
+    // As the kernel's preallocated hash map: no eviction, the insert fails.
     let mut m = EmulatedMedia::new(&[5060], 2);
-    for (i, port) in [4000u16, 4002, 4004].into_iter().enumerate() {
-        let k = media_key(addr(&format!("192.0.2.10:{port}")), addr(B));
-        m.insert_stream(k, MediaValue::new(i as u64, 8000, 0xff, 0))
+    let key = |port: u16| media_key(addr(&format!("192.0.2.10:{port}")), addr(B));
+    for (i, port) in [4000u16, 4002].into_iter().enumerate() {
+        m.insert_stream(key(port), MediaValue::new(i as u64, 8000, 0xff, 0))
             .unwrap();
     }
+    let third = m.insert_stream(key(4004), MediaValue::new(2, 8000, 0xff, 0));
+    assert!(
+        matches!(third, Err(crate::calls::MediaError::Full)),
+        "{third:?}"
+    );
     assert_eq!(m.len().0, 2);
-    assert_eq!(m.stats().evicted, 1);
-    assert!(m
-        .stream(&media_key(addr("192.0.2.10:4000"), addr(B)))
-        .unwrap()
-        .is_none());
+    assert_eq!(m.stats().refused, 1);
+    assert!(m.stream(&key(4000)).unwrap().is_some());
+    assert!(m.stream(&key(4004)).unwrap().is_none());
+    // Replacing an installed key is not a new entry.
+    m.insert_stream(key(4002), MediaValue::new(3, 8000, 0xff, 0))
+        .unwrap();
 }
