@@ -187,6 +187,34 @@ pub fn run(args: super::AgentArgs) -> anyhow::Result<()> {
     rt.block_on(agent_loop(args))
 }
 
+/// What ends one wait of the agent loop: the 10 ms poll, the ring's own wakeup (the kernel
+/// forces one when the backlog crosses its threshold), or a stop signal.
+struct Wake {
+    sigterm: tokio::signal::unix::Signal,
+    sigint: tokio::signal::unix::Signal,
+    tick: tokio::time::Interval,
+}
+
+impl Wake {
+    /// Waits for the next round; `false` when SIGTERM or SIGINT asks the agent to stop.
+    async fn next(
+        &mut self,
+        ring: &mut tokio::io::unix::AsyncFd<aya::maps::RingBuf<aya::maps::MapData>>,
+    ) -> bool {
+        tokio::select! {
+            _ = self.sigterm.recv() => false,
+            _ = self.sigint.recv() => false,
+            _ = self.tick.tick() => true,
+            guard = ring.readable_mut() => {
+                if let Ok(mut g) = guard {
+                    g.clear_ready();
+                }
+                true
+            }
+        }
+    }
+}
+
 fn direction_of(ev: &RawEvent) -> Direction {
     if ev.header.direction == Direction::Egress as u8 {
         Direction::Egress
@@ -229,10 +257,12 @@ async fn agent_loop(args: super::AgentArgs) -> anyhow::Result<()> {
         serde_json::json!({ "ready": true, "attachments": cap.attachments() })
     );
     let mut ring = cap.take_ring()?;
-    let mut sigterm = signal(SignalKind::terminate())?;
-    let mut sigint = signal(SignalKind::interrupt())?;
-    // The kernel submits without waking us (cheaper per packet); poll on a short timer.
-    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    let mut wake = Wake {
+        sigterm: signal(SignalKind::terminate())?,
+        sigint: signal(SignalKind::interrupt())?,
+        // The kernel submits without waking us (cheaper per packet); poll on a short timer.
+        tick: tokio::time::interval(Duration::from_millis(10)),
+    };
     let mut events = Vec::new();
     let mut bad = 0u64;
     let mut last_stats = Instant::now();
@@ -240,15 +270,8 @@ async fn agent_loop(args: super::AgentArgs) -> anyhow::Result<()> {
     let Some((pz, calls)) = privacy else {
         // --print-events: metadata only.
         loop {
-            tokio::select! {
-                _ = sigterm.recv() => break,
-                _ = sigint.recv() => break,
-                _ = tick.tick() => {}
-                guard = ring.readable_mut() => {
-                    if let Ok(mut g) = guard {
-                        g.clear_ready();
-                    }
-                }
+            if !wake.next(&mut ring).await {
+                break;
             }
             drain_ring(ring.get_mut(), &mut events, &mut bad);
             for ev in events.drain(..) {
@@ -355,15 +378,8 @@ async fn agent_loop(args: super::AgentArgs) -> anyhow::Result<()> {
     };
     let mut last_counters = Instant::now();
     loop {
-        tokio::select! {
-            _ = sigterm.recv() => break,
-            _ = sigint.recv() => break,
-            _ = tick.tick() => {}
-            guard = ring.readable_mut() => {
-                if let Ok(mut g) = guard {
-                    g.clear_ready();
-                }
-            }
+        if !wake.next(&mut ring).await {
+            break;
         }
         drain_ring(ring.get_mut(), &mut events, &mut bad);
         feed(&mut pipe, &mut events, offset);
