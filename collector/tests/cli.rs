@@ -236,7 +236,7 @@ fn replay_loads_a_capture_into_the_collector_once() {
     let _server = Proc::spawn("collector server", cmd, &dir.path().join("server.log"));
     support::wait_listening(addr, Duration::from_secs(30));
     let capture =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus/sipp_g711_basic.pcap");
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../testdata/corpus/sipp_g711_basic.pcap");
     for _ in 0..2 {
         let mut r = collector();
         r.arg("replay")

@@ -13,7 +13,7 @@ use pcap_file::pcap::{PcapReader, PcapWriter};
 
 fn corpus(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/corpus")
+        .join("../testdata/corpus")
         .join(name)
 }
 

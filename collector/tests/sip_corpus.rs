@@ -1,6 +1,6 @@
 //! Every SIP message of the shared capture corpus, cut out by the `net` decoder (with this
 //! parser's stream framer for TCP), parses, and its fields equal what tshark 4.0.17 read
-//! (`/work/shared/corpus/*.oracle.txt`): Call-ID, method or status, CSeq, From/To user and
+//! (`testdata/corpus/*.oracle.txt`): Call-ID, method or status, CSeq, From/To user and
 //! tag, and the SDP c= addresses, m= ports and media-level attributes. SIP over SCTP is
 //! left out: the decoder does not reassemble SCTP.
 #![allow(
@@ -15,7 +15,7 @@ use collector::net::{Decoder, DecoderConfig, NetEvent};
 use collector::sip::sdp::{ConnAddress, SdpLimits};
 use collector::sip::{parse_message, stream_framer, SipLimits, SipMessage};
 
-const CORPUS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/corpus/");
+const CORPUS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../testdata/corpus/");
 
 /// The oracle columns this test compares, as tshark printed them.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -40,7 +40,8 @@ struct Oracle {
 }
 
 fn oracle(file: &str) -> Oracle {
-    let text = std::fs::read_to_string(format!("{CORPUS}{file}.oracle.txt")).unwrap();
+    let text = std::fs::read_to_string(format!("{CORPUS}{file}.oracle.txt"))
+        .unwrap_or_else(|e| panic!("test data {CORPUS}{file}.oracle.txt: {e}"));
     let mut decode_as_ports = Vec::new();
     let mut rows = Vec::new();
     let mut in_list = false;
@@ -163,7 +164,9 @@ fn check(file: &str) -> usize {
     cfg.sip_ports.extend(&o.decode_as_ports);
     let mut dec = Decoder::with_framer(cfg, stream_framer);
     let mut events = Vec::new();
-    for frame in &mut PcapSource::open(format!("{CORPUS}{file}")).unwrap() {
+    for frame in &mut PcapSource::open(format!("{CORPUS}{file}"))
+        .unwrap_or_else(|e| panic!("test data {CORPUS}{file}: {e}"))
+    {
         let frame = frame.unwrap();
         dec.feed(frame.ts_ns, &frame.data, None, &mut events);
     }

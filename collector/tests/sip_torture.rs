@@ -1,5 +1,5 @@
 //! RFC 4475 and RFC 5118 torture messages: every shared file parses or is rejected exactly
-//! as `/work/shared/badinput/*/INDEX.md` says, and accepted files yield the values the RFC
+//! as `testdata/badinput/*/INDEX.md` says, and accepted files yield the values the RFC
 //! prose describes.
 #![allow(
     clippy::unwrap_used,
@@ -18,7 +18,7 @@ use collector::sip::{
     Transport,
 };
 
-const BADINPUT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/badinput");
+const BADINPUT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../testdata/badinput");
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Verdict {
@@ -417,7 +417,8 @@ fn rfc5118_cases() -> Vec<Case> {
 
 /// The verdict column of an INDEX.md table, by file name.
 fn index_verdicts(dir: &str) -> BTreeMap<String, Verdict> {
-    let text = std::fs::read_to_string(format!("{BADINPUT}/{dir}/INDEX.md")).unwrap();
+    let text = std::fs::read_to_string(format!("{BADINPUT}/{dir}/INDEX.md"))
+        .unwrap_or_else(|e| panic!("test data {:?}: {e}", format!("{BADINPUT}/{dir}/INDEX.md")));
     let mut out = BTreeMap::new();
     for line in text.lines() {
         let cols: Vec<&str> = line.split('|').map(str::trim).collect();
@@ -438,7 +439,7 @@ fn index_verdicts(dir: &str) -> BTreeMap<String, Verdict> {
 fn run(dir: &str, cases: Vec<Case>) {
     let index = index_verdicts(dir);
     let mut on_disk: Vec<String> = std::fs::read_dir(format!("{BADINPUT}/{dir}"))
-        .unwrap()
+        .unwrap_or_else(|e| panic!("test data {:?}: {e}", format!("{BADINPUT}/{dir}")))
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .filter(|n| n != "INDEX.md")
         .collect();
@@ -459,7 +460,12 @@ fn run(dir: &str, cases: Vec<Case>) {
             "{}: verdict differs from INDEX.md",
             case.file
         );
-        let bytes = std::fs::read(format!("{BADINPUT}/{dir}/{}", case.file)).unwrap();
+        let bytes = std::fs::read(format!("{BADINPUT}/{dir}/{}", case.file)).unwrap_or_else(|e| {
+            panic!(
+                "test data {:?}: {e}",
+                format!("{BADINPUT}/{dir}/{}", case.file)
+            )
+        });
         let result = parse_message(&bytes, &limits);
         match (case.verdict, result) {
             (Verdict::Accept, Ok(m)) => (case.check.unwrap())(&m),
@@ -499,7 +505,10 @@ fn rfc5118_ipv6_torture_messages() {
 #[test]
 fn rfc4475_rejections_name_the_cause() {
     let limits = SipLimits::default();
-    let read = |f: &str| std::fs::read(format!("{BADINPUT}/rfc4475/{f}")).unwrap();
+    let read = |f: &str| {
+        std::fs::read(format!("{BADINPUT}/rfc4475/{f}"))
+            .unwrap_or_else(|e| panic!("test data {:?}: {e}", format!("{BADINPUT}/rfc4475/{f}")))
+    };
     let err = |f: &str| parse_message(&read(f), &limits).unwrap_err();
     assert!(matches!(
         err("badinv01.dat"),
@@ -531,7 +540,12 @@ fn rfc4475_rejections_name_the_cause() {
 /// A Contact `*` and a datagram with a second message after Content-Length.
 #[test]
 fn trailing_bytes_after_content_length_are_ignored() {
-    let bytes = std::fs::read(format!("{BADINPUT}/rfc4475/zeromf.dat")).unwrap();
+    let bytes = std::fs::read(format!("{BADINPUT}/rfc4475/zeromf.dat")).unwrap_or_else(|e| {
+        panic!(
+            "test data {:?}: {e}",
+            format!("{BADINPUT}/rfc4475/zeromf.dat")
+        )
+    });
     let mut two = bytes.clone();
     two.extend_from_slice(&bytes);
     let m = parse_message(&two, &SipLimits::default()).unwrap();

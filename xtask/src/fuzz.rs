@@ -1,5 +1,5 @@
 //! `cargo xtask fuzz [--time S] [--target T]`: builds the cargo-fuzz targets (nightly) and
-//! runs each for a bounded time, seeded from the shared captures and RFC torture messages.
+//! runs each for a bounded time, seeded from the captures in testdata/ and RFC torture messages.
 //! A crash leaves its input in `collector/fuzz/artifacts/<target>/`; copy it to
 //! `collector/fuzz/regressions/<target>/` and it becomes a regression test
 //! (`collector/tests/fuzz_regressions.rs`).
@@ -29,8 +29,8 @@ enum Seeds {
     None,
 }
 
-fn shared() -> PathBuf {
-    crate::root().join("../shared")
+fn testdata() -> PathBuf {
+    crate::root().join("testdata")
 }
 
 fn seed(dir: &Path, kind: Seeds) -> Result<usize> {
@@ -40,7 +40,7 @@ fn seed(dir: &Path, kind: Seeds) -> Result<usize> {
         Seeds::None => {}
         Seeds::Sip => {
             for sub in ["badinput/rfc4475", "badinput/rfc5118"] {
-                let Ok(rd) = std::fs::read_dir(shared().join(sub)) else {
+                let Ok(rd) = std::fs::read_dir(testdata().join(sub)) else {
                     continue;
                 };
                 for e in rd.flatten() {
@@ -56,7 +56,7 @@ fn seed(dir: &Path, kind: Seeds) -> Result<usize> {
             }
         }
         Seeds::Frames => {
-            let Ok(rd) = std::fs::read_dir(shared().join("corpus")) else {
+            let Ok(rd) = std::fs::read_dir(testdata().join("corpus")) else {
                 return Ok(0);
             };
             for e in rd.flatten() {

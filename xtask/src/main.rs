@@ -46,7 +46,7 @@ enum Cmd {
     Demo,
     /// Benchmarks: kernel cost per packet, userspace throughput, peers side by side.
     Bench,
-    /// Runs every cargo-fuzz target for a bounded time, seeded from ../shared.
+    /// Runs every cargo-fuzz target for a bounded time, seeded from testdata/.
     Fuzz {
         /// Seconds per target.
         #[arg(long, default_value_t = 60)]

@@ -20,7 +20,7 @@ pub struct Datagram {
 /// cooked (SLL) → IPv4 → UDP walk: just enough to pull RTP and RTCP payloads out of
 /// the corpus. Later IP fragments are skipped.
 pub fn udp_datagrams(name: &str) -> Vec<Datagram> {
-    let path = format!("{}/../../shared/corpus/{name}", env!("CARGO_MANIFEST_DIR"));
+    let path = format!("{}/../testdata/corpus/{name}", env!("CARGO_MANIFEST_DIR"));
     let data = std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
     assert_eq!(
         &data[..4],

@@ -17,7 +17,7 @@ use super::{
     Decoder, DecoderConfig, NetEvent, NetStats, Transport,
 };
 
-const CORPUS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/corpus/");
+const CORPUS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../testdata/corpus/");
 
 /// One SIP message as identified by tshark or by the decoder.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -49,7 +49,8 @@ fn epoch_ns(s: &str) -> u64 {
 /// dissector forced by a decode-as rule onto non-SIP bytes ("Continuation"): they carry no
 /// message and are left out.
 fn oracle(file: &str) -> Oracle {
-    let text = std::fs::read_to_string(format!("{CORPUS}{file}.oracle.txt")).unwrap();
+    let text = std::fs::read_to_string(format!("{CORPUS}{file}.oracle.txt"))
+        .unwrap_or_else(|e| panic!("test data {CORPUS}{file}.oracle.txt: {e}"));
     let mut decode_as_ports = Vec::new();
     let mut msgs = Vec::new();
     let mut frames = Vec::new();
@@ -130,7 +131,8 @@ fn summary(bytes: &[u8]) -> (String, String) {
 }
 
 fn run(file: &str, cfg: DecoderConfig) -> (Vec<Msg>, Vec<Transport>, NetStats) {
-    let mut src = PcapSource::open(format!("{CORPUS}{file}")).unwrap();
+    let mut src = PcapSource::open(format!("{CORPUS}{file}"))
+        .unwrap_or_else(|e| panic!("test data {CORPUS}{file}: {e}"));
     let mut dec = Decoder::new(cfg);
     let mut events = Vec::new();
     for frame in &mut src {

@@ -505,7 +505,7 @@ fn userspace(runs: usize) -> Result<Vec<UserFigure>> {
         parse.push(n as f64 / start.elapsed().as_secs_f64());
     }
     let capture = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/corpus/sipp_g711_basic.pcap");
+        .join("../testdata/corpus/sipp_g711_basic.pcap");
     let opts = collector::cli::replay::ReplayOptions::default();
     let mut cdrs = Vec::new();
     for _ in 0..runs {

@@ -18,14 +18,15 @@ use serde_json::Value;
 use crate::calls::dialog::disposition_for;
 use crate::cli::replay::{replay_file, ReplayOptions, ReplayOutput};
 
-const CORPUS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/corpus/");
+const CORPUS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../testdata/corpus/");
 
 fn path(name: &str) -> PathBuf {
     PathBuf::from(CORPUS).join(name)
 }
 
 fn oracle(name: &str) -> Value {
-    let text = std::fs::read_to_string(path(&format!("{name}.json"))).unwrap();
+    let text = std::fs::read_to_string(path(&format!("{name}.json")))
+        .unwrap_or_else(|e| panic!("test data {:?}: {e}", path(&format!("{name}.json"))));
     serde_json::from_str(&text).unwrap()
 }
 
@@ -62,7 +63,8 @@ struct OracleMsg {
 }
 
 fn oracle_messages(name: &str) -> Vec<OracleMsg> {
-    let text = std::fs::read_to_string(path(&format!("{name}.oracle.txt"))).unwrap();
+    let text = std::fs::read_to_string(path(&format!("{name}.oracle.txt")))
+        .unwrap_or_else(|e| panic!("test data {:?}: {e}", path(&format!("{name}.oracle.txt"))));
     text.lines()
         .filter(|l| l.as_bytes().first().is_some_and(u8::is_ascii_digit))
         .filter_map(|l| {
@@ -92,7 +94,8 @@ struct OracleStream {
 }
 
 fn oracle_streams(name: &str) -> Vec<OracleStream> {
-    let text = std::fs::read_to_string(path(&format!("{name}.oracle.txt"))).unwrap();
+    let text = std::fs::read_to_string(path(&format!("{name}.oracle.txt")))
+        .unwrap_or_else(|e| panic!("test data {:?}: {e}", path(&format!("{name}.oracle.txt"))));
     let table = text.split("RTP Streams").nth(1).unwrap();
     table
         .lines()
@@ -477,7 +480,7 @@ fn heplify_sctp_is_not_decoded() {
 #[test]
 fn replay_is_deterministic() {
     let names: Vec<String> = std::fs::read_dir(CORPUS)
-        .unwrap()
+        .unwrap_or_else(|e| panic!("test data {:?}: {e}", CORPUS))
         .filter_map(|e| {
             let n = e.ok()?.file_name().into_string().ok()?;
             n.ends_with(".pcap").then_some(n)
