@@ -486,10 +486,18 @@ fn copy<P: Packet>(ctx: &P, kind: EventKind, dir: Direction, p: &Parsed, cfg: &C
     let bytes = unsafe { core::slice::from_raw_parts(s as *const Scratch as *const u8, total) };
     // Wake the reader only when this record makes the backlog cross the threshold: a
     // wakeup is an IPI (a VM exit on a virtual machine), measured here at several µs, so
-    // waking per record above the threshold would cost more than the copy itself.
+    // waking per record above the threshold would cost more than the copy itself. A SIP
+    // message that may carry an offer or answer (a response, INVITE, UPDATE, ACK, PRACK) is
+    // the exception: its media must be in the MEDIA map before the stream's first packet,
+    // which follows within a round trip, not within the reader's 10 ms poll. For those the
+    // ring's adaptive notification (flags 0) wakes the reader only when it has consumed
+    // everything before this record, i.e. when it sleeps: a flood, where the reader lags,
+    // still costs no wakeup per message.
     let avail = EVENTS.query(0);
     let wake = if avail < WAKEUP_BYTES && avail + total as u64 >= WAKEUP_BYTES {
         BPF_RB_FORCE_WAKEUP
+    } else if kind == EventKind::Sip && may_carry_sdp(s.data.get(usize::from(p.l7_off))) {
+        0
     } else {
         BPF_RB_NO_WAKEUP
     };
@@ -503,6 +511,13 @@ fn copy<P: Packet>(ctx: &P, kind: EventKind, dir: Direction, p: &Parsed, cfg: &C
         EventKind::Rtcp => Counter::RtcpCopied,
         EventKind::RtpSample => Counter::RtpSampled,
     });
+}
+
+/// Whether a SIP message starting with `first` may carry SDP that moves media: a response
+/// (`SIP/2.0`), INVITE, UPDATE, ACK or PRACK (and PUBLISH, which shares the letter).
+#[inline(always)]
+fn may_carry_sdp(first: Option<&u8>) -> bool {
+    matches!(first, Some(b'S' | b'I' | b'U' | b'A' | b'P'))
 }
 
 #[cfg(not(test))]

@@ -123,7 +123,10 @@ pub fn spool_frames(data: &[u8]) {
 /// The server's validation of an Ingest request decoded from arbitrary wire bytes.
 pub fn ingest_validation(data: &[u8]) {
     if let Ok(req) = IngestRequest::decode(data) {
-        let mut agent = None;
+        let mut agent = crate::server::auth::StreamAgent::new(crate::server::auth::Caller {
+            subject: "sbc-1".into(),
+            role: Some(crate::server::token::Role::Ingest),
+        });
         let _ = crate::server::ingest::validate_request(&req, &mut agent);
     }
 }

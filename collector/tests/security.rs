@@ -206,6 +206,14 @@ async fn tokens_and_roles_are_checked_on_every_call(b: Backend) {
         .await
         .unwrap();
     assert_eq!(ack, 3);
+    // ...only for the agent it was issued to: sbc1's token cannot write sbc2's CDRs.
+    let err = ingest(
+        conn(agent.clone()).await.unwrap(),
+        batch("sbc2", vec![cdr("4", "P-mallory")]),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
     let err = list(conn(agent).await.unwrap(), CdrQuery::default())
         .await
         .unwrap_err();

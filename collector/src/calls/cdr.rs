@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 
 use super::{
     media::{unmap_addr, SdpMedia, Way},
-    tracker::{Call, CdrIds},
+    tracker::{Call, CdrIds, Snapshot},
 };
 use crate::media::jitterbuf::BufferPolicy;
 use crate::media::quality::{self, QualityInput};
@@ -111,8 +111,9 @@ pub fn mean_jitter_ms(s: &RtpStream, clock_rate: u32) -> f64 {
     s.jitter_sum_q8 as f64 / measured as f64 / 256.0 * 1000.0 / f64::from(clock_rate)
 }
 
-fn leg(call: &Call, way: Way, plan: &super::media::Plan, s: &RtpStream) -> MediaLeg {
-    let (receiver, sender) = call.sdp_for(way);
+fn leg(call: &Call, snap: &Snapshot, s: &RtpStream) -> MediaLeg {
+    let (way, plan) = (snap.way, &snap.plan);
+    let (receiver, sender) = call.sdp_for(way, snap.hop);
     let key = plan.key(way);
     let te_only = s.te_packets > 0 && u64::from(s.te_packets) >= s.packets;
     let codec = if te_only {
@@ -201,7 +202,7 @@ pub(crate) fn legs(call: &Call) -> Vec<MediaLeg> {
                 .slots
                 .iter()
                 .filter(|s| s.in_use != 0 && s.packets > 0)
-                .map(move |s| leg(call, snap.way, &snap.plan, s))
+                .map(move |s| leg(call, snap, s))
         })
         .collect()
 }
@@ -220,10 +221,7 @@ pub(crate) fn build(
     let media = legs(call);
     // The codecs the answer listed, in its order (the offer's if no answer carried SDP).
     let codecs = call
-        .media
-        .callee
-        .as_ref()
-        .or(call.media.caller.as_ref())
+        .negotiated()
         .map(|s| s.codecs.iter().map(|c| c.name.clone()).collect())
         .unwrap_or_default();
     let observed = call.end.is_some_and(|e| e.observed);
@@ -244,6 +242,7 @@ pub(crate) fn build(
         cdr_id,
         call_id: call.call_id.clone(),
         correlation_id: call.correlation.clone(),
+        correlation_method: call.correlation_source.method().to_owned(),
         caller: Some(call.caller.clone()),
         callee: Some(call.callee.clone()),
         src_ip: call.src.ip().to_canonical().to_string(),

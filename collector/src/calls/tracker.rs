@@ -18,7 +18,7 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap, VecDeque},
-    net::SocketAddr,
+    net::{IpAddr, SocketAddr},
 };
 
 use collector_common::{Direction, MediaValue};
@@ -45,7 +45,10 @@ const MAX_PATHS: usize = 8;
 /// Early-dialog To-tags remembered per call.
 const MAX_EARLY_TAGS: usize = 8;
 /// Media snapshots kept per call (one per re-INVITE that moved the media).
-const MAX_SNAPSHOTS: usize = 8;
+const MAX_SNAPSHOTS: usize = 16;
+/// Most hops of one call whose media is bound (a call proxied through an anchoring SBC has
+/// two: each with its own offer and answer).
+const MAX_HOPS: usize = 4;
 /// Calls remembered per SDP address for media-anchoring correlation.
 const MAX_PER_ADDRESS: usize = 8;
 
@@ -88,6 +91,12 @@ pub struct TrackerStats {
     pub early_tags_dropped: u64,
     /// Media snapshots beyond the per-call limit.
     pub snapshots_dropped: u64,
+    /// SDP seen on more hops of one call than are bound (its media is not measured there).
+    pub hops_dropped: u64,
+    /// Legs linked to another leg of their call by signalling (INVITE in, INVITE out).
+    pub linked_by_signalling: u64,
+    /// New legs that matched several unlinked legs by signalling: left unlinked.
+    pub correlation_ambiguous: u64,
     /// Media map operations that failed.
     pub media_errors: u64,
     /// Flow events dropped because nobody drained them.
@@ -145,20 +154,94 @@ enum Observed {
 #[derive(Clone, Debug)]
 pub(crate) struct Snapshot {
     pub(crate) way: Way,
+    pub(crate) hop: Hop,
     pub(crate) plan: Plan,
     pub(crate) value: MediaValue,
 }
 
-/// The media of one call.
-#[derive(Clone, Debug, Default)]
-pub(crate) struct CallMedia {
+/// The two addresses one hop's SIP messages travel between (lower first, so both directions
+/// give the same hop). A call through a proxy that keeps the Call-ID is seen on two hops;
+/// a media-anchoring SBC rewrites the SDP on each, so each hop's media is bound from that
+/// hop's own offer and answer: the streams really on that wire.
+pub(crate) type Hop = (IpAddr, IpAddr);
+
+/// The hop of a packet.
+pub(crate) fn hop_of(pkt: &SipPacket) -> Hop {
+    let (a, b) = (pkt.src.ip().to_canonical(), pkt.dst.ip().to_canonical());
+    if a <= b {
+        (a, b)
+    } else {
+        (b, a)
+    }
+}
+
+/// The media of one hop of a call.
+#[derive(Clone, Debug)]
+pub(crate) struct HopMedia {
+    pub(crate) hop: Hop,
     pub(crate) caller: Option<SdpMedia>,
     pub(crate) callee: Option<SdpMedia>,
     pub(crate) plan: Option<Plan>,
     pub(crate) live: Vec<(Way, MediaValue)>,
+}
+
+impl HopMedia {
+    fn side(&self, side: Side) -> Option<&SdpMedia> {
+        match side {
+            Side::Caller => self.caller.as_ref(),
+            Side::Callee => self.callee.as_ref(),
+        }
+    }
+}
+
+/// The media of one call: per hop (the first is where the call was first seen).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct CallMedia {
+    pub(crate) hops: Vec<HopMedia>,
     pub(crate) snapshots: Vec<Snapshot>,
     pub(crate) rtcp: RtcpState,
     pub(crate) last_media_ns: Option<u64>,
+}
+
+impl CallMedia {
+    /// The media of `hop`, created when new (None past [`MAX_HOPS`]).
+    fn hop_mut(&mut self, hop: Hop) -> Option<&mut HopMedia> {
+        let i = match self.hops.iter().position(|h| h.hop == hop) {
+            Some(i) => i,
+            None if self.hops.len() < MAX_HOPS => {
+                self.hops.push(HopMedia {
+                    hop,
+                    caller: None,
+                    callee: None,
+                    plan: None,
+                    live: Vec::new(),
+                });
+                self.hops.len() - 1
+            }
+            None => return None,
+        };
+        self.hops.get_mut(i)
+    }
+
+    /// Whether any hop has entries installed.
+    pub(crate) fn planned(&self) -> bool {
+        self.hops.iter().any(|h| h.plan.is_some())
+    }
+
+    /// Every hop's live kernel values.
+    fn live(&self) -> impl Iterator<Item = &(Way, MediaValue)> {
+        self.hops.iter().flat_map(|h| h.live.iter())
+    }
+
+    /// Every SDP address announced on any hop.
+    fn addresses(&self) -> Vec<SocketAddr> {
+        self.hops
+            .iter()
+            .flat_map(|h| [&h.caller, &h.callee])
+            .flatten()
+            .map(|s| s.rtp)
+            .collect()
+    }
 }
 
 /// A Reason (RFC 3326) or final response's cause.
@@ -176,7 +259,20 @@ pub(crate) enum CorrelationSource {
     ChargingVector,
     Header,
     Media,
+    Signalling,
     CallId,
+}
+
+impl CorrelationSource {
+    /// The CDR's `correlation_method`.
+    pub(crate) fn method(self) -> &'static str {
+        match self {
+            Self::SessionId | Self::ChargingVector | Self::Header => "header",
+            Self::Media => "media",
+            Self::Signalling => "signalling",
+            Self::CallId => "none",
+        }
+    }
 }
 
 /// One call.
@@ -205,6 +301,8 @@ pub(crate) struct Call {
     pub(crate) ua_callee: Option<String>,
     pub(crate) correlation: String,
     pub(crate) correlation_source: CorrelationSource,
+    /// Where the initial INVITE was seen (XDP ingress or TC egress; None in replay).
+    pub(crate) invite_dir: Option<Direction>,
     pub(crate) consent: Option<String>,
     pub(crate) last_sip_ns: u64,
     pub(crate) sip_messages: u32,
@@ -311,11 +409,19 @@ impl Call {
         }
     }
 
+    /// The SDP of `side` on the call's first hop.
     fn sdp_of(&self, side: Side) -> Option<&SdpMedia> {
-        match side {
-            Side::Caller => self.media.caller.as_ref(),
-            Side::Callee => self.media.callee.as_ref(),
-        }
+        self.media.hops.first().and_then(|h| h.side(side))
+    }
+
+    /// The SDP of `side` on `hop` (the first hop's when that hop has none).
+    fn sdp_on(&self, hop: Hop, side: Side) -> Option<&SdpMedia> {
+        self.media
+            .hops
+            .iter()
+            .find(|h| h.hop == hop)
+            .and_then(|h| h.side(side))
+            .or_else(|| self.sdp_of(side))
     }
 }
 
@@ -336,6 +442,20 @@ fn lax_call_id(bytes: &[u8]) -> Option<&str> {
         }
     }
     None
+}
+
+/// Whether two URI users name the same number: equal, or equal digits when both have some
+/// (an SBC may add or strip a `+`, or visual separators).
+fn same_number(a: &str, b: &str) -> bool {
+    if a.is_empty() || b.is_empty() {
+        return false;
+    }
+    if a == b {
+        return true;
+    }
+    let digits = |s: &str| s.bytes().filter(u8::is_ascii_digit).collect::<Vec<u8>>();
+    let (da, db) = (digits(a), digits(b));
+    !da.is_empty() && da == db
 }
 
 fn party(addr: &sip::NameAddr<'_>) -> Party {
@@ -600,6 +720,7 @@ impl Tracker {
 
     fn new_call(&mut self, pkt: &SipPacket, msg: &SipMessage<'_>, media: &mut dyn MediaTable) {
         let now = pkt.ts_ns;
+        let hop = hop_of(pkt);
         if self.unanswered.len() >= self.cfg.max_early || self.calls.len() >= self.cfg.max_calls {
             // Make room with the oldest unanswered call; never an established one.
             match self.unanswered.first().copied() {
@@ -654,6 +775,7 @@ impl Tracker {
             ua_callee: None,
             correlation,
             correlation_source,
+            invite_dir: pkt.direction,
             consent,
             last_sip_ns: now,
             sip_messages: 1,
@@ -677,7 +799,75 @@ impl Tracker {
         self.unanswered.insert(cookie);
         self.calls.insert(cookie, call);
         self.notify(cookie, CallStateKind::Trying, "INVITE", now);
-        self.take_sdp(cookie, msg, media);
+        self.link_by_signalling(cookie);
+        self.take_sdp(cookie, hop, msg, media);
+    }
+
+    /// Signalling correlation, for legs whose Call-IDs differ and whose headers link
+    /// nothing (topology hiding, a B2BUA): a new leg whose INVITE leaves the host is the
+    /// continuation of the one unlinked, unanswered leg whose INVITE entered the host
+    /// within the correlation window with the same caller and callee numbers. Two or more
+    /// such legs (simultaneous calls between the same numbers) link nothing: a false link
+    /// would merge two calls, which is worse than none; media correlation may still link
+    /// them later.
+    fn link_by_signalling(&mut self, cookie: u64) {
+        let Some(me) = self.calls.get(&cookie) else {
+            return;
+        };
+        if me.correlation_source != CorrelationSource::CallId
+            || me.invite_dir == Some(Direction::Ingress)
+        {
+            return;
+        }
+        let window = self.cfg.correlation_window_ms.saturating_mul(MS);
+        let mut found: Option<u64> = None;
+        let mut several = false;
+        for &other in &self.unanswered {
+            let Some(o) = self.calls.get(&other) else {
+                continue;
+            };
+            let continues = match (o.invite_dir, me.invite_dir) {
+                (Some(Direction::Ingress), Some(Direction::Egress)) => true,
+                // Replay: the INVITE went out from the address the other came in on.
+                (None, None) => o.dst.ip() == me.src.ip(),
+                _ => false,
+            };
+            if other == cookie
+                || !continues
+                || o.correlation_source != CorrelationSource::CallId
+                || o.call_id == me.call_id
+                || o.phase.is_over()
+                || o.start_ns > me.start_ns
+                || me.start_ns - o.start_ns > window
+                || !same_number(&o.caller.user, &me.caller.user)
+                || !same_number(&o.callee.user, &me.callee.user)
+            {
+                continue;
+            }
+            if found.is_some() {
+                several = true;
+                break;
+            }
+            found = Some(other);
+        }
+        if several {
+            self.stats.correlation_ambiguous += 1;
+            return;
+        }
+        let Some(other) = found else {
+            return;
+        };
+        let Some(corr) = self.calls.get_mut(&other).map(|o| {
+            o.correlation_source = CorrelationSource::Signalling;
+            o.correlation.clone()
+        }) else {
+            return;
+        };
+        if let Some(me) = self.calls.get_mut(&cookie) {
+            me.correlation = corr;
+            me.correlation_source = CorrelationSource::Signalling;
+        }
+        self.stats.linked_by_signalling += 1;
     }
 
     /// The correlation id of a new call from its INVITE's headers; the Call-ID itself when
@@ -715,6 +905,7 @@ impl Tracker {
         media: &mut dyn MediaTable,
     ) {
         let now = pkt.ts_ns;
+        let hop = hop_of(pkt);
         let window = self.cfg.dedupe_window_ms.saturating_mul(MS);
         let Some(call) = self.calls.get_mut(&cookie) else {
             return;
@@ -735,6 +926,9 @@ impl Tracker {
                     call.invite_paths = call.invite_paths.saturating_add(1);
                 }
                 self.stats.hops += 1;
+                // The same message on another hop: a media-anchoring SBC rewrote its SDP
+                // for this hop, whose streams are bound from it (no state changes).
+                self.take_sdp(cookie, hop, msg, media);
                 return;
             }
             Observed::New => {}
@@ -757,12 +951,12 @@ impl Tracker {
                         c.reason = None;
                     }
                     self.drive(cookie, Event::Invite, now, &trigger, media);
-                    self.take_sdp(cookie, msg, media);
+                    self.take_sdp(cookie, hop, msg, media);
                 }
             }
             (None, Method::Invite | Method::Update) => {
                 // An offer inside the dialog (re-INVITE, UPDATE): hold, resume, new media.
-                let offer = self.take_sdp(cookie, msg, media);
+                let offer = self.take_sdp(cookie, hop, msg, media);
                 if let Some(hold) = offer {
                     self.drive(cookie, Event::Offer { hold }, now, &trigger, media);
                 }
@@ -787,17 +981,17 @@ impl Tracker {
             (None, _) => {
                 // ACK, PRACK, INFO, ...: their SDP (an answer in an ACK or PRACK) still
                 // tells where media flows.
-                self.take_sdp(cookie, msg, media);
+                self.take_sdp(cookie, hop, msg, media);
             }
             (Some(code), Method::Invite)
                 if msg.cseq().seq == invite_cseq && sender == Side::Callee =>
             {
-                self.invite_response(cookie, msg, code, now, &trigger, media);
+                self.invite_response(cookie, hop, msg, code, now, &trigger, media);
             }
             (Some(code), Method::Invite | Method::Update) => {
                 // Answer to a re-INVITE or UPDATE.
                 if (200..300).contains(&code) {
-                    self.take_sdp(cookie, msg, media);
+                    self.take_sdp(cookie, hop, msg, media);
                     let session_interval_s = session_interval(msg);
                     self.drive(
                         cookie,
@@ -811,14 +1005,19 @@ impl Tracker {
             (Some(_), _) => {
                 // Responses to BYE, CANCEL, PRACK, INFO: nothing changes (PRACK's 2xx may
                 // carry an SDP answer).
-                self.take_sdp(cookie, msg, media);
+                self.take_sdp(cookie, hop, msg, media);
             }
         }
     }
 
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the response and where it was seen"
+    )]
     fn invite_response(
         &mut self,
         cookie: u64,
+        hop: Hop,
         msg: &SipMessage<'_>,
         code: u16,
         now: u64,
@@ -866,7 +1065,7 @@ impl Tracker {
                 })
             });
         }
-        let has_sdp = self.take_sdp(cookie, msg, media).is_some();
+        let has_sdp = self.take_sdp(cookie, hop, msg, media).is_some();
         let event = match code {
             100..=199 => Event::Provisional { code, sdp: has_sdp },
             200..=299 => Event::Answer {
@@ -883,6 +1082,7 @@ impl Tracker {
     fn take_sdp(
         &mut self,
         cookie: u64,
+        hop: Hop,
         msg: &SipMessage<'_>,
         media: &mut dyn MediaTable,
     ) -> Option<bool> {
@@ -914,9 +1114,13 @@ impl Tracker {
         let new = parsed?;
         let hold = new.is_hold();
         let side = call.sender(msg);
+        let Some(bound) = call.media.hop_mut(hop) else {
+            self.stats.hops_dropped += 1;
+            return Some(hold);
+        };
         let slot = match side {
-            Side::Caller => &mut call.media.caller,
-            Side::Callee => &mut call.media.callee,
+            Side::Caller => &mut bound.caller,
+            Side::Callee => &mut bound.callee,
         };
         let previous = slot.take();
         let previous_addr = previous.as_ref().map(|p| p.rtp);
@@ -935,7 +1139,7 @@ impl Tracker {
             self.unindex(old, cookie, Some(side));
         }
         self.anchor(cookie, announced, side);
-        self.replan(cookie, media);
+        self.replan(cookie, hop, media);
         Some(hold)
     }
 
@@ -1002,21 +1206,40 @@ impl Tracker {
         }
     }
 
-    fn replan(&mut self, cookie: u64, media: &mut dyn MediaTable) {
+    /// Binds the media of one hop from its offer and answer, retiring what it bound before.
+    fn replan(&mut self, cookie: u64, hop: Hop, media: &mut dyn MediaTable) {
         let Some(call) = self.calls.get_mut(&cookie) else {
             return;
         };
-        let (Some(a), Some(b)) = (&call.media.caller, &call.media.callee) else {
+        let Some(h) = call.media.hops.iter().find(|h| h.hop == hop) else {
+            return;
+        };
+        let (Some(a), Some(b)) = (&h.caller, &h.callee) else {
             return;
         };
         let Some(plan) = Plan::new(a, b) else {
             return;
         };
-        if call.media.plan == Some(plan) {
+        if h.plan == Some(plan) {
             return;
         }
-        if let Some(old) = call.media.plan.take() {
-            retire(call, old, media, &mut self.stats);
+        // A proxy that passed the SDP through unchanged: the streams are bound once.
+        if call
+            .media
+            .hops
+            .iter()
+            .any(|o| o.hop != hop && o.plan == Some(plan))
+        {
+            return;
+        }
+        let old = call
+            .media
+            .hops
+            .iter_mut()
+            .find(|h| h.hop == hop)
+            .and_then(|h| h.plan.take());
+        if let Some(old) = old {
+            retire(call, hop, old, media, &mut self.stats);
             for ep in old.rtcp_endpoints() {
                 if self.rtcp_index.get(&ep) == Some(&cookie) {
                     self.rtcp_index.remove(&ep);
@@ -1027,8 +1250,10 @@ impl Tracker {
             self.stats.media_errors += 1;
             call.map_pressure = call.map_pressure.saturating_add(1);
         }
-        call.media.plan = Some(plan);
-        call.media.live.clear();
+        if let Some(h) = call.media.hops.iter_mut().find(|h| h.hop == hop) {
+            h.plan = Some(plan);
+            h.live.clear();
+        }
         for ep in plan.rtcp_endpoints() {
             self.rtcp_index.insert(ep, cookie);
         }
@@ -1155,8 +1380,14 @@ impl Tracker {
         let Some(call) = self.calls.get_mut(&cookie) else {
             return;
         };
-        if let Some(plan) = call.media.plan.take() {
-            retire(call, plan, media, &mut self.stats);
+        let plans: Vec<(Hop, Plan)> = call
+            .media
+            .hops
+            .iter_mut()
+            .filter_map(|h| h.plan.take().map(|p| (h.hop, p)))
+            .collect();
+        for (hop, plan) in plans {
+            retire(call, hop, plan, media, &mut self.stats);
             for ep in plan.rtcp_endpoints() {
                 if self.rtcp_index.get(&ep) == Some(&cookie) {
                     self.rtcp_index.remove(&ep);
@@ -1170,11 +1401,7 @@ impl Tracker {
         let Some(call) = self.calls.get(&cookie) else {
             return;
         };
-        let addrs: Vec<SocketAddr> = [&call.media.caller, &call.media.callee]
-            .into_iter()
-            .flatten()
-            .map(|s| s.rtp)
-            .collect();
+        let addrs = call.media.addresses();
         for a in addrs {
             self.unindex(a, cookie, None);
         }
@@ -1234,39 +1461,42 @@ impl Tracker {
         let cookies: Vec<u64> = self
             .calls
             .iter()
-            .filter(|(_, c)| c.media.plan.is_some())
+            .filter(|(_, c)| c.media.planned())
             .map(|(&k, _)| k)
             .collect();
         for cookie in cookies {
             let Some(call) = self.calls.get_mut(&cookie) else {
                 continue;
             };
-            let Some(plan) = call.media.plan else {
-                continue;
-            };
-            match plan.read(media) {
-                Ok(values) => {
-                    for (way, v) in values {
-                        match v.filter(|v| v.cookie == cookie) {
-                            Some(v) => {
-                                call.media.live.retain(|(w, _)| *w != way);
-                                call.media.live.push((way, v));
-                            }
-                            None => {
-                                // Evicted from the kernel's LRU map (or replaced).
-                                if call.media.live.iter().any(|(w, _)| *w == way) {
-                                    call.map_pressure = call.map_pressure.saturating_add(1);
+            let mut pressure = 0u32;
+            for h in &mut call.media.hops {
+                let Some(plan) = h.plan else {
+                    continue;
+                };
+                match plan.read(media) {
+                    Ok(values) => {
+                        for (way, v) in values {
+                            match v.filter(|v| v.cookie == cookie) {
+                                Some(v) => {
+                                    h.live.retain(|(w, _)| *w != way);
+                                    h.live.push((way, v));
+                                }
+                                None => {
+                                    // Removed from the map (or replaced by another call's).
+                                    if h.live.iter().any(|(w, _)| *w == way) {
+                                        pressure = pressure.saturating_add(1);
+                                    }
                                 }
                             }
                         }
                     }
+                    Err(_) => self.stats.media_errors += 1,
                 }
-                Err(_) => self.stats.media_errors += 1,
             }
+            call.map_pressure = call.map_pressure.saturating_add(pressure);
             let last = call
                 .media
-                .live
-                .iter()
+                .live()
                 .flat_map(|(_, v)| v.slots.iter())
                 .filter(|s| s.in_use != 0 && s.packets > 0)
                 .map(|s| s.last_ns)
@@ -1293,7 +1523,7 @@ impl Tracker {
                 .map(|s| (s.way, s.value))
                 .collect()
         } else {
-            call.media.live.clone()
+            call.media.live().copied().collect()
         };
         let packets = |way: Way| -> u64 {
             values
@@ -1303,10 +1533,9 @@ impl Tracker {
                 .map(|s| s.packets)
                 .sum()
         };
-        let both_sendrecv = [&call.media.caller, &call.media.callee].iter().all(|s| {
-            s.as_ref()
-                .is_some_and(|s| matches!(s.direction, sip::sdp::Direction::SendRecv))
-        });
+        let both_sendrecv = [call.sdp_of(Side::Caller), call.sdp_of(Side::Callee)]
+            .iter()
+            .all(|s| s.is_some_and(|s| matches!(s.direction, sip::sdp::Direction::SendRecv)));
         if call.alerts & ALERT_ONE_WAY == 0
             && both_sendrecv
             && matches!(call.phase, Phase::Confirmed { held: false, .. })
@@ -1411,13 +1640,27 @@ impl Tracker {
     }
 }
 
-/// Snapshots the entries of `plan` (the live copy when an entry vanished) and removes them.
-fn retire(call: &mut Call, plan: Plan, media: &mut dyn MediaTable, stats: &mut TrackerStats) {
+/// Snapshots the entries of `plan`, bound on `hop` (the live copy when an entry vanished),
+/// and removes them.
+fn retire(
+    call: &mut Call,
+    hop: Hop,
+    plan: Plan,
+    media: &mut dyn MediaTable,
+    stats: &mut TrackerStats,
+) {
     let cookie = call.cookie;
     let read = plan.read(media);
     if read.is_err() {
         stats.media_errors += 1;
     }
+    let live: Vec<(Way, MediaValue)> = call
+        .media
+        .hops
+        .iter_mut()
+        .find(|h| h.hop == hop)
+        .map(|h| std::mem::take(&mut h.live))
+        .unwrap_or_default();
     for way in [Way::CallerToCallee, Way::CalleeToCaller] {
         let fresh = read.as_ref().ok().and_then(|vs| {
             vs.iter()
@@ -1428,29 +1671,28 @@ fn retire(call: &mut Call, plan: Plan, media: &mut dyn MediaTable, stats: &mut T
         let value = match fresh {
             Some(v) => Some(v),
             None => {
-                let live = call
-                    .media
-                    .live
-                    .iter()
-                    .find(|(w, _)| *w == way)
-                    .map(|(_, v)| *v);
-                if live.is_some() {
+                let last = live.iter().find(|(w, _)| *w == way).map(|(_, v)| *v);
+                if last.is_some() {
                     call.map_pressure = call.map_pressure.saturating_add(1);
                 }
-                live
+                last
             }
         };
         if let Some(value) = value {
             if value.slots.iter().any(|s| s.in_use != 0) {
                 if call.media.snapshots.len() < MAX_SNAPSHOTS {
-                    call.media.snapshots.push(Snapshot { way, plan, value });
+                    call.media.snapshots.push(Snapshot {
+                        way,
+                        hop,
+                        plan,
+                        value,
+                    });
                 } else {
                     stats.snapshots_dropped += 1;
                 }
             }
         }
     }
-    call.media.live.clear();
     if plan.remove(cookie, media).is_err() {
         stats.media_errors += 1;
     }
@@ -1458,10 +1700,21 @@ fn retire(call: &mut Call, plan: Plan, media: &mut dyn MediaTable, stats: &mut T
 
 impl Call {
     /// The SDP of the side that receives `way`'s packets, then of the side that sends them.
-    pub(crate) fn sdp_for(&self, way: Way) -> (Option<&SdpMedia>, Option<&SdpMedia>) {
+    pub(crate) fn sdp_for(&self, way: Way, hop: Hop) -> (Option<&SdpMedia>, Option<&SdpMedia>) {
         match way {
-            Way::CallerToCallee => (self.sdp_of(Side::Callee), self.sdp_of(Side::Caller)),
-            Way::CalleeToCaller => (self.sdp_of(Side::Caller), self.sdp_of(Side::Callee)),
+            Way::CallerToCallee => (
+                self.sdp_on(hop, Side::Callee),
+                self.sdp_on(hop, Side::Caller),
+            ),
+            Way::CalleeToCaller => (
+                self.sdp_on(hop, Side::Caller),
+                self.sdp_on(hop, Side::Callee),
+            ),
         }
+    }
+
+    /// The SDP the call's first hop answered with (the offer's when no answer had SDP).
+    pub(crate) fn negotiated(&self) -> Option<&SdpMedia> {
+        self.sdp_of(Side::Callee).or(self.sdp_of(Side::Caller))
     }
 }

@@ -52,6 +52,66 @@ impl Caller {
     }
 }
 
+/// Longest agent identifier accepted, in bytes.
+pub const MAX_AGENT_ID_LEN: usize = 128;
+
+/// Why a stream's agent id was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AgentIdError {
+    /// Empty or longer than [`MAX_AGENT_ID_LEN`].
+    #[error("agent_id must be 1..={MAX_AGENT_ID_LEN} bytes")]
+    Length,
+    /// A later message of the stream named another agent.
+    #[error("agent_id changed within a stream")]
+    Changed,
+    /// An ingest token may only speak for the agent it was issued to (its subject).
+    #[error("this ingest token was issued to another agent")]
+    NotTokenSubject,
+}
+
+impl From<AgentIdError> for Status {
+    fn from(e: AgentIdError) -> Self {
+        match e {
+            AgentIdError::Length | AgentIdError::Changed => Status::invalid_argument(e.to_string()),
+            AgentIdError::NotTokenSubject => Status::permission_denied(e.to_string()),
+        }
+    }
+}
+
+/// The agent one agent stream (`Ingest.Stream`, `Watch.Publish`) speaks for: fixed by its
+/// first message and, when the caller holds an ingest token, equal to the token's subject,
+/// so one SBC's token cannot write another's CDRs or sequence cursor.
+#[derive(Debug, Clone)]
+pub struct StreamAgent {
+    caller: Caller,
+    id: Option<String>,
+}
+
+impl StreamAgent {
+    /// The agent of a stream opened by `caller`.
+    pub fn new(caller: Caller) -> Self {
+        Self { caller, id: None }
+    }
+
+    /// Checks the agent id of the stream's next message.
+    pub fn check(&mut self, agent_id: &str) -> Result<(), AgentIdError> {
+        if agent_id.is_empty() || agent_id.len() > MAX_AGENT_ID_LEN {
+            return Err(AgentIdError::Length);
+        }
+        if self.caller.role == Some(Role::Ingest) && self.caller.subject != agent_id {
+            return Err(AgentIdError::NotTokenSubject);
+        }
+        match &self.id {
+            Some(a) if a != agent_id => Err(AgentIdError::Changed),
+            Some(_) => Ok(()),
+            None => {
+                self.id = Some(agent_id.to_owned());
+                Ok(())
+            }
+        }
+    }
+}
+
 /// Who may call a method.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
@@ -222,6 +282,38 @@ mod tests {
             format!("Bearer {token}").parse().unwrap(),
         );
         h
+    }
+
+    #[test]
+    fn an_ingest_token_speaks_only_for_its_agent() {
+        let ingest = |sub: &str| Caller {
+            subject: sub.into(),
+            role: Some(Role::Ingest),
+        };
+        let mut a = StreamAgent::new(ingest("sbc-1"));
+        assert_eq!(a.check("sbc-2"), Err(AgentIdError::NotTokenSubject));
+        assert_eq!(a.check("sbc-1"), Ok(()));
+        assert_eq!(a.check("sbc-1"), Ok(()));
+        assert_eq!(a.check(""), Err(AgentIdError::Length));
+        assert_eq!(
+            a.check(&"x".repeat(MAX_AGENT_ID_LEN + 1)),
+            Err(AgentIdError::Length)
+        );
+        assert_eq!(
+            Status::from(AgentIdError::NotTokenSubject).code(),
+            Code::PermissionDenied
+        );
+        // Without authentication (loopback) the first message fixes the agent.
+        let mut anon = StreamAgent::new(Caller {
+            subject: ANONYMOUS.into(),
+            role: None,
+        });
+        assert_eq!(anon.check("sbc-2"), Ok(()));
+        assert_eq!(anon.check("sbc-3"), Err(AgentIdError::Changed));
+        assert_eq!(
+            Status::from(AgentIdError::Changed).code(),
+            Code::InvalidArgument
+        );
     }
 
     #[test]

@@ -8,12 +8,14 @@ use tokio::sync::mpsc;
 use tokio_stream::{wrappers::ReceiverStream, Stream, StreamExt as _};
 use tonic::{Request, Response, Status, Streaming};
 
-use super::{store::Store, ServerError};
+use super::{
+    auth::{Caller, StreamAgent},
+    store::Store,
+    ServerError,
+};
 
 /// Largest batch accepted, in records.
 pub const MAX_BATCH_RECORDS: usize = 10_000;
-/// Longest agent identifier accepted, in bytes.
-pub const MAX_AGENT_ID_LEN: usize = 128;
 /// Acks buffered towards a slow client before the handler stops reading its batches.
 const ACK_QUEUE: usize = 16;
 
@@ -29,32 +31,17 @@ impl IngestService {
     }
 }
 
-/// Validates one request of an Ingest stream (`agent` is the stream's agent id, fixed by its
-/// first request) before any work is done for it.
-pub fn validate_request(
-    req: &IngestRequest,
-    agent: &mut Option<String>,
-) -> Result<(), ServerError> {
-    if req.agent_id.is_empty() || req.agent_id.len() > MAX_AGENT_ID_LEN {
-        return Err(ServerError::Invalid(format!(
-            "agent_id must be 1..={MAX_AGENT_ID_LEN} bytes"
-        )));
-    }
+/// Validates one request of an Ingest stream (`agent` is the stream's agent, fixed by its
+/// first request and bound to an ingest token's subject) before any work is done for it.
+pub fn validate_request(req: &IngestRequest, agent: &mut StreamAgent) -> Result<(), Status> {
+    agent.check(&req.agent_id)?;
     if req.batch.len() > MAX_BATCH_RECORDS {
         return Err(ServerError::Invalid(format!(
             "a batch holds at most {MAX_BATCH_RECORDS} records"
-        )));
+        ))
+        .into());
     }
-    match agent {
-        Some(a) if *a != req.agent_id => Err(ServerError::Invalid(
-            "agent_id changed within a stream".into(),
-        )),
-        Some(_) => Ok(()),
-        None => {
-            *agent = Some(req.agent_id.clone());
-            Ok(())
-        }
-    }
+    Ok(())
 }
 
 #[tonic::async_trait]
@@ -65,11 +52,11 @@ impl Ingest for IngestService {
         &self,
         request: Request<Streaming<IngestRequest>>,
     ) -> Result<Response<Self::StreamStream>, Status> {
+        let mut agent = StreamAgent::new(Caller::of(&request));
         let mut inbound = request.into_inner();
         let store = Arc::clone(&self.store);
         let (tx, rx) = mpsc::channel(ACK_QUEUE);
         tokio::spawn(async move {
-            let mut agent = None;
             while let Some(msg) = inbound.next().await {
                 let result = match msg {
                     Ok(req) => match validate_request(&req, &mut agent) {
@@ -80,7 +67,7 @@ impl Ingest for IngestService {
                                 highest_sequence: o.highest_sequence,
                             })
                             .map_err(|e| Status::from(ServerError::from(e))),
-                        Err(e) => Err(Status::from(e)),
+                        Err(status) => Err(status),
                     },
                     // The client went away or sent garbage: nothing more to do.
                     Err(_) => break,

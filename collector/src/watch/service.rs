@@ -22,13 +22,14 @@ use super::{
     mask::FieldMask,
     WatchError,
 };
-use crate::privacy::Pseudonymizer;
+use crate::{
+    privacy::Pseudonymizer,
+    server::auth::{Caller, StreamAgent},
+};
 
 /// Events buffered between a handler and the gRPC transport; the real buffer is the
 /// subscriber's hub queue, where a slow client's losses are counted.
 const STREAM_BUFFER: usize = 16;
-/// Longest agent id accepted on `Publish`, in bytes.
-pub const MAX_AGENT_ID_LEN: usize = 128;
 /// Most events in one `Publish` message.
 pub const MAX_PUBLISH_BATCH: usize = 4_096;
 
@@ -184,27 +185,15 @@ impl WatchService {
     }
 }
 
-fn check_agent(req: &PublishRequest, agent: &mut Option<String>) -> Result<(), WatchError> {
-    if req.agent_id.is_empty() || req.agent_id.len() > MAX_AGENT_ID_LEN {
-        return Err(WatchError::Invalid(format!(
-            "agent_id must be 1..={MAX_AGENT_ID_LEN} bytes"
-        )));
-    }
+fn check_agent(req: &PublishRequest, agent: &mut StreamAgent) -> Result<(), Status> {
+    agent.check(&req.agent_id)?;
     if req.events.len() > MAX_PUBLISH_BATCH {
         return Err(WatchError::Invalid(format!(
             "a publish message holds at most {MAX_PUBLISH_BATCH} events"
-        )));
+        ))
+        .into());
     }
-    match agent {
-        Some(a) if *a != req.agent_id => Err(WatchError::Invalid(
-            "agent_id changed within a stream".into(),
-        )),
-        Some(_) => Ok(()),
-        None => {
-            *agent = Some(req.agent_id.clone());
-            Ok(())
-        }
-    }
+    Ok(())
 }
 
 #[tonic::async_trait]
@@ -226,8 +215,8 @@ impl Watch for WatchService {
         if self.role == Role::Agent {
             return Err(WatchError::NotRelay.into());
         }
+        let mut agent = StreamAgent::new(Caller::of(&request));
         let mut stream = request.into_inner();
-        let mut agent = None;
         let mut accepted = 0u64;
         loop {
             let msg = tokio::select! {

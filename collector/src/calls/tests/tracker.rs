@@ -883,3 +883,177 @@ fn messages_of_unknown_calls_are_orphans() {
     assert_eq!(h.t.methods().get("OPTIONS"), Some(&1));
     assert_eq!(h.t.active_calls(), 0);
 }
+
+/// A message seen on the host at T0 + `ms`, from `src` to `dst`, at the given hook.
+fn seen(
+    h: &mut H1,
+    ms: u64,
+    m: &Msg,
+    src: &str,
+    dst: &str,
+    dir: Option<collector_common::Direction>,
+) {
+    let mut p = m.packet(T0 + ms * MS, src, dst);
+    p.direction = dir;
+    h.t.on_sip(&p, &mut h.m);
+    h.collect();
+}
+
+fn leg_of<'a>(h: &'a H1, id: &str) -> &'a Cdr {
+    h.cdrs.iter().find(|c| c.call_id == id).unwrap()
+}
+
+/// Topology hiding: one leg enters the SBC (XDP ingress), the other leaves it (TC egress)
+/// with its own Call-ID and the same numbers; nothing in the headers links them.
+#[test]
+fn correlation_by_signalling_links_the_legs_of_a_b2bua() {
+    use collector_common::Direction::{Egress, Ingress};
+    let (carrier, sbc_a, sbc_b, pbx) = (
+        "192.0.2.10:5060",
+        "203.0.113.1:5060",
+        "203.0.113.2:5060",
+        "198.51.100.20:5060",
+    );
+    let mut h = H1::new();
+    seen(&mut h, 0, &invite("in-1"), carrier, sbc_a, Some(Ingress));
+    seen(&mut h, 15, &invite("out-1"), sbc_b, pbx, Some(Egress));
+    // A second call between the same numbers, after the first was linked.
+    seen(&mut h, 100, &invite("in-2"), carrier, sbc_a, Some(Ingress));
+    seen(&mut h, 110, &invite("out-2"), sbc_b, pbx, Some(Egress));
+    // Two simultaneous calls between the same numbers whose INVITEs interleave: which
+    // outgoing leg continues which incoming one is not knowable from signalling alone.
+    seen(&mut h, 200, &invite("in-3"), carrier, sbc_a, Some(Ingress));
+    seen(&mut h, 201, &invite("in-4"), carrier, sbc_a, Some(Ingress));
+    seen(&mut h, 210, &invite("out-3"), sbc_b, pbx, Some(Egress));
+    seen(&mut h, 211, &invite("out-4"), sbc_b, pbx, Some(Egress));
+    // Another callee: never linked to an incoming leg for someone else.
+    let other = Msg {
+        start: "INVITE sip:carol@example.net SIP/2.0".into(),
+        ..invite("out-5")
+    };
+    let mut p = other.packet(T0 + 300 * MS, sbc_b, pbx);
+    p.bytes = String::from_utf8(p.bytes)
+        .unwrap()
+        .replace("+441632960002", "+441632960099")
+        .into_bytes();
+    p.direction = Some(Egress);
+    seen(&mut h, 299, &invite("in-5"), carrier, sbc_a, Some(Ingress));
+    h.t.on_sip(&p, &mut h.m);
+    // Outside the window: the incoming leg is 6 s older.
+    seen(&mut h, 1000, &invite("in-6"), carrier, sbc_a, Some(Ingress));
+    seen(&mut h, 7000, &invite("out-6"), sbc_b, pbx, Some(Egress));
+    h.finish(60_000);
+    assert_eq!(h.cdrs.len(), 12);
+    for (a, b) in [("in-1", "out-1"), ("in-2", "out-2")] {
+        let (a, b) = (leg_of(&h, a), leg_of(&h, b));
+        assert_eq!(a.correlation_id, b.correlation_id);
+        assert_eq!(a.correlation_id, a.call_id);
+        assert_eq!(
+            (a.correlation_method.as_str(), b.correlation_method.as_str()),
+            ("signalling", "signalling")
+        );
+    }
+    for id in [
+        "in-3", "in-4", "out-3", "out-4", "in-5", "out-5", "in-6", "out-6",
+    ] {
+        let c = leg_of(&h, id);
+        assert_eq!(
+            (c.correlation_id.as_str(), c.correlation_method.as_str()),
+            (id, "none")
+        );
+    }
+    assert_eq!(h.t.stats().linked_by_signalling, 2);
+    assert!(h.t.stats().correlation_ambiguous >= 1);
+}
+
+/// Replay has no hook: the outgoing INVITE leaves from the address the incoming one
+/// reached (a single-homed SBC).
+#[test]
+fn correlation_by_signalling_in_replay_follows_the_addresses() {
+    let mut h = H1::new();
+    h.t.on_sip(
+        &invite("in").packet(T0, "192.0.2.10:5060", "203.0.113.1:5060"),
+        &mut h.m,
+    );
+    h.t.on_sip(
+        &invite("out").packet(T0 + 10 * MS, "203.0.113.1:5060", "198.51.100.20:5060"),
+        &mut h.m,
+    );
+    h.t.on_sip(
+        &invite("elsewhere").packet(T0 + 20 * MS, "203.0.113.7:5060", "198.51.100.20:5060"),
+        &mut h.m,
+    );
+    h.finish(60_000);
+    h.collect();
+    assert_eq!(leg_of(&h, "out").correlation_id, "in");
+    assert_eq!(leg_of(&h, "out").correlation_method, "signalling");
+    assert_eq!(leg_of(&h, "elsewhere").correlation_id, "elsewhere");
+}
+
+/// A proxy that keeps the Call-ID while an anchoring SBC rewrites the SDP on each hop (the
+/// carrier talks to the SBC's carrier-side port, the PBX to its PBX-side port), with every
+/// call's endpoints on one port (as sipp's are): each hop's streams are bound from that
+/// hop's offer and answer, so every packet counts for its own call and hop.
+#[test]
+fn proxied_calls_bind_media_per_hop() {
+    let (carrier, sbc_a, sbc_b, pbx) = (
+        "192.0.2.10:5060",
+        "203.0.113.1:5060",
+        "203.0.113.2:5060",
+        "198.51.100.20:5060",
+    );
+    let mut h = H1::new();
+    // (call, SBC carrier-side port, SBC PBX-side port, packets per stream)
+    let calls = [
+        ("p-1", 30_000u16, 30_002u16, 5u16),
+        ("p-2", 30_010, 30_012, 7),
+    ];
+    for (i, &(id, port_a, port_b, _)) in calls.iter().enumerate() {
+        let t = i as u64 * 100;
+        let offer_a = Msg::request("INVITE", id, 1, "hop1").body(sdp("192.0.2.10", 6000, ""));
+        let offer_b = Msg::request("INVITE", id, 1, "hop2").body(sdp("203.0.113.2", port_b, ""));
+        seen(&mut h, t, &offer_a, carrier, sbc_a, None);
+        seen(&mut h, t + 1, &offer_b, sbc_b, pbx, None);
+        let answer_b =
+            Msg::response(200, &offer_b)
+                .with_to_tag("pbx")
+                .body(sdp("198.51.100.20", 6000, ""));
+        let answer_a =
+            Msg::response(200, &offer_a)
+                .with_to_tag("pbx")
+                .body(sdp("203.0.113.1", port_a, ""));
+        seen(&mut h, t + 20, &answer_b, pbx, sbc_b, None);
+        seen(&mut h, t + 21, &answer_a, sbc_a, carrier, None);
+    }
+    for &(_, port_a, port_b, n) in &calls {
+        let a = format!("203.0.113.1:{port_a}");
+        let b = format!("203.0.113.2:{port_b}");
+        let ssrc = 0x5eed;
+        for seq in 0..n {
+            let ts = u32::from(seq) * 160;
+            let t = 3000 + u64::from(seq) * 200;
+            h.udp(t, "192.0.2.10:6000", &a, &rtp(8, seq, ts, ssrc));
+            h.udp(t + 1, &b, "198.51.100.20:6000", &rtp(8, seq, ts, ssrc));
+            h.udp(t + 2, "198.51.100.20:6000", &b, &rtp(8, seq, ts, ssrc + 1));
+            h.udp(t + 3, &a, "192.0.2.10:6000", &rtp(8, seq, ts, ssrc + 1));
+        }
+    }
+    h.finish(60_000);
+    assert_eq!(h.cdrs.len(), 2);
+    for &(id, port_a, port_b, n) in &calls {
+        let c = leg_of(&h, id);
+        let mut streams: Vec<(u32, u32, u64)> = c
+            .media
+            .iter()
+            .map(|l| (l.src_port, l.dst_port, l.packets))
+            .collect();
+        streams.sort_unstable();
+        let (a, b, n) = (u32::from(port_a), u32::from(port_b), u64::from(n));
+        let mut want = vec![(6000, a, n), (b, 6000, n), (6000, b, n), (a, 6000, n)];
+        want.sort_unstable();
+        assert_eq!(streams, want, "{id}");
+        for l in &c.media {
+            assert_eq!(l.lost, 0, "{id}");
+        }
+    }
+}
