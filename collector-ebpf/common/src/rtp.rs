@@ -2,6 +2,15 @@
 //! probation, restart on a large jump) and A.8 (interarrival jitter), written once for the
 //! kernel and for offline replay.
 //!
+//! One deliberate difference from A.1: the packets of the probation are counted. A.1 starts
+//! `base_seq` and `received` at the packet that ends the probation, so a loss among the
+//! first packets (the second lost: the probation restarts, and the base moves past the gap)
+//! never shows in `lost`. A passive observer reports what arrived, as tshark's `rtp,streams`
+//! does: the base is the first packet seen, `received` every packet from it, and A.3's
+//! expected = extended highest − base + 1. Probation still says when the source has become
+//! valid (`MIN_SEQUENTIAL` sequential packets), and A.1's wrap and restart handling apply
+//! from the second packet on.
+//!
 //! Integer only, no loops that depend on data, no division by a value that may be zero: the
 //! same code must pass the eBPF verifier.
 
@@ -134,9 +143,10 @@ impl RtpStream {
         self.cycles.wrapping_add(u32::from(self.max_seq))
     }
 
-    /// Packets expected (RFC 3550 A.3); 0 while the source is on probation.
+    /// Packets expected (RFC 3550 A.3) from the first packet seen (not from the end of the
+    /// probation, see the module doc); 0 before any packet.
     pub fn expected(&self) -> u32 {
-        if self.probation != 0 || self.received == 0 {
+        if self.received == 0 {
             return 0;
         }
         self.extended_max()
@@ -159,24 +169,21 @@ impl RtpStream {
         self.seen_bits = 1;
     }
 
-    /// RFC 3550 A.1 `update_seq`: returns whether the packet is valid (counted in `received`).
+    /// RFC 3550 A.1 `update_seq` for every packet after a source's first: returns whether
+    /// the packet is valid (counted in `received`).
+    ///
+    /// Unlike A.1, the probation only counts sequential packets towards validity: it neither
+    /// moves `max_seq` nor leaves packets out of `received`, so the source's first packet
+    /// stays the base (see the module doc).
     #[inline(always)]
     fn update_seq(&mut self, seq: u16) -> bool {
         let udelta = seq.wrapping_sub(self.max_seq);
         if self.probation > 0 {
-            if seq == self.max_seq.wrapping_add(1) {
+            if udelta == 1 {
                 self.probation -= 1;
-                self.max_seq = seq;
-                if self.probation == 0 {
-                    self.init_seq(seq);
-                    self.received = self.received.wrapping_add(1);
-                    return true;
-                }
             } else {
                 self.probation = MIN_SEQUENTIAL - 1;
-                self.max_seq = seq;
             }
-            return false;
         }
         if udelta < MAX_DROPOUT {
             // In order, with a permissible gap.
@@ -230,21 +237,22 @@ impl RtpStream {
     #[inline(always)]
     pub fn update(&mut self, f: &RtpFields, len: u32, now_ns: u64, t: &Timing, is_te: bool) {
         if self.packets == 0 {
-            // A new source: RFC 3550 A.1 init_seq, then probation.
+            // A new source: RFC 3550 A.1 init_seq, and this packet is the base and the first
+            // of the `MIN_SEQUENTIAL` the probation wants.
             self.init_seq(f.seq);
-            self.max_seq = f.seq.wrapping_sub(1);
-            self.probation = MIN_SEQUENTIAL;
+            self.received = 1;
+            self.probation = MIN_SEQUENTIAL - 1;
             self.first_ns = now_ns;
         } else {
             let gap = now_ns.saturating_sub(self.last_ns);
             if gap > self.max_gap_ns {
                 self.max_gap_ns = gap;
             }
+            self.update_seq(f.seq);
         }
         self.packets = self.packets.wrapping_add(1);
         self.bytes = self.bytes.wrapping_add(u64::from(len));
         self.last_ns = now_ns;
-        self.update_seq(f.seq);
 
         if is_te {
             self.te_packets = self.te_packets.wrapping_add(1);

@@ -306,7 +306,7 @@ mod tests {
     const MS: u64 = 1_000_000;
     const SSRC: u32 = 0x1234_5678;
 
-    /// Feeds `n + 1` packets (seq 0..=n, 8 kHz, 20 ms) through the shared kernel update,
+    /// Feeds `n` packets (seq 0..n, 8 kHz, 20 ms) through the shared kernel update,
     /// skipping `drop(seq)`, arriving at `arrival_ms(seq)`. Returns the stream and the
     /// per-packet timings of what arrived.
     fn feed(
@@ -315,7 +315,7 @@ mod tests {
         arrival_ms: impl Fn(u16) -> u64,
     ) -> (RtpStream, Vec<PacketTiming>) {
         let mut v = MediaValue::new(1, 8000, 0xff, 0);
-        let mut pkts: Vec<PacketTiming> = (0..=n)
+        let mut pkts: Vec<PacketTiming> = (0..n)
             .filter(|&i| !drop(i))
             .map(|i| PacketTiming {
                 arrival_ns: 5_000 * MS + arrival_ms(i) * MS,
@@ -340,9 +340,10 @@ mod tests {
         (a - b).abs() <= tol
     }
 
-    // 1001 packets, seq 0..=1000; every 50th from 25 on is dropped (20 packets). RFC 3550
-    // A.1 probation makes seq 1 the base: expected = 1000, lost = 20, 2.0 %. Arrival on time
-    // → jitter 0, every |D| below 50 ms, no late packet. Loss runs: 20 of length 1, so
+    // 1000 packets, seq 0..=999; every 50th from 25 on is dropped (20 packets). Counted from
+    // the first packet, as tshark does: expected = 1000, lost = 20, 2.0 %. Arrival on time
+    // → jitter 0, every |D| (979 of them, between the 980 received) below 50 ms, no late
+    // packet. Loss runs: 20 of length 1, so
     // BurstR = 1 / (p + q) with q = 1, p = 0.02/0.98: 0.98.
     //
     // E-model by hand (G.711 with PLC, RTT 40 ms): Ie,eff = 95·2/(2/0.98 + 25.1) = 7.0006;
@@ -357,13 +358,13 @@ mod tests {
         let mut input = QualityInput::new(&s, 8000, "PCMA");
         input.rtt = Some(Duration::from_millis(40));
         let q = assess(&input);
-        assert_eq!((q.expected, q.lost, q.packets), (1000, 20, 981));
+        assert_eq!((q.expected, q.lost, q.packets), (1000, 20, 980));
         assert!(close(q.loss_pct, 2.0, 1e-12));
         assert_eq!(q.loss_bursts[0], 20);
         assert!(close(q.burst_r, 0.98, 1e-12));
         assert_eq!(q.jitter_last_ms, Some(0.0));
         assert_eq!(q.jitter_max_ms, Some(0.0));
-        assert_eq!(q.delay_hist[0], 980);
+        assert_eq!(q.delay_hist[0], 979);
         assert!(close(q.max_gap_ms, 40.0, 1e-9));
         assert_eq!(q.model, Some("ITU-T G.107"));
         assert_eq!(q.rtt_ms, Some(40.0));
@@ -385,7 +386,7 @@ mod tests {
     }
 
     // 100 ms spikes on every 10th packet, simulated per packet: the 50 ms buffer discards the
-    // 10 spiked packets of seq 10..=100, so its effective loss is 10/100 = 10 %; the 200 ms
+    // 9 spiked packets of seq 10..=90, so its effective loss is 9/100 = 9 %; the 200 ms
     // buffer none; the adaptive one only the first.
     #[test]
     fn per_packet_discards_add_to_loss() {
@@ -409,8 +410,8 @@ mod tests {
         assert_eq!(q.expected, 100);
         assert_eq!(q.lost, 0);
         let discarded: Vec<u64> = q.buffers.iter().map(|b| b.discarded).collect();
-        assert_eq!(discarded, vec![10, 0, 1]);
-        assert!(close(q.buffers[0].effective_loss_pct, 10.0, 1e-12));
+        assert_eq!(discarded, vec![9, 0, 1]);
+        assert!(close(q.buffers[0].effective_loss_pct, 9.0, 1e-12));
         assert!(close(q.buffers[2].effective_loss_pct, 1.0, 1e-12));
         assert_eq!(q.buffers[0].method, Method::PerPacket);
         let mos: Vec<f64> = q
@@ -419,9 +420,9 @@ mod tests {
             .map(|b| b.emodel.as_ref().unwrap().mos)
             .collect();
         assert!(mos[0] < mos[2] && mos[2] < 4.41);
-        // |D| = 100 ms twice per spike (late, then the next packet on time), except for the
-        // spike on the last packet: 19 samples in the 90..120 bucket.
-        assert_eq!(q.delay_hist[3], 19);
+        // |D| = 100 ms twice per spike (late, then the next packet on time): 18 samples in
+        // the 90..120 bucket.
+        assert_eq!(q.delay_hist[3], 18);
     }
 
     // Cross-check with an RR block about this SSRC: our loss is 20 in 1000 (2 %).
@@ -432,7 +433,7 @@ mod tests {
             ssrc: SSRC,
             fraction_lost: 5,
             cumulative_lost: 20,
-            ext_highest_seq: 1000,
+            ext_highest_seq: 999,
             jitter: 40, // 5 ms at 8 kHz
             lsr: 0,
             dlsr: 0,
@@ -441,7 +442,7 @@ mod tests {
         input.rtcp_report = Some(&agreeing);
         let c = assess(&input).rtcp_check.unwrap();
         assert!(c.ssrc_matches);
-        // Expected over seq 1..=1000 (our base is 1): 20/1000.
+        // Expected over seq 0..=999 (our base is the first packet, 0): 20/1000.
         assert_eq!(c.rtcp_loss_pct, Some(2.0));
         assert_eq!(c.rtcp_jitter_ms, Some(5.0));
         assert!(!c.loss_disagrees && !c.jitter_disagrees);

@@ -2,6 +2,9 @@
 //! line by line from the RFC's C code, with floating-point jitter over exact arrival times.
 //! This is the reference the integer, verifier-friendly update is tested against (on the
 //! host and against the kernel's own numbers); it never runs in the datapath.
+//!
+//! [`TsharkCount`] is the second reference: tshark's per-stream counts, which the update
+//! follows where it deliberately leaves A.1 (counting the probation packets).
 #![allow(missing_docs, clippy::indexing_slicing)]
 
 /// One source's state (the RFC's `source` struct).
@@ -85,5 +88,47 @@ impl RefSource {
         }
         self.transit = transit;
         self.have_transit = true;
+    }
+}
+
+/// How tshark's `rtp,streams` counts one stream (Wireshark 4.0, `rtppacket_analyse` in
+/// `ui/tap-rtp-analysis.c` and the table in `ui/cli/tap-rtp.c`), restated here: the first
+/// packet seen is the base; a sequence number below the base's starts a new cycle (once, until
+/// one above the base is seen again), as does 0 right after 65535; the last packet's sequence
+/// number ends the range; every packet counts.
+///
+/// Why a second reference: the update deliberately differs from RFC 3550 A.1 in its base
+/// (the source's first packet, not the end of the probation; see the `rtp` module doc), so
+/// its counts are compared with this one, and its sequence tracking and jitter with
+/// [`RefSource`], which stays the RFC's code.
+#[derive(Default, Debug)]
+pub struct TsharkCount {
+    pub seen: bool,
+    pub start_seq: u16,
+    pub stop_seq: u16,
+    pub cycles: u32,
+    pub under: bool,
+    pub total: u32,
+}
+
+impl TsharkCount {
+    pub fn update(&mut self, seq: u16) {
+        if !self.seen {
+            self.seen = true;
+            self.start_seq = seq;
+        } else if !self.under && (seq < self.start_seq || (seq == 0 && self.stop_seq == 65535)) {
+            self.cycles += 1;
+            self.under = true;
+        } else if seq > self.start_seq && self.under {
+            self.under = false;
+        }
+        self.stop_seq = seq;
+        self.total += 1;
+    }
+    pub fn expected(&self) -> i64 {
+        i64::from(self.stop_seq) + i64::from(self.cycles) * 65536 - i64::from(self.start_seq) + 1
+    }
+    pub fn lost(&self) -> i64 {
+        self.expected() - i64::from(self.total)
     }
 }

@@ -45,10 +45,36 @@ fn decode_as_ports(o: &Value) -> Vec<u16> {
         .collect()
 }
 
+/// SIP ports of the decode-as rules in the header of `F.oracle.txt` (`# decode-as: none` or
+/// `# decode-as: ['tcp.port==60010,sip', ...]`): every capture has that file, not every one
+/// a `F.json` (the RTP accounting captures are checked against `rtp,streams` directly).
+fn header_decode_as_ports(name: &str) -> Vec<u16> {
+    let p = path(&format!("{name}.oracle.txt"));
+    let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("test data {p:?}: {e}"));
+    let rules = text
+        .lines()
+        .find_map(|l| l.strip_prefix("# decode-as: "))
+        .unwrap_or_else(|| panic!("{p:?}: no decode-as line"));
+    rules
+        .split(['[', ']', '\'', ' '])
+        .filter_map(|r| {
+            let (lhs, proto) = r.trim_end_matches(',').split_once(',')?;
+            (proto == "sip").then_some(())?;
+            lhs.split("==").nth(1)?.parse().ok()
+        })
+        .collect()
+}
+
 fn replay(name: &str) -> (ReplayOutput, Value) {
     let o = oracle(name);
+    let ports = decode_as_ports(&o);
+    assert_eq!(
+        ports,
+        header_decode_as_ports(name),
+        "{name}: decode-as rules"
+    );
     let opts = ReplayOptions {
-        sip_ports: decode_as_ports(&o),
+        sip_ports: ports,
         ..ReplayOptions::default()
     };
     (replay_file(&path(name), &opts, |_| {}).unwrap(), o)
@@ -494,8 +520,12 @@ fn replay_is_deterministic() {
                 .map(|c| serde_json::to_string(c).unwrap())
                 .collect()
         };
-        let (a, _) = replay(&name);
-        let (b, _) = replay(&name);
+        let opts = || ReplayOptions {
+            sip_ports: header_decode_as_ports(&name),
+            ..ReplayOptions::default()
+        };
+        let a = replay_file(&path(&name), &opts(), |_| {}).unwrap();
+        let b = replay_file(&path(&name), &opts(), |_| {}).unwrap();
         assert_eq!(json(&a), json(&b), "{name}");
         let mut ids: Vec<&str> = a.cdrs.iter().map(|c| c.cdr_id.as_str()).collect();
         ids.sort();
