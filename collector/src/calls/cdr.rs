@@ -244,6 +244,7 @@ pub(crate) fn build(
         cdr_id,
         call_id: call.call_id.clone(),
         correlation_id: call.correlation.clone(),
+        correlation_method: String::new(),
         caller: Some(call.caller.clone()),
         callee: Some(call.callee.clone()),
         src_ip: call.src.ip().to_canonical().to_string(),

@@ -79,7 +79,7 @@ const fn field(
 }
 
 /// Every CDR field, in CDR order.
-pub static CDR_FIELDS: [FieldSpec; 41] = [
+pub static CDR_FIELDS: [FieldSpec; 42] = [
     field(
         "agent_id",
         Technical,
@@ -261,6 +261,12 @@ pub static CDR_FIELDS: [FieldSpec; 41] = [
         KEPT,
     ),
     field("sip_messages", Technical, "SIP messages of the call", KEPT),
+    field(
+        "correlation_method",
+        Technical,
+        "how the legs of the call were linked",
+        KEPT,
+    ),
 ];
 
 /// Where stored fields live.
@@ -478,7 +484,7 @@ mod tests {
 
     /// The field list, in order (the comparison with the proto itself is in
     /// `privacy::apply`'s tests).
-    const EXPECTED: [&str; 41] = [
+    const EXPECTED: [&str; 42] = [
         "agent_id",
         "cdr_id",
         "call_id",
@@ -520,6 +526,7 @@ mod tests {
         "legs_hops",
         "interim",
         "sip_messages",
+        "correlation_method",
     ];
 
     #[test]
@@ -584,7 +591,7 @@ mod tests {
         let json: serde_json::Value = serde_json::from_str(&render_json(&config).unwrap()).unwrap();
         assert_eq!(json["policy"]["scope"], "t1");
         let fields = json["fields"].as_array().unwrap();
-        assert_eq!(fields.len(), 41);
+        assert_eq!(fields.len(), 42);
         let callee = fields.iter().find(|f| f["name"] == "callee_user").unwrap();
         assert_eq!(callee["policy"]["keep_prefix"]["digits"], 5);
         assert_eq!(callee["category"], "direct_identifier");
