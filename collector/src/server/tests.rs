@@ -194,6 +194,9 @@ impl Store for AckLosingStore {
     async fn query(&self, filter: CdrFilter) -> Result<Vec<Cdr>, StoreError> {
         self.inner.query(filter).await
     }
+    async fn query_call_legs(&self, filter: CdrFilter) -> Result<Vec<Cdr>, StoreError> {
+        self.inner.query_call_legs(filter).await
+    }
     async fn erase(&self, e: Erasure) -> Result<u64, StoreError> {
         self.inner.erase(e).await
     }
@@ -637,7 +640,7 @@ fn schema_is_versioned_and_a_newer_database_is_refused() {
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap();
-    assert_eq!(versions, vec![1, 2]);
+    assert_eq!(versions, vec![1, 2, 3]);
     let mode: String = c
         .query_row("PRAGMA journal_mode", [], |r| r.get(0))
         .unwrap();
@@ -654,7 +657,7 @@ fn schema_is_versioned_and_a_newer_database_is_refused() {
         SqliteStore::open(p),
         Err(StoreError::SchemaTooNew {
             found: 99,
-            supported: 2
+            supported: 3
         })
     ));
 }
