@@ -18,6 +18,7 @@ const ENUM_FIELDS: &[(&str, &str)] = &[
     (".collector.v1.Cdr.hangup_side", "hangup_side"),
     (".collector.v1.MediaLeg.direction", "media_direction"),
     (".collector.v1.CdrQuery.disposition", "disposition"),
+    (".collector.v1.Call.disposition", "disposition"),
     (".collector.v1.CallState.state", "call_state_kind"),
     (".collector.v1.CallState.disposition", "disposition"),
     (".collector.v1.Alert.severity", "alert_severity"),

@@ -6,6 +6,7 @@
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod calls;
+pub mod callview;
 pub mod capture;
 pub mod cli;
 pub mod fuzzing;

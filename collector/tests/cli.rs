@@ -264,3 +264,162 @@ fn replay_loads_a_capture_into_the_collector_once() {
         assert_eq!(r[1], "200");
     }
 }
+
+/// `collector cdrs --by-call` asks the server for calls: the two legs the agent linked
+/// print as one call (json: one object with both legs in start order; table: the call's
+/// row, then its legs indented), a leg without correlation id is a call of its own, and
+/// csv is refused.
+#[test]
+fn cdrs_by_call_prints_each_call_with_its_legs() {
+    let b = Backend::sqlite();
+    let dir = tempfile::tempdir().unwrap();
+    let leg = |id: &str, cid: &str, from: &str, to: &str, start: u64| Cdr {
+        call_id: format!("call-{id}"),
+        correlation_id: cid.into(),
+        correlation_method: if cid.is_empty() { "" } else { "header" }.into(),
+        ..cdr(id, from, to, start)
+    };
+    // Recent times: the server's retention job deletes what is older than its limit.
+    let t0 = collector::server::retention::now_ms() - 60_000;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let s = b.open().await;
+        let recs = [
+            leg("x_out", "X", "P-sbc", "P-bob", t0 + 1_040),
+            leg("x_in", "X", "P-alice", "P-sbc", t0 + 1_000),
+            leg("z", "", "P-erin", "P-bob", t0 + 2_000),
+        ]
+        .into_iter()
+        .zip(1..)
+        .map(|(c, s)| CdrRecord {
+            sequence: s,
+            cdr: Some(c),
+        })
+        .collect();
+        s.ingest("sbc1", recs).await.unwrap();
+    });
+    let addr: SocketAddr = ([127, 0, 0, 1], support::free_port()).into();
+    let mut cmd = collector();
+    cmd.arg("server")
+        .args(["--listen", &addr.to_string(), "--db", &b.url()]);
+    let _server = Proc::spawn("collector server", cmd, &dir.path().join("server.log"));
+    support::wait_listening(addr, Duration::from_secs(30));
+    let url = format!("http://{addr}");
+    let cdrs = |args: &[&str]| {
+        let mut c = collector();
+        c.args(["cdrs", "--server", &url, "--by-call"]).args(args);
+        run(c, "")
+    };
+
+    let out = cdrs(&["-o", "json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let calls: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(calls.len(), 2);
+    // Newest first: z (2 000), then X (1 000) with its ingress leg first.
+    assert_eq!(calls[0]["leg_count"], 1);
+    assert_eq!(calls[0]["legs"][0]["cdr_id"], "z");
+    assert_eq!(calls[1]["correlation_id"], "X");
+    assert_eq!(calls[1]["correlation_method"], "header");
+    assert_eq!(calls[1]["leg_count"], 2);
+    assert_eq!(calls[1]["legs"][0]["cdr_id"], "x_in");
+    assert_eq!(calls[1]["legs"][1]["cdr_id"], "x_out");
+    assert_eq!(calls[1]["caller"]["user"], "P-alice");
+    assert_eq!(calls[1]["callee"]["user"], "P-bob");
+
+    let out = cdrs(&["-o", "table", "--limit", "1"]);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    // Two header lines, then the newest call (z) and its one leg.
+    assert_eq!(lines.len(), 4, "{text}");
+    assert!(
+        lines[2].contains("P-erin") && !lines[2].starts_with(' '),
+        "{text}"
+    );
+    assert!(
+        lines[3].starts_with("  ") && lines[3].contains("call-z"),
+        "{text}"
+    );
+
+    let out = cdrs(&["-o", "csv"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--by-call"));
+}
+
+/// `collector replay --by-call` groups the replayed legs with the same grouping: the
+/// capture's oracle (tshark) has 3 calls, none through a B2BUA, so 3 one-leg calls in start
+/// order, each with the oracle's Call-ID and RTP packet counts per direction.
+#[test]
+fn replay_by_call_matches_the_oracle() {
+    let capture =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../testdata/corpus/sipp_g711_basic.pcap");
+    let oracle: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(capture.with_extension("pcap.json")).unwrap(),
+    )
+    .unwrap();
+    let mut r = collector();
+    r.arg("replay")
+        .arg(&capture)
+        .args(["--by-call", "--format", "json"]);
+    let out = run(r, "");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let calls: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let want = oracle["calls"].as_array().unwrap();
+    assert_eq!(calls.len(), want.len());
+    for (c, w) in calls.iter().zip(want) {
+        assert_eq!(c["leg_count"], 1);
+        let leg = &c["legs"][0];
+        assert_eq!(leg["call_id"], w["call_id"]);
+        for (dir, key) in [
+            ("MEDIA_DIRECTION_CALLER_TO_CALLEE", "caller_to_callee"),
+            ("MEDIA_DIRECTION_CALLEE_TO_CALLER", "callee_to_caller"),
+        ] {
+            // Each stream tshark saw is in the leg, same direction and SSRC, same count.
+            for o in w["rtp"][key].as_array().unwrap() {
+                let ssrc =
+                    u64::from_str_radix(o["ssrc"].as_str().unwrap().trim_start_matches("0x"), 16)
+                        .unwrap();
+                let packets: Vec<u64> = leg["media"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter(|m| m["direction"] == dir && m["ssrc"].as_u64() == Some(ssrc))
+                    .map(|m| m["packets"].as_u64().unwrap())
+                    .collect();
+                assert_eq!(
+                    packets,
+                    [o["packets"].as_u64().unwrap()],
+                    "{} {key}",
+                    w["call_id"]
+                );
+            }
+        }
+    }
+    // The table has the same calls, each followed by its leg.
+    let mut r = collector();
+    r.arg("replay").arg(&capture).arg("--by-call");
+    let text = String::from_utf8(run(r, "").stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2 + 2 * want.len(), "{text}");
+    for (i, w) in want.iter().enumerate() {
+        let id = w["call_id"].as_str().unwrap();
+        assert!(lines[2 + 2 * i + 1].starts_with("  "), "{text}");
+        assert!(lines[2 + 2 * i + 1].contains(id), "{text}");
+    }
+}

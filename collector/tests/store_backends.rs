@@ -478,6 +478,102 @@ async fn query_filters_select_the_fixture_rows(b: Backend) {
     assert_eq!(limited, 2);
 }
 
+/// A leg of a call through an SBC: `from` → `to`, linked by `cid` (empty: not linked).
+fn call_leg(id: &str, cid: &str, from: &str, to: &str, start_ms: u64) -> Cdr {
+    let mut c = cdr(id, start_ms, Disposition::Answered);
+    c.correlation_id = cid.into();
+    c.correlation_method = if cid.is_empty() { "none" } else { "header" }.into();
+    c.caller = party(from);
+    c.callee = party(to);
+    c
+}
+
+async fn call_view_returns_every_leg_of_the_matching_calls(b: Backend) {
+    let s = b.open().await;
+    // Call X: alice → SBC → bob, both legs seen by agent A. Call Y: carol → SBC (agent A),
+    // SBC → dan (agent B). Two legs not linked to anything: z (alice → erin), w.
+    s.ingest(
+        "A",
+        records(
+            vec![
+                call_leg("x_in", "X", "P-alice", "P-sbc", NOW + 1_000),
+                call_leg("x_out", "X", "P-sbc", "P-bob", NOW + 1_040),
+                call_leg("z", "", "P-alice", "P-erin", NOW + 3_000),
+                call_leg("w", "", "P-frank", "P-gina", NOW + 4_000),
+                call_leg("y_in", "Y", "P-carol", "P-sbc", NOW + 5_000),
+            ],
+            1,
+        ),
+    )
+    .await
+    .unwrap();
+    s.ingest(
+        "B",
+        records(
+            vec![call_leg("y_out", "Y", "P-sbc", "P-dan", NOW + 5_030)],
+            1,
+        ),
+    )
+    .await
+    .unwrap();
+    let run = |f: CdrFilter| {
+        let s = Arc::clone(&s);
+        async move {
+            let mut ids: Vec<String> = s
+                .query_call_legs(CdrFilter { limit: 100, ..f })
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|c| c.cdr_id)
+                .collect();
+            ids.sort();
+            ids
+        }
+    };
+    let d = CdrFilter::default;
+    assert_eq!(run(d()).await, ["w", "x_in", "x_out", "y_in", "y_out", "z"]);
+    // Only the egress leg names bob: the call comes with its ingress leg.
+    let bob = CdrFilter {
+        pseudonyms: vec!["P-bob".into()],
+        ..d()
+    };
+    assert_eq!(run(bob).await, ["x_in", "x_out"]);
+    // alice is in X's ingress leg and in z, a call of its own.
+    let alice = CdrFilter {
+        pseudonyms: vec!["P-alice".into()],
+        ..d()
+    };
+    assert_eq!(run(alice).await, ["x_in", "x_out", "z"]);
+    // Agent B saw only y_out; the call's other leg is agent A's.
+    let agent = CdrFilter {
+        agent_id: Some("B".into()),
+        ..d()
+    };
+    assert_eq!(run(agent).await, ["y_in", "y_out"]);
+    // The time range selects x_out only; x_in started before it and still comes.
+    let range = CdrFilter {
+        start_from_ms: Some(NOW + 1_020),
+        start_to_ms: Some(NOW + 2_000),
+        ..d()
+    };
+    assert_eq!(run(range).await, ["x_in", "x_out"]);
+    // The limit counts calls, newest first: Y (newest leg NOW+5030), then w (NOW+4000).
+    let mut two: Vec<String> = s
+        .query_call_legs(CdrFilter { limit: 2, ..d() })
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.cdr_id)
+        .collect();
+    two.sort();
+    assert_eq!(two, ["w", "y_in", "y_out"]);
+    let none = CdrFilter {
+        pseudonyms: vec!["P-nobody".into()],
+        ..d()
+    };
+    assert!(run(none).await.is_empty());
+}
+
 async fn schema_is_versioned_and_indexed(b: Backend) {
     drop(b.open().await);
     drop(b.open().await); // a second open applies nothing twice
@@ -486,12 +582,12 @@ async fn schema_is_versioned_and_indexed(b: Backend) {
         .await;
     let indexes = match &b {
         Backend::Sqlite(_) => {
-            assert_eq!(versions, [["1"], ["2"]]);
+            assert_eq!(versions, [["1"], ["2"], ["3"]]);
             b.select("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'cdrs'")
                 .await
         }
         Backend::Postgres(_) => {
-            assert_eq!(versions, [["1"]]);
+            assert_eq!(versions, [["1"], ["2"]]);
             b.select("SELECT indexname::text FROM pg_indexes WHERE tablename = 'cdrs'")
                 .await
         }
@@ -506,6 +602,7 @@ async fn schema_is_versioned_and_indexed(b: Backend) {
         "cdrs_callee_domain",
         "cdrs_caller_display",
         "cdrs_callee_display",
+        "cdrs_correlation_id",
     ] {
         assert!(
             names.contains(&want),
@@ -520,6 +617,7 @@ both_backends!(
     retention_deletes_exactly_what_is_older_than_the_limit_and_keeps_aggregates,
     erasure_removes_all_of_a_subjects_cdrs_and_nothing_else,
     query_filters_select_the_fixture_rows,
+    call_view_returns_every_leg_of_the_matching_calls,
     schema_is_versioned_and_indexed,
 );
 

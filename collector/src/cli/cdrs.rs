@@ -1,7 +1,8 @@
 //! `collector cdrs`: queries stored CDRs over `collector.v1.Query` and prints them as a
 //! table, JSON lines (proto field names) or CSV (RFC 4180). Filters: time range, subject
 //! (a number is hashed here under every key, see [`super::connect::SubjectArgs`]),
-//! disposition, agent, minimum loss, maximum MOS.
+//! disposition, agent, minimum loss, maximum MOS. With `--by-call` it asks for calls
+//! (`ListCalls`) and prints them with [`crate::callview::print`]: each call, then its legs.
 use std::{
     io::{self, Write},
     time::{SystemTime, UNIX_EPOCH},
@@ -12,6 +13,7 @@ use collector_proto::v1::{query_client::QueryClient, Cdr, CdrQuery, Disposition}
 use tokio_stream::StreamExt as _;
 
 use super::CdrsArgs;
+use crate::callview;
 
 /// How CDRs are printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -29,11 +31,34 @@ pub fn run(args: CdrsArgs) -> anyhow::Result<()> {
     let now_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
+    let call_format = match (args.by_call, args.output) {
+        (false, _) => None,
+        (true, OutputFormat::Table) => Some(callview::Format::Table),
+        (true, OutputFormat::Json) => Some(callview::Format::Json),
+        (true, OutputFormat::Csv) => bail!("--by-call prints a table or json, not csv"),
+    };
     let pseudonyms = args.subject.pseudonyms(&mut io::stdin().lock())?;
     let query = build_query(&args, pseudonyms, now_ms)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    if let Some(format) = call_format {
+        let calls = rt.block_on(async {
+            let mut client = QueryClient::new(args.conn.connect().await?)
+                .max_decoding_message_size(crate::server::MAX_MESSAGE_BYTES);
+            let mut stream = client
+                .list_calls(query)
+                .await
+                .context("querying calls")?
+                .into_inner();
+            let mut out = Vec::new();
+            while let Some(c) = stream.next().await {
+                out.push(c.context("receiving calls")?);
+            }
+            anyhow::Ok(out)
+        })?;
+        return write_out(|w| callview::print(w, &calls, format));
+    }
     let cdrs = rt.block_on(async {
         let mut client = QueryClient::new(args.conn.connect().await?)
             .max_decoding_message_size(crate::server::MAX_MESSAGE_BYTES);
@@ -48,9 +73,15 @@ pub fn run(args: CdrsArgs) -> anyhow::Result<()> {
         }
         anyhow::Ok(out)
     })?;
-    let stdout = io::stdout();
-    let mut w = io::BufWriter::new(stdout.lock());
-    match print(&mut w, &cdrs, args.output).and_then(|()| w.flush()) {
+    write_out(|w| print(w, &cdrs, args.output))
+}
+
+/// Runs `print` over buffered stdout.
+fn write_out(
+    print: impl FnOnce(&mut io::BufWriter<io::StdoutLock<'static>>) -> io::Result<()>,
+) -> anyhow::Result<()> {
+    let mut w = io::BufWriter::new(io::stdout().lock());
+    match print(&mut w).and_then(|()| w.flush()) {
         // `collector cdrs | head` closing the pipe early is not an error.
         Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
         other => Ok(other?),
@@ -349,6 +380,22 @@ mod tests {
             crate::cli::Command::Cdrs(a) => a,
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn by_call_is_a_flag_that_leaves_the_query_alone() {
+        use clap::Parser as _;
+        let cli = crate::cli::Cli::try_parse_from(["collector", "cdrs", "--by-call", "-o", "json"])
+            .unwrap();
+        let crate::cli::Command::Cdrs(a) = cli.command else {
+            panic!("not cdrs");
+        };
+        assert!(a.by_call);
+        assert_eq!(a.output, OutputFormat::Json);
+        assert!(!args().by_call);
+        // The filters (and the limit, which counts calls) go into the same CdrQuery.
+        let q = build_query(&a, vec!["P-x".into()], 0).unwrap();
+        assert_eq!(q.pseudonyms, ["P-x"]);
     }
 
     #[test]

@@ -219,6 +219,11 @@ pub struct CdrsArgs {
     /// Output format.
     #[arg(long = "output", short = 'o', value_enum, default_value_t = cdrs::OutputFormat::Table)]
     pub output: cdrs::OutputFormat,
+    /// One row per call rather than per leg: the legs the agent linked (one correlation id)
+    /// under their call, every leg of a call with a matching leg (`--limit` counts calls;
+    /// table or json).
+    #[arg(long)]
+    pub by_call: bool,
 }
 
 /// `collector erase`.
@@ -308,6 +313,10 @@ pub struct ReplayArgs {
     /// Output format: `table` or `json` (one CDR per line).
     #[arg(long, default_value = "table")]
     pub format: String,
+    /// One row per call rather than per leg: the legs the agent linked (one correlation id)
+    /// under their call, calls in start order (json: one object per call).
+    #[arg(long, conflicts_with = "server")]
+    pub by_call: bool,
     /// Agent configuration (TOML): its `[privacy]` policy is applied (identifiers are
     /// printed in clear without it) and its `[calls]` settings used.
     #[arg(long)]

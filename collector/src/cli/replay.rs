@@ -1,5 +1,7 @@
 //! `collector replay FILE.pcap|pcapng`: the agent's userspace pipeline over a capture file,
-//! with the kernel's media maps emulated in memory, printing one CDR per call.
+//! with the kernel's media maps emulated in memory, printing one CDR per SIP dialog (or,
+//! with `--by-call`, one row per call with its legs under it, grouped by
+//! [`crate::callview::group`]).
 //!
 //! Identifiers are printed in clear unless `--config` names an agent configuration with a
 //! `[privacy]` policy (scope and key file), which is then applied exactly as the agent
@@ -18,6 +20,7 @@ use crate::calls::{
     tracker::{CdrIds, TrackerStats},
     CallsConfig, Tracker,
 };
+use crate::callview;
 use crate::net::{pcap::PcapSource, DecoderConfig, NetStats};
 use crate::pipeline::{Pipeline, Privacy, Schedule};
 use crate::privacy::{PrivacyConfig, Pseudonymizer};
@@ -172,7 +175,7 @@ pub fn run(args: &super::ReplayArgs) -> anyhow::Result<()> {
     let mut lock = stdout.lock();
     let mut write_err: Option<std::io::Error> = None;
     let out = replay_file(&args.file, &opts, |c| {
-        if format == Format::Json && write_err.is_none() {
+        if format == Format::Json && !args.by_call && write_err.is_none() {
             match serde_json::to_string(c) {
                 Ok(s) => {
                     if let Err(e) = writeln!(lock, "{s}") {
@@ -186,7 +189,14 @@ pub fn run(args: &super::ReplayArgs) -> anyhow::Result<()> {
     if let Some(e) = write_err {
         return Err(e).context("writing the output");
     }
-    if format == Format::Table {
+    if args.by_call {
+        let calls = callview::group(out.cdrs.iter().cloned(), callview::Order::OldestFirst);
+        let format = match format {
+            Format::Table => callview::Format::Table,
+            Format::Json => callview::Format::Json,
+        };
+        callview::print(&mut lock, &calls, format).context("writing the output")?;
+    } else if format == Format::Table {
         write!(lock, "{}", render_table(&out.cdrs)).context("writing the output")?;
     }
     drop(lock);

@@ -135,6 +135,7 @@ pub fn access(path: &str) -> Access {
             Access::Roles(&[Role::Ingest])
         }
         "/collector.v1.Query/ListCdrs"
+        | "/collector.v1.Query/ListCalls"
         | "/collector.v1.Watch/Flows"
         | "/collector.v1.Admin/Stats"
         | "/collector.v1.Admin/RetentionStatus" => Access::Roles(READERS),
@@ -332,6 +333,9 @@ mod tests {
         assert_eq!(code("/collector.v1.Query/ListCdrs", Role::Read), None);
         assert_eq!(code("/collector.v1.Query/ListCdrs", Role::Admin), None);
         assert_eq!(code("/collector.v1.Query/ListCdrs", Role::Ingest), deny);
+        assert_eq!(code("/collector.v1.Query/ListCalls", Role::Read), None);
+        assert_eq!(code("/collector.v1.Query/ListCalls", Role::Admin), None);
+        assert_eq!(code("/collector.v1.Query/ListCalls", Role::Ingest), deny);
         assert_eq!(code("/collector.v1.Admin/Erase", Role::Read), deny);
         assert_eq!(code("/collector.v1.Admin/Erase", Role::Ingest), deny);
         assert_eq!(code("/collector.v1.Admin/Erase", Role::Admin), None);

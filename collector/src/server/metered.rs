@@ -60,6 +60,14 @@ impl Store for MeteredStore {
         out
     }
 
+    async fn query_call_legs(&self, filter: CdrFilter) -> Result<Vec<Cdr>, StoreError> {
+        // A read like `query`: the same latency series.
+        let start = Instant::now();
+        let out = self.inner.query_call_legs(filter).await;
+        self.took(StorageOp::Query, start);
+        out
+    }
+
     async fn erase(&self, erasure: Erasure) -> Result<u64, StoreError> {
         let start = Instant::now();
         let out = self.inner.erase(erasure).await;

@@ -1,10 +1,12 @@
 //! `collector.v1.Query`: validates a `CdrQuery` into a [`CdrFilter`] before any work is
-//! spawned, then streams the matching CDRs newest first. Every read is written to the
-//! audit log (who, which pseudonyms, which other filters, how many CDRs) before the
-//! answer is sent: a read that cannot be audited is refused.
+//! spawned, then streams the matching CDRs newest first (`ListCdrs`), or the calls with a
+//! matching leg, each with all its legs, grouped by [`crate::callview::group`]
+//! (`ListCalls`). Every read is written to the audit log (who, which pseudonyms, which
+//! other filters and which view, how many CDRs) before the answer is sent: a read that
+//! cannot be audited is refused.
 use std::{pin::Pin, sync::Arc};
 
-use collector_proto::v1::{query_server::Query, Cdr, CdrQuery, Disposition};
+use collector_proto::v1::{query_server::Query, Call, Cdr, CdrQuery, Disposition};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
@@ -96,9 +98,23 @@ pub fn validate(q: CdrQuery) -> Result<CdrFilter, ServerError> {
     })
 }
 
-/// The non-pseudonym filters of a query as a JSON object, for the audit log.
-pub fn describe(f: &CdrFilter) -> String {
+/// Which view a read asked for (recorded in the audit log).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum View {
+    /// `ListCdrs`: one row per leg.
+    Cdrs,
+    /// `ListCalls`: one row per call, with all its legs.
+    Calls,
+}
+
+/// The non-pseudonym filters of a query as a JSON object, for the audit log. A
+/// [`View::Calls`] read says so (`"view": "calls"`): it returns sibling legs the filters
+/// alone would not have matched.
+pub fn describe(f: &CdrFilter, view: View) -> String {
     let mut m = serde_json::Map::new();
+    if view == View::Calls {
+        m.insert("view".to_string(), "calls".into());
+    }
     let mut put = |k: &str, v: serde_json::Value| {
         m.insert(k.to_string(), v);
     };
@@ -124,19 +140,19 @@ pub fn describe(f: &CdrFilter) -> String {
     serde_json::Value::Object(m).to_string()
 }
 
-#[tonic::async_trait]
-impl Query for QueryService {
-    type ListCdrsStream = Pin<Box<dyn Stream<Item = Result<Cdr, Status>> + Send + 'static>>;
-
-    async fn list_cdrs(
-        &self,
-        request: Request<CdrQuery>,
-    ) -> Result<Response<Self::ListCdrsStream>, Status> {
+impl QueryService {
+    /// Validates the request, reads the legs of `view`, and audits the read (the CDRs
+    /// returned, legs of every call included) before anything is answered.
+    async fn read(&self, request: Request<CdrQuery>, view: View) -> Result<Vec<Cdr>, Status> {
         let caller = Caller::of(&request);
         let filter = validate(request.into_inner())?;
         let subjects = filter.pseudonyms.clone();
-        let reference = describe(&filter);
-        let cdrs = self.store.query(filter).await.map_err(ServerError::from)?;
+        let reference = describe(&filter, view);
+        let cdrs = match view {
+            View::Cdrs => self.store.query(filter).await,
+            View::Calls => self.store.query_call_legs(filter).await,
+        }
+        .map_err(ServerError::from)?;
         self.store
             .audit(AuditEntry {
                 time_ms: now_ms(),
@@ -148,8 +164,33 @@ impl Query for QueryService {
             })
             .await
             .map_err(ServerError::from)?;
+        Ok(cdrs)
+    }
+}
+
+#[tonic::async_trait]
+impl Query for QueryService {
+    type ListCdrsStream = Pin<Box<dyn Stream<Item = Result<Cdr, Status>> + Send + 'static>>;
+    type ListCallsStream = Pin<Box<dyn Stream<Item = Result<Call, Status>> + Send + 'static>>;
+
+    async fn list_cdrs(
+        &self,
+        request: Request<CdrQuery>,
+    ) -> Result<Response<Self::ListCdrsStream>, Status> {
+        let cdrs = self.read(request, View::Cdrs).await?;
         Ok(Response::new(Box::pin(tokio_stream::iter(
             cdrs.into_iter().map(Ok),
+        ))))
+    }
+
+    async fn list_calls(
+        &self,
+        request: Request<CdrQuery>,
+    ) -> Result<Response<Self::ListCallsStream>, Status> {
+        let legs = self.read(request, View::Calls).await?;
+        let calls = crate::callview::group(legs, crate::callview::Order::NewestFirst);
+        Ok(Response::new(Box::pin(tokio_stream::iter(
+            calls.into_iter().map(Ok),
         ))))
     }
 }

@@ -194,6 +194,9 @@ impl Store for AckLosingStore {
     async fn query(&self, filter: CdrFilter) -> Result<Vec<Cdr>, StoreError> {
         self.inner.query(filter).await
     }
+    async fn query_call_legs(&self, filter: CdrFilter) -> Result<Vec<Cdr>, StoreError> {
+        self.inner.query_call_legs(filter).await
+    }
     async fn erase(&self, e: Erasure) -> Result<u64, StoreError> {
         self.inner.erase(e).await
     }
@@ -530,6 +533,109 @@ async fn query_filters_match_the_fixture() {
     assert_eq!(err.code(), Code::InvalidArgument);
 }
 
+/// A leg of a call through an SBC, linked by `cid` (empty: not linked).
+fn call_leg(id: &str, cid: &str, from: &str, to: &str, start_ms: u64) -> Cdr {
+    let mut c = cdr(id, from, to, start_ms, Disposition::Answered);
+    c.correlation_id = cid.into();
+    c.correlation_method = if cid.is_empty() { "" } else { "media" }.into();
+    c
+}
+
+#[tokio::test]
+async fn list_calls_groups_legs_and_audits_every_leg_read() {
+    let t = tempfile::tempdir().unwrap();
+    let (_db, store) = sqlite(t.path());
+    // X: P-a → SBC → P-b; the egress leg answers and is stored first.
+    let mut x_out = call_leg("x_out", "X", "P-sbc", "P-b", 1_040);
+    x_out.final_code = 200;
+    let mut x_in = call_leg("x_in", "X", "P-a", "P-sbc", 1_000);
+    x_in.final_code = 183;
+    x_in.billable_ms = 49_000;
+    let z = call_leg("z", "", "P-a", "P-c", 2_000);
+    store
+        .ingest("A", vec![record(1, x_out), record(2, x_in), record(3, z)])
+        .await
+        .unwrap();
+    let server = TestServer::start(Arc::clone(&store), 0).await;
+    let mut q = QueryClient::connect(server.url()).await.unwrap();
+    let mut run = async |query: CdrQuery| -> Vec<collector_proto::v1::Call> {
+        let s = q.list_calls(query).await.unwrap().into_inner();
+        s.map(|c| c.unwrap()).collect().await
+    };
+    let all = run(CdrQuery::default()).await;
+    // Newest first: z (2 000), then X (1 000).
+    let shape: Vec<(String, u32, Vec<String>)> = all
+        .iter()
+        .map(|c| {
+            (
+                c.correlation_id.clone(),
+                c.leg_count,
+                c.legs.iter().map(|l| l.cdr_id.clone()).collect(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        shape,
+        [
+            (String::new(), 1, vec!["z".to_string()]),
+            (
+                "X".to_string(),
+                2,
+                vec!["x_in".to_string(), "x_out".to_string()]
+            ),
+        ]
+    );
+    let x = &all[1];
+    assert_eq!(x.correlation_method, "media");
+    assert_eq!(x.caller.as_ref().unwrap().user, "P-a");
+    assert_eq!(x.callee.as_ref().unwrap().user, "P-b");
+    assert_eq!(
+        (x.start_time_ms, x.final_code, x.billable_ms),
+        (1_000, 183, 49_000)
+    );
+    // Only x_out names P-b: the call comes whole.
+    let by_b = run(CdrQuery {
+        pseudonym: "P-b".into(),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(by_b.len(), 1);
+    assert_eq!(by_b[0].leg_count, 2);
+    // The limit counts calls.
+    assert_eq!(
+        run(CdrQuery {
+            limit: 1,
+            ..Default::default()
+        })
+        .await
+        .len(),
+        1
+    );
+    let err = q
+        .list_calls(CdrQuery {
+            disposition: 99,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    // Each read is audited with the view and the number of legs it returned: newest
+    // first, the limited read (z: 1 leg), the P-b read (2 legs), the first read (3 legs).
+    let log = store.audit_log(10).await.unwrap();
+    let got: Vec<(Vec<String>, u64)> = log
+        .iter()
+        .map(|e| (e.subjects.clone(), e.affected))
+        .collect();
+    assert_eq!(
+        got,
+        [(vec![], 1), (vec!["P-b".to_string()], 2), (vec![], 3)]
+    );
+    for e in &log {
+        let r: serde_json::Value = serde_json::from_str(&e.reference).unwrap();
+        assert_eq!(r["view"], "calls", "{}", e.reference);
+    }
+}
+
 #[tokio::test]
 async fn health_serves_watch_is_unimplemented_and_retention_status_answers() {
     let t = tempfile::tempdir().unwrap();
@@ -637,7 +743,7 @@ fn schema_is_versioned_and_a_newer_database_is_refused() {
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap();
-    assert_eq!(versions, vec![1, 2]);
+    assert_eq!(versions, vec![1, 2, 3]);
     let mode: String = c
         .query_row("PRAGMA journal_mode", [], |r| r.get(0))
         .unwrap();
@@ -654,7 +760,7 @@ fn schema_is_versioned_and_a_newer_database_is_refused() {
         SqliteStore::open(p),
         Err(StoreError::SchemaTooNew {
             found: 99,
-            supported: 2
+            supported: 3
         })
     ));
 }
@@ -721,4 +827,74 @@ async fn a_v1_database_migrates_and_retention_reads_the_codec_from_the_stored_cd
     // Worst MOS 3.2 is in [3.0, 3.5): bucket 4; loss 3 % in [2, 5): bucket 4.
     assert_eq!(agg[0].mos_hist[4], 1);
     assert_eq!(agg[0].loss_hist[4], 1);
+}
+
+#[tokio::test]
+async fn a_v2_database_gets_correlation_ids_from_the_stored_cdrs() {
+    use prost::Message as _;
+    let t = tempfile::tempdir().unwrap();
+    let path = t.path().join("cdr.db");
+    // A database as release v2 left it: two linked legs stored before the column existed.
+    {
+        let c = rusqlite::Connection::open(&path).unwrap();
+        c.execute_batch(store::sqlite::MIGRATIONS[0]).unwrap();
+        c.execute_batch(store::sqlite::MIGRATIONS[1]).unwrap();
+        c.execute_batch(
+            "CREATE TABLE schema_version (version INTEGER NOT NULL);
+             INSERT INTO schema_version VALUES (1), (2);",
+        )
+        .unwrap();
+        for (seq, leg) in [
+            call_leg("in", "X", "P-a", "P-sbc", 1_000),
+            call_leg("out", "X", "P-sbc", "P-b", 1_040),
+            call_leg("alone", "", "P-b", "P-c", 2_000),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            c.execute(
+                "INSERT INTO cdrs (agent_id, sequence, cdr_id, call_id, caller_user,
+                    caller_domain, caller_display, callee_user, callee_domain, callee_display,
+                    start_time_ms, end_time_ms, duration_ms, billable_ms, disposition,
+                    final_code, max_loss_pct, min_mos, interim, cdr, codec)
+                 VALUES ('A', ?1, ?2, ?3, ?4, 'D', '', ?5, 'D', '', ?6, 0, 0, 0, 1, 200, NULL,
+                    NULL, 0, ?7, '')",
+                rusqlite::params![
+                    seq as i64 + 1,
+                    leg.cdr_id,
+                    leg.call_id,
+                    leg.caller.as_ref().unwrap().user,
+                    leg.callee.as_ref().unwrap().user,
+                    leg.start_time_ms as i64,
+                    leg.encode_to_vec()
+                ],
+            )
+            .unwrap();
+        }
+    }
+    let s = SqliteStore::open(path.to_str().unwrap()).unwrap();
+    let c = rusqlite::Connection::open(&path).unwrap();
+    let ids: Vec<(String, String)> = c
+        .prepare("SELECT cdr_id, correlation_id FROM cdrs ORDER BY sequence")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let want = [("in", "X"), ("out", "X"), ("alone", "")];
+    assert_eq!(ids, want.map(|(a, b)| (a.to_string(), b.to_string())));
+    // P-a is only in the ingress leg; the call view finds its sibling through the column.
+    let mut legs: Vec<String> = s
+        .query_call_legs(CdrFilter {
+            pseudonyms: vec!["P-a".into()],
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.cdr_id)
+        .collect();
+    legs.sort();
+    assert_eq!(legs, ["in", "out"]);
 }

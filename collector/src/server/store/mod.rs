@@ -29,6 +29,9 @@ pub use aggregate::{AggregateKey, DailyAggregate, Folder, LOSS_BUCKETS, MOS_BUCK
 pub const DEFAULT_QUERY_LIMIT: u32 = 1_000;
 /// Most CDRs one query may return.
 pub const MAX_QUERY_LIMIT: u32 = 100_000;
+/// Most legs of one call the call view returns (the earliest): a correlation id shared by
+/// more dialogs than any real call has must not make one query unbounded.
+pub const MAX_CALL_LEGS: u32 = 64;
 /// One day in milliseconds: the unit of partitions, aggregates and retention.
 pub const DAY_MS: u64 = 86_400_000;
 
@@ -244,6 +247,13 @@ pub trait Store: Send + Sync + 'static {
 
     /// CDRs matching the filter, newest first, at most `filter.limit`.
     async fn query(&self, filter: CdrFilter) -> Result<Vec<Cdr>, StoreError>;
+
+    /// The legs of the calls that have a leg matching the filter (the call view): at most
+    /// `filter.limit` calls, those whose newest matching leg is newest, each with all its
+    /// legs whatever the filter (its siblings by correlation id, at most [`MAX_CALL_LEGS`],
+    /// the earliest). A leg with an empty correlation id is a call of its own. The legs come
+    /// in no particular order: [`crate::callview::group`] makes the calls.
+    async fn query_call_legs(&self, filter: CdrFilter) -> Result<Vec<Cdr>, StoreError>;
 
     /// Deletes every CDR in which any of the pseudonyms is a party field, and records the
     /// request (pseudonyms, reference, actor, count) in the audit log in the same

@@ -34,7 +34,7 @@ use super::{
     aggregate::{AggregateKey, FoldRow},
     codec_of, day_of, max_loss_pct, min_mos, validate_batch, AgentCursor, AuditAction, AuditEntry,
     CdrFilter, DailyAggregate, Erasure, Folder, IngestOutcome, RetentionRun, RetentionState, Store,
-    StoreError, StoreStats, DAY_MS, LOSS_BUCKETS, MOS_BUCKETS,
+    StoreError, StoreStats, DAY_MS, LOSS_BUCKETS, MAX_CALL_LEGS, MOS_BUCKETS,
 };
 
 /// Connections kept in the pool.
@@ -120,7 +120,19 @@ pub const MIGRATIONS: &[&str] = &[
         folded    BIGINT NOT NULL
     );
     "#,
+    // v2: the correlation id that links the legs of one call becomes a column, indexed on
+    // every partition, so the call view fetches a call's sibling legs by index. Rows stored
+    // before are filled from their stored CDR in the same transaction
+    // ([`PgStore::backfill_correlation`]).
+    r#"
+    ALTER TABLE cdrs ADD COLUMN correlation_id TEXT NOT NULL DEFAULT '';
+    CREATE INDEX cdrs_correlation_id ON cdrs (correlation_id);
+    "#,
 ];
+
+/// The schema version whose migration adds `correlation_id`: rows stored before it get the
+/// column filled from their stored CDR.
+const CORRELATION_VERSION: u32 = 2;
 
 /// The party columns a pseudonym is matched against (erasure; queries add the Call-ID).
 const PARTY_COLUMNS: [&str; 6] = [
@@ -254,6 +266,9 @@ impl PgStore {
                 return Ok(());
             };
             tx.batch_execute(sql).await.map_err(pg("migration"))?;
+            if current + 1 == CORRELATION_VERSION {
+                Self::backfill_correlation(&tx).await?;
+            }
             let version = i32::try_from(current + 1).unwrap_or(i32::MAX);
             tx.execute(
                 "INSERT INTO schema_version (version) VALUES ($1)",
@@ -263,6 +278,37 @@ impl PgStore {
             .map_err(pg("migration"))?;
             tx.commit().await.map_err(pg("migration"))?;
         }
+    }
+
+    /// Fills `correlation_id` of the rows stored before the column existed, from their CDR.
+    async fn backfill_correlation(
+        tx: &deadpool_postgres::Transaction<'_>,
+    ) -> Result<(), StoreError> {
+        let rows = tx
+            .query(
+                "SELECT agent_id, sequence, start_time_ms, cdr FROM cdrs",
+                &[],
+            )
+            .await
+            .map_err(pg("reading cdrs to backfill"))?;
+        let update = tx
+            .prepare(
+                "UPDATE cdrs SET correlation_id = $4
+                 WHERE agent_id = $1 AND sequence = $2 AND start_time_ms = $3",
+            )
+            .await
+            .map_err(pg("preparing backfill"))?;
+        for r in &rows {
+            let cdr = Cdr::decode(col::<&[u8]>(r, 3)?).map_err(StoreError::Decode)?;
+            if cdr.correlation_id.is_empty() {
+                continue;
+            }
+            let (agent, seq, start): (&str, i64, i64) = (col(r, 0)?, col(r, 1)?, col(r, 2)?);
+            tx.execute(&update, &[&agent, &seq, &start, &cdr.correlation_id])
+                .await
+                .map_err(pg("backfilling correlation ids"))?;
+        }
+        Ok(())
     }
 
     /// Creates the partitions of `days` that this process has not seen yet.
@@ -355,11 +401,12 @@ impl PgStore {
                 "INSERT INTO cdrs (agent_id, sequence, cdr_id, call_id, caller_user,
                     caller_domain, caller_display, callee_user, callee_domain, callee_display,
                     start_time_ms, end_time_ms, duration_ms, billable_ms, disposition,
-                    final_code, max_loss_pct, min_mos, interim, codec, cdr)
+                    final_code, max_loss_pct, min_mos, interim, codec, cdr, correlation_id)
                  SELECT $1, * FROM UNNEST($2::bigint[], $3::text[], $4::text[], $5::text[],
                     $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::bigint[],
                     $12::bigint[], $13::bigint[], $14::bigint[], $15::int[], $16::bigint[],
-                    $17::float8[], $18::float8[], $19::bool[], $20::text[], $21::bytea[])
+                    $17::float8[], $18::float8[], $19::bool[], $20::text[], $21::bytea[],
+                    $22::text[])
                  ON CONFLICT DO NOTHING",
                 &[
                     &agent_id,
@@ -383,6 +430,7 @@ impl PgStore {
                     &cols.interim,
                     &cols.codec,
                     &cols.blob,
+                    &cols.correlation_id,
                 ],
             )
             .await
@@ -571,6 +619,7 @@ struct Columns {
     interim: Vec<bool>,
     codec: Vec<String>,
     blob: Vec<Vec<u8>>,
+    correlation_id: Vec<String>,
 }
 
 impl Columns {
@@ -597,6 +646,7 @@ impl Columns {
         self.interim.push(cdr.interim);
         self.codec.push(codec_of(cdr));
         self.blob.push(cdr.encode_to_vec());
+        self.correlation_id.push(cdr.correlation_id.clone());
         Ok(())
     }
 }
@@ -663,6 +713,67 @@ fn any_of_clause(columns: &[&str], placeholder: &str) -> String {
     format!("({})", ors.join(" OR "))
 }
 
+/// A query parameter.
+type Param = Box<dyn ToSql + Sync + Send>;
+
+/// The `WHERE ...` clause of a filter (empty when nothing is filtered) and its parameters,
+/// numbered from `$1`.
+fn filter_clause(f: &CdrFilter) -> Result<(String, Vec<Param>), StoreError> {
+    let mut clauses: Vec<String> = Vec::new();
+    let mut params: Vec<Param> = Vec::new();
+    if let Some(v) = f.start_from_ms {
+        params.push(Box::new(int(v)?));
+        clauses.push(format!("start_time_ms >= ${}", params.len()));
+    }
+    if let Some(v) = f.start_to_ms {
+        params.push(Box::new(int(v)?));
+        clauses.push(format!("start_time_ms < ${}", params.len()));
+    }
+    if !f.pseudonyms.is_empty() {
+        params.push(Box::new(f.pseudonyms.clone()));
+        let mut columns = PARTY_COLUMNS.to_vec();
+        columns.push("call_id");
+        clauses.push(any_of_clause(&columns, &format!("${}", params.len())));
+    }
+    if let Some(d) = f.disposition {
+        params.push(Box::new(d as i32));
+        clauses.push(format!("disposition = ${}", params.len()));
+    }
+    if let Some(a) = &f.agent_id {
+        params.push(Box::new(a.clone()));
+        clauses.push(format!("agent_id = ${}", params.len()));
+    }
+    if let Some(v) = f.min_loss_pct {
+        params.push(Box::new(v));
+        clauses.push(format!("max_loss_pct >= ${}", params.len()));
+    }
+    if let Some(v) = f.max_mos {
+        params.push(Box::new(v));
+        clauses.push(format!("min_mos <= ${}", params.len()));
+    }
+    let wheres = if clauses.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", clauses.join(" AND "))
+    };
+    Ok((wheres, params))
+}
+
+impl PgStore {
+    /// Runs `sql` (its first column the stored CDR) and decodes the rows.
+    async fn select_cdrs(&self, sql: &str, params: &[Param]) -> Result<Vec<Cdr>, StoreError> {
+        let refs: Vec<&(dyn ToSql + Sync)> = params
+            .iter()
+            .map(|p| p.as_ref() as &(dyn ToSql + Sync))
+            .collect();
+        let client = self.client().await?;
+        let rows = client.query(sql, &refs).await.map_err(pg("querying"))?;
+        rows.iter()
+            .map(|r| Cdr::decode(col::<&[u8]>(r, 0)?).map_err(StoreError::Decode))
+            .collect()
+    }
+}
+
 fn insert_audit_sql() -> &'static str {
     "INSERT INTO audit_log (time_ms, action, actor, subjects, reference, affected)
      VALUES ($1, $2, $3, $4, $5, $6)"
@@ -706,58 +817,49 @@ impl Store for PgStore {
     }
 
     async fn query(&self, f: CdrFilter) -> Result<Vec<Cdr>, StoreError> {
-        let mut clauses: Vec<String> = Vec::new();
-        let mut params: Vec<Box<dyn ToSql + Sync + Send>> = Vec::new();
-        if let Some(v) = f.start_from_ms {
-            params.push(Box::new(int(v)?));
-            clauses.push(format!("start_time_ms >= ${}", params.len()));
-        }
-        if let Some(v) = f.start_to_ms {
-            params.push(Box::new(int(v)?));
-            clauses.push(format!("start_time_ms < ${}", params.len()));
-        }
-        if !f.pseudonyms.is_empty() {
-            params.push(Box::new(f.pseudonyms.clone()));
-            let mut columns = PARTY_COLUMNS.to_vec();
-            columns.push("call_id");
-            clauses.push(any_of_clause(&columns, &format!("${}", params.len())));
-        }
-        if let Some(d) = f.disposition {
-            params.push(Box::new(d as i32));
-            clauses.push(format!("disposition = ${}", params.len()));
-        }
-        if let Some(a) = &f.agent_id {
-            params.push(Box::new(a.clone()));
-            clauses.push(format!("agent_id = ${}", params.len()));
-        }
-        if let Some(v) = f.min_loss_pct {
-            params.push(Box::new(v));
-            clauses.push(format!("max_loss_pct >= ${}", params.len()));
-        }
-        if let Some(v) = f.max_mos {
-            params.push(Box::new(v));
-            clauses.push(format!("min_mos <= ${}", params.len()));
-        }
-        let wheres = if clauses.is_empty() {
-            String::new()
-        } else {
-            format!("WHERE {}", clauses.join(" AND "))
-        };
+        let (wheres, mut params) = filter_clause(&f)?;
         params.push(Box::new(i64::from(f.limit)));
         let sql = format!(
             "SELECT cdr FROM cdrs {wheres}
              ORDER BY start_time_ms DESC, agent_id DESC, sequence DESC LIMIT ${}",
             params.len()
         );
-        let refs: Vec<&(dyn ToSql + Sync)> = params
-            .iter()
-            .map(|p| p.as_ref() as &(dyn ToSql + Sync))
-            .collect();
-        let client = self.client().await?;
-        let rows = client.query(&sql, &refs).await.map_err(pg("querying"))?;
-        rows.iter()
-            .map(|r| Cdr::decode(col::<&[u8]>(r, 0)?).map_err(StoreError::Decode))
-            .collect()
+        self.select_cdrs(&sql, &params).await
+    }
+
+    async fn query_call_legs(&self, f: CdrFilter) -> Result<Vec<Cdr>, StoreError> {
+        // As the SQLite backend: a call is a correlation id, or one row (agent, sequence,
+        // start) when the id is empty; NULLs group together, so every non-empty id is one
+        // group.
+        let (wheres, mut params) = filter_clause(&f)?;
+        params.push(Box::new(i64::from(f.limit)));
+        let limit = params.len();
+        params.push(Box::new(i64::from(MAX_CALL_LEGS)));
+        let max_legs = params.len();
+        let sql = format!(
+            "WITH calls AS (
+                SELECT correlation_id AS cid,
+                    CASE WHEN correlation_id = '' THEN agent_id END AS lone_agent,
+                    CASE WHEN correlation_id = '' THEN sequence END AS lone_seq,
+                    CASE WHEN correlation_id = '' THEN start_time_ms END AS lone_start,
+                    MAX(start_time_ms) AS newest
+                FROM cdrs {wheres}
+                GROUP BY 1, 2, 3, 4
+                ORDER BY newest DESC, 2 DESC, 3 DESC, 1 DESC LIMIT ${limit}
+            ),
+            siblings AS (
+                SELECT c.cdr, ROW_NUMBER() OVER (
+                    PARTITION BY c.correlation_id
+                    ORDER BY c.start_time_ms, c.agent_id, c.sequence) AS n
+                FROM calls JOIN cdrs c ON c.correlation_id = calls.cid
+                WHERE calls.lone_agent IS NULL
+            )
+            SELECT cdr FROM siblings WHERE n <= ${max_legs}
+            UNION ALL
+            SELECT c.cdr FROM calls JOIN cdrs c ON c.agent_id = calls.lone_agent
+                AND c.sequence = calls.lone_seq AND c.start_time_ms = calls.lone_start"
+        );
+        self.select_cdrs(&sql, &params).await
     }
 
     async fn erase(&self, e: Erasure) -> Result<u64, StoreError> {

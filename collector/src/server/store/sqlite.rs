@@ -28,7 +28,7 @@ use super::{
     aggregate::{AggregateKey, FoldRow},
     codec_of, max_loss_pct, min_mos, validate_batch, AgentCursor, AuditAction, AuditEntry,
     CdrFilter, DailyAggregate, Erasure, Folder, IngestOutcome, RetentionRun, RetentionState, Store,
-    StoreError, StoreStats, LOSS_BUCKETS, MOS_BUCKETS,
+    StoreError, StoreStats, LOSS_BUCKETS, MAX_CALL_LEGS, MOS_BUCKETS,
 };
 
 /// Ordered schema migrations; migration `i` brings the schema to version `i + 1`.
@@ -123,7 +123,18 @@ pub const MIGRATIONS: &[&str] = &[
         folded    INTEGER NOT NULL
     );
     "#,
+    // v3: the correlation id that links the legs of one call becomes a column, indexed, so
+    // the call view fetches a call's sibling legs by index. Rows stored before are filled
+    // from their stored CDR in the same transaction ([`backfill_correlation`]).
+    r#"
+    ALTER TABLE cdrs ADD COLUMN correlation_id TEXT NOT NULL DEFAULT '';
+    CREATE INDEX cdrs_correlation_id ON cdrs (correlation_id);
+    "#,
 ];
+
+/// The schema version whose migration adds `correlation_id`: rows stored before it get the
+/// column filled from their stored CDR.
+const CORRELATION_VERSION: u32 = 3;
 
 /// The party columns a pseudonym is matched against (erasure; queries add the Call-ID).
 pub const PARTY_COLUMNS: [&str; 6] = [
@@ -212,12 +223,37 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
             .transaction_with_behavior(TransactionBehavior::Exclusive)
             .map_err(db("migration"))?;
         tx.execute_batch(sql).map_err(db("migration"))?;
+        if version == CORRELATION_VERSION {
+            backfill_correlation(&tx)?;
+        }
         tx.execute(
             "INSERT INTO schema_version (version) VALUES (?1)",
             [version],
         )
         .map_err(db("migration"))?;
         tx.commit().map_err(db("migration"))?;
+    }
+    Ok(())
+}
+
+/// Fills `correlation_id` of the rows stored before the column existed, from their CDR.
+fn backfill_correlation(tx: &Connection) -> Result<(), StoreError> {
+    let mut read = tx
+        .prepare("SELECT id, cdr FROM cdrs")
+        .map_err(db("reading cdrs to backfill"))?;
+    let mut write = tx
+        .prepare("UPDATE cdrs SET correlation_id = ?2 WHERE id = ?1")
+        .map_err(db("preparing backfill"))?;
+    let mut rows = read.query([]).map_err(db("reading cdrs to backfill"))?;
+    while let Some(r) = rows.next().map_err(db("reading cdrs to backfill"))? {
+        let id: i64 = r.get(0).map_err(db("reading cdrs to backfill"))?;
+        let blob: Vec<u8> = r.get(1).map_err(db("reading cdrs to backfill"))?;
+        let cdr = Cdr::decode(blob.as_slice()).map_err(StoreError::Decode)?;
+        if !cdr.correlation_id.is_empty() {
+            write
+                .execute(params![id, cdr.correlation_id])
+                .map_err(db("backfilling correlation ids"))?;
+        }
     }
     Ok(())
 }
@@ -266,9 +302,9 @@ fn ingest_blocking(
                 "INSERT INTO cdrs (agent_id, sequence, cdr_id, call_id, caller_user, caller_domain,
                     caller_display, callee_user, callee_domain, callee_display, start_time_ms,
                     end_time_ms, duration_ms, billable_ms, disposition, final_code, max_loss_pct,
-                    min_mos, interim, cdr, codec)
+                    min_mos, interim, cdr, codec, correlation_id)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
-                    ?17, ?18, ?19, ?20, ?21)
+                    ?17, ?18, ?19, ?20, ?21, ?22)
                  ON CONFLICT (agent_id, sequence) DO NOTHING",
             )
             .map_err(db("preparing insert"))?;
@@ -310,6 +346,7 @@ fn ingest_blocking(
                     cdr.interim,
                     cdr.encode_to_vec(),
                     codec_of(&cdr),
+                    cdr.correlation_id,
                 ])
                 .map_err(db("inserting cdr"))?;
             highest = highest.max(seq);
@@ -343,7 +380,9 @@ fn any_of_clause(columns: &[&str], placeholders: &[String]) -> String {
     format!("({})", ors.join(" OR "))
 }
 
-fn query_blocking(conn: &mut Connection, f: &CdrFilter) -> Result<Vec<Cdr>, StoreError> {
+/// The `WHERE ...` clause of a filter (empty when nothing is filtered) and its arguments,
+/// numbered from `?1`.
+fn filter_clause(f: &CdrFilter) -> Result<(String, Vec<Value>), StoreError> {
     let mut clauses: Vec<String> = Vec::new();
     let mut args: Vec<Value> = Vec::new();
     if let Some(v) = f.start_from_ms {
@@ -385,12 +424,12 @@ fn query_blocking(conn: &mut Connection, f: &CdrFilter) -> Result<Vec<Cdr>, Stor
     } else {
         format!("WHERE {}", clauses.join(" AND "))
     };
-    args.push(Value::Integer(i64::from(f.limit)));
-    let sql = format!(
-        "SELECT cdr FROM cdrs {wheres} ORDER BY start_time_ms DESC, id DESC LIMIT ?{}",
-        args.len()
-    );
-    let mut stmt = conn.prepare(&sql).map_err(db("preparing query"))?;
+    Ok((wheres, args))
+}
+
+/// Runs `sql` (its first column the stored CDR) and decodes the rows.
+fn select_cdrs(conn: &Connection, sql: &str, args: Vec<Value>) -> Result<Vec<Cdr>, StoreError> {
+    let mut stmt = conn.prepare(sql).map_err(db("preparing query"))?;
     let rows = stmt
         .query_map(params_from_iter(args), |r| r.get::<_, Vec<u8>>(0))
         .map_err(db("querying"))?;
@@ -400,6 +439,49 @@ fn query_blocking(conn: &mut Connection, f: &CdrFilter) -> Result<Vec<Cdr>, Stor
         out.push(Cdr::decode(blob.as_slice()).map_err(StoreError::Decode)?);
     }
     Ok(out)
+}
+
+fn query_blocking(conn: &mut Connection, f: &CdrFilter) -> Result<Vec<Cdr>, StoreError> {
+    let (wheres, mut args) = filter_clause(f)?;
+    args.push(Value::Integer(i64::from(f.limit)));
+    let sql = format!(
+        "SELECT cdr FROM cdrs {wheres} ORDER BY start_time_ms DESC, id DESC LIMIT ?{}",
+        args.len()
+    );
+    select_cdrs(conn, &sql, args)
+}
+
+/// The legs of the newest `f.limit` calls with a matching leg. A call is a correlation id,
+/// or one row when its correlation id is empty (`lone`: NULL groups with NULL, so every
+/// non-empty id is one group); calls are ranked by their newest matching leg. Siblings are
+/// fetched by the correlation id index whatever the filter, at most [`MAX_CALL_LEGS`] per
+/// call (the earliest).
+fn query_call_legs_blocking(conn: &mut Connection, f: &CdrFilter) -> Result<Vec<Cdr>, StoreError> {
+    let (wheres, mut args) = filter_clause(f)?;
+    args.push(Value::Integer(i64::from(f.limit)));
+    let limit = args.len();
+    args.push(Value::Integer(i64::from(MAX_CALL_LEGS)));
+    let max_legs = args.len();
+    let sql = format!(
+        "WITH calls AS (
+            SELECT correlation_id AS cid,
+                CASE WHEN correlation_id = '' THEN id END AS lone,
+                MAX(start_time_ms) AS newest, MAX(id) AS top
+            FROM cdrs {wheres}
+            GROUP BY cid, lone
+            ORDER BY newest DESC, top DESC LIMIT ?{limit}
+        ),
+        siblings AS (
+            SELECT c.cdr, ROW_NUMBER() OVER (
+                PARTITION BY c.correlation_id ORDER BY c.start_time_ms, c.id) AS n
+            FROM calls JOIN cdrs c ON c.correlation_id = calls.cid
+            WHERE calls.lone IS NULL
+        )
+        SELECT cdr FROM siblings WHERE n <= ?{max_legs}
+        UNION ALL
+        SELECT c.cdr FROM calls JOIN cdrs c ON c.id = calls.lone"
+    );
+    select_cdrs(conn, &sql, args)
 }
 
 fn insert_audit(conn: &Connection, e: &AuditEntry) -> Result<(), StoreError> {
@@ -727,6 +809,10 @@ impl Store for SqliteStore {
 
     async fn query(&self, filter: CdrFilter) -> Result<Vec<Cdr>, StoreError> {
         run(&self.reader, move |c| query_blocking(c, &filter)).await
+    }
+
+    async fn query_call_legs(&self, filter: CdrFilter) -> Result<Vec<Cdr>, StoreError> {
+        run(&self.reader, move |c| query_call_legs_blocking(c, &filter)).await
     }
 
     async fn erase(&self, erasure: Erasure) -> Result<u64, StoreError> {
