@@ -260,7 +260,6 @@ fn proxy_one_cdr_per_call_matching_sipp() -> Result<()> {
 /// keeps one Call-ID while rtpengine rewrites the SDP per leg, and every call's streams share
 /// sipp's SSRC and port 6000, so the agent plans a stream that is on no wire.
 #[test]
-#[ignore = "agent bug: media of proxied calls with an anchoring SBC is not attributed per call"]
 fn proxy_media_per_call() -> Result<()> {
     proxy(true)
 }
@@ -333,7 +332,6 @@ fn topology_hiding_one_cdr_per_leg() -> Result<()> {
 /// masks the Call-ID, and rtpengine gives each leg its own address and port, so no SDP
 /// address is shared between the legs for the tracker's media anchoring to match.
 #[test]
-#[ignore = "agent gap: legs through an anchoring SBC with topology hiding are not correlated"]
 fn topology_hiding_legs_share_a_correlation_id() -> Result<()> {
     topology_hiding(true)
 }
@@ -413,7 +411,6 @@ fn topology_hiding(correlate: bool) -> Result<()> {
 /// it counts one more (101 vs 100) with `lost` -1 where tshark has 0, and its jitter is far
 /// off (1.99 ms vs 0.018 ms caller->callee, 7.36 vs 5.59 ms callee->caller).
 #[test]
-#[ignore = "agent bug: first RTP packet missed; extra packet and wrong jitter on the first call"]
 fn media_quality_matches_tshark_under_loss_and_jitter() -> Result<()> {
     // Topology hiding: one CDR per leg, so each stream is attributed (see proxy_media_per_call).
     let topo = Topology::up(SbcMode::TopologyHiding)?;
@@ -476,7 +473,10 @@ fn media_quality_matches_tshark_under_loss_and_jitter() -> Result<()> {
             }
             let ok_pk = packets == t.packets;
             let ok_lost = lost == t.lost;
-            let ok_jit = close(jit, t.mean_jitter_ms, 0.05 * t.mean_jitter_ms.max(0.02));
+            // 5 %, but never finer than 5 µs: tshark reads the capture's microsecond
+            // timestamps (taken at the packet socket), the agent the kernel's at its hook,
+            // so a clean stream's few-µs jitter differs by their quantisation alone.
+            let ok_jit = close(jit, t.mean_jitter_ms, (0.05 * t.mean_jitter_ms).max(0.005));
             if !(ok_pk && ok_lost && ok_jit) {
                 report.push(format!(
                     "{} on the {side} interface ssrc {ssrc:#x} {sp}->{dp} toward rtpengine {}: \

@@ -168,7 +168,7 @@ fn test(no_privileged: bool, filter: Option<String>) -> Result<()> {
         ok
     };
     let mut proceed = step("setup", &mut || setup::setup().map(|()| String::new()));
-    proceed = proceed && step("build", &mut || build(false).map(|()| String::new()));
+    proceed = proceed && step("build", &mut || test_build().map(|()| String::new()));
     if proceed {
         step("fmt", &mut || {
             run(
@@ -179,8 +179,12 @@ fn test(no_privileged: bool, filter: Option<String>) -> Result<()> {
         });
         step("clippy", &mut || {
             run(
+                // In the release profile, like every build and test here: the build
+                // scripts and proc macros it needs are then those already built (a dev
+                // profile would compile them all again).
                 cargo().args([
                     "clippy",
+                    "--release",
                     "--workspace",
                     "--all-targets",
                     "--",
@@ -213,14 +217,12 @@ fn test(no_privileged: bool, filter: Option<String>) -> Result<()> {
                     bail!("the integration tests attach eBPF programs and create network namespaces: run as root (or pass --no-privileged)");
                 }
                 let mut c = cargo();
-                c.env("COLLECTOR_BIN", collector_bin()).args([
-                    "test",
-                    "-p",
-                    "collector-tests",
-                    "--release",
-                    "--",
-                    "--test-threads=1",
-                ]);
+                c.env("COLLECTOR_BIN", collector_bin())
+                    .args(["test", "--workspace", "--release"]);
+                for t in privileged_tests()? {
+                    c.args(["--test", &t]);
+                }
+                c.args(["--", "--test-threads=1"]);
                 if let Some(f) = &filter {
                     c.arg(f);
                 }
@@ -242,6 +244,49 @@ fn test(no_privileged: bool, filter: Option<String>) -> Result<()> {
     }
     println!("all steps passed");
     Ok(())
+}
+
+/// The build of `cargo xtask test`: the eBPF object, then every test binary and the
+/// `collector` binary in one `cargo test --workspace --release --no-run`. Each later step
+/// selects from the same workspace-wide feature resolution, so nothing compiles twice (a
+/// separate `cargo build -p collector` resolves other features for shared dependencies and
+/// rebuilds the tree under them).
+fn test_build() -> Result<()> {
+    let t = Instant::now();
+    build_ebpf()?;
+    run(
+        cargo().args(["test", "--workspace", "--release", "--no-run"]),
+        "building the tests and the collector binary",
+    )?;
+    if !collector_bin().is_file() {
+        bail!("the build left no binary at {}", collector_bin().display());
+    }
+    println!(
+        "xtask: built the tests and {} (eBPF object embedded) in {:.0?}",
+        collector_bin().display(),
+        t.elapsed()
+    );
+    Ok(())
+}
+
+/// The privileged integration tests: every `tests/tests/*.rs` of the `collector-tests` crate,
+/// selected by name so that the run keeps the workspace's feature resolution.
+fn privileged_tests() -> Result<Vec<String>> {
+    let dir = root().join("tests/tests");
+    let mut names = Vec::new();
+    for e in std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
+        let p = e?.path();
+        if p.extension().is_some_and(|x| x == "rs") {
+            if let Some(stem) = p.file_stem().and_then(|s| s.to_str()) {
+                names.push(stem.to_owned());
+            }
+        }
+    }
+    names.sort();
+    if names.is_empty() {
+        bail!("no integration tests in {}", dir.display());
+    }
+    Ok(names)
 }
 
 /// Runs the benchmark binary (root: it attaches programs and creates namespaces), prints

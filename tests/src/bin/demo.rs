@@ -214,9 +214,32 @@ fn live_line(c: &Value) -> String {
     )
 }
 
-fn table(cdrs: &[Value]) {
+/// The legs (CDRs) grouped into calls by correlation id, in the order the calls began: one
+/// row per call (what the caller experienced: the first leg's disposition and times), then
+/// one line per leg with its media both ways.
+fn calls(cdrs: &[Value]) -> Vec<Vec<&Value>> {
+    let mut calls: Vec<Vec<&Value>> = Vec::new();
+    for c in cdrs {
+        let id = s(c, "correlation_id");
+        match calls
+            .iter_mut()
+            .find(|legs| !id.is_empty() && s(legs[0], "correlation_id") == id)
+        {
+            Some(legs) => legs.push(c),
+            None => calls.push(vec![c]),
+        }
+    }
+    for legs in &mut calls {
+        legs.sort_by_key(|c| u(c, "start_time_ms"));
+    }
+    calls.sort_by_key(|legs| u(legs[0], "start_time_ms"));
+    calls
+}
+
+fn table(cdrs: &[Value]) -> usize {
+    let calls = calls(cdrs);
     println!(
-        "{:>2} {:<11} {:>4} {:>5} {:>6} {:>6} {:<5} | {:<24} | {:<24}",
+        "{:>2} {:<11} {:>4} {:>5} {:>6} {:>6} {:<5} {:<10} | {:<24} | {:<24}",
         "#",
         "DISPOSITION",
         "CODE",
@@ -224,12 +247,14 @@ fn table(cdrs: &[Value]) {
         "DUR",
         "BILL",
         "CODEC",
+        "LINKED BY",
         "CALLER->CALLEE",
         "CALLEE->CALLER"
     );
-    for (i, c) in cdrs.iter().enumerate() {
-        let per = |dir| {
-            let l = legs(c, dir);
+    for (i, legs) in calls.iter().enumerate() {
+        let c = legs[0];
+        let per = |leg: &Value, dir| {
+            let l = self::legs(leg, dir);
             if l.is_empty() {
                 return "-".to_owned();
             }
@@ -252,8 +277,12 @@ fn table(cdrs: &[Value]) {
             .and_then(|a| a.first())
             .and_then(Value::as_str)
             .unwrap_or("-");
+        let method = match s(c, "correlation_method") {
+            "" => "none",
+            m => m,
+        };
         println!(
-            "{:>2} {:<11} {:>4} {:>5} {:>6} {:>6} {:<5} | {:<24} | {:<24}",
+            "{:>2} {:<11} {:>4} {:>5} {:>6} {:>6} {:<5} {:<10} | {} leg(s)",
             i + 1,
             disposition(c),
             u(c, "final_code"),
@@ -261,10 +290,25 @@ fn table(cdrs: &[Value]) {
             u(c, "duration_ms"),
             u(c, "billable_ms"),
             codec,
-            per(A_TO_B),
-            per(B_TO_A)
+            method,
+            legs.len()
         );
+        for (n, leg) in legs.iter().enumerate() {
+            let side = if n == 0 { "ingress leg" } else { "egress leg" };
+            println!(
+                "   {:<11} {:>4} {:>5} {:>6} {:>6} {:<16} | {:<24} | {:<24}",
+                side,
+                u(leg, "final_code"),
+                u(leg, "post_dial_delay_ms"),
+                u(leg, "duration_ms"),
+                u(leg, "billable_ms"),
+                "",
+                per(leg, A_TO_B),
+                per(leg, B_TO_A)
+            );
+        }
     }
+    calls.len()
 }
 
 /// `collector inventory`: its summary lines and how many fields each protection covers.
@@ -324,8 +368,8 @@ fn main() -> Result<()> {
     let t0 = Instant::now();
     println!("== topology: carrier --- SBC (Kamailio + rtpengine, topology hiding) --- PBX, in network namespaces");
     // Topology hiding: each leg has its own Call-ID, so the agent writes one CDR per leg with
-    // that leg's media. (In Proxy mode this build merges the media of every call into one;
-    // see `proxy_media_per_call` in tests/tests/e2e_sbc.rs.)
+    // that leg's media; the agent links the two legs of a call (correlation id) and the
+    // table shows one row per call.
     let topo = Topology::up(SbcMode::TopologyHiding)?;
     let [a, b] = topo.sbc_ifaces();
     println!(
@@ -363,11 +407,12 @@ fn main() -> Result<()> {
     let cdrs = agent.stop()?;
 
     println!(
-        "\n== CDRs ({} for {placed} calls, one per leg; from the agent's JSON lines, identifiers pseudonymized)",
+        "\n== calls ({} CDRs, one per leg, grouped by correlation id; from the agent's JSON lines, identifiers pseudonymized)",
         cdrs.len()
     );
-    println!("   PDD/DUR/BILL in ms; media: packets/lost/mean jitter ms/MOS");
-    table(&cdrs);
+    println!("   PDD/DUR/BILL in ms; media per leg: packets/lost/mean jitter ms/MOS");
+    let rows = table(&cdrs);
+    println!("   {rows} calls for {placed} placed");
 
     println!("\n== data inventory (collector inventory)");
     inventory()?;
