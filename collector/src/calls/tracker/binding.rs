@@ -298,7 +298,7 @@ impl Tracker {
             .filter(|(_, c)| c.media.planned())
             .map(|(&k, _)| k)
             .collect();
-        for cookie in cookies {
+        for &cookie in &cookies {
             let Some(call) = self.calls.get_mut(&cookie) else {
                 continue;
             };
@@ -339,6 +339,11 @@ impl Tracker {
                 call.media.last_media_ns = Some(call.media.last_media_ns.map_or(l, |m| m.max(l)));
             }
             self.check_alerts(cookie, now, false);
+        }
+        // Once every call's values are fresh: a leg matched against others not yet read
+        // in this round could look unique when it is not.
+        for cookie in cookies {
+            self.link_by_media(cookie, None);
         }
     }
 }

@@ -97,6 +97,9 @@ pub(crate) struct Call {
     pub(crate) correlation_source: CorrelationSource,
     /// Where the initial INVITE was seen (XDP ingress or TC egress; None in replay).
     pub(crate) invite_dir: Option<Direction>,
+    /// Its media matched the relayed media of several legs once: never linked by media (the
+    /// others ending later would leave a pair that only looks unique).
+    pub(crate) media_ambiguous: bool,
     pub(crate) consent: Option<String>,
     pub(crate) last_sip_ns: u64,
     pub(crate) sip_messages: u32,

@@ -1,6 +1,7 @@
 //! Leg correlation: the correlation id of a new leg from its headers (Session-ID,
 //! P-Charging-Vector, configured headers), then by signalling (INVITE in, INVITE out) and
-//! by media anchoring (legs sharing an SDP address through a B2BUA).
+//! by media: anchoring (legs sharing an SDP address through a B2BUA) and relay (the SBC
+//! forwards one leg's RTP into the other: the same SSRC, starting moments apart).
 #![deny(clippy::indexing_slicing, clippy::panic)]
 
 #[allow(
@@ -23,7 +24,138 @@ pub(super) fn same_number(a: &str, b: &str) -> bool {
     !da.is_empty() && da == db
 }
 
+/// The relay of a media-anchoring SBC forwards a packet within this time; two streams of
+/// one SSRC whose first packets are further apart are not one relayed stream, ns.
+const RELAY_WINDOW_NS: u64 = 100 * MS;
+
+/// Most other legs whose entries [`Tracker::link_by_media`] reads afresh when a leg ends.
+const MAX_FRESH_READS: usize = 64;
+
+/// The (SSRC, first packet) of every stream a call has measured: its snapshots and its
+/// installed entries, read afresh from the table when `media` is given (a leg that ends
+/// before the next poll), else as last polled.
+fn streams_of(call: &Call, media: Option<&mut (dyn MediaTable + '_)>) -> Vec<(u32, u64)> {
+    let mut out: Vec<(u32, u64)> = Vec::new();
+    let mut add = |v: &MediaValue| {
+        for s in v.slots.iter().filter(|s| s.in_use != 0 && s.packets >= 2) {
+            out.push((s.ssrc, s.first_ns));
+        }
+    };
+    for snap in &call.media.snapshots {
+        add(&snap.value);
+    }
+    match media {
+        Some(table) => {
+            for plan in call.media.hops.iter().filter_map(|h| h.plan) {
+                if let Ok(values) = plan.read(table) {
+                    for v in values.iter().filter_map(|(_, v)| v.as_ref()) {
+                        if v.cookie == call.cookie {
+                            add(v);
+                        }
+                    }
+                }
+            }
+        }
+        None => {
+            for (_, v) in call.media.hops.iter().flat_map(|h| h.live.iter()) {
+                add(v);
+            }
+        }
+    }
+    out
+}
+
 impl Tracker {
+    /// Media relay correlation, for legs still unlinked (numbers rewritten by the SBC, or
+    /// several calls between the same numbers at once): an anchoring SBC forwards each RTP
+    /// packet of one leg into the other unchanged but for addresses, so a stream of this leg
+    /// and a stream of another unlinked leg begun within the correlation window share the
+    /// SSRC and start within [`RELAY_WINDOW_NS`]. Exactly one such leg: linked (the newer
+    /// takes the older's id). Several (endpoints that all send one SSRC, as sipp does): no
+    /// link. Only calls created within the window are looked at (cookies grow with time).
+    ///
+    /// `media` is given when the leg ends: the other legs' entries are then read afresh
+    /// (the nearest [`MAX_FRESH_READS`] in time), since a short call ends before a poll.
+    pub(super) fn link_by_media(&mut self, cookie: u64, mut media: Option<&mut dyn MediaTable>) {
+        let Some(me) = self.calls.get(&cookie) else {
+            return;
+        };
+        if me.correlation_source != CorrelationSource::CallId || me.media_ambiguous {
+            return;
+        }
+        let mine = streams_of(me, None);
+        if mine.is_empty() {
+            return;
+        }
+        let window = self.cfg.correlation_window_ms.saturating_mul(MS);
+        let (my_start, my_call_id) = (me.start_ns, me.call_id.clone());
+        let in_window = |o: &&Call| o.start_ns.abs_diff(my_start) <= window;
+        let before = self.calls.range(..cookie).rev().map(|(_, o)| o);
+        let after = self.calls.range(cookie.saturating_add(1)..).map(|(_, o)| o);
+        let near: Vec<u64> = before
+            .take_while(in_window)
+            .chain(after.take_while(in_window))
+            .filter(|o| {
+                o.correlation_source == CorrelationSource::CallId
+                    && !o.media_ambiguous
+                    && o.call_id != my_call_id
+            })
+            .map(|o| o.cookie)
+            .collect();
+        let mut matched: Vec<u64> = Vec::new();
+        for (i, other) in near.into_iter().enumerate() {
+            let Some(o) = self.calls.get(&other) else {
+                continue;
+            };
+            let fresh = if i < MAX_FRESH_READS {
+                media.as_deref_mut()
+            } else {
+                None
+            };
+            let theirs = streams_of(o, fresh);
+            let relayed = mine.iter().any(|&(ssrc, first)| {
+                theirs
+                    .iter()
+                    .any(|&(s, f)| s == ssrc && f.abs_diff(first) <= RELAY_WINDOW_NS)
+            });
+            if relayed {
+                matched.push(other);
+            }
+        }
+        let other = match matched.as_slice() {
+            [] => return,
+            &[one] => one,
+            several => {
+                self.stats.correlation_ambiguous += 1;
+                for c in several.iter().chain([&cookie]) {
+                    if let Some(call) = self.calls.get_mut(c) {
+                        call.media_ambiguous = true;
+                    }
+                }
+                return;
+            }
+        };
+        let (Some(a), Some(b)) = (self.calls.get(&cookie), self.calls.get(&other)) else {
+            return;
+        };
+        let (older, newer) = if (a.start_ns, a.cookie) <= (b.start_ns, b.cookie) {
+            (cookie, other)
+        } else {
+            (other, cookie)
+        };
+        let Some(id) = self.calls.get_mut(&older).map(|o| {
+            o.correlation_source = CorrelationSource::Media;
+            o.correlation.clone()
+        }) else {
+            return;
+        };
+        if let Some(n) = self.calls.get_mut(&newer) {
+            n.correlation = id;
+            n.correlation_source = CorrelationSource::Media;
+        }
+        self.stats.linked_by_media += 1;
+    }
+
     /// Signalling correlation, for legs whose Call-IDs differ and whose headers link
     /// nothing (topology hiding, a B2BUA): a new leg whose INVITE leaves the host is the
     /// continuation of the one unlinked, unanswered leg whose INVITE entered the host

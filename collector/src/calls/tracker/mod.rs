@@ -107,7 +107,9 @@ pub struct TrackerStats {
     pub hops_dropped: u64,
     /// Legs linked to another leg of their call by signalling (INVITE in, INVITE out).
     pub linked_by_signalling: u64,
-    /// New legs that matched several unlinked legs by signalling: left unlinked.
+    /// Legs linked to another leg of their call by the media the SBC relays between them.
+    pub linked_by_media: u64,
+    /// New legs that matched several unlinked legs by signalling or media: left unlinked.
     pub correlation_ambiguous: u64,
     /// Media map operations that failed.
     pub media_errors: u64,
@@ -397,6 +399,7 @@ impl Tracker {
             correlation,
             correlation_source,
             invite_dir: pkt.direction,
+            media_ambiguous: false,
             consent,
             last_sip_ns: now,
             sip_messages: 1,
@@ -678,6 +681,7 @@ impl Tracker {
 
     fn finalize(&mut self, cookie: u64, now: u64, media: &mut dyn MediaTable) {
         self.release_media(cookie, media);
+        self.link_by_media(cookie, Some(media));
         self.forget_addresses(cookie);
         self.check_alerts(cookie, now, true);
         self.unanswered.remove(&cookie);
