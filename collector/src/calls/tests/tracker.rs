@@ -1057,3 +1057,89 @@ fn proxied_calls_bind_media_per_hop() {
         }
     }
 }
+
+/// Two legs of one call through an anchoring B2BUA that links nothing in signalling (other
+/// addresses on each side); `calls` lists (in-leg id, out-leg id, SBC port base, SSRC).
+fn relayed_calls(h: &mut H1, calls: &[(&str, &str, u16, u32)]) {
+    for (i, &(a, b, base, _)) in calls.iter().enumerate() {
+        let t = i as u64;
+        let ia = Msg::request("INVITE", a, 1, "a").body(sdp("192.0.2.10", 4000 + base, ""));
+        h.t.on_sip(
+            &ia.packet(T0 + t * MS, "192.0.2.10:5060", "203.0.113.1:5060"),
+            &mut h.m,
+        );
+        let ib = Msg::request("INVITE", b, 1, "b").body(sdp("203.0.113.9", 30_002 + base, ""));
+        h.t.on_sip(
+            &ib.packet(T0 + (t + 5) * MS, "203.0.113.9:5060", "198.51.100.20:5060"),
+            &mut h.m,
+        );
+        let ok_b =
+            Msg::response(200, &ib)
+                .with_to_tag("pbx")
+                .body(sdp("198.51.100.20", 5000 + base, ""));
+        h.t.on_sip(
+            &ok_b.packet(T0 + (t + 50) * MS, "198.51.100.20:5060", "203.0.113.9:5060"),
+            &mut h.m,
+        );
+        let ok_a =
+            Msg::response(200, &ia)
+                .with_to_tag("sbc")
+                .body(sdp("203.0.113.1", 30_000 + base, ""));
+        h.t.on_sip(
+            &ok_a.packet(T0 + (t + 55) * MS, "203.0.113.1:5060", "192.0.2.10:5060"),
+            &mut h.m,
+        );
+    }
+    for &(_, _, base, ssrc) in calls {
+        let (caller, sbc_a) = (
+            format!("192.0.2.10:{}", 4000 + base),
+            format!("203.0.113.1:{}", 30_000 + base),
+        );
+        let (sbc_b, pbx) = (
+            format!("203.0.113.9:{}", 30_002 + base),
+            format!("198.51.100.20:{}", 5000 + base),
+        );
+        for seq in 0..10u16 {
+            let at = 1000 + u64::from(seq) * 200;
+            let p = rtp(8, seq, u32::from(seq) * 160, ssrc);
+            h.udp(at, &caller, &sbc_a, &p);
+            h.udp(at + 1, &sbc_b, &pbx, &p);
+        }
+    }
+    h.collect();
+}
+
+#[test]
+fn correlation_by_media_relay_links_legs_nothing_else_links() {
+    let mut h = H1::new();
+    relayed_calls(&mut h, &[("m-in", "m-out", 0, 0xabcd_0001)]);
+    h.finish(60_000);
+    let (a, b) = (leg_of(&h, "m-in"), leg_of(&h, "m-out"));
+    assert_eq!(a.correlation_id, "m-in");
+    assert_eq!(b.correlation_id, "m-in");
+    assert_eq!(
+        (a.correlation_method.as_str(), b.correlation_method.as_str()),
+        ("media", "media")
+    );
+    assert_eq!(h.t.stats().linked_by_media, 1);
+}
+
+/// Every endpoint sends one SSRC (as sipp does) and two calls start together: which
+/// outgoing leg relays which incoming one is unknowable from the media: nothing is linked.
+#[test]
+fn correlation_by_media_relay_refuses_ambiguous_links() {
+    let mut h = H1::new();
+    relayed_calls(
+        &mut h,
+        &[("x-in", "x-out", 0, 0x5eed), ("y-in", "y-out", 100, 0x5eed)],
+    );
+    h.finish(60_000);
+    for id in ["x-in", "x-out", "y-in", "y-out"] {
+        let c = leg_of(&h, id);
+        assert_eq!(
+            (c.correlation_id.as_str(), c.correlation_method.as_str()),
+            (id, "none")
+        );
+    }
+    assert_eq!(h.t.stats().linked_by_media, 0);
+}

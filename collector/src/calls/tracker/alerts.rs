@@ -1,0 +1,151 @@
+//! Flow events: call-state notifications and quality alerts (one-way audio, media gaps,
+//! low MOS), each raised once per call.
+#![deny(clippy::indexing_slicing, clippy::panic)]
+
+#[allow(
+    clippy::wildcard_imports,
+    reason = "the tracker's types and imports, shared by its parts"
+)]
+use super::*;
+
+pub(super) const ALERT_ONE_WAY: u8 = 1;
+pub(super) const ALERT_GAP: u8 = 2;
+pub(super) const ALERT_MOS: u8 = 4;
+
+impl Tracker {
+    pub(super) fn notify(&mut self, cookie: u64, kind: CallStateKind, trigger: &str, now: u64) {
+        let Some(c) = self.calls.get(&cookie) else {
+            return;
+        };
+        let disposition = match (kind, c.end) {
+            (CallStateKind::Ended, Some(e)) => e.disposition as i32,
+            _ => 0,
+        };
+        let event = FlowEvent {
+            time_ms: now / MS,
+            agent_id: self.agent_id.clone(),
+            call_id: c.call_id.clone(),
+            event: Some(flow_event::Event::CallState(CallState {
+                state: kind as i32,
+                caller: Some(c.caller.clone()),
+                callee: Some(c.callee.clone()),
+                trigger: trigger.to_owned(),
+                disposition,
+                cdr: None,
+            })),
+        };
+        let consent = c.consent.clone();
+        self.out.flow(FlowOut { event, consent });
+    }
+}
+
+impl Tracker {
+    pub(super) fn alert(&mut self, cookie: u64, kind: &str, message: String, now: u64) {
+        let Some(c) = self.calls.get(&cookie) else {
+            return;
+        };
+        let event = FlowEvent {
+            time_ms: now / MS,
+            agent_id: self.agent_id.clone(),
+            call_id: c.call_id.clone(),
+            event: Some(flow_event::Event::Alert(Alert {
+                severity: AlertSeverity::Warning as i32,
+                kind: kind.to_owned(),
+                message,
+            })),
+        };
+        let consent = c.consent.clone();
+        self.out.flow(FlowOut { event, consent });
+    }
+}
+
+impl Tracker {
+    /// Raises the quality alerts of a call once each: one-way audio (during the call),
+    /// long media gaps, and (at the end) a low MOS.
+    pub(super) fn check_alerts(&mut self, cookie: u64, now: u64, at_end: bool) {
+        let Some(call) = self.calls.get(&cookie) else {
+            return;
+        };
+        let a = &self.cfg.alerts;
+        let mut raise: Vec<(u8, &'static str, String)> = Vec::new();
+        let values: Vec<(Way, MediaValue)> = if at_end {
+            call.media
+                .snapshots
+                .iter()
+                .map(|s| (s.way, s.value))
+                .collect()
+        } else {
+            call.media.live().copied().collect()
+        };
+        let packets = |way: Way| -> u64 {
+            values
+                .iter()
+                .filter(|(w, _)| *w == way)
+                .flat_map(|(_, v)| v.slots.iter())
+                .map(|s| s.packets)
+                .sum()
+        };
+        let both_sendrecv = [call.sdp_of(Side::Caller), call.sdp_of(Side::Callee)]
+            .iter()
+            .all(|s| s.is_some_and(|s| matches!(s.direction, sip::sdp::Direction::SendRecv)));
+        if call.alerts & ALERT_ONE_WAY == 0
+            && both_sendrecv
+            && matches!(call.phase, Phase::Confirmed { held: false, .. })
+            && call
+                .answer_ns
+                .is_some_and(|t| now >= t.saturating_add(a.one_way_after_ms.saturating_mul(MS)))
+        {
+            let (c2e, e2c) = (packets(Way::CallerToCallee), packets(Way::CalleeToCaller));
+            if (c2e == 0) != (e2c == 0) {
+                let dir = if c2e == 0 {
+                    "callee to caller"
+                } else {
+                    "caller to callee"
+                };
+                raise.push((
+                    ALERT_ONE_WAY,
+                    "one_way_audio",
+                    format!("RTP flows only {dir} after the answer"),
+                ));
+            }
+        }
+        if call.alerts & ALERT_GAP == 0 {
+            let gap_ms = values
+                .iter()
+                .flat_map(|(_, v)| v.slots.iter())
+                .map(|s| s.max_gap_ns / MS)
+                .max()
+                .unwrap_or(0);
+            if gap_ms > a.media_gap_ms {
+                raise.push((
+                    ALERT_GAP,
+                    "media_gap",
+                    format!(
+                        "RTP stopped for {gap_ms} ms (threshold {} ms)",
+                        a.media_gap_ms
+                    ),
+                ));
+            }
+        }
+        if at_end && call.alerts & ALERT_MOS == 0 {
+            let worst = cdr::legs(call)
+                .iter()
+                .filter(|l| l.mos > 0.0)
+                .map(|l| l.mos)
+                .fold(f64::INFINITY, f64::min);
+            if worst.is_finite() && worst < a.mos_below {
+                raise.push((
+                    ALERT_MOS,
+                    "low_mos",
+                    format!("MOS {worst:.2} below {:.2}", a.mos_below),
+                ));
+            }
+        }
+        for (bit, kind, message) in raise {
+            if let Some(c) = self.calls.get_mut(&cookie) {
+                c.alerts |= bit;
+            }
+            self.alert(cookie, kind, message, now);
+        }
+    }
+}

@@ -1,0 +1,407 @@
+//! Media binding: each hop's offer and answer become MEDIA map entries (a [`Plan`]), read
+//! back while the call runs and snapshotted when it is retired; RTCP attributed to its call.
+#![deny(clippy::indexing_slicing, clippy::panic)]
+
+#[allow(
+    clippy::wildcard_imports,
+    reason = "the tracker's types and imports, shared by its parts"
+)]
+use super::*;
+
+/// A media snapshot: one direction's map entry when it was retired.
+#[derive(Clone, Debug)]
+pub(crate) struct Snapshot {
+    pub(crate) way: Way,
+    pub(crate) hop: Hop,
+    pub(crate) plan: Plan,
+    pub(crate) value: MediaValue,
+}
+
+/// The two addresses one hop's SIP messages travel between (lower first, so both directions
+/// give the same hop). A call through a proxy that keeps the Call-ID is seen on two hops;
+/// a media-anchoring SBC rewrites the SDP on each, so each hop's media is bound from that
+/// hop's own offer and answer: the streams really on that wire.
+pub(crate) type Hop = (IpAddr, IpAddr);
+
+/// The hop of a packet.
+pub(crate) fn hop_of(pkt: &SipPacket) -> Hop {
+    let (a, b) = (pkt.src.ip().to_canonical(), pkt.dst.ip().to_canonical());
+    if a <= b {
+        (a, b)
+    } else {
+        (b, a)
+    }
+}
+
+/// The media of one hop of a call.
+#[derive(Clone, Debug)]
+pub(crate) struct HopMedia {
+    pub(crate) hop: Hop,
+    pub(crate) caller: Option<SdpMedia>,
+    pub(crate) callee: Option<SdpMedia>,
+    pub(crate) plan: Option<Plan>,
+    pub(crate) live: Vec<(Way, MediaValue)>,
+}
+
+impl HopMedia {
+    pub(super) fn side(&self, side: Side) -> Option<&SdpMedia> {
+        match side {
+            Side::Caller => self.caller.as_ref(),
+            Side::Callee => self.callee.as_ref(),
+        }
+    }
+}
+
+/// The media of one call: per hop (the first is where the call was first seen).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct CallMedia {
+    pub(crate) hops: Vec<HopMedia>,
+    pub(crate) snapshots: Vec<Snapshot>,
+    pub(crate) rtcp: RtcpState,
+    pub(crate) last_media_ns: Option<u64>,
+}
+
+impl CallMedia {
+    /// The media of `hop`, created when new (None past [`MAX_HOPS`]).
+    pub(super) fn hop_mut(&mut self, hop: Hop) -> Option<&mut HopMedia> {
+        let i = match self.hops.iter().position(|h| h.hop == hop) {
+            Some(i) => i,
+            None if self.hops.len() < MAX_HOPS => {
+                self.hops.push(HopMedia {
+                    hop,
+                    caller: None,
+                    callee: None,
+                    plan: None,
+                    live: Vec::new(),
+                });
+                self.hops.len() - 1
+            }
+            None => return None,
+        };
+        self.hops.get_mut(i)
+    }
+
+    /// Whether any hop has entries installed.
+    pub(crate) fn planned(&self) -> bool {
+        self.hops.iter().any(|h| h.plan.is_some())
+    }
+
+    /// Every hop's live kernel values.
+    pub(super) fn live(&self) -> impl Iterator<Item = &(Way, MediaValue)> {
+        self.hops.iter().flat_map(|h| h.live.iter())
+    }
+
+    /// Every SDP address announced on any hop.
+    pub(super) fn addresses(&self) -> Vec<SocketAddr> {
+        self.hops
+            .iter()
+            .flat_map(|h| [&h.caller, &h.callee])
+            .flatten()
+            .map(|s| s.rtp)
+            .collect()
+    }
+}
+
+impl Tracker {
+    /// Reads the SDP of `msg` into the sender's side and rebinds the media. Returns whether
+    /// the SDP puts the media on hold (`None`: no SDP, or it did not parse).
+    pub(super) fn take_sdp(
+        &mut self,
+        cookie: u64,
+        hop: Hop,
+        msg: &SipMessage<'_>,
+        media: &mut dyn MediaTable,
+    ) -> Option<bool> {
+        let body = match msg.sdp_body() {
+            Ok(Some(b)) => b,
+            Ok(None) => return None,
+            Err(_) => {
+                self.stats.sdp_errors += 1;
+                if let Some(c) = self.calls.get_mut(&cookie) {
+                    c.parse_errors = c.parse_errors.saturating_add(1);
+                }
+                return None;
+            }
+        };
+        let parsed = match SdpMedia::from_body(body) {
+            Ok(p) => p,
+            Err(_) => {
+                self.stats.sdp_errors += 1;
+                if let Some(c) = self.calls.get_mut(&cookie) {
+                    c.parse_errors = c.parse_errors.saturating_add(1);
+                }
+                return None;
+            }
+        };
+        let call = self.calls.get_mut(&cookie)?;
+        if call.phase.is_over() {
+            return None;
+        }
+        let new = parsed?;
+        let hold = new.is_hold();
+        let side = call.sender(msg);
+        let Some(bound) = call.media.hop_mut(hop) else {
+            self.stats.hops_dropped += 1;
+            return Some(hold);
+        };
+        let slot = match side {
+            Side::Caller => &mut bound.caller,
+            Side::Callee => &mut bound.callee,
+        };
+        let previous = slot.take();
+        let previous_addr = previous.as_ref().map(|p| p.rtp);
+        // RFC 2543 hold (c=0.0.0.0) keeps the side's address: media resumes there.
+        let merged = match previous {
+            Some(old) if new.rtp.ip().is_unspecified() => SdpMedia {
+                rtp: old.rtp,
+                rtcp: old.rtcp,
+                ..new
+            },
+            _ => new,
+        };
+        let announced = merged.rtp;
+        *slot = Some(merged);
+        if let Some(old) = previous_addr.filter(|&a| a != announced) {
+            self.unindex(old, cookie, Some(side));
+        }
+        self.anchor(cookie, announced, side);
+        self.replan(cookie, hop, media);
+        Some(hold)
+    }
+}
+
+impl Tracker {
+    /// Binds the media of one hop from its offer and answer, retiring what it bound before.
+    pub(super) fn replan(&mut self, cookie: u64, hop: Hop, media: &mut dyn MediaTable) {
+        let Some(call) = self.calls.get_mut(&cookie) else {
+            return;
+        };
+        let Some(h) = call.media.hops.iter().find(|h| h.hop == hop) else {
+            return;
+        };
+        let (Some(a), Some(b)) = (&h.caller, &h.callee) else {
+            return;
+        };
+        let Some(plan) = Plan::new(a, b) else {
+            return;
+        };
+        if h.plan == Some(plan) {
+            return;
+        }
+        // A proxy that passed the SDP through unchanged: the streams are bound once.
+        if call
+            .media
+            .hops
+            .iter()
+            .any(|o| o.hop != hop && o.plan == Some(plan))
+        {
+            return;
+        }
+        let old = call
+            .media
+            .hops
+            .iter_mut()
+            .find(|h| h.hop == hop)
+            .and_then(|h| h.plan.take());
+        if let Some(old) = old {
+            retire(call, hop, old, media, &mut self.stats);
+            for ep in old.rtcp_endpoints() {
+                if self.rtcp_index.get(&ep) == Some(&cookie) {
+                    self.rtcp_index.remove(&ep);
+                }
+            }
+        }
+        if plan.install(cookie, media).is_err() {
+            self.stats.media_errors += 1;
+            call.map_pressure = call.map_pressure.saturating_add(1);
+        }
+        if let Some(h) = call.media.hops.iter_mut().find(|h| h.hop == hop) {
+            h.plan = Some(plan);
+            h.live.clear();
+        }
+        for ep in plan.rtcp_endpoints() {
+            self.rtcp_index.insert(ep, cookie);
+        }
+    }
+}
+
+impl Tracker {
+    /// Takes in one RTCP datagram copied by the kernel (or its emulation).
+    pub fn on_rtcp(&mut self, ts_ns: u64, src: SocketAddr, dst: SocketAddr, payload: &[u8]) {
+        let cookie = self
+            .rtcp_index
+            .get(&dst)
+            .or_else(|| self.rtcp_index.get(&src))
+            .copied();
+        match cookie.and_then(|c| self.calls.get_mut(&c)) {
+            Some(call) => call.media.rtcp.observe(ts_ns, payload),
+            None => self.stats.rtcp_unmatched += 1,
+        }
+    }
+}
+
+impl Tracker {
+    /// Snapshots and removes the call's media entries.
+    pub(super) fn release_media(&mut self, cookie: u64, media: &mut dyn MediaTable) {
+        let Some(call) = self.calls.get_mut(&cookie) else {
+            return;
+        };
+        let plans: Vec<(Hop, Plan)> = call
+            .media
+            .hops
+            .iter_mut()
+            .filter_map(|h| h.plan.take().map(|p| (h.hop, p)))
+            .collect();
+        for (hop, plan) in plans {
+            retire(call, hop, plan, media, &mut self.stats);
+            for ep in plan.rtcp_endpoints() {
+                if self.rtcp_index.get(&ep) == Some(&cookie) {
+                    self.rtcp_index.remove(&ep);
+                }
+            }
+        }
+    }
+}
+
+impl Tracker {
+    /// Takes an ended call's SDP addresses out of the media-anchoring index.
+    pub(super) fn forget_addresses(&mut self, cookie: u64) {
+        let Some(call) = self.calls.get(&cookie) else {
+            return;
+        };
+        let addrs = call.media.addresses();
+        for a in addrs {
+            self.unindex(a, cookie, None);
+        }
+    }
+}
+
+impl Tracker {
+    /// Takes `cookie` (on `side`, or any side) off the anchoring index of `addr`.
+    pub(super) fn unindex(&mut self, addr: SocketAddr, cookie: u64, side: Option<Side>) {
+        if let Some(list) = self.sdp_index.get_mut(&addr) {
+            list.retain(|&(c, s)| c != cookie || side.is_some_and(|x| x != s));
+            if list.is_empty() {
+                self.sdp_index.remove(&addr);
+            }
+        }
+    }
+}
+
+impl Tracker {
+    /// Reads the media statistics of every call with installed entries (the agent polls the
+    /// kernel every few seconds; replay reads its emulation).
+    pub fn poll_media(&mut self, now: u64, media: &mut dyn MediaTable) {
+        let cookies: Vec<u64> = self
+            .calls
+            .iter()
+            .filter(|(_, c)| c.media.planned())
+            .map(|(&k, _)| k)
+            .collect();
+        for &cookie in &cookies {
+            let Some(call) = self.calls.get_mut(&cookie) else {
+                continue;
+            };
+            let mut pressure = 0u32;
+            for h in &mut call.media.hops {
+                let Some(plan) = h.plan else {
+                    continue;
+                };
+                match plan.read(media) {
+                    Ok(values) => {
+                        for (way, v) in values {
+                            match v.filter(|v| v.cookie == cookie) {
+                                Some(v) => {
+                                    h.live.retain(|(w, _)| *w != way);
+                                    h.live.push((way, v));
+                                }
+                                None => {
+                                    // Removed from the map (or replaced by another call's).
+                                    if h.live.iter().any(|(w, _)| *w == way) {
+                                        pressure = pressure.saturating_add(1);
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    Err(_) => self.stats.media_errors += 1,
+                }
+            }
+            call.map_pressure = call.map_pressure.saturating_add(pressure);
+            let last = call
+                .media
+                .live()
+                .flat_map(|(_, v)| v.slots.iter())
+                .filter(|s| s.in_use != 0 && s.packets > 0)
+                .map(|s| s.last_ns)
+                .max();
+            if let Some(l) = last {
+                call.media.last_media_ns = Some(call.media.last_media_ns.map_or(l, |m| m.max(l)));
+            }
+            self.check_alerts(cookie, now, false);
+        }
+        // Once every call's values are fresh: a leg matched against others not yet read
+        // in this round could look unique when it is not.
+        for cookie in cookies {
+            self.link_by_media(cookie, None);
+        }
+    }
+}
+
+/// Snapshots the entries of `plan`, bound on `hop` (the live copy when an entry vanished),
+/// and removes them.
+pub(super) fn retire(
+    call: &mut Call,
+    hop: Hop,
+    plan: Plan,
+    media: &mut dyn MediaTable,
+    stats: &mut TrackerStats,
+) {
+    let cookie = call.cookie;
+    let read = plan.read(media);
+    if read.is_err() {
+        stats.media_errors += 1;
+    }
+    let live: Vec<(Way, MediaValue)> = call
+        .media
+        .hops
+        .iter_mut()
+        .find(|h| h.hop == hop)
+        .map(|h| std::mem::take(&mut h.live))
+        .unwrap_or_default();
+    for way in [Way::CallerToCallee, Way::CalleeToCaller] {
+        let fresh = read.as_ref().ok().and_then(|vs| {
+            vs.iter()
+                .find(|(w, _)| *w == way)
+                .and_then(|(_, v)| *v)
+                .filter(|v| v.cookie == cookie)
+        });
+        let value = match fresh {
+            Some(v) => Some(v),
+            None => {
+                let last = live.iter().find(|(w, _)| *w == way).map(|(_, v)| *v);
+                if last.is_some() {
+                    call.map_pressure = call.map_pressure.saturating_add(1);
+                }
+                last
+            }
+        };
+        if let Some(value) = value {
+            if value.slots.iter().any(|s| s.in_use != 0) {
+                if call.media.snapshots.len() < MAX_SNAPSHOTS {
+                    call.media.snapshots.push(Snapshot {
+                        way,
+                        hop,
+                        plan,
+                        value,
+                    });
+                } else {
+                    stats.snapshots_dropped += 1;
+                }
+            }
+        }
+    }
+    if plan.remove(cookie, media).is_err() {
+        stats.media_errors += 1;
+    }
+}
