@@ -47,6 +47,18 @@ pub struct ConnectArgs {
 }
 
 impl ConnectArgs {
+    /// `server` without TLS or token (a collector on loopback).
+    pub fn plain(server: impl Into<String>) -> Self {
+        Self {
+            server: server.into(),
+            ca: None,
+            cert: None,
+            key: None,
+            tls_domain: None,
+            token_file: None,
+        }
+    }
+
     /// The TLS and token settings.
     pub fn security(&self) -> anyhow::Result<ClientSecurity> {
         let pair = match (&self.cert, &self.key) {

@@ -19,6 +19,7 @@ use collector_proto::v1::{
 use serde_json::Value;
 
 use super::cdrs::{format_time, parse_disposition, parse_duration_ms};
+use super::connect::{ConnectArgs, SubjectArgs};
 
 /// History sent without `--follow`, `--last` or `--since` (as `hubble observe` does).
 pub const DEFAULT_LAST: u32 = 20;
@@ -26,9 +27,10 @@ pub const DEFAULT_LAST: u32 = 20;
 /// `collector flows`.
 #[derive(Debug, Args)]
 pub struct FlowsArgs {
-    /// Collector (relay of every agent) or agent to watch.
-    #[arg(long, default_value = "http://127.0.0.1:50051")]
-    pub server: String,
+    /// Collector (relay of every agent) or agent to watch, and how to reach it (TLS,
+    /// client certificate, token: the same flags as every verb that talks to a server).
+    #[command(flatten)]
+    pub conn: ConnectArgs,
     /// Keep streaming new events until Ctrl-C.
     #[arg(long, short = 'f')]
     pub follow: bool,
@@ -56,13 +58,10 @@ pub struct FlowsArgs {
     /// failed, rejected.
     #[arg(long = "disposition", value_delimiter = ',')]
     pub dispositions: Vec<String>,
-    /// Only the calls and registrations of this phone number or SIP URI. It is sent to the
-    /// server, which turns it into pseudonyms with its key file and never logs it.
-    #[arg(long, conflicts_with = "pseudonym")]
-    pub number: Vec<String>,
-    /// Only the calls and registrations of this pseudonym (see `collector pseudonym`).
-    #[arg(long)]
-    pub pseudonym: Vec<String>,
+    /// Only the calls and registrations of this subject: a number (hashed here under every
+    /// key of the key file; never sent) or pseudonyms.
+    #[command(flatten)]
+    pub subject: SubjectArgs,
     /// Only this (pseudonymized) Call-ID.
     #[arg(long = "call-id")]
     pub call_ids: Vec<String>,
@@ -152,7 +151,12 @@ pub fn parse_call_state(s: &str) -> anyhow::Result<CallStateKind> {
 }
 
 /// Turns the flags into a request (`now_ms` anchors `--since` and `--until`).
-pub fn build_request(args: &FlowsArgs, now_ms: u64) -> anyhow::Result<WatchRequest> {
+/// `pseudonyms` are the subject's (`--number` already hashed, or `--pseudonym`).
+pub fn build_request(
+    args: &FlowsArgs,
+    pseudonyms: Vec<String>,
+    now_ms: u64,
+) -> anyhow::Result<WatchRequest> {
     let ago = |s: &Option<String>| -> anyhow::Result<u64> {
         Ok(match s {
             Some(s) => now_ms.saturating_sub(parse_duration_ms(s)?).max(1),
@@ -178,7 +182,7 @@ pub fn build_request(args: &FlowsArgs, now_ms: u64) -> anyhow::Result<WatchReque
     }
     let filter = FlowFilter {
         agent_id: args.agents.clone(),
-        pseudonym: args.pseudonym.clone(),
+        pseudonym: pseudonyms,
         call_id: args.call_ids.clone(),
         event_type: args
             .types
@@ -195,7 +199,8 @@ pub fn build_request(args: &FlowsArgs, now_ms: u64) -> anyhow::Result<WatchReque
             .iter()
             .map(|s| parse_call_state(s).map(|s| s as i32))
             .collect::<anyhow::Result<_>>()?,
-        number: args.number.clone(),
+        // Never the number itself: it was hashed on this side.
+        number: Vec::new(),
         address_prefix: args.addresses.clone(),
         mos_below: args.mos_below,
         loss_above_pct: args.loss_above,
@@ -227,14 +232,15 @@ pub fn run(args: FlowsArgs) -> anyhow::Result<()> {
     let now_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-    let req = build_request(&args, now_ms)?;
+    let pseudonyms = args.subject.pseudonyms(&mut io::stdin().lock())?;
+    let req = build_request(&args, pseudonyms, now_ms)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let stdout = io::stdout();
     let mut out = io::BufWriter::new(stdout.lock());
     let mut printer = Printer::new(args.output);
-    let result = rt.block_on(watch(&args.server, req, &mut printer, &mut out, async {
+    let result = rt.block_on(watch(&args.conn, req, &mut printer, &mut out, async {
         let _ = tokio::signal::ctrl_c().await;
     }));
     let flushed = out.flush();
@@ -257,7 +263,7 @@ pub fn run(args: FlowsArgs) -> anyhow::Result<()> {
 /// Streams `req` from `server` into `out` until the stream ends (without follow), the
 /// server goes away (an error saying so), or `interrupt` completes (Ctrl-C: a clean end).
 pub async fn watch<W, F>(
-    server: &str,
+    conn: &ConnectArgs,
     req: WatchRequest,
     printer: &mut Printer,
     out: &mut W,
@@ -268,12 +274,14 @@ where
     F: std::future::Future<Output = ()>,
 {
     let follow = req.follow;
+    let server = conn.server.as_str();
     tokio::pin!(interrupt);
     let connect = tokio::select! {
         () = &mut interrupt => return Ok(()),
-        c = WatchClient::connect(server.to_string()) => c,
+        c = conn.connect() => c,
     };
-    let mut client = connect.with_context(|| format!("cannot reach {server}"))?;
+    let mut client = WatchClient::new(connect.with_context(|| format!("cannot reach {server}"))?)
+        .max_decoding_message_size(crate::server::MAX_MESSAGE_BYTES);
     let mut stream = client
         .flows(req)
         .await
@@ -728,7 +736,8 @@ TIME                     AGENT        KIND  CALL                              DE
 
     fn req(argv: &[&str]) -> anyhow::Result<WatchRequest> {
         let w = Wrap::try_parse_from(std::iter::once("flows").chain(argv.iter().copied()))?;
-        build_request(&w.args, 1_000_000)
+        let pseudonyms = w.args.subject.pseudonym.clone();
+        build_request(&w.args, pseudonyms, 1_000_000)
     }
 
     #[test]
@@ -748,8 +757,8 @@ TIME                     AGENT        KIND  CALL                              DE
             "call-state,alert",
             "--state",
             "answered",
-            "--number",
-            "+15550100",
+            "--pseudonym",
+            "tel_k1_aaaa",
             "--mos-below",
             "3.5",
             "--loss-above",
@@ -766,7 +775,8 @@ TIME                     AGENT        KIND  CALL                              DE
             [FlowEventType::CallState as i32, FlowEventType::Alert as i32]
         );
         assert_eq!(f.call_state, [CallStateKind::Answered as i32]);
-        assert_eq!(f.number, ["+15550100"]);
+        assert_eq!(f.pseudonym, ["tel_k1_aaaa"]);
+        assert!(f.number.is_empty(), "a number never goes to the server");
         assert_eq!((f.mos_below, f.loss_above_pct), (Some(3.5), Some(1.0)));
         assert!(r.field_mask.is_empty(), "json asks for every field");
         assert!(req(&["--type", "bogus"]).is_err());
@@ -802,10 +812,10 @@ TIME                     AGENT        KIND  CALL                              DE
             let _ = stopped.await;
         }));
         let w = Wrap::try_parse_from(["flows", "--server", &url, "--type", "media-stats"]).unwrap();
-        let req = build_request(&w.args, T + 60_000).unwrap();
+        let req = build_request(&w.args, Vec::new(), T + 60_000).unwrap();
         let mut out = Vec::new();
         let mut p = Printer::new(FlowsFormat::Compact);
-        watch(&url, req, &mut p, &mut out, std::future::pending())
+        watch(&w.args.conn, req, &mut p, &mut out, std::future::pending())
             .await
             .unwrap();
         assert_eq!(
@@ -816,13 +826,13 @@ TIME                     AGENT        KIND  CALL                              DE
 
         // Ctrl-C (the interrupt) ends a follow stream cleanly.
         let w = Wrap::try_parse_from(["flows", "--server", &url, "-f", "--last", "1"]).unwrap();
-        let req = build_request(&w.args, T).unwrap();
+        let req = build_request(&w.args, Vec::new(), T).unwrap();
         let (int_tx, int_rx) = tokio::sync::oneshot::channel::<()>();
-        let url2 = url.clone();
+        let conn2 = w.args.conn.clone();
         let follower = tokio::spawn(async move {
             let mut out = Vec::new();
             let mut p = Printer::new(FlowsFormat::Compact);
-            let r = watch(&url2, req, &mut p, &mut out, async {
+            let r = watch(&conn2, req, &mut p, &mut out, async {
                 let _ = int_rx.await;
             })
             .await;
@@ -836,12 +846,12 @@ TIME                     AGENT        KIND  CALL                              DE
 
         // The server going away ends a follow stream with a clear error.
         wait_for_subscribers(&hub, 0).await;
-        let req = build_request(&w.args, T).unwrap();
-        let url3 = url.clone();
+        let req = build_request(&w.args, Vec::new(), T).unwrap();
+        let conn3 = w.args.conn.clone();
         let follower = tokio::spawn(async move {
             let mut out = Vec::new();
             let mut p = Printer::new(FlowsFormat::Compact);
-            watch(&url3, req, &mut p, &mut out, std::future::pending()).await
+            watch(&conn3, req, &mut p, &mut out, std::future::pending()).await
         });
         wait_for_subscribers(&hub, 1).await;
         stop.send(()).unwrap();
@@ -857,7 +867,7 @@ TIME                     AGENT        KIND  CALL                              DE
         );
         // And with no server at all, the message names it.
         let err = watch(
-            &url,
+            &w.args.conn,
             WatchRequest::default(),
             &mut Printer::new(FlowsFormat::Json),
             &mut Vec::new(),

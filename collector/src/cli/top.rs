@@ -43,9 +43,10 @@ const FEED_QUEUE: usize = 8_192;
 /// `collector top`.
 #[derive(Debug, Args)]
 pub struct TopArgs {
-    /// Collector (relay of every agent) or agent to watch.
-    #[arg(long, default_value = "http://127.0.0.1:50051")]
-    pub server: String,
+    /// Collector (relay of every agent) or agent to watch, and how to reach it (TLS,
+    /// client certificate, token: the same flags as every verb that talks to a server).
+    #[command(flatten)]
+    pub conn: super::connect::ConnectArgs,
     /// Only these agents (repeat or comma-separate).
     #[arg(long = "agent", value_delimiter = ',')]
     pub agents: Vec<String>,
@@ -610,11 +611,19 @@ pub fn request(args: &TopArgs) -> WatchRequest {
     }
 }
 
-async fn feed(server: String, req: WatchRequest, tx: tokio::sync::mpsc::Sender<Feed>) {
+async fn feed(
+    conn: super::connect::ConnectArgs,
+    req: WatchRequest,
+    tx: tokio::sync::mpsc::Sender<Feed>,
+) {
+    let server = conn.server.clone();
     let why = async {
-        let mut client = WatchClient::connect(server.clone())
+        let channel = conn
+            .connect()
             .await
             .with_context(|| format!("cannot reach {server}"))?;
+        let mut client =
+            WatchClient::new(channel).max_decoding_message_size(crate::server::MAX_MESSAGE_BYTES);
         let mut stream = client.flows(req).await?.into_inner();
         while let Some(e) = stream.message().await? {
             if tx.send(Feed::Event(Box::new(e))).await.is_err() {
@@ -644,8 +653,8 @@ pub fn run(args: TopArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let (tx, mut rx) = tokio::sync::mpsc::channel(FEED_QUEUE);
-    rt.spawn(feed(args.server.clone(), request(&args), tx));
-    let mut state = TopState::new(args.server.clone());
+    rt.spawn(feed(args.conn.clone(), request(&args), tx));
+    let mut state = TopState::new(args.conn.server.clone());
     // `init` enters the alternate screen and raw mode, and restores them on panic.
     let mut terminal = ratatui::init();
     let result = (|| -> anyhow::Result<()> {
@@ -868,7 +877,7 @@ mod tests {
     #[test]
     fn request_is_valid_for_the_service() {
         let req = request(&TopArgs {
-            server: String::new(),
+            conn: crate::cli::connect::ConnectArgs::plain("http://127.0.0.1:1"),
             agents: vec!["edge-1".into()],
         });
         let plan = crate::watch::service::Plan::validate(&req, None, 10_000).unwrap();
