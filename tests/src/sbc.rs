@@ -562,29 +562,7 @@ impl Topology {
         )?;
 
         let _loss = if options.loss > 0.0 {
-            let ports = format!("{}:{}", RTP_PORTS.start(), RTP_PORTS.end());
-            let p = format!("{:.6}", options.loss);
-            Some(IptablesRule::add(
-                &self.sbc.name,
-                "raw",
-                "PREROUTING",
-                &[
-                    "-i",
-                    &self.sbc_pbx_if,
-                    "-p",
-                    "udp",
-                    "--dport",
-                    &ports,
-                    "-m",
-                    "statistic",
-                    "--mode",
-                    "random",
-                    "--probability",
-                    &p,
-                    "-j",
-                    "DROP",
-                ],
-            )?)
+            Some(self.pbx_media_loss(options.loss)?)
         } else {
             None
         };
@@ -684,6 +662,39 @@ impl Topology {
             path,
             _topology: PhantomData,
         })
+    }
+
+    /// Drops each UDP packet the PBX sends to rtpengine's ports with probability `loss`, on
+    /// arrival at the SBC (after its interface and the agent saw it), until the returned rule
+    /// is dropped. [`CallOptions::loss`] does this for sipp's calls.
+    pub fn pbx_media_loss(&self, loss: f64) -> Result<IptablesRule> {
+        ensure!(
+            loss > 0.0 && loss < 1.0,
+            "loss must be in (0, 1), got {loss}"
+        );
+        let ports = format!("{}:{}", RTP_PORTS.start(), RTP_PORTS.end());
+        let p = format!("{loss:.6}");
+        IptablesRule::add(
+            &self.sbc.name,
+            "raw",
+            "PREROUTING",
+            &[
+                "-i",
+                &self.sbc_pbx_if,
+                "-p",
+                "udp",
+                "--dport",
+                &ports,
+                "-m",
+                "statistic",
+                "--mode",
+                "random",
+                "--probability",
+                &p,
+                "-j",
+                "DROP",
+            ],
+        )
     }
 
     fn check_daemons(&self) -> Result<()> {
@@ -847,8 +858,9 @@ pub fn parse_rtp_streams(text: &str) -> Result<Vec<RtpStreamStat>> {
     Ok(streams)
 }
 
-/// A process started by this module inside a namespace, leader of its own process group.
-struct Proc {
+/// A process started inside a namespace, leader of its own process group (also used by
+/// [`crate::baresip`]).
+pub(crate) struct Proc {
     name: &'static str,
     child: Child,
     log: PathBuf,
@@ -856,7 +868,13 @@ struct Proc {
 }
 
 impl Proc {
-    fn spawn(name: &'static str, ns: &str, argv: &[&str], cwd: &Path, log: &Path) -> Result<Self> {
+    pub(crate) fn spawn(
+        name: &'static str,
+        ns: &str,
+        argv: &[&str],
+        cwd: &Path,
+        log: &Path,
+    ) -> Result<Self> {
         let out = File::create(log).with_context(|| format!("creating {}", log.display()))?;
         let err = out.try_clone()?;
         // `ip netns exec` execs the program, so the child's pid is the program's pid, and
@@ -884,7 +902,7 @@ impl Proc {
     }
 
     /// Whether the leader is still running (reaps it if not).
-    fn running(&mut self) -> bool {
+    pub(crate) fn running(&mut self) -> bool {
         if self.exited.is_some() {
             return false;
         }
@@ -913,7 +931,7 @@ impl Proc {
     }
 
     /// Waits up to `within` for the leader to exit; `None` if it still runs.
-    fn wait_exit(&mut self, within: Duration) -> Result<Option<ExitStatus>> {
+    pub(crate) fn wait_exit(&mut self, within: Duration) -> Result<Option<ExitStatus>> {
         let deadline = Instant::now() + within;
         loop {
             if !self.running() {
@@ -935,7 +953,7 @@ impl Proc {
         }
     }
 
-    fn signal_group(&self, sig: i32) {
+    pub(crate) fn signal_group(&self, sig: i32) {
         // SAFETY: a signal to the process group our child leads (created with
         // process_group(0)); ESRCH once every member is gone is harmless.
         unsafe {
@@ -944,7 +962,7 @@ impl Proc {
     }
 
     /// Sends `sig` to the group, waits up to `grace` for the leader, then kills the group.
-    fn stop(&mut self, sig: i32, grace: Duration) {
+    pub(crate) fn stop(&mut self, sig: i32, grace: Duration) {
         if self.running() {
             self.signal_group(sig);
             let _ = self.wait_exit(grace);
@@ -956,7 +974,7 @@ impl Proc {
         }
     }
 
-    fn log_tail(&self) -> String {
+    pub(crate) fn log_tail(&self) -> String {
         let text = fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
         let from = lines.len().saturating_sub(25);
@@ -971,7 +989,7 @@ impl Drop for Proc {
 }
 
 /// An iptables rule in a namespace, deleted on drop.
-struct IptablesRule {
+pub struct IptablesRule {
     ns: String,
     /// `-t TABLE`, the chain's place (filled with `-A` or `-D`), the chain, the rule.
     args: Vec<String>,
@@ -1028,7 +1046,7 @@ fn require_tools() -> Result<()> {
     Ok(())
 }
 
-fn path_str(p: &Path) -> Result<&str> {
+pub(crate) fn path_str(p: &Path) -> Result<&str> {
     p.to_str()
         .with_context(|| format!("non-UTF-8 path {}", p.display()))
 }
@@ -1086,7 +1104,11 @@ fn veth(a: (&Netns, &str, Ipv4Addr), b: (&Netns, &str, Ipv4Addr)) -> Result<()> 
 }
 
 /// Polls `ready` every 100 ms for up to 20 s while `proc` runs.
-fn wait_until(what: &str, proc: &mut Proc, mut ready: impl FnMut() -> Result<bool>) -> Result<()> {
+pub(crate) fn wait_until(
+    what: &str,
+    proc: &mut Proc,
+    mut ready: impl FnMut() -> Result<bool>,
+) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         if ready()? {

@@ -42,6 +42,10 @@ const PACKAGES: &[(&str, &str)] = &[
         "the media relay of the test SBC, in userspace mode (no kernel module package)",
     ),
     (
+        "baresip-core",
+        "baresip, the second SIP stack of the end-to-end tests (the `baresip` package adds GUIs)",
+    ),
+    (
         "iptables",
         "random packet loss on the test SBC (statistic match), since netem is absent",
     ),
