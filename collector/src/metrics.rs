@@ -11,7 +11,11 @@
 //! the traffic.
 #![forbid(unsafe_code)]
 
-use std::{future::Future, sync::Arc, time::Duration};
+use std::{
+    future::Future,
+    sync::{atomic::AtomicU64, Arc},
+    time::Duration,
+};
 
 use collector_proto::v1::LostEventsSource;
 use prometheus_client::{
@@ -22,7 +26,7 @@ use prometheus_client::{
         gauge::Gauge,
         histogram::{exponential_buckets, Histogram},
     },
-    registry::Registry,
+    registry::{Registry, Unit},
 };
 use tokio::{
     io::{AsyncReadExt as _, AsyncWriteExt as _},
@@ -88,27 +92,6 @@ struct OpLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct SourceLabel {
     source: &'static str,
-}
-
-/// Why the kernel side could not hand a packet or a stream to userspace.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DropReason {
-    /// The ring buffer was full: a sample was lost (the packet itself passed).
-    RingFull,
-    /// The MEDIA map was full: a stream was not tracked in the kernel.
-    MapFull,
-    /// A packet was cut at the snap length.
-    SnapCut,
-}
-
-impl DropReason {
-    fn label(self) -> &'static str {
-        match self {
-            DropReason::RingFull => "ring_full",
-            DropReason::MapFull => "map_full",
-            DropReason::SnapCut => "snap_cut",
-        }
-    }
 }
 
 /// A step in a CDR's life from the call tracker to the collector's store.
@@ -196,11 +179,18 @@ pub struct Metrics {
     registry: Registry,
     packets: Family<PacketLabels, Counter>,
     sip_messages: Family<SipLabels, Counter>,
-    parse_errors: Family<ReasonLabel, Counter>,
-    kernel_drops: Family<ReasonLabel, Counter>,
-    active_calls: Gauge,
+    sip_parse_errors: Family<ReasonLabel, Counter>,
+    kernel_packets: Family<ReasonLabel, Counter>,
+    ring_records: Counter,
+    ring_undecodable: Counter,
+    ring_lost: Counter,
+    active_dialogs: Gauge,
+    active_media_streams: Gauge,
     cdrs: Family<StageLabel, Counter>,
     spool_bytes: Gauge,
+    spool_unacked: Gauge,
+    spool_oldest_age: Gauge<f64, AtomicU64>,
+    ship_reconnects: Counter,
     ingest_batches: Counter,
     ingest_cdrs: Counter,
     storage_latency: Family<OpLabel, Histogram>,
@@ -221,11 +211,18 @@ impl Metrics {
         let mut root = Registry::with_prefix("collector");
         let packets = Family::<PacketLabels, Counter>::default();
         let sip_messages = Family::<SipLabels, Counter>::default();
-        let parse_errors = Family::<ReasonLabel, Counter>::default();
-        let kernel_drops = Family::<ReasonLabel, Counter>::default();
-        let active_calls = Gauge::default();
+        let sip_parse_errors = Family::<ReasonLabel, Counter>::default();
+        let kernel_packets = Family::<ReasonLabel, Counter>::default();
+        let ring_records = Counter::default();
+        let ring_undecodable = Counter::default();
+        let ring_lost = Counter::default();
+        let active_dialogs = Gauge::default();
+        let active_media_streams = Gauge::default();
         let cdrs = Family::<StageLabel, Counter>::default();
         let spool_bytes = Gauge::default();
+        let spool_unacked = Gauge::default();
+        let spool_oldest_age = Gauge::<f64, AtomicU64>::default();
+        let ship_reconnects = Counter::default();
         let ingest_batches = Counter::default();
         let ingest_cdrs = Counter::default();
         let storage_latency = Family::<OpLabel, Histogram>::new_with_constructor(
@@ -246,21 +243,63 @@ impl Metrics {
             sip_messages.clone(),
         );
         r.register(
-            "parse_errors",
-            "Messages that failed to parse, by reason",
-            parse_errors.clone(),
+            "sip_parse_errors",
+            "SIP messages (or their SDP bodies) that failed to parse, by reason",
+            sip_parse_errors.clone(),
         );
         r.register(
-            "kernel_drops",
-            "Samples or streams the kernel could not hand to userspace, by reason",
-            kernel_drops.clone(),
+            "kernel_packets",
+            "Packets counted by the kernel programs (summed over CPUs), by reason: seen per \
+             program (xdp_packets, tc_packets), handled (sip_copied, rtp_matched, ...) or \
+             not fully handled (malformed, ring_full, ...)",
+            kernel_packets.clone(),
         );
-        r.register("active_calls", "Calls being tracked", active_calls.clone());
+        r.register(
+            "ring_records",
+            "Records read from the kernel ring buffer and decoded",
+            ring_records.clone(),
+        );
+        r.register(
+            "ring_undecodable",
+            "Records read from the kernel ring buffer that did not decode",
+            ring_undecodable.clone(),
+        );
+        r.register(
+            "ring_lost",
+            "Records the kernel could not write because the ring buffer was full",
+            ring_lost.clone(),
+        );
+        r.register(
+            "active_dialogs",
+            "Dialogs (calls) being tracked, ended ones still absorbing late messages included",
+            active_dialogs.clone(),
+        );
+        r.register(
+            "active_media_streams",
+            "Media stream directions installed in the kernel's MEDIA map",
+            active_media_streams.clone(),
+        );
         r.register("cdrs", "CDRs by life-cycle stage", cdrs.clone());
         r.register(
             "spool_bytes",
             "Bytes in the agent's spool",
             spool_bytes.clone(),
+        );
+        r.register(
+            "spool_unacked_cdrs",
+            "CDRs in the agent's spool not yet acknowledged by the collector",
+            spool_unacked.clone(),
+        );
+        r.register_with_unit(
+            "spool_oldest_unacked_age",
+            "Age of the oldest CDR in the agent's spool not yet acknowledged (0 when none)",
+            Unit::Seconds,
+            spool_oldest_age.clone(),
+        );
+        r.register(
+            "ship_reconnects",
+            "Shipping streams to the collector that failed and were retried",
+            ship_reconnects.clone(),
         );
         r.register(
             "ingest_batches",
@@ -296,11 +335,18 @@ impl Metrics {
             registry: root,
             packets,
             sip_messages,
-            parse_errors,
-            kernel_drops,
-            active_calls,
+            sip_parse_errors,
+            kernel_packets,
+            ring_records,
+            ring_undecodable,
+            ring_lost,
+            active_dialogs,
+            active_media_streams,
             cdrs,
             spool_bytes,
+            spool_unacked,
+            spool_oldest_age,
+            ship_reconnects,
             ingest_batches,
             ingest_cdrs,
             storage_latency,
@@ -319,11 +365,7 @@ impl Metrics {
     /// the kernel's per-CPU counters); a lower total (the programs were reloaded) is
     /// ignored, so the counter never goes backwards.
     pub fn set_packets_total(&self, program: &str, iface: &str, total: u64) {
-        let c = self.packet_counter(program, iface);
-        let now = c.get();
-        if total > now {
-            c.inc_by(total - now);
-        }
+        raise(&self.packet_counter(program, iface), total);
     }
 
     fn packet_counter(&self, program: &str, iface: &str) -> Counter {
@@ -345,25 +387,49 @@ impl Metrics {
             .inc();
     }
 
-    /// Counts a parse failure; `reason` is a fixed name chosen by the parser's caller.
-    pub fn parse_error(&self, reason: &'static str) {
-        self.parse_errors
-            .get_or_create(&ReasonLabel { reason })
-            .inc();
+    /// Raises the SIP parse error counter of `reason` (a fixed name such as
+    /// [`crate::sip::SipError::reason`]) to `total`, never lowering it.
+    pub fn set_sip_parse_errors_total(&self, reason: &'static str, total: u64) {
+        raise(
+            &self.sip_parse_errors.get_or_create(&ReasonLabel { reason }),
+            total,
+        );
     }
 
-    /// Adds `n` kernel-side drops.
-    pub fn kernel_drops(&self, reason: DropReason, n: u64) {
-        self.kernel_drops
-            .get_or_create(&ReasonLabel {
-                reason: reason.label(),
-            })
-            .inc_by(n);
+    /// Raises the kernel counter `reason` (a `collector_common::Counter` name) to `total`,
+    /// the sum over CPUs; a lower total (the programs were reloaded) is ignored.
+    pub fn set_kernel_total(&self, reason: &'static str, total: u64) {
+        raise(
+            &self.kernel_packets.get_or_create(&ReasonLabel { reason }),
+            total,
+        );
     }
 
-    /// Sets the number of calls being tracked.
-    pub fn set_active_calls(&self, n: u64) {
-        self.active_calls.set(i64::try_from(n).unwrap_or(i64::MAX));
+    /// Adds `n` records read from the ring buffer and decoded.
+    pub fn ring_records(&self, n: u64) {
+        self.ring_records.inc_by(n);
+    }
+
+    /// Raises the count of undecodable ring records to `total`.
+    pub fn set_ring_undecodable_total(&self, total: u64) {
+        raise(&self.ring_undecodable, total);
+    }
+
+    /// Raises the count of records lost to a full ring to `total`.
+    pub fn set_ring_lost_total(&self, total: u64) {
+        raise(&self.ring_lost, total);
+    }
+
+    /// Sets the number of dialogs being tracked.
+    pub fn set_active_dialogs(&self, n: u64) {
+        self.active_dialogs
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// Sets the number of media stream directions installed in the kernel.
+    pub fn set_active_media_streams(&self, n: u64) {
+        self.active_media_streams
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
     /// Adds `n` CDRs that reached `stage`.
@@ -375,9 +441,36 @@ impl Metrics {
             .inc_by(n);
     }
 
+    /// Raises the count of CDRs that reached `stage` to `total`.
+    pub fn set_cdrs_total(&self, stage: CdrStage, total: u64) {
+        raise(
+            &self.cdrs.get_or_create(&StageLabel {
+                stage: stage.label(),
+            }),
+            total,
+        );
+    }
+
     /// Sets the spool size in bytes.
     pub fn set_spool_bytes(&self, n: u64) {
         self.spool_bytes.set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// Sets the spool's unacknowledged CDRs and the age of the oldest of them (zero when
+    /// there is none).
+    pub fn set_spool_unacked(&self, n: u64, oldest_age: Duration) {
+        self.spool_unacked.set(i64::try_from(n).unwrap_or(i64::MAX));
+        let age = if n == 0 {
+            0.0
+        } else {
+            oldest_age.as_secs_f64()
+        };
+        self.spool_oldest_age.set(age);
+    }
+
+    /// Raises the count of shipping reconnects to `total`.
+    pub fn set_ship_reconnects_total(&self, total: u64) {
+        raise(&self.ship_reconnects, total);
     }
 
     /// Counts one ingested batch that stored `stored` new CDRs.
@@ -421,6 +514,15 @@ impl Metrics {
             out.clear();
         }
         out
+    }
+}
+
+/// Raises a counter to a cumulative `total` read elsewhere (kernel or shipper counters):
+/// adds the difference, so the counter never goes backwards.
+fn raise(c: &Counter, total: u64) {
+    let now = c.get();
+    if total > now {
+        c.inc_by(total - now);
     }
 }
 
@@ -593,12 +695,12 @@ mod tests {
             ),
             Some(2.0)
         );
-        assert!(body.contains("# TYPE collector_active_calls gauge"));
+        assert!(body.contains("# TYPE collector_active_dialogs gauge"));
 
         // The counters move between scrapes; the total setter never goes backwards.
         metrics.set_packets_total("sip_xdp", "eth0", 10);
         metrics.set_packets_total("sip_xdp", "eth0", 4);
-        metrics.set_active_calls(7);
+        metrics.set_active_dialogs(7);
         metrics.storage_latency(StorageOp::Ingest, Duration::from_millis(3));
         metrics.cdrs(CdrStage::Acknowledged, 5);
         let (_, body) = get(addr, "/metrics").await;
@@ -609,7 +711,7 @@ mod tests {
             ),
             Some(10.0)
         );
-        assert_eq!(sample(&body, "collector_active_calls"), Some(7.0));
+        assert_eq!(sample(&body, "collector_active_dialogs"), Some(7.0));
         assert_eq!(
             sample(&body, r#"collector_cdrs_total{stage="acknowledged"}"#),
             Some(5.0)

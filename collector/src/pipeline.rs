@@ -10,18 +10,18 @@
 #![forbid(unsafe_code)]
 #![deny(clippy::indexing_slicing, clippy::panic)]
 
-use std::net::SocketAddr;
+use std::{collections::BTreeMap, net::SocketAddr};
 
 use collector_common::Direction;
 use collector_proto::v1::{Cdr, FlowEvent};
 
 use crate::calls::{
-    media::{EmulatedMedia, MediaTable, UdpVerdict},
+    media::{EmulatedMedia, MediaTable, SdpMedia, UdpVerdict},
     Tracker,
 };
 use crate::net::{Decoder, DecoderConfig, NetEvent, NetStats};
 use crate::privacy::{apply, Pseudonymizer};
-use crate::sip::SipError;
+use crate::sip::{SipError, SipLimits};
 
 const NS: u64 = 1_000_000_000;
 
@@ -55,6 +55,22 @@ pub fn looks_like_rtcp(payload: &[u8]) -> bool {
     match (payload.first(), payload.get(1)) {
         (Some(&b0), Some(&pt)) => b0 >> 6 == 2 && (192..=223).contains(&pt),
         _ => false,
+    }
+}
+
+/// Why `bytes` fails to parse as the tracker parses it (the message with the default
+/// limits, then its SDP body); `other` if it parses after all.
+fn error_reason(bytes: &[u8]) -> &'static str {
+    match crate::sip::parse_message(bytes, &SipLimits::default()) {
+        Err(e) => e.reason(),
+        Ok(msg) => match msg.sdp_body() {
+            Err(e) => e.reason(),
+            Ok(Some(body)) => match SdpMedia::from_body(body) {
+                Err(e) => e.reason(),
+                Ok(_) => "other",
+            },
+            Ok(None) => "other",
+        },
     }
 }
 
@@ -95,6 +111,7 @@ pub struct Pipeline<M> {
     next_tick: u64,
     next_poll: u64,
     now: u64,
+    sip_errors: BTreeMap<&'static str, u64>,
 }
 
 impl<M: MediaBackend> Pipeline<M> {
@@ -116,6 +133,7 @@ impl<M: MediaBackend> Pipeline<M> {
             next_tick: 0,
             next_poll: 0,
             now: 0,
+            sip_errors: BTreeMap::new(),
         }
     }
 
@@ -144,12 +162,32 @@ impl<M: MediaBackend> Pipeline<M> {
         self.decoder.stats()
     }
 
+    /// SIP messages and SDP bodies the tracker could not parse, by reason
+    /// ([`SipError::reason`], `sdp_*` for SDP); the counts sum to the tracker's
+    /// `parse_errors + sdp_errors`.
+    pub fn sip_errors(&self) -> &BTreeMap<&'static str, u64> {
+        &self.sip_errors
+    }
+
     /// Feeds one frame (from its Ethernet header) captured at `ts_ns`.
     pub fn feed_frame(&mut self, ts_ns: u64, frame: &[u8], direction: Option<Direction>) {
         self.decoder.feed(ts_ns, frame, direction, &mut self.events);
         for ev in std::mem::take(&mut self.events) {
             match ev {
-                NetEvent::Sip(p) => self.tracker.on_sip(&p, &mut self.media),
+                NetEvent::Sip(p) => {
+                    let before = self.tracker.stats();
+                    self.tracker.on_sip(&p, &mut self.media);
+                    let after = self.tracker.stats();
+                    let failed = after
+                        .parse_errors
+                        .saturating_sub(before.parse_errors)
+                        .saturating_add(after.sdp_errors.saturating_sub(before.sdp_errors));
+                    if failed > 0 {
+                        // The tracker counts failures without keeping the error; parsing the
+                        // failed message again (rare) names the reason.
+                        *self.sip_errors.entry(error_reason(&p.bytes)).or_insert(0) += failed;
+                    }
+                }
                 NetEvent::Udp(u) => {
                     if self.media.on_udp(u.ts_ns, u.src, u.dst, &u.payload) == UdpVerdict::Rtcp {
                         self.tracker.on_rtcp(u.ts_ns, u.src, u.dst, &u.payload);

@@ -7,10 +7,15 @@
 //! direction, interface, lengths and FNV-1a digests; never an address or a payload), no
 //! call tracking.
 //!
+//! `--metrics-listen ADDR` serves Prometheus metrics ([`crate::metrics`]) at `/metrics`,
+//! refreshed once a second from the kernel counters, the pipeline, the spool and the
+//! shipper.
+//!
 //! Kernel timestamps are `CLOCK_MONOTONIC`; they are turned into Unix time with one offset
 //! measured at start, for events and for the RTP times read back from the maps alike.
 #![deny(clippy::indexing_slicing, clippy::panic)]
 use std::{
+    collections::{BTreeMap, HashSet, VecDeque},
     net::SocketAddr,
     sync::Arc,
     time::{Duration, Instant},
@@ -30,13 +35,14 @@ use crate::calls::{
     CallsConfig, Tracker,
 };
 use crate::capture::{self, drain_ring, Capture, CaptureOptions, RawEvent};
+use crate::metrics::{CdrStage, Metrics};
 use crate::net::DecoderConfig;
 use crate::pipeline::{looks_like_rtcp, MediaBackend, Pipeline, Privacy, Schedule};
 use crate::privacy::{
     keys::{Key, KeyId, Secret},
     KeyRing, PrivacyConfig, Pseudonymizer,
 };
-use crate::ship::{connect::ClientSecurity, Shipper};
+use crate::ship::{connect::ClientSecurity, ShipStats, Shipper};
 use crate::spool::{SharedSpool, Spool, SpoolOptions};
 use crate::watch::{forward::ForwardConfig, Hub, HubConfig};
 
@@ -44,11 +50,17 @@ use crate::watch::{forward::ForwardConfig, Hub, HubConfig};
 const DEFAULT_SCOPE: &str = "local";
 /// Agent id when the configuration names none.
 const DEFAULT_AGENT_ID: &str = "agent";
+/// Spool batches whose append time is remembered for the age of the oldest unacknowledged
+/// CDR; beyond it new batches share the newest mark (the age is then an upper bound).
+const MAX_AGE_MARKS: usize = 1024;
 
 /// The kernel's MEDIA maps as the binder's table, with times moved to Unix time.
 pub struct KernelMedia {
     cap: Capture,
     offset_ns: u64,
+    /// Keys installed in MEDIA. Only userspace inserts and removes (the map is a plain hash,
+    /// the kernel never evicts), so this is the map's content; it is bounded by the map.
+    installed: HashSet<MediaKey>,
 }
 
 fn kerr(e: capture::CaptureError) -> MediaError {
@@ -58,7 +70,16 @@ fn kerr(e: capture::CaptureError) -> MediaError {
 impl KernelMedia {
     /// The maps of `cap`; `offset_ns` turns `CLOCK_MONOTONIC` into Unix time.
     pub fn new(cap: Capture, offset_ns: u64) -> Self {
-        Self { cap, offset_ns }
+        Self {
+            cap,
+            offset_ns,
+            installed: HashSet::new(),
+        }
+    }
+
+    /// Stream directions installed in the kernel's MEDIA map.
+    pub fn streams(&self) -> usize {
+        self.installed.len()
     }
 
     /// The loaded programs.
@@ -69,7 +90,9 @@ impl KernelMedia {
 
 impl MediaTable for KernelMedia {
     fn insert_stream(&mut self, key: MediaKey, value: MediaValue) -> Result<(), MediaError> {
-        self.cap.insert_stream(key, value).map_err(kerr)
+        self.cap.insert_stream(key, value).map_err(kerr)?;
+        self.installed.insert(key);
+        Ok(())
     }
 
     fn stream(&mut self, key: &MediaKey) -> Result<Option<MediaValue>, MediaError> {
@@ -86,7 +109,9 @@ impl MediaTable for KernelMedia {
     }
 
     fn remove_stream(&mut self, key: &MediaKey) -> Result<(), MediaError> {
-        self.cap.remove_stream(key).map_err(kerr)
+        self.cap.remove_stream(key).map_err(kerr)?;
+        self.installed.remove(key);
+        Ok(())
     }
 
     fn insert_endpoint(
@@ -179,6 +204,108 @@ fn pseudonymizer(cfg: &PrivacyConfig) -> anyhow::Result<Pseudonymizer> {
     Ok(Pseudonymizer::try_new(&cfg, KeyRing::try_new(vec![key])?)?)
 }
 
+/// What the agent reports to [`Metrics`]: read once a second from the kernel counters,
+/// the pipeline, the spool and the shipper, plus the append times of spooled CDRs (for
+/// the age of the oldest unacknowledged one).
+struct AgentMetrics {
+    metrics: Arc<Metrics>,
+    /// (last sequence of a spooled batch, when it was appended), oldest first; at most
+    /// [`MAX_AGE_MARKS`].
+    marks: VecDeque<(u64, Instant)>,
+    /// The spool's ack cursor when the agent started: acknowledgements count from there.
+    acked_at_start: u64,
+    /// The shipper's counters, with a collector.
+    ship: Option<Arc<ShipStats>>,
+}
+
+impl AgentMetrics {
+    fn new() -> Self {
+        Self {
+            metrics: Arc::new(Metrics::new()),
+            marks: VecDeque::new(),
+            acked_at_start: 0,
+            ship: None,
+        }
+    }
+
+    /// Starts following `spool`: CDRs left unacknowledged by an earlier run count as
+    /// appended now (their age is a lower bound).
+    fn open_spool(&mut self, spool: &crate::spool::Spool, ship: Arc<ShipStats>) {
+        let stats = spool.stats();
+        self.acked_at_start = stats.acked;
+        if stats.pending > 0 {
+            self.marks.push_back((spool.last_seq(), Instant::now()));
+        }
+        self.ship = Some(ship);
+    }
+
+    /// The kernel's cumulative counters and the ring reader's undecodable records.
+    fn kernel(&self, counters: &BTreeMap<&'static str, u64>, undecodable: u64) {
+        for (&reason, &total) in counters {
+            self.metrics.set_kernel_total(reason, total);
+        }
+        let lost = counters.get("ring_full").copied().unwrap_or(0);
+        self.metrics.set_ring_lost_total(lost);
+        self.metrics.set_ring_undecodable_total(undecodable);
+    }
+
+    /// Dialogs, media streams, CDRs produced and SIP parse errors of the pipeline.
+    fn pipeline(&self, pipe: &Pipeline<KernelMedia>) {
+        let tracker = pipe.tracker();
+        let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+        self.metrics
+            .set_active_dialogs(count(tracker.active_calls()));
+        self.metrics
+            .set_active_media_streams(count(pipe.media().streams()));
+        self.metrics
+            .set_cdrs_total(CdrStage::Produced, tracker.stats().cdrs);
+        for (&reason, &total) in pipe.sip_errors() {
+            self.metrics.set_sip_parse_errors_total(reason, total);
+        }
+    }
+
+    /// Notes `n` CDRs appended to the spool, the last with sequence `last`.
+    fn spooled(&mut self, n: u64, last: u64) {
+        self.metrics.cdrs(CdrStage::Spooled, n);
+        if self.marks.len() < MAX_AGE_MARKS {
+            self.marks.push_back((last, Instant::now()));
+        } else if let Some(newest) = self.marks.back_mut() {
+            newest.0 = last;
+        }
+    }
+
+    /// Spool depth and age, acknowledgements, and the shipper's counters.
+    fn spool(&mut self, spool: &SharedSpool) {
+        let Ok(stats) = crate::spool::lock(spool).map(|s| s.stats()) else {
+            return;
+        };
+        while self
+            .marks
+            .front()
+            .is_some_and(|(seq, _)| *seq <= stats.acked)
+        {
+            self.marks.pop_front();
+        }
+        let age = self
+            .marks
+            .front()
+            .map_or(Duration::ZERO, |(_, at)| at.elapsed());
+        self.metrics.set_spool_unacked(stats.pending, age);
+        self.metrics.set_spool_bytes(stats.bytes_used);
+        self.metrics.set_cdrs_total(
+            CdrStage::Acknowledged,
+            stats.acked.saturating_sub(self.acked_at_start),
+        );
+        if let Some(ship) = &self.ship {
+            use std::sync::atomic::Ordering::Relaxed;
+            self.metrics
+                .set_ship_reconnects_total(ship.retries.load(Relaxed));
+            self.metrics
+                .set_cdrs_total(CdrStage::Sent, ship.records_sent.load(Relaxed));
+        }
+    }
+}
+
 /// `collector agent`: attach, read events until SIGINT/SIGTERM, detach.
 pub fn run(args: super::AgentArgs) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -234,6 +361,30 @@ async fn agent_loop(args: super::AgentArgs) -> anyhow::Result<()> {
         calls.consent_header = config.privacy.consent.as_ref().map(|c| c.header.clone());
         Some((pseudonymizer(&config.privacy)?, calls))
     };
+    let mut metrics = AgentMetrics::new();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    let mut tasks = Vec::new();
+    if let Some(addr) = &args.metrics_listen {
+        // Bound before attaching (a bad address fails before anything touches the host) and
+        // before privileges are dropped. Metrics carry no identifiers (see
+        // `crate::metrics`), so any address may serve them, as Prometheus scrapes from
+        // elsewhere.
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding the metrics address {addr}"))?;
+        tracing::info!(addr = %listener.local_addr()?, "metrics at /metrics");
+        tasks.push(tokio::spawn(crate::metrics::serve(
+            listener,
+            Arc::clone(&metrics.metrics),
+            stopped(),
+        )));
+    }
     let opts = CaptureOptions {
         sip_ports: args.sip_ports.clone(),
         snap_len: args.snap_len,
@@ -266,6 +417,7 @@ async fn agent_loop(args: super::AgentArgs) -> anyhow::Result<()> {
     let mut events = Vec::new();
     let mut bad = 0u64;
     let mut last_stats = Instant::now();
+    let mut last_counters = Instant::now();
 
     let Some((pz, calls)) = privacy else {
         // --print-events: metadata only.
@@ -274,8 +426,15 @@ async fn agent_loop(args: super::AgentArgs) -> anyhow::Result<()> {
                 break;
             }
             drain_ring(ring.get_mut(), &mut events, &mut bad);
+            metrics
+                .metrics
+                .ring_records(u64::try_from(events.len()).unwrap_or(u64::MAX));
             for ev in events.drain(..) {
                 print_event(&ev);
+            }
+            if last_counters.elapsed() >= Duration::from_secs(1) {
+                last_counters = Instant::now();
+                metrics.kernel(&cap.counters()?, bad);
             }
             if args.stats_every > 0 && last_stats.elapsed() >= Duration::from_secs(args.stats_every)
             {
@@ -286,6 +445,10 @@ async fn agent_loop(args: super::AgentArgs) -> anyhow::Result<()> {
         drain_ring(ring.get_mut(), &mut events, &mut bad);
         for ev in events.drain(..) {
             print_event(&ev);
+        }
+        let _ = stop_tx.send(true);
+        for t in tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(2), t).await;
         }
         print_final(&cap, bad)?;
         drop(ring);
@@ -316,14 +479,6 @@ async fn agent_loop(args: super::AgentArgs) -> anyhow::Result<()> {
     // Live flows go to a bounded hub (never blocking the pipeline); CDRs either to stdout
     // or, with a collector, through the durable spool to the shipper.
     let hub = Arc::new(Hub::new(HubConfig::default()));
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let stopped = move || {
-        let mut rx = stop_rx.clone();
-        async move {
-            let _ = rx.wait_for(|s| *s).await;
-        }
-    };
-    let mut tasks = Vec::new();
     if let Some(addr) = &args.watch_listen {
         let exposure = crate::server::Exposure {
             tls: false,
@@ -355,6 +510,7 @@ async fn agent_loop(args: super::AgentArgs) -> anyhow::Result<()> {
             )?;
             let shipper = Shipper::new(Arc::clone(&spool), server.clone(), config.agent_id.clone())
                 .with_security(security);
+            metrics.open_spool(&*crate::spool::lock(&spool)?, shipper.stats());
             tasks.push(tokio::spawn({
                 let stop = stopped();
                 async move {
@@ -376,12 +532,14 @@ async fn agent_loop(args: super::AgentArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let mut last_counters = Instant::now();
     loop {
         if !wake.next(&mut ring).await {
             break;
         }
         drain_ring(ring.get_mut(), &mut events, &mut bad);
+        metrics
+            .metrics
+            .ring_records(u64::try_from(events.len()).unwrap_or(u64::MAX));
         feed(&mut pipe, &mut events, offset);
         if let Some(now) = capture::monotonic_ns() {
             pipe.advance(now.saturating_add(offset));
@@ -391,8 +549,13 @@ async fn agent_loop(args: super::AgentArgs) -> anyhow::Result<()> {
             let counters = pipe.media().capture().counters()?;
             let lost = counters.get("ring_full").copied().unwrap_or(0);
             pipe.tracker_mut().set_ring_lost(lost);
+            metrics.kernel(&counters, bad);
+            metrics.pipeline(&pipe);
+            if let Some(spool) = &spool {
+                metrics.spool(spool);
+            }
         }
-        emit_cdrs(&mut pipe, spool.as_ref())?;
+        emit_cdrs(&mut pipe, spool.as_ref(), &mut metrics)?;
         for ev in pipe.drain_flows() {
             hub.publish(ev);
         }
@@ -409,7 +572,7 @@ async fn agent_loop(args: super::AgentArgs) -> anyhow::Result<()> {
     feed(&mut pipe, &mut events, offset);
     let now = capture::monotonic_ns().map_or(0, |n| n.saturating_add(offset));
     pipe.finish(now);
-    emit_cdrs(&mut pipe, spool.as_ref())?;
+    emit_cdrs(&mut pipe, spool.as_ref(), &mut metrics)?;
     for ev in pipe.drain_flows() {
         hub.publish(ev);
     }
@@ -451,7 +614,11 @@ fn feed(pipe: &mut Pipeline<KernelMedia>, events: &mut Vec<RawEvent>, offset: u6
 
 /// Prints the finished CDRs as JSON lines, or appends them to the spool (fsynced: from
 /// then on they survive any crash and are resent until acknowledged).
-fn emit_cdrs(pipe: &mut Pipeline<KernelMedia>, spool: Option<&SharedSpool>) -> anyhow::Result<()> {
+fn emit_cdrs(
+    pipe: &mut Pipeline<KernelMedia>,
+    spool: Option<&SharedSpool>,
+    metrics: &mut AgentMetrics,
+) -> anyhow::Result<()> {
     let cdrs = pipe.drain_cdrs();
     if cdrs.is_empty() {
         return Ok(());
@@ -465,10 +632,15 @@ fn emit_cdrs(pipe: &mut Pipeline<KernelMedia>, spool: Option<&SharedSpool>) -> a
         Some(spool) => {
             let payloads: Vec<Vec<u8>> = cdrs.iter().map(prost::Message::encode_to_vec).collect();
             let mut s = crate::spool::lock(spool)?;
-            if let Err(e) = s.append_batch(payloads.iter().map(Vec::as_slice)) {
-                // Full or failing spool: the CDRs are refused and counted, never dropped
-                // silently (see the spool's policy).
-                tracing::error!(error = %e, cdrs = payloads.len(), "spooling CDRs failed");
+            match s.append_batch(payloads.iter().map(Vec::as_slice)) {
+                Ok((_, last)) => {
+                    metrics.spooled(u64::try_from(payloads.len()).unwrap_or(u64::MAX), last);
+                }
+                Err(e) => {
+                    // Full or failing spool: the CDRs are refused and counted, never dropped
+                    // silently (see the spool's policy).
+                    tracing::error!(error = %e, cdrs = payloads.len(), "spooling CDRs failed");
+                }
             }
         }
     }

@@ -102,6 +102,10 @@ pub struct AgentArgs {
     /// Allow `--watch-listen` on a non-loopback address without TLS.
     #[arg(long)]
     pub insecure: bool,
+    /// Serve Prometheus metrics at http://ADDR/metrics (kernel counters, ring, parse
+    /// errors, dialogs, media streams, CDRs, spool, shipping; never an identifier).
+    #[arg(long)]
+    pub metrics_listen: Option<String>,
     /// Configuration file (TOML); flags override it.
     #[arg(long)]
     pub config: Option<std::path::PathBuf>,
