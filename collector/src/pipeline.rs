@@ -255,3 +255,71 @@ impl<M: MediaBackend> Pipeline<M> {
             .collect()
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+    use crate::calls::{tracker::CdrIds, CallsConfig};
+
+    /// Ethernet + IPv4 (no checksum needed by the decoder) + UDP 5060 → 5060.
+    fn frame(payload: &[u8]) -> Vec<u8> {
+        let mut f = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00];
+        let total = (20 + 8 + payload.len()) as u16;
+        f.extend_from_slice(&[0x45, 0]);
+        f.extend_from_slice(&total.to_be_bytes());
+        f.extend_from_slice(&[0, 1, 0, 0, 64, 17, 0, 0, 198, 51, 100, 1, 198, 51, 100, 2]);
+        f.extend_from_slice(&5060u16.to_be_bytes());
+        f.extend_from_slice(&5060u16.to_be_bytes());
+        f.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+        f.extend_from_slice(&[0, 0]);
+        f.extend_from_slice(payload);
+        f
+    }
+
+    fn invite(call_id: Option<&str>, body: &str) -> Vec<u8> {
+        let call_id = call_id
+            .map(|c| format!("Call-ID: {c}\r\n"))
+            .unwrap_or_default();
+        let ctype = if body.is_empty() {
+            ""
+        } else {
+            "Content-Type: application/sdp\r\n"
+        };
+        format!(
+            "INVITE sip:bob@198.51.100.2 SIP/2.0\r\nVia: SIP/2.0/UDP 198.51.100.1;branch=z9hG4bK1\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:alice@198.51.100.1>;tag=a\r\nTo: <sip:bob@198.51.100.2>\r\n\
+             {call_id}CSeq: 1 INVITE\r\n{ctype}Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes()
+    }
+
+    #[test]
+    fn sip_errors_are_counted_by_reason() {
+        let ports = [5060u16];
+        let decoder = DecoderConfig {
+            sip_ports: ports.to_vec(),
+            ..DecoderConfig::default()
+        };
+        let tracker = Tracker::new(CallsConfig::default(), "t", CdrIds::Derived([0; 32]));
+        let media = EmulatedMedia::new(&ports, 64);
+        let mut pipe = Pipeline::new(decoder, tracker, media, None, Schedule::default());
+        // RFC 3261 §8.1.1: Call-ID is mandatory; RFC 4566 §5: an SDP starts with `v=`.
+        let no_sdp_version = "o=- 1 1 IN IP4 198.51.100.1\r\ns=-\r\nt=0 0\r\n";
+        let frames = [
+            invite(None, ""),
+            invite(None, ""),
+            invite(Some("ok-1"), ""),
+            invite(Some("bad-sdp"), no_sdp_version),
+        ];
+        for (i, f) in frames.iter().enumerate() {
+            pipe.feed_frame(1_000_000 * (i as u64 + 1), &frame(f), None);
+        }
+        let want: BTreeMap<&'static str, u64> =
+            [("missing_header", 2), ("sdp_missing_version", 1)].into();
+        assert_eq!(pipe.sip_errors(), &want);
+        let stats = pipe.tracker().stats();
+        assert_eq!(stats.parse_errors + stats.sdp_errors, 3);
+    }
+}
