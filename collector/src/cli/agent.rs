@@ -509,7 +509,7 @@ async fn agent_loop(args: super::AgentArgs) -> anyhow::Result<()> {
                 None,
             )?;
             let shipper = Shipper::new(Arc::clone(&spool), server.clone(), config.agent_id.clone())
-                .with_security(security);
+                .with_security(security.clone());
             metrics.open_spool(&*crate::spool::lock(&spool)?, shipper.stats());
             tasks.push(tokio::spawn({
                 let stop = stopped();
@@ -520,7 +520,8 @@ async fn agent_loop(args: super::AgentArgs) -> anyhow::Result<()> {
                 }
             }));
             tasks.push(tokio::spawn({
-                let fwd = ForwardConfig::new(server.clone(), config.agent_id.clone());
+                let fwd = ForwardConfig::new(server.clone(), config.agent_id.clone())
+                    .with_security(security);
                 let (hub, stop) = (Arc::clone(&hub), stopped());
                 async move {
                     if let Err(e) = crate::watch::forward::forward(hub, fwd, stop).await {

@@ -23,13 +23,16 @@ use super::{
     hub::{lost_event, Hub, Item, Window},
     WatchError,
 };
-use crate::ship::backoff::Backoff;
+use crate::ship::{backoff::Backoff, connect::ClientSecurity};
 
 /// How the forwarder reaches the collector.
 #[derive(Debug, Clone)]
 pub struct ForwardConfig {
-    /// Collector URL (`http://host:port`).
+    /// Collector URL (`https://host:port`, or `http://` on loopback).
     pub server: String,
+    /// TLS and token of the agent (the same as its CDR stream's: `Publish` takes an
+    /// ingest token bound to `agent_id`).
+    pub security: ClientSecurity,
     /// This agent's identifier (the collector tags every event with it).
     pub agent_id: String,
     /// Most events per `Publish` message.
@@ -45,11 +48,18 @@ impl ForwardConfig {
     pub fn new(server: impl Into<String>, agent_id: impl Into<String>) -> Self {
         ForwardConfig {
             server: server.into(),
+            security: ClientSecurity::default(),
             agent_id: agent_id.into(),
             batch: 256,
             initial_backoff: Duration::from_millis(500),
             max_backoff: crate::ship::backoff::MAX_DELAY,
         }
+    }
+
+    /// The same with TLS and token settings.
+    pub fn with_security(mut self, security: ClientSecurity) -> Self {
+        self.security = security;
+        self
     }
 }
 
@@ -75,8 +85,14 @@ pub async fn forward<F>(hub: Arc<Hub>, config: ForwardConfig, shutdown: F) -> Re
 where
     F: Future<Output = ()> + Send,
 {
-    let endpoint = tonic::transport::Endpoint::from_shared(config.server.clone())
-        .map_err(|_| WatchError::Invalid("the collector URL is not valid".into()))?;
+    let endpoint = config
+        .security
+        .endpoint(&config.server, Duration::from_secs(10))
+        .map_err(|e| WatchError::Invalid(format!("the collector endpoint: {e}")))?;
+    let interceptor = config
+        .security
+        .interceptor()
+        .map_err(|e| WatchError::Invalid(format!("the collector credentials: {e}")))?;
     let mut sub = hub.subscribe(Arc::new(Selector::all()), Window::default())?;
     let mut backoff = Backoff::new(config.initial_backoff, config.max_backoff);
     let batch_max = config.batch.max(1);
@@ -103,7 +119,7 @@ where
             taken.fetch_sub(count_events(&req.events), Ordering::AcqRel);
             req
         });
-        let mut client = WatchClient::new(channel);
+        let mut client = WatchClient::with_interceptor(channel, interceptor.clone());
         let mut call = tokio::spawn(async move { client.publish(outbound).await });
         let mut sent_any = false;
         if carried_lost > 0 {

@@ -1,28 +1,35 @@
-//! `cargo xtask demo`: the product's main job in one command. A carrier, an SBC (Kamailio +
-//! rtpengine) and a PBX in three network namespaces; the real `collector agent` attached to
-//! the SBC's two interfaces; a mix of real calls (answered, busy, cancelled, unanswered, held
-//! and resumed) with G.711 audio, some with loss and jitter on the PBX's media; a live line
-//! per call as its CDR comes out; then the CDR table and the data inventory. Everything is
-//! torn down on exit (also on error: the topology and the agent stop on drop).
+//! `cargo xtask demo`: the product's main job in one command, as production runs it. A
+//! carrier, an SBC (Kamailio + rtpengine, topology hiding) and a PBX in three network
+//! namespaces; the central collector (`collector server`, embedded SQLite) with TLS from a
+//! throwaway CA and bearer tokens from `collector token`; the real `collector agent` attached
+//! to the SBC's two interfaces with a key file and scope in its configuration file,
+//! streaming its CDRs to the collector through its durable spool and its live events to the
+//! collector's relay. While a mix of real calls runs (answered, busy, cancelled, unanswered,
+//! held and resumed; G.711 audio, some with loss and jitter), `collector flows -f` watches
+//! the relay with a read token and its lines are printed as they come. At the end the table
+//! is read back from the collector (`collector cdrs --by-call`: one row per call, its legs
+//! below) and the data inventory of the agent's policy is printed.
 //!
-//! The CDRs are read from the agent's JSON lines on stdout: this build's agent refuses
-//! `--server` (CDR streaming to the central collector is not built yet), so the demo does not
-//! start `collector server` nor query it with `collector cdrs`. When streaming lands, the
-//! agent gets `--server http://127.0.0.1:PORT` (a server in the SBC namespace) and the table
-//! comes from `collector cdrs --server ... -o table`.
+//! The collector listens on the SBC namespace's loopback (a real deployment runs it on
+//! another host; the agent's side is the same: an `https://` URL, a CA, a token file).
+//! Everything is torn down on exit, on error and on Ctrl-C: the children stop on drop, the
+//! namespaces go with the topology.
 use std::{
     io::{BufRead, BufReader},
+    path::{Path, PathBuf},
     process::{Child, Command, Stdio},
-    sync::{mpsc, Arc, Mutex},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        mpsc,
+    },
     time::{Duration, Instant},
 };
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use collector_tests::{
-    collector_bin,
+    collector_bin, ns_exec,
     sbc::{CallOptions, SbcMode, Scenario, Topology},
 };
-use serde_json::Value;
 
 /// The calls the demo places, in order: (label, scenario, calls, impaired).
 const PLAN: [(&str, Scenario, u32, bool); 6] = [
@@ -39,282 +46,231 @@ const PLAN: [(&str, Scenario, u32, bool); 6] = [
     ("held and resumed", Scenario::HoldResume, 1, false),
 ];
 
-/// `collector agent` in the SBC namespace, its stdout read line by line on a thread that
-/// prints each CDR as it arrives and keeps it.
-struct LiveAgent {
-    child: Child,
-    cdrs: Arc<Mutex<Vec<Value>>>,
-    reader: Option<std::thread::JoinHandle<()>>,
+/// The collector's gRPC port on the SBC namespace's loopback.
+const PORT: u16 = 50051;
+/// The agent's id: its ingest token is bound to it.
+const AGENT_ID: &str = "sbc-demo-1";
+
+/// Set by SIGINT/SIGTERM: the demo stops at its next step and tears everything down.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::SeqCst);
 }
 
-impl LiveAgent {
-    fn start(ns: &str, ifaces: &[&str]) -> Result<Self> {
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", ns])
-            .arg(collector_bin())
-            .arg("agent");
-        for i in ifaces {
-            cmd.args(["--iface", i]);
-        }
-        cmd.env("COLLECTOR_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            // The agent says once that its pseudonymization key is ephemeral; not demo output.
-            .stderr(Stdio::null());
-        let mut child = cmd.spawn().context("starting the collector agent")?;
-        let stdout = child.stdout.take().context("agent stdout")?;
-        let cdrs = Arc::new(Mutex::new(Vec::new()));
-        let (ready_tx, ready_rx) = mpsc::channel();
-        let keep = Arc::clone(&cdrs);
-        let reader = std::thread::spawn(move || {
-            let t0 = Instant::now();
-            for line in BufReader::new(stdout).lines().map_while(|l| l.ok()) {
-                let Ok(v) = serde_json::from_str::<Value>(&line) else {
-                    continue;
-                };
-                if v.get("ready").is_some() {
-                    let _ = ready_tx.send(v);
-                } else if v.get("call_id").is_some() {
-                    let mut all = keep.lock().unwrap_or_else(|p| p.into_inner());
-                    all.push(v);
-                    if let Some(c) = all.last() {
-                        println!(
-                            "  [{:>5.1}s] CDR #{:<2} {}",
-                            t0.elapsed().as_secs_f64(),
-                            all.len(),
-                            live_line(c)
-                        );
-                    }
-                }
-            }
-        });
-        let mut agent = Self {
-            child,
-            cdrs,
-            reader: Some(reader),
-        };
-        match ready_rx.recv_timeout(Duration::from_secs(20)) {
-            Ok(ready) => {
-                let n = ready
-                    .get("attachments")
-                    .and_then(Value::as_array)
-                    .map_or(0, Vec::len);
-                println!(
-                    "agent ready: {n} attachments (XDP ingress + TC egress on both interfaces)"
-                );
-                Ok(agent)
-            }
-            Err(_) => {
-                let status = agent.child.try_wait().ok().flatten();
-                bail!("the agent did not become ready within 20 s (exit: {status:?})")
-            }
-        }
+/// Ctrl-C and SIGTERM set [`INTERRUPTED`] instead of killing the demo, so that the drops
+/// run (the children in the terminal's process group get Ctrl-C themselves and stop).
+fn catch_signals() {
+    let handler = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe {
+        libc::signal(libc::SIGINT, handler);
+        libc::signal(libc::SIGTERM, handler);
+    }
+}
+
+fn check_interrupted() -> Result<()> {
+    if INTERRUPTED.load(Ordering::SeqCst) {
+        bail!("interrupted: tearing down");
+    }
+    Ok(())
+}
+
+/// A child process (through `ip netns exec`) stopped on drop: SIGTERM, a bounded wait,
+/// then SIGKILL.
+struct Proc {
+    name: &'static str,
+    child: Child,
+}
+
+impl Proc {
+    fn spawn(name: &'static str, mut cmd: Command) -> Result<Self> {
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("starting the {name}"))?;
+        Ok(Self { name, child })
     }
 
-    /// SIGTERM (the agent closes every call and prints what is left), bounded wait, then
-    /// every CDR seen.
-    fn stop(mut self) -> Result<Vec<Value>> {
+    /// SIGTERM and a wait of at most `within`; the exit status.
+    fn stop(&mut self, within: Duration) -> Result<std::process::ExitStatus> {
+        if let Some(status) = self.child.try_wait()? {
+            return Ok(status);
+        }
         // SAFETY: kill on the pid of our own child.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while self.child.try_wait()?.is_none() {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
             if Instant::now() > deadline {
                 let _ = self.child.kill();
-                bail!("the agent did not exit within 20 s of SIGTERM");
+                bail!(
+                    "the {} did not exit within {within:?} of SIGTERM",
+                    self.name
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        if let Some(r) = self.reader.take() {
-            let _ = r.join();
-        }
-        let all = self.cdrs.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        Ok(all)
     }
 }
 
-impl Drop for LiveAgent {
+impl Drop for Proc {
     fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            // SAFETY: kill on the pid of our own child.
-            unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = self.child.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
+        if self.stop(Duration::from_secs(10)).is_err() {
             let _ = self.child.kill();
-            let _ = self.child.wait();
         }
+        let _ = self.child.wait();
     }
 }
 
-fn u(v: &Value, k: &str) -> u64 {
-    v.get(k).and_then(Value::as_u64).unwrap_or(0)
+/// `collector ...` run inside `ns`.
+fn collector(ns: &str) -> Command {
+    let mut c = Command::new("ip");
+    c.args(["netns", "exec", ns]).arg(collector_bin());
+    c
 }
 
-fn f(v: &Value, k: &str) -> f64 {
-    v.get(k).and_then(Value::as_f64).unwrap_or(0.0)
-}
-
-fn s<'a>(v: &'a Value, k: &str) -> &'a str {
-    v.get(k).and_then(Value::as_str).unwrap_or("")
-}
-
-fn disposition(c: &Value) -> &str {
-    s(c, "disposition")
-        .trim_start_matches("DISPOSITION_")
-        .trim_start_matches("UNSPECIFIED")
-}
-
-/// The media legs of one direction of a call: on an SBC each direction crosses two
-/// interfaces (PBX leg, carrier leg), so there are usually two.
-fn legs<'a>(c: &'a Value, dir: &str) -> Vec<&'a Value> {
-    c.get("media")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter(|l| s(l, "direction") == dir)
-        .collect()
-}
-
-const A_TO_B: &str = "MEDIA_DIRECTION_CALLER_TO_CALLEE";
-const B_TO_A: &str = "MEDIA_DIRECTION_CALLEE_TO_CALLER";
-
-/// The worst leg of a direction (most lost, then highest jitter): what a listener hears.
-fn worst<'a>(c: &'a Value, dir: &str) -> Option<&'a Value> {
-    legs(c, dir).into_iter().max_by(|a, b| {
-        let la = a.get("lost").and_then(Value::as_i64).unwrap_or(0);
-        let lb = b.get("lost").and_then(Value::as_i64).unwrap_or(0);
-        la.cmp(&lb)
-            .then(f(a, "mean_jitter_ms").total_cmp(&f(b, "mean_jitter_ms")))
-    })
-}
-
-fn live_line(c: &Value) -> String {
-    let q = |dir| {
-        worst(c, dir).map_or("-".to_owned(), |l| {
-            format!(
-                "{}pk/{}lost/{:.1}ms/MOS {:.2}",
-                u(l, "packets"),
-                l.get("lost").and_then(Value::as_i64).unwrap_or(0),
-                f(l, "mean_jitter_ms"),
-                f(l, "mos")
-            )
-        })
-    };
-    format!(
-        "{:<9} {} {:>6} ms  caller->callee {}  callee->caller {}",
-        disposition(c),
-        u(c, "final_code"),
-        u(c, "duration_ms"),
-        q(A_TO_B),
-        q(B_TO_A)
-    )
-}
-
-/// The legs (CDRs) grouped into calls by correlation id, in the order the calls began: one
-/// row per call (what the caller experienced: the first leg's disposition and times), then
-/// one line per leg with its media both ways.
-fn calls(cdrs: &[Value]) -> Vec<Vec<&Value>> {
-    let mut calls: Vec<Vec<&Value>> = Vec::new();
-    for c in cdrs {
-        let id = s(c, "correlation_id");
-        match calls
-            .iter_mut()
-            .find(|legs| !id.is_empty() && s(legs[0], "correlation_id") == id)
-        {
-            Some(legs) => legs.push(c),
-            None => calls.push(vec![c]),
-        }
-    }
-    for legs in &mut calls {
-        legs.sort_by_key(|c| u(c, "start_time_ms"));
-    }
-    calls.sort_by_key(|legs| u(legs[0], "start_time_ms"));
-    calls
-}
-
-fn table(cdrs: &[Value]) -> usize {
-    let calls = calls(cdrs);
-    println!(
-        "{:>2} {:<11} {:>4} {:>5} {:>6} {:>6} {:<5} {:<10} | {:<24} | {:<24}",
-        "#",
-        "DISPOSITION",
-        "CODE",
-        "PDD",
-        "DUR",
-        "BILL",
-        "CODEC",
-        "LINKED BY",
-        "CALLER->CALLEE",
-        "CALLEE->CALLER"
-    );
-    for (i, legs) in calls.iter().enumerate() {
-        let c = legs[0];
-        let per = |leg: &Value, dir| {
-            let l = self::legs(leg, dir);
-            if l.is_empty() {
-                return "-".to_owned();
-            }
-            l.iter()
-                .map(|l| {
-                    format!(
-                        "{}/{}/{:.1}/{:.2}",
-                        u(l, "packets"),
-                        l.get("lost").and_then(Value::as_i64).unwrap_or(0),
-                        f(l, "mean_jitter_ms"),
-                        f(l, "mos")
-                    )
-                })
-                .collect::<Vec<_>>()
-                .join(" ")
-        };
-        let codec = c
-            .get("codecs")
-            .and_then(Value::as_array)
-            .and_then(|a| a.first())
-            .and_then(Value::as_str)
-            .unwrap_or("-");
-        let method = match s(c, "correlation_method") {
-            "" => "none",
-            m => m,
-        };
-        println!(
-            "{:>2} {:<11} {:>4} {:>5} {:>6} {:>6} {:<5} {:<10} | {} leg(s)",
-            i + 1,
-            disposition(c),
-            u(c, "final_code"),
-            u(c, "post_dial_delay_ms"),
-            u(c, "duration_ms"),
-            u(c, "billable_ms"),
-            codec,
-            method,
-            legs.len()
+/// Runs `collector ARGS` (outside any namespace) and returns its stdout.
+fn collector_out(args: &[&std::ffi::OsStr]) -> Result<String> {
+    let out = Command::new(collector_bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .context("running collector")?;
+    if !out.status.success() {
+        bail!(
+            "collector {:?} failed ({}): {}",
+            args,
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
         );
-        for (n, leg) in legs.iter().enumerate() {
-            let side = if n == 0 { "ingress leg" } else { "egress leg" };
-            println!(
-                "   {:<11} {:>4} {:>5} {:>6} {:>6} {:<16} | {:<24} | {:<24}",
-                side,
-                u(leg, "final_code"),
-                u(leg, "post_dial_delay_ms"),
-                u(leg, "duration_ms"),
-                u(leg, "billable_ms"),
-                "",
-                per(leg, A_TO_B),
-                per(leg, B_TO_A)
-            );
-        }
     }
-    calls.len()
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// `collector inventory`: its summary lines and how many fields each protection covers.
-fn inventory() -> Result<()> {
+/// What the demo makes before anything starts: a throwaway CA and the collector's
+/// certificate, the token secret and two tokens, the pseudonymization key file and the
+/// agent's configuration, all in one temporary directory removed at the end.
+struct Setup {
+    dir: tempfile::TempDir,
+}
+
+impl Setup {
+    fn new() -> Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix("collector-demo")
+            .tempdir()?;
+        let s = Self { dir };
+        s.pki()?;
+        let secret = s.path("token.secret");
+        let os = |p: &Path| p.as_os_str().to_owned();
+        collector_out(&[
+            "token".as_ref(),
+            "--secret".as_ref(),
+            &os(&secret),
+            "--init".as_ref(),
+        ])?;
+        for (file, role, subject) in [
+            ("ingest.token", "ingest", AGENT_ID),
+            ("read.token", "read", "demo-operator"),
+        ] {
+            let token = collector_out(&[
+                "token".as_ref(),
+                "--secret".as_ref(),
+                &os(&secret),
+                "--role".as_ref(),
+                role.as_ref(),
+                "--subject".as_ref(),
+                subject.as_ref(),
+                "--ttl".as_ref(),
+                "1h".as_ref(),
+            ])?;
+            std::fs::write(s.path(file), token.trim())?;
+        }
+        collector_out(&["keygen".as_ref(), "-o".as_ref(), &os(&s.path("keys.toml"))])?;
+        std::fs::write(
+            s.path("agent.toml"),
+            format!(
+                "[agent]\nid = \"{AGENT_ID}\"\n\n[privacy]\nscope = \"demo-carrier\"\nkey_file = \"{}\"\n",
+                s.path("keys.toml").display()
+            ),
+        )?;
+        Ok(s)
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// The CA (`ca.pem`) and the collector's certificate for 127.0.0.1 and localhost.
+    fn pki(&self) -> Result<()> {
+        use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+        let mut p = CertificateParams::new(Vec::<String>::new())?;
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.distinguished_name
+            .push(DnType::CommonName, "collector demo CA (throwaway)");
+        let ca = CertifiedIssuer::self_signed(p, KeyPair::generate()?)?;
+        let key = KeyPair::generate()?;
+        let cert = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])?
+            .signed_by(&key, &ca)?;
+        std::fs::write(self.path("ca.pem"), ca.pem())?;
+        std::fs::write(self.path("server.pem"), cert.pem())?;
+        std::fs::write(self.path("server.key"), key.serialize_pem())?;
+        Ok(())
+    }
+
+    /// The flags of a client verb: URL, CA, token.
+    fn client(&self, cmd: &mut Command, token: &str) {
+        cmd.arg("--server")
+            .arg(format!("https://127.0.0.1:{PORT}"))
+            .arg("--ca")
+            .arg(self.path("ca.pem"))
+            .arg("--token-file")
+            .arg(self.path(token));
+    }
+}
+
+/// Waits (bounded) until something listens on `port` in `ns`.
+fn wait_port(ns: &str, port: u16) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        check_interrupted()?;
+        if ns_exec(ns, &["ss", "-ltnH"])?.contains(&format!("127.0.0.1:{port}")) {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    bail!("nothing listens on 127.0.0.1:{port} in {ns} after 15 s")
+}
+
+/// Starts `cmd` with stdout piped to a thread that prints every line, prefixed, as it
+/// arrives; returns the process and a receiver of its lines (for the caller's checks).
+fn printed(
+    name: &'static str,
+    mut cmd: Command,
+    prefix: &'static str,
+) -> Result<(Proc, mpsc::Receiver<String>)> {
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped());
+    let mut p = Proc::spawn(name, cmd)?;
+    let stdout = p.child.stdout.take().context("stdout")?;
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(|l| l.ok()) {
+            println!("{prefix}{line}");
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    Ok((p, rx))
+}
+
+fn inventory(config: &Path) -> Result<()> {
     let out = Command::new(collector_bin())
         .arg("inventory")
+        .arg("--config")
+        .arg(config)
         .stderr(Stdio::null())
         .output()
         .context("running collector inventory")?;
@@ -365,22 +321,99 @@ fn main() -> Result<()> {
     if unsafe { libc::geteuid() } != 0 {
         bail!("the demo creates network namespaces and attaches eBPF programs: run as root");
     }
+    catch_signals();
     let t0 = Instant::now();
     println!("== topology: carrier --- SBC (Kamailio + rtpengine, topology hiding) --- PBX, in network namespaces");
-    // Topology hiding: each leg has its own Call-ID, so the agent writes one CDR per leg with
-    // that leg's media; the agent links the two legs of a call (correlation id) and the
-    // table shows one row per call.
+    // Topology hiding: each leg has its own Call-ID, so the agent writes one CDR per leg
+    // with that leg's media and links the two legs of a call (correlation id); the
+    // collector's call view shows one row per call.
     let topo = Topology::up(SbcMode::TopologyHiding)?;
     let [a, b] = topo.sbc_ifaces();
+    let ns = topo.sbc.name.clone();
     println!(
         "SBC up in {:.1}s: interfaces {a} (carrier side), {b} (PBX side)",
         t0.elapsed().as_secs_f64()
     );
-    let agent = LiveAgent::start(&topo.sbc.name, &[a, b])?;
 
-    println!("\n== calls (sipp both ends, G.711 A-law audio both ways); live CDRs as calls end");
+    println!("\n== the central collector: TLS (throwaway CA), bearer tokens, SQLite");
+    let setup = Setup::new()?;
+    let mut server = collector(&ns);
+    server
+        .args(["server", "--listen", &format!("127.0.0.1:{PORT}")])
+        .arg("--db")
+        .arg(format!("sqlite://{}", setup.path("cdr.db").display()))
+        .arg("--tls-cert")
+        .arg(setup.path("server.pem"))
+        .arg("--tls-key")
+        .arg(setup.path("server.key"))
+        .arg("--token-secret")
+        .arg(setup.path("token.secret"))
+        .env("COLLECTOR_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null());
+    let mut server = Proc::spawn("collector server", server)?;
+    wait_port(&ns, PORT)?;
+    println!(
+        "collector server on https://127.0.0.1:{PORT}; tokens from `collector token`: ingest \
+         (bound to agent {AGENT_ID}) and read"
+    );
+
+    let mut agent = collector(&ns);
+    agent.arg("agent");
+    for i in [a, b] {
+        agent.args(["--iface", i]);
+    }
+    agent
+        .arg("--config")
+        .arg(setup.path("agent.toml"))
+        .arg("--spool-dir")
+        .arg(setup.path("spool"))
+        .env("COLLECTOR_LOG", "warn");
+    setup.client(&mut agent, "ingest.token");
+    agent.stdin(Stdio::null()).stdout(Stdio::piped());
+    let mut agent = Proc::spawn("collector agent", agent)?;
+    let stdout = agent.child.stdout.take().context("agent stdout")?;
+    let (ready_tx, ready_rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(|l| l.ok()) {
+            if line.contains("\"ready\":true") {
+                let _ = ready_tx.send(line);
+            }
+        }
+    });
+    let ready = ready_rx
+        .recv_timeout(Duration::from_secs(20))
+        .context("the agent did not become ready within 20 s")?;
+    let ready: serde_json::Value = serde_json::from_str(&ready)?;
+    let attachments = ready
+        .get("attachments")
+        .and_then(serde_json::Value::as_array)
+        .map_or(0, Vec::len);
+    println!(
+        "agent {AGENT_ID} ready: {attachments} attachments (XDP ingress + TC egress on both \
+         interfaces), key file and scope from its config, CDRs to the collector through its spool"
+    );
+
+    let mut flows = collector(&ns);
+    flows.args([
+        "flows",
+        "--follow",
+        "--type",
+        "call-state,media-stats,alert",
+        "-o",
+        "compact",
+    ]);
+    setup.client(&mut flows, "read.token");
+    flows.env("COLLECTOR_LOG", "warn");
+    let (mut flows, live) = printed("collector flows", flows, "  live | ")?;
+
+    println!(
+        "\n== calls (sipp both ends, G.711 A-law audio both ways), watched live: collector flows -f \
+         --server https://127.0.0.1:{PORT} --ca ca.pem --token-file read.token"
+    );
     let mut placed = 0;
     for (label, scenario, n, impaired) in PLAN {
+        check_interrupted()?;
         let o = CallOptions {
             duration: Duration::from_secs(3),
             ring: Duration::from_millis(800),
@@ -401,22 +434,47 @@ fn main() -> Result<()> {
             r.uac.successful, r.uac.failed, r.uas.successful
         );
     }
-    // In-dialog retransmission timers of the last call, then stop: the agent closes and
-    // prints whatever call is still open.
+    check_interrupted()?;
+    // In-dialog retransmission timers of the last call, then stop: the agent closes what is
+    // still open, ships what is left in its spool and exits.
     std::thread::sleep(Duration::from_millis(500));
-    let cdrs = agent.stop()?;
+    let status = agent.stop(Duration::from_secs(30))?;
+    ensure!(status.success(), "the agent exited with {status}");
+    // The relay's last events reach the watcher within its batch interval.
+    std::thread::sleep(Duration::from_millis(500));
+    let _ = flows.stop(Duration::from_secs(5));
+    let live_lines = live.try_iter().count();
+    ensure!(
+        live_lines > 0,
+        "collector flows printed no live event through the relay"
+    );
 
     println!(
-        "\n== calls ({} CDRs, one per leg, grouped by correlation id; from the agent's JSON lines, identifiers pseudonymized)",
-        cdrs.len()
+        "\n== the calls, read back from the collector: collector cdrs --by-call --server \
+         https://127.0.0.1:{PORT} --ca ca.pem --token-file read.token"
     );
-    println!("   PDD/DUR/BILL in ms; media per leg: packets/lost/mean jitter ms/MOS");
-    let rows = table(&cdrs);
-    println!("   {rows} calls for {placed} placed");
+    let mut cdrs = collector(&ns);
+    cdrs.args(["cdrs", "--by-call", "-o", "table"]);
+    setup.client(&mut cdrs, "read.token");
+    let out = cdrs
+        .stdin(Stdio::null())
+        .output()
+        .context("running collector cdrs")?;
+    ensure!(
+        out.status.success(),
+        "collector cdrs failed: {}",
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    let table = String::from_utf8_lossy(&out.stdout);
+    print!("{table}");
+    println!("   {placed} calls placed; {live_lines} live events seen while they ran");
 
-    println!("\n== data inventory (collector inventory)");
-    inventory()?;
+    println!("\n== data inventory (collector inventory --config agent.toml)");
+    inventory(&setup.path("agent.toml"))?;
+    let _ = server.stop(Duration::from_secs(10));
+    drop(server);
     drop(topo);
+    drop(setup);
     println!(
         "\n== torn down; demo took {:.1}s",
         t0.elapsed().as_secs_f64()
