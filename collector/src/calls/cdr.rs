@@ -111,7 +111,8 @@ pub fn mean_jitter_ms(s: &RtpStream, clock_rate: u32) -> f64 {
     s.jitter_sum_q8 as f64 / measured as f64 / 256.0 * 1000.0 / f64::from(clock_rate)
 }
 
-fn leg(call: &Call, snap: &Snapshot, s: &RtpStream) -> MediaLeg {
+/// The media leg of stream `s` of `snap`: its statistics so far and its E-model score.
+pub(crate) fn leg(call: &Call, snap: &Snapshot, s: &RtpStream) -> MediaLeg {
     let (way, plan) = (snap.way, &snap.plan);
     let (receiver, sender) = call.sdp_for(way, snap.hop);
     let key = plan.key(way);

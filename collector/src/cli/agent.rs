@@ -469,11 +469,11 @@ async fn agent_loop(args: super::AgentArgs) -> anyhow::Result<()> {
         tracker,
         KernelMedia::new(cap, offset),
         Some(Privacy { pz, consent_header }),
-        // Timers every second; the kernel's stream statistics every 5 s (a map read per
-        // direction per call).
+        // Timers and the kernel's stream statistics every second (a map read per direction
+        // per hop of each call with media): the live view's per-second `MediaStats`.
         Schedule {
             tick_ns: 1_000_000_000,
-            poll_ns: 5_000_000_000,
+            poll_ns: 1_000_000_000,
         },
     );
     // Live flows go to a bounded hub (never blocking the pipeline); CDRs either to stdout

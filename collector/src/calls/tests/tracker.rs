@@ -664,6 +664,133 @@ fn one_way_audio_and_gap_alerts() {
 }
 
 #[test]
+fn a_hold_is_not_a_media_gap() {
+    let mut h = H1::new();
+    answered(&mut h, "c1");
+    let rtp_at = |h: &mut H1, t: u64, i: u16| {
+        h.udp(
+            t,
+            "192.0.2.10:4000",
+            "198.51.100.20:5000",
+            &rtp(0, i, u32::from(i) * 160, 7),
+        );
+        h.udp(
+            t,
+            "198.51.100.20:5000",
+            "192.0.2.10:4000",
+            &rtp(0, i, u32::from(i) * 160, 9),
+        );
+    };
+    for i in 0..50u16 {
+        rtp_at(&mut h, 20_100 + u64::from(i) * 200, i);
+    }
+    // On hold (RFC 3264 §8.4) from 3.1 s to 7 s: no media both ways, then resumed on the
+    // same addresses.
+    let hold = Msg::request("INVITE", "c1", 2, "re1")
+        .with_to_tag("bob-tag")
+        .body(sdp("192.0.2.10", 4000, "a=sendonly\r\n"));
+    h.up(3100, &hold);
+    h.down(
+        3110,
+        &Msg::response(200, &hold).with_to_tag("bob-tag").body(sdp(
+            "198.51.100.20",
+            5000,
+            "a=recvonly\r\n",
+        )),
+    );
+    let resume = Msg::request("INVITE", "c1", 3, "re2")
+        .with_to_tag("bob-tag")
+        .body(sdp("192.0.2.10", 4000, ""));
+    h.up(7000, &resume);
+    h.down(
+        7010,
+        &Msg::response(200, &resume)
+            .with_to_tag("bob-tag")
+            .body(sdp("198.51.100.20", 5000, "")),
+    );
+    for i in 50..100u16 {
+        rtp_at(&mut h, 70_200 + u64::from(i - 50) * 200, i);
+    }
+    h.tick(9_000);
+    h.up(9_500, &bye_from_caller("c1", 4));
+    h.tick(15_000);
+    assert!(h.alerts().is_empty(), "{:?}", h.alerts());
+}
+
+#[test]
+fn media_stats_every_poll_for_each_stream_that_moved() {
+    let mut h = H1::new();
+    answered(&mut h, "c1");
+    h.tick(2_000);
+    // 50 packets each way between 2.01 s and 3 s.
+    for i in 0..50u16 {
+        let t = 20_100 + u64::from(i) * 200;
+        h.udp(
+            t,
+            "192.0.2.10:4000",
+            "198.51.100.20:5000",
+            &rtp(8, i, u32::from(i) * 160, 7),
+        );
+        h.udp(
+            t,
+            "198.51.100.20:5000",
+            "192.0.2.10:4000",
+            &rtp(8, i, u32::from(i) * 160, 9),
+        );
+    }
+    let stats = |h: &H1| -> Vec<(MediaDirection, u64, i64, u64)> {
+        h.flows
+            .iter()
+            .filter_map(|f| match &f.event {
+                Some(flow_event::Event::MediaStats(m)) => m
+                    .leg
+                    .as_ref()
+                    .map(|l| (l.direction(), l.packets, l.lost, m.interval_ms)),
+                _ => None,
+            })
+            .collect()
+    };
+    let first = stats(&h).len();
+    h.tick(3_000);
+    let mut s = stats(&h).split_off(first);
+    s.sort_by_key(|x| x.0 as i32);
+    assert_eq!(
+        s,
+        [
+            (MediaDirection::CallerToCallee, 50, 0, 1000),
+            (MediaDirection::CalleeToCaller, 50, 0, 1000)
+        ]
+    );
+    // Nothing new: no event.
+    let n = stats(&h).len();
+    h.tick(4_000);
+    assert_eq!(stats(&h).len(), n);
+    // Ten more packets one way (one of them lost: sequence 60 is skipped).
+    for i in 50..61u16 {
+        if i == 60 {
+            continue;
+        }
+        h.udp(
+            45_100 + u64::from(i) * 200,
+            "192.0.2.10:4000",
+            "198.51.100.20:5000",
+            &rtp(8, i, u32::from(i) * 160, 7),
+        );
+    }
+    h.udp(
+        45_100 + 61 * 200,
+        "192.0.2.10:4000",
+        "198.51.100.20:5000",
+        &rtp(8, 61, 61 * 160, 7),
+    );
+    h.tick(6_000);
+    assert_eq!(
+        stats(&h).split_off(n),
+        [(MediaDirection::CallerToCallee, 61, 1, 2000)]
+    );
+}
+
+#[test]
 fn rtcp_goes_to_its_call() {
     let mut h = H1::new();
     answered(&mut h, "c1");

@@ -1,5 +1,7 @@
 //! Flow events: call-state notifications and quality alerts (one-way audio, media gaps,
-//! low MOS), each raised once per call.
+//! low MOS), each raised once per call (no media-gap alert for a call that was put on
+//! hold), and the running statistics of each active stream ([`MediaStats`], every media
+//! poll).
 #![deny(clippy::indexing_slicing, clippy::panic)]
 
 #[allow(
@@ -14,9 +16,13 @@ pub(super) const ALERT_MOS: u8 = 4;
 
 impl Tracker {
     pub(super) fn notify(&mut self, cookie: u64, kind: CallStateKind, trigger: &str, now: u64) {
-        let Some(c) = self.calls.get(&cookie) else {
+        let Some(c) = self.calls.get_mut(&cookie) else {
             return;
         };
+        if kind == CallStateKind::Held {
+            c.was_held = true;
+        }
+        let c = &*c;
         let disposition = match (kind, c.end) {
             (CallStateKind::Ended, Some(e)) => e.disposition as i32,
             _ => 0,
@@ -109,7 +115,9 @@ impl Tracker {
                 ));
             }
         }
-        if call.alerts & ALERT_GAP == 0 {
+        // A call on hold sends no media (RFC 3264 §8.4) or only comfort noise: a gap there
+        // is the hold, not a fault.
+        if call.alerts & ALERT_GAP == 0 && !call.was_held {
             let gap_ms = values
                 .iter()
                 .flat_map(|(_, v)| v.slots.iter())

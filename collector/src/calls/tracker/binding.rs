@@ -298,11 +298,17 @@ impl Tracker {
             .filter(|(_, c)| c.media.planned())
             .map(|(&k, _)| k)
             .collect();
+        let interval_ms = self
+            .last_media_poll
+            .map_or(0, |t| now.saturating_sub(t) / MS);
+        self.last_media_poll = Some(now);
         for &cookie in &cookies {
             let Some(call) = self.calls.get_mut(&cookie) else {
                 continue;
             };
             let mut pressure = 0u32;
+            // The directions that carried new packets since the last poll.
+            let mut active: Vec<Snapshot> = Vec::new();
             for h in &mut call.media.hops {
                 let Some(plan) = h.plan else {
                     continue;
@@ -312,6 +318,19 @@ impl Tracker {
                         for (way, v) in values {
                             match v.filter(|v| v.cookie == cookie) {
                                 Some(v) => {
+                                    let before = h
+                                        .live
+                                        .iter()
+                                        .find(|(w, _)| *w == way)
+                                        .map_or(0, |(_, old)| packets(old));
+                                    if packets(&v) > before {
+                                        active.push(Snapshot {
+                                            way,
+                                            hop: h.hop,
+                                            plan,
+                                            value: v,
+                                        });
+                                    }
                                     h.live.retain(|(w, _)| *w != way);
                                     h.live.push((way, v));
                                 }
@@ -338,6 +357,29 @@ impl Tracker {
             if let Some(l) = last {
                 call.media.last_media_ns = Some(call.media.last_media_ns.map_or(l, |m| m.max(l)));
             }
+            let call = &*call;
+            for snap in &active {
+                for s in snap
+                    .value
+                    .slots
+                    .iter()
+                    .filter(|s| s.in_use != 0 && s.packets > 0)
+                {
+                    let event = FlowEvent {
+                        time_ms: now / MS,
+                        agent_id: self.agent_id.clone(),
+                        call_id: call.call_id.clone(),
+                        event: Some(flow_event::Event::MediaStats(MediaStats {
+                            leg: Some(cdr::leg(call, snap, s)),
+                            interval_ms,
+                        })),
+                    };
+                    self.out.flow(FlowOut {
+                        event,
+                        consent: call.consent.clone(),
+                    });
+                }
+            }
             self.check_alerts(cookie, now, false);
         }
         // Once every call's values are fresh: a leg matched against others not yet read
@@ -346,6 +388,14 @@ impl Tracker {
             self.link_by_media(cookie, None);
         }
     }
+}
+
+/// Packets counted in every slot of `v`.
+fn packets(v: &MediaValue) -> u64 {
+    v.slots
+        .iter()
+        .map(|s| s.packets)
+        .fold(0, u64::saturating_add)
 }
 
 /// Snapshots the entries of `plan`, bound on `hop` (the live copy when an entry vanished),

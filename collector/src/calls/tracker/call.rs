@@ -112,6 +112,9 @@ pub(crate) struct Call {
     pub(crate) ring_lost_at_start: u64,
     pub(crate) map_pressure: u32,
     pub(super) alerts: u8,
+    /// The call was put on hold at least once: a gap in its media is then expected, not
+    /// an alert.
+    pub(super) was_held: bool,
 }
 
 pub(super) fn fnv(parts: &[&[u8]]) -> u64 {

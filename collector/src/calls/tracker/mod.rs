@@ -23,7 +23,7 @@ use std::{
 
 use collector_common::{Direction, MediaValue};
 use collector_proto::v1::{
-    flow_event, Alert, AlertSeverity, CallState, CallStateKind, Cdr, FlowEvent, Party,
+    flow_event, Alert, AlertSeverity, CallState, CallStateKind, Cdr, FlowEvent, MediaStats, Party,
 };
 
 use super::{
@@ -158,6 +158,8 @@ pub struct Tracker {
     timers: Timers,
     agent_id: String,
     ids: CdrIds,
+    /// When the media statistics were last read (the interval of [`MediaStats`] events).
+    last_media_poll: Option<u64>,
     limits: SipLimits,
     calls: BTreeMap<u64, Call>,
     index: HashMap<String, u64>,
@@ -204,6 +206,7 @@ impl Tracker {
             cfg,
             agent_id: agent_id.into(),
             ids,
+            last_media_poll: None,
             limits: SipLimits::default(),
             calls: BTreeMap::new(),
             index: HashMap::new(),
@@ -412,6 +415,7 @@ impl Tracker {
             ring_lost_at_start: self.ring_lost_total,
             map_pressure: 0,
             alerts: 0,
+            was_held: false,
         };
         call.observe(
             message_key(msg),
