@@ -73,7 +73,8 @@ fn ms(ns: u64) -> u64 {
     ns / MS
 }
 
-fn transport_name(t: Transport) -> &'static str {
+/// The transport's name as CDRs and flow events spell it.
+pub(crate) fn transport_name(t: Transport) -> &'static str {
     match t {
         Transport::Udp => "UDP",
         Transport::Tcp => "TCP",

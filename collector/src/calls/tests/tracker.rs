@@ -791,6 +791,48 @@ fn media_stats_every_poll_for_each_stream_that_moved() {
 }
 
 #[test]
+fn one_sip_message_event_per_message_of_a_call() {
+    let mut h = H1::new();
+    answered(&mut h, "c1");
+    h.up(5_000, &bye_from_caller("c1", 2));
+    h.down(
+        5_010,
+        &Msg::response(200, &bye_from_caller("c1", 2)).with_to_tag("bob-tag"),
+    );
+    let ladder: Vec<(String, u32, String, bool, String)> = h
+        .flows
+        .iter()
+        .filter_map(|f| match &f.event {
+            Some(flow_event::Event::SipMessage(m)) => Some((
+                m.method_or_status.clone(),
+                m.cseq,
+                m.cseq_method.clone(),
+                m.has_sdp,
+                format!("{}>{}", m.from, m.to),
+            )),
+            _ => None,
+        })
+        .collect();
+    let up = "192.0.2.10>198.51.100.20";
+    let down = "198.51.100.20>192.0.2.10";
+    let want = [
+        ("INVITE", 1, "INVITE", true, up),
+        ("100", 1, "INVITE", false, down),
+        ("180", 1, "INVITE", false, down),
+        ("200", 1, "INVITE", true, down),
+        ("ACK", 1, "ACK", false, up),
+        ("BYE", 2, "BYE", false, up),
+        ("200", 2, "BYE", false, down),
+    ]
+    .map(|(m, c, cm, sdp, hop)| (m.to_owned(), c, cm.to_owned(), sdp, hop.to_owned()));
+    assert_eq!(ladder, want);
+    assert!(h
+        .flows
+        .iter()
+        .all(|f| f.call_id == "c1" && f.agent_id == "test"));
+}
+
+#[test]
 fn rtcp_goes_to_its_call() {
     let mut h = H1::new();
     answered(&mut h, "c1");

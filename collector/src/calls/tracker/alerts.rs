@@ -1,4 +1,5 @@
-//! Flow events: call-state notifications and quality alerts (one-way audio, media gaps,
+//! Flow events: call-state notifications, one event per SIP message of a call (the
+//! ladder), quality alerts (one-way audio, media gaps,
 //! low MOS), each raised once per call (no media-gap alert for a call that was put on
 //! hold), and the running statistics of each active stream ([`MediaStats`], every media
 //! poll).
@@ -46,6 +47,46 @@ impl Tracker {
 }
 
 impl Tracker {
+    /// One [`flow_event::Event::SipMessage`] for `msg` of a tracked call (the ladder of
+    /// `collector top`): method or status, CSeq, the hop's addresses, the hook that saw it.
+    pub(super) fn sip_event(&mut self, pkt: &SipPacket, msg: &SipMessage<'_>) {
+        let Some(c) = self
+            .index
+            .get(msg.call_id())
+            .and_then(|k| self.calls.get(k))
+        else {
+            return;
+        };
+        let method_or_status = match msg.status_code() {
+            Some(code) if !msg.is_request() => code.to_string(),
+            _ => msg.method().to_string(),
+        };
+        let cseq = msg.cseq();
+        let event = FlowEvent {
+            time_ms: pkt.ts_ns / MS,
+            agent_id: self.agent_id.clone(),
+            call_id: c.call_id.clone(),
+            event: Some(flow_event::Event::SipMessage(
+                collector_proto::v1::SipMessage {
+                    method_or_status,
+                    cseq: cseq.seq,
+                    cseq_method: cseq.method.to_string(),
+                    from: pkt.src.ip().to_canonical().to_string(),
+                    to: pkt.dst.ip().to_canonical().to_string(),
+                    direction: match pkt.direction {
+                        Some(Direction::Ingress) => SipDirection::Ingress,
+                        Some(Direction::Egress) => SipDirection::Egress,
+                        None => SipDirection::Unspecified,
+                    } as i32,
+                    transport: cdr::transport_name(pkt.transport).to_owned(),
+                    has_sdp: matches!(msg.sdp_body(), Ok(Some(_))),
+                },
+            )),
+        };
+        let consent = c.consent.clone();
+        self.out.flow(FlowOut { event, consent });
+    }
+
     pub(super) fn alert(&mut self, cookie: u64, kind: &str, message: String, now: u64) {
         let Some(c) = self.calls.get(&cookie) else {
             return;

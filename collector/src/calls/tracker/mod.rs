@@ -24,6 +24,7 @@ use std::{
 use collector_common::{Direction, MediaValue};
 use collector_proto::v1::{
     flow_event, Alert, AlertSeverity, CallState, CallStateKind, Cdr, FlowEvent, MediaStats, Party,
+    SipDirection,
 };
 
 use super::{
@@ -319,8 +320,12 @@ impl Tracker {
             (None, true) => {
                 self.count_method(&method);
                 self.new_call(pkt, &msg, media);
+                self.sip_event(pkt, &msg);
             }
-            (Some(cookie), _) => self.in_call(cookie, pkt, &msg, initial_invite, media),
+            (Some(cookie), _) => {
+                self.in_call(cookie, pkt, &msg, initial_invite, media);
+                self.sip_event(pkt, &msg);
+            }
             (None, false) => {
                 if msg.is_request() {
                     self.count_method(&method);
