@@ -1,6 +1,6 @@
 //! The fuzz targets' bodies, one function per decoder that sees untrusted bytes. They live in
 //! the library so that `collector/fuzz` (cargo-fuzz, nightly) and the regression test over
-//! saved inputs (`tests/fuzz_regressions.rs`) run exactly the same code. Each panics only if
+//! saved inputs (`tests/integration/fuzz_regressions.rs`) run exactly the same code. Each panics only if
 //! the code under test does.
 #![allow(clippy::indexing_slicing, clippy::unwrap_used)]
 

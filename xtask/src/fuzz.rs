@@ -2,7 +2,7 @@
 //! runs each for a bounded time, seeded from the captures in testdata/ and RFC torture messages.
 //! A crash leaves its input in `collector/fuzz/artifacts/<target>/`; copy it to
 //! `collector/fuzz/regressions/<target>/` and it becomes a regression test
-//! (`collector/tests/fuzz_regressions.rs`).
+//! (`collector/tests/integration/fuzz_regressions.rs`).
 use std::{
     path::{Path, PathBuf},
     process::Command,

@@ -6,8 +6,7 @@
 //! both backends.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-mod support;
-
+use crate::support;
 use std::{
     io::Write as _,
     net::SocketAddr,
@@ -17,9 +16,9 @@ use std::{
     time::Duration,
 };
 
+use crate::support::{collector, Backend, Proc};
 use collector::server::token::{self, Role, TokenSecret};
 use collector_proto::v1::{Cdr, CdrRecord, Disposition, Party};
-use support::{collector, Backend, Proc};
 
 /// The retired key's pseudonym of +442079460000 in scope tenant-a (privacy::policy's
 /// fixed vector).

@@ -5,10 +5,10 @@
 //! agent's shipper works through TLS, mutual TLS and a token. Run over both backends.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-mod support;
-
+use crate::support;
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
+use crate::support::{Backend, Pki};
 use collector::{
     server::{
         retention::RetentionPolicy,
@@ -29,7 +29,6 @@ use collector_proto::v1::{
     StatsRequest,
 };
 use prost::Message as _;
-use support::{Backend, Pki};
 use tokio_stream::StreamExt as _;
 use tonic::{
     transport::{Certificate, ClientTlsConfig, Identity},

@@ -6,10 +6,9 @@
 //! and one of them is checked against the fixed vector computed with Python's `hmac`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-mod support;
-
 use std::{path::Path, sync::Arc};
 
+use crate::support::Backend;
 use collector::{
     privacy::{PrivacyConfig, Pseudonymizer},
     server::{
@@ -21,7 +20,6 @@ use collector::{
     },
 };
 use collector_proto::v1::{Cdr, CdrRecord, Disposition, MediaLeg, Party};
-use support::Backend;
 
 const DAY: u64 = DAY_MS;
 const HOUR: u64 = 3_600_000;

@@ -7,8 +7,7 @@
 //! 1..=N, each once, each with its own id. Run over both backends.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-mod support;
-
+use crate::support;
 use std::{
     io::{Read as _, Seek as _, SeekFrom, Write as _},
     net::SocketAddr,
@@ -16,13 +15,13 @@ use std::{
     time::{Duration, Instant},
 };
 
+use crate::support::{collector, Backend, Proc};
 use collector::{
     cli::ship_spool::generated_cdr,
     server::token::{self, Role, TokenSecret},
     spool::{Spool, SpoolOptions},
 };
 use prost::Message as _;
-use support::{collector, Backend, Proc};
 
 const AGENT: &str = "sbc1";
 
