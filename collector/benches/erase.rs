@@ -9,7 +9,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
 #[allow(dead_code, reason = "the bench uses the cluster, not its client")]
-#[path = "../tests/support/pg.rs"]
+#[path = "../tests/integration/support/pg.rs"]
 mod pg;
 
 use std::{sync::Arc, time::Instant};

@@ -2,6 +2,7 @@
 //! file: on a 2-core machine each release test binary costs a long link of the whole
 //! library). Each module is one suite; `cargo test -p collector --test integration NAME`
 //! runs the tests whose path contains NAME (e.g. `rtp_accounting`, `security::`).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 // First: its macros (`both_backends!`) are used by the suites below.
 #[macro_use]
