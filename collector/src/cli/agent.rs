@@ -42,7 +42,7 @@ use crate::privacy::{
     keys::{Key, KeyId, Secret},
     KeyRing, PrivacyConfig, Pseudonymizer,
 };
-use crate::ship::{connect::ClientSecurity, ShipStats, Shipper};
+use crate::ship::{ShipStats, Shipper};
 use crate::spool::{SharedSpool, Spool, SpoolOptions};
 use crate::watch::{forward::ForwardConfig, Hub, HubConfig};
 
@@ -496,18 +496,14 @@ async fn agent_loop(args: super::AgentArgs) -> anyhow::Result<()> {
             }
         }));
     }
-    let spool = match &args.server {
-        Some(server) => {
+    let spool = match args.ship.connect_args() {
+        Some(conn) => {
+            let server = &conn.server;
             let spool: SharedSpool = Arc::new(std::sync::Mutex::new(
                 Spool::open(&args.spool_dir, SpoolOptions::default())
                     .with_context(|| format!("opening the spool {}", args.spool_dir.display()))?,
             ));
-            let security = ClientSecurity::from_files(
-                args.ca.as_deref(),
-                None,
-                args.token_file.as_deref(),
-                None,
-            )?;
+            let security = conn.security()?;
             let shipper = Shipper::new(Arc::clone(&spool), server.clone(), config.agent_id.clone())
                 .with_security(security.clone());
             metrics.open_spool(&*crate::spool::lock(&spool)?, shipper.stats());

@@ -46,6 +46,46 @@ pub struct ConnectArgs {
     pub token_file: Option<PathBuf>,
 }
 
+/// Where an agent (or `collector replay --server`) streams its CDRs: the same TLS and token
+/// flags as [`ConnectArgs`], with no default server (without one, CDRs are printed).
+#[derive(Debug, Clone, Default, Args)]
+pub struct ShipArgs {
+    /// Central collector to stream CDRs (through the durable spool) and live flows to
+    /// (`https://host:port`, or `http://` on a trusted network); without it CDRs are
+    /// printed as JSON lines on stdout.
+    #[arg(long)]
+    pub server: Option<String>,
+    /// PEM CA that signed the collector's certificate.
+    #[arg(long, env = "COLLECTOR_CA")]
+    pub ca: Option<PathBuf>,
+    /// PEM client certificate, for a collector that requires mutual TLS (`--client-ca`).
+    #[arg(long, requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// PEM client key.
+    #[arg(long, requires = "cert")]
+    pub key: Option<PathBuf>,
+    /// Name to verify the collector's certificate against (default: the URL's host).
+    #[arg(long)]
+    pub tls_domain: Option<String>,
+    /// File holding an `ingest` bearer token (from `collector token`).
+    #[arg(long, env = "COLLECTOR_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+}
+
+impl ShipArgs {
+    /// The connection flags, when a server is named.
+    pub fn connect_args(&self) -> Option<ConnectArgs> {
+        self.server.as_ref().map(|server| ConnectArgs {
+            server: server.clone(),
+            ca: self.ca.clone(),
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+            tls_domain: self.tls_domain.clone(),
+            token_file: self.token_file.clone(),
+        })
+    }
+}
+
 impl ConnectArgs {
     /// `server` without TLS or token (a collector on loopback).
     pub fn plain(server: impl Into<String>) -> Self {
@@ -150,5 +190,88 @@ impl SubjectArgs {
             anyhow::bail!("nothing to hash: the number is empty after normalisation");
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "tests")]
+mod tests {
+    use clap::Parser;
+
+    use super::ShipArgs;
+    use crate::cli::Command;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        ship: ShipArgs,
+    }
+
+    #[test]
+    fn ship_flags_are_the_connect_flags_and_name_no_default_server() {
+        let none = Cli::try_parse_from(["x"]).unwrap();
+        assert!(none.ship.connect_args().is_none());
+        let c = Cli::try_parse_from([
+            "x",
+            "--server",
+            "https://collector.example:50051",
+            "--ca",
+            "ca.pem",
+            "--cert",
+            "agent.pem",
+            "--key",
+            "agent.key",
+            "--tls-domain",
+            "collector.example",
+            "--token-file",
+            "ingest.token",
+        ])
+        .unwrap()
+        .ship
+        .connect_args()
+        .unwrap();
+        assert_eq!(c.server, "https://collector.example:50051");
+        assert_eq!(c.ca.unwrap().to_str(), Some("ca.pem"));
+        assert_eq!(c.cert.unwrap().to_str(), Some("agent.pem"));
+        assert_eq!(c.key.unwrap().to_str(), Some("agent.key"));
+        assert_eq!(c.tls_domain.as_deref(), Some("collector.example"));
+        assert_eq!(c.token_file.unwrap().to_str(), Some("ingest.token"));
+        // A client certificate needs its key.
+        assert!(Cli::try_parse_from(["x", "--server", "https://c:1", "--cert", "a.pem"]).is_err());
+    }
+
+    #[test]
+    fn the_agent_and_replay_take_the_same_connection_flags() {
+        let flags = [
+            "--server",
+            "https://c:1",
+            "--ca",
+            "ca.pem",
+            "--cert",
+            "a.pem",
+            "--key",
+            "a.key",
+            "--token-file",
+            "t",
+        ];
+        let agent = crate::cli::Cli::try_parse_from(
+            ["collector", "agent", "-i", "eth0"]
+                .into_iter()
+                .chain(flags),
+        )
+        .unwrap();
+        let replay = crate::cli::Cli::try_parse_from(
+            ["collector", "replay", "x.pcap"].into_iter().chain(flags),
+        )
+        .unwrap();
+        let (Command::Agent(a), Command::Replay(r)) = (agent.command, replay.command) else {
+            panic!("wrong verbs");
+        };
+        let (a, r) = (
+            a.ship.connect_args().unwrap(),
+            r.ship.connect_args().unwrap(),
+        );
+        assert_eq!(format!("{a:?}"), format!("{r:?}"));
+        assert_eq!(a.cert.unwrap().to_str(), Some("a.pem"));
     }
 }

@@ -81,21 +81,14 @@ pub struct AgentArgs {
     /// Interface to attach to (repeat for several).
     #[arg(long = "iface", short = 'i', required = true)]
     pub ifaces: Vec<String>,
-    /// Central collector to stream CDRs (through the durable spool) and live flows to
-    /// (`https://host:port`, or `http://` on a trusted network); without it CDRs are printed
-    /// as JSON lines on stdout.
-    #[arg(long)]
-    pub server: Option<String>,
+    /// The central collector and how to reach it (TLS, client certificate, token: the same
+    /// flags as every verb that talks to a server).
+    #[command(flatten)]
+    pub ship: connect::ShipArgs,
     /// Spool directory (created 0700): a CDR counts as produced once it is fsynced here;
     /// what the collector has not acknowledged is resent after any restart.
     #[arg(long, default_value = "/var/lib/collector/spool")]
     pub spool_dir: std::path::PathBuf,
-    /// CA certificate that signs the collector's TLS certificate.
-    #[arg(long, env = "COLLECTOR_CA")]
-    pub ca: Option<std::path::PathBuf>,
-    /// File holding an `ingest` bearer token (from `collector token`).
-    #[arg(long, env = "COLLECTOR_TOKEN_FILE")]
-    pub token_file: Option<std::path::PathBuf>,
     /// Serve the agent's own live flows (Watch API, for `collector flows`/`top`) here.
     #[arg(long)]
     pub watch_listen: Option<String>,
@@ -321,6 +314,11 @@ pub struct ReplayArgs {
     /// under their call, calls in start order (json: one object per call).
     #[arg(long, conflicts_with = "server")]
     pub by_call: bool,
+    /// Load the capture's CDRs into this central collector, through the same spool and
+    /// stream as the agent (the `--config` privacy policy, with its key file, is required),
+    /// with the TLS and token flags of every verb that talks to a server.
+    #[command(flatten)]
+    pub ship: connect::ShipArgs,
     /// Agent configuration (TOML): its `[privacy]` policy is applied (identifiers are
     /// printed in clear without it) and its `[calls]` settings used.
     #[arg(long)]
@@ -328,22 +326,12 @@ pub struct ReplayArgs {
     /// Additional SIP port (UDP and TCP), besides 5060 and 5080; repeat for several.
     #[arg(long = "sip-port")]
     pub sip_ports: Vec<u16>,
-    /// Load the capture's CDRs into this central collector, through the same spool and
-    /// stream as the agent (the `--config` privacy policy, with its key file, is required).
-    #[arg(long, requires = "config")]
-    pub server: Option<String>,
     /// Spool directory for `--server` (kept, so an interrupted load resumes).
     #[arg(long, default_value = "replay-spool")]
     pub spool_dir: std::path::PathBuf,
     /// Agent id the CDRs are stored under (default: `replay-` and the file's name).
     #[arg(long)]
     pub agent_id: Option<String>,
-    /// File holding an `ingest` bearer token.
-    #[arg(long, env = "COLLECTOR_TOKEN_FILE")]
-    pub token_file: Option<std::path::PathBuf>,
-    /// CA certificate of the collector's TLS certificate.
-    #[arg(long, env = "COLLECTOR_CA")]
-    pub ca: Option<std::path::PathBuf>,
 }
 
 /// Runs the parsed command line.

@@ -162,14 +162,14 @@ pub fn run(args: &super::ReplayArgs) -> anyhow::Result<()> {
             );
         }
     }
-    if let Some(server) = &args.server {
+    if let Some(conn) = args.ship.connect_args() {
         if opts.privacy.is_none() {
             anyhow::bail!(
                 "--server needs a privacy policy with a key file in --config: nothing leaves \
                  this process in clear"
             );
         }
-        return load_into(args, server, &opts);
+        return load_into(args, &conn, &opts);
     }
     let stdout = std::io::stdout();
     let mut lock = stdout.lock();
@@ -214,11 +214,16 @@ pub fn run(args: &super::ReplayArgs) -> anyhow::Result<()> {
 
 /// `replay --server`: spools the capture's (pseudonymized) CDRs, fsynced, then ships them
 /// like the agent does and waits (bounded) until the collector has acknowledged them all.
-fn load_into(args: &super::ReplayArgs, server: &str, opts: &ReplayOptions) -> anyhow::Result<()> {
+fn load_into(
+    args: &super::ReplayArgs,
+    conn: &super::connect::ConnectArgs,
+    opts: &ReplayOptions,
+) -> anyhow::Result<()> {
     use crate::{
-        ship::{connect::ClientSecurity, Shipper},
+        ship::Shipper,
         spool::{Spool, SpoolOptions},
     };
+    let server = conn.server.as_str();
     let out = replay_file(&args.file, opts, |_| {})?;
     let agent_id = match &args.agent_id {
         Some(a) => a.clone(),
@@ -255,8 +260,7 @@ fn load_into(args: &super::ReplayArgs, server: &str, opts: &ReplayOptions) -> an
             .with_context(|| format!("writing {}", marker.display()))?;
         last
     };
-    let security =
-        ClientSecurity::from_files(args.ca.as_deref(), None, args.token_file.as_deref(), None)?;
+    let security = conn.security()?;
     let shipper =
         Shipper::new(std::sync::Arc::clone(&spool), server, agent_id).with_security(security);
     let rt = tokio::runtime::Builder::new_current_thread()
