@@ -396,6 +396,10 @@ pub enum ConfigError {
     /// The consent header setting is unusable.
     #[error("privacy.consent: {0}")]
     Consent(&'static str),
+    /// The configuration has a table or key this version does not know (a misspelled
+    /// `[privacy]` would otherwise leave the agent on defaults without a word).
+    #[error("unknown {0} in the agent configuration (known tables: agent, calls, privacy; [agent] keys: id)")]
+    Unknown(String),
     /// No scope is configured.
     #[error("privacy.scope is required to pseudonymize (the tenant or instance id)")]
     MissingScope,
@@ -413,10 +417,38 @@ pub enum ConfigError {
     Keys(#[from] KeyError),
 }
 
+/// The top-level tables an agent configuration may have, and the keys of its `[agent]`
+/// table: anything else is refused, so that a misspelled table is an error and not a
+/// silently ignored setting (`[privacy]`, `[calls]` themselves refuse unknown keys).
+pub const AGENT_TABLES: [&str; 3] = ["agent", "calls", "privacy"];
+/// The keys of the `[agent]` table.
+pub const AGENT_KEYS: [&str; 1] = ["id"];
+
+/// Refuses a table or `[agent]` key of an agent configuration that is not known.
+fn check_agent_tables(table: &toml::Table) -> Result<(), ConfigError> {
+    for (name, value) in table {
+        if !AGENT_TABLES.contains(&name.as_str()) {
+            return Err(ConfigError::Unknown(format!("table or key `{name}`")));
+        }
+        if name == "agent" {
+            let Some(agent) = value.as_table() else {
+                return Err(ConfigError::Unknown(
+                    "`agent` that is not a table".to_owned(),
+                ));
+            };
+            if let Some(key) = agent.keys().find(|k| !AGENT_KEYS.contains(&k.as_str())) {
+                return Err(ConfigError::Unknown(format!("key `agent.{key}`")));
+            }
+        }
+    }
+    Ok(())
+}
+
 impl PrivacyConfig {
     /// The `[privacy]` table of an agent configuration text (defaults when absent).
     pub fn from_agent_toml(text: &str) -> Result<Self, ConfigError> {
         let mut table: toml::Table = toml::from_str(text).map_err(ConfigError::Syntax)?;
+        check_agent_tables(&table)?;
         let config = match table.remove("privacy") {
             Some(value) => value.try_into().map_err(ConfigError::Syntax)?,
             None => PrivacyConfig::default(),
@@ -825,9 +857,33 @@ mod tests {
         assert_eq!(f.call_id, FieldPolicy::Pseudonymize);
         assert_eq!(f.user_agent, FieldPolicy::Keep);
         // An agent config without [privacy] gets exactly these.
-        let c = PrivacyConfig::from_agent_toml("[agent]\niface = \"eth0\"\n").unwrap();
+        let c = PrivacyConfig::from_agent_toml("[agent]\nid = \"sbc-1\"\n").unwrap();
         assert_eq!(c.fields, f);
         assert_eq!(c.consent, None);
+    }
+
+    #[test]
+    fn a_misspelled_table_or_key_is_refused() {
+        // A typo must not leave the agent on default privacy settings.
+        for (text, what) in [
+            ("[privacyy]\nscope = \"t\"\n", "`privacyy`"),
+            ("[Privacy]\nscope = \"t\"\n", "`Privacy`"),
+            ("scope = \"t\"\n", "`scope`"),
+            (
+                "[agent]\nid = \"a\"\nkey_file = \"k\"\n",
+                "`agent.key_file`",
+            ),
+            ("agent = 3\n", "`agent` that is not a table"),
+        ] {
+            let e = PrivacyConfig::from_agent_toml(text).unwrap_err();
+            assert!(matches!(e, ConfigError::Unknown(_)), "{text}: {e:?}");
+            assert!(e.to_string().contains(what), "{text}: {e}");
+        }
+        // And unknown keys inside [privacy] (serde's deny_unknown_fields).
+        assert!(PrivacyConfig::from_agent_toml("[privacy]\nscop = \"t\"\n").is_err());
+        // Every known table is accepted.
+        PrivacyConfig::from_agent_toml("[agent]\nid = \"a\"\n[calls]\n[privacy]\nscope = \"t\"\n")
+            .unwrap();
     }
 
     #[test]
