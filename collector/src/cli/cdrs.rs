@@ -9,22 +9,12 @@ use std::{
 };
 
 use anyhow::{bail, Context as _};
-use collector_proto::v1::{query_client::QueryClient, Cdr, CdrQuery, Disposition};
+use collector_proto::v1::{query_client::QueryClient, CdrQuery, Disposition};
 use tokio_stream::StreamExt as _;
 
-use super::CdrsArgs;
+pub use super::output::OutputFormat;
+use super::{output::print_cdrs, CdrsArgs};
 use crate::callview;
-
-/// How CDRs are printed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum OutputFormat {
-    /// Aligned columns for a terminal.
-    Table,
-    /// One JSON object per line, with the proto field names.
-    Json,
-    /// Comma-separated values with a header line.
-    Csv,
-}
 
 /// Runs the verb.
 pub fn run(args: CdrsArgs) -> anyhow::Result<()> {
@@ -73,7 +63,7 @@ pub fn run(args: CdrsArgs) -> anyhow::Result<()> {
         }
         anyhow::Ok(out)
     })?;
-    write_out(|w| print(w, &cdrs, args.output))
+    write_out(|w| print_cdrs(w, &cdrs, args.output))
 }
 
 /// Runs `print` over buffered stdout.
@@ -196,112 +186,6 @@ fn civil_from_days(days: u64) -> (u64, u64, u64) {
     (y, m, d)
 }
 
-const COLUMNS: [&str; 10] = [
-    "start",
-    "agent",
-    "caller",
-    "callee",
-    "disposition",
-    "code",
-    "duration_s",
-    "billable_s",
-    "min_mos",
-    "max_loss_pct",
-];
-
-/// The table/CSV cells of one CDR.
-fn cells(c: &Cdr) -> [String; 10] {
-    let user = |p: &Option<collector_proto::v1::Party>| {
-        p.as_ref().map_or_else(String::new, |p| p.user.clone())
-    };
-    let disposition = c.disposition();
-    let name = disposition
-        .as_str_name()
-        .trim_start_matches("DISPOSITION_")
-        .to_ascii_lowercase();
-    let mos = c
-        .media
-        .iter()
-        .map(|m| m.mos)
-        .filter(|m| *m > 0.0)
-        .reduce(f64::min);
-    let loss = c.media.iter().map(|m| m.loss_pct).reduce(f64::max);
-    [
-        format_time(c.start_time_ms),
-        c.agent_id.clone(),
-        user(&c.caller),
-        user(&c.callee),
-        name,
-        c.final_code.to_string(),
-        format!("{:.1}", c.duration_ms as f64 / 1000.0),
-        format!("{:.1}", c.billable_ms as f64 / 1000.0),
-        mos.map_or_else(|| "-".into(), |v| format!("{v:.2}")),
-        loss.map_or_else(|| "-".into(), |v| format!("{v:.2}")),
-    ]
-}
-
-/// RFC 4180 field: quoted when it holds a comma, quote or line break; quotes doubled.
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
-    }
-}
-
-/// Prints `cdrs` in `format`.
-pub fn print<W: Write>(w: &mut W, cdrs: &[Cdr], format: OutputFormat) -> io::Result<()> {
-    match format {
-        OutputFormat::Json => {
-            for c in cdrs {
-                serde_json::to_writer(&mut *w, c)?;
-                writeln!(w)?;
-            }
-        }
-        OutputFormat::Csv => {
-            writeln!(w, "{}", COLUMNS.join(","))?;
-            for c in cdrs {
-                let row: Vec<String> = cells(c).iter().map(|s| csv_field(s)).collect();
-                writeln!(w, "{}", row.join(","))?;
-            }
-        }
-        OutputFormat::Table => {
-            let rows: Vec<[String; 10]> = cdrs.iter().map(cells).collect();
-            let mut widths = COLUMNS.map(str::len);
-            for r in &rows {
-                for (wd, cell) in widths.iter_mut().zip(r) {
-                    *wd = (*wd).max(cell.chars().count());
-                }
-            }
-            let line = |cols: Vec<&str>| {
-                let padded: Vec<String> = cols
-                    .iter()
-                    .zip(widths)
-                    .map(|(c, wd)| format!("{c:<wd$}"))
-                    .collect();
-                padded.join("  ").trim_end().to_string()
-            };
-            writeln!(
-                w,
-                "{}",
-                line(
-                    COLUMNS
-                        .iter()
-                        .map(|c| c.to_ascii_uppercase())
-                        .collect::<Vec<_>>()
-                        .iter()
-                        .map(String::as_str)
-                        .collect()
-                )
-            )?;
-            for r in &rows {
-                writeln!(w, "{}", line(r.iter().map(String::as_str).collect()))?;
-            }
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 #[allow(
     clippy::unwrap_used,
@@ -310,7 +194,6 @@ pub fn print<W: Write>(w: &mut W, cdrs: &[Cdr], format: OutputFormat) -> io::Res
     reason = "tests"
 )]
 mod tests {
-    use collector_proto::v1::{MediaLeg, Party};
 
     use super::*;
 
@@ -412,74 +295,5 @@ mod tests {
         // --until before --since is refused.
         assert!(build_query(&args(), vec![], 2_000_000_000_000).is_err());
         assert!(parse_time_ms("2001-13-01T00:00:00Z", 0).is_err());
-    }
-
-    fn sample() -> Cdr {
-        Cdr {
-            agent_id: "sbc1".into(),
-            caller: Some(Party {
-                user: "P-a,b".into(),
-                ..Default::default()
-            }),
-            callee: Some(Party {
-                user: "P-\"c\"".into(),
-                ..Default::default()
-            }),
-            start_time_ms: 1_700_000_000_000,
-            duration_ms: 61_500,
-            billable_ms: 50_000,
-            disposition: Disposition::Answered as i32,
-            final_code: 200,
-            media: vec![
-                MediaLeg {
-                    mos: 4.1,
-                    loss_pct: 0.5,
-                    ..Default::default()
-                },
-                MediaLeg {
-                    mos: 3.25,
-                    loss_pct: 2.0,
-                    ..Default::default()
-                },
-            ],
-            ..Default::default()
-        }
-    }
-
-    #[test]
-    fn csv_quotes_per_rfc4180() {
-        let mut out = Vec::new();
-        print(&mut out, &[sample()], OutputFormat::Csv).unwrap();
-        let text = String::from_utf8(out).unwrap();
-        assert_eq!(
-            text,
-            "start,agent,caller,callee,disposition,code,duration_s,billable_s,min_mos,max_loss_pct\n\
-             2023-11-14T22:13:20Z,sbc1,\"P-a,b\",\"P-\"\"c\"\"\",answered,200,61.5,50.0,3.25,2.00\n"
-        );
-    }
-
-    #[test]
-    fn json_lines_use_proto_field_names() {
-        let mut out = Vec::new();
-        print(&mut out, &[sample(), sample()], OutputFormat::Json).unwrap();
-        let text = String::from_utf8(out).unwrap();
-        let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines.len(), 2);
-        let v: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
-        assert_eq!(v["caller"]["user"], "P-a,b");
-        assert_eq!(v["start_time_ms"], 1_700_000_000_000u64);
-        assert_eq!(v["disposition"], "DISPOSITION_ANSWERED");
-    }
-
-    #[test]
-    fn table_aligns_columns() {
-        let mut out = Vec::new();
-        print(&mut out, &[sample()], OutputFormat::Table).unwrap();
-        let text = String::from_utf8(out).unwrap();
-        let lines: Vec<&str> = text.lines().collect();
-        assert!(lines[0].starts_with("START                 AGENT  CALLER"));
-        assert!(lines[1].starts_with("2023-11-14T22:13:20Z  sbc1   P-a,b "));
-        assert_eq!(lines[0].find("AGENT"), lines[1].find("sbc1"));
-        assert_eq!(lines[0].find("MIN_MOS"), lines[1].find("3.25"));
     }
 }

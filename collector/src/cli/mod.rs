@@ -11,6 +11,7 @@ pub use pseudonym::PseudonymArgs;
 pub mod agent;
 pub mod cdrs;
 pub mod flows;
+pub mod output;
 pub mod replay;
 pub mod server;
 pub mod top;
@@ -297,8 +298,8 @@ pub struct InventoryArgs {
     /// Agent configuration file whose privacy policy to describe.
     #[arg(long)]
     pub config: Option<std::path::PathBuf>,
-    /// Output format.
-    #[arg(long, default_value = "text")]
+    /// Output format: `text` or `json` (`--format` is an alias).
+    #[arg(long = "output", short = 'o', alias = "format", default_value = "text")]
     pub format: String,
 }
 
@@ -307,9 +308,10 @@ pub struct InventoryArgs {
 pub struct ReplayArgs {
     /// Capture file (pcap or pcapng).
     pub file: std::path::PathBuf,
-    /// Output format: `table` or `json` (one CDR per line).
-    #[arg(long, default_value = "table")]
-    pub format: String,
+    /// Output format: the CDR printer of `collector cdrs` (`table`, `json` lines, `csv`;
+    /// with `--by-call`: `table` or `json`). `--format` is an alias.
+    #[arg(long = "output", short = 'o', alias = "format", value_enum, default_value_t = output::OutputFormat::Table)]
+    pub output: output::OutputFormat,
     /// One row per call rather than per leg: the legs the agent linked (one correlation id)
     /// under their call, calls in start order (json: one object per call).
     #[arg(long, conflicts_with = "server")]

@@ -12,9 +12,10 @@
 use std::{io::Write as _, path::Path};
 
 use anyhow::Context as _;
-use collector_proto::v1::{Cdr, FlowEvent, MediaDirection, MediaLeg};
+use collector_proto::v1::{Cdr, FlowEvent};
 use sha2::{Digest, Sha256};
 
+use super::output::{print_cdrs, OutputFormat};
 use crate::calls::{
     media::{EmulatedMedia, EmulationStats, EMULATED_ENTRIES},
     tracker::{CdrIds, TrackerStats},
@@ -128,20 +129,12 @@ pub fn replay_file(
     Ok(out)
 }
 
-/// Output format.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Format {
-    Table,
-    Json,
-}
-
 /// `collector replay`.
 pub fn run(args: &super::ReplayArgs) -> anyhow::Result<()> {
-    let format = match args.format.as_str() {
-        "table" => Format::Table,
-        "json" => Format::Json,
-        other => anyhow::bail!("unknown format `{other}` (table or json)"),
-    };
+    let format = args.output;
+    if args.by_call && format == OutputFormat::Csv {
+        anyhow::bail!("--by-call prints a table or json, not csv");
+    }
     let mut opts = ReplayOptions {
         sip_ports: args.sip_ports.clone(),
         ..ReplayOptions::default()
@@ -175,7 +168,7 @@ pub fn run(args: &super::ReplayArgs) -> anyhow::Result<()> {
     let mut lock = stdout.lock();
     let mut write_err: Option<std::io::Error> = None;
     let out = replay_file(&args.file, &opts, |c| {
-        if format == Format::Json && !args.by_call && write_err.is_none() {
+        if format == OutputFormat::Json && !args.by_call && write_err.is_none() {
             match serde_json::to_string(c) {
                 Ok(s) => {
                     if let Err(e) = writeln!(lock, "{s}") {
@@ -192,12 +185,12 @@ pub fn run(args: &super::ReplayArgs) -> anyhow::Result<()> {
     if args.by_call {
         let calls = callview::group(out.cdrs.iter().cloned(), callview::Order::OldestFirst);
         let format = match format {
-            Format::Table => callview::Format::Table,
-            Format::Json => callview::Format::Json,
+            OutputFormat::Json => callview::Format::Json,
+            OutputFormat::Table | OutputFormat::Csv => callview::Format::Table,
         };
         callview::print(&mut lock, &calls, format).context("writing the output")?;
-    } else if format == Format::Table {
-        write!(lock, "{}", render_table(&out.cdrs)).context("writing the output")?;
+    } else if format != OutputFormat::Json {
+        print_cdrs(&mut lock, &out.cdrs, format).context("writing the output")?;
     }
     drop(lock);
     eprintln!(
@@ -289,128 +282,4 @@ fn load_into(
     }
     eprintln!("replay: {} CDRs stored by {server}", out.cdrs.len());
     Ok(())
-}
-
-fn fmt_time(ms: u64) -> String {
-    if ms == 0 {
-        return "-".to_owned();
-    }
-    let fmt = time::format_description::parse_borrowed::<2>(
-        "[year]-[month]-[day] [hour]:[minute]:[second].[subsecond digits:3]",
-    );
-    match (
-        time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000),
-        fmt,
-    ) {
-        (Ok(t), Ok(f)) => t.format(&f).unwrap_or_else(|_| ms.to_string()),
-        _ => ms.to_string(),
-    }
-}
-
-fn truncate(s: &str, n: usize) -> String {
-    if s.chars().count() <= n {
-        s.to_owned()
-    } else {
-        let mut t: String = s.chars().take(n.saturating_sub(1)).collect();
-        t.push('…');
-        t
-    }
-}
-
-fn direction_summary(legs: &[&MediaLeg]) -> String {
-    // The audio stream of the direction: the leg with the most packets.
-    match legs
-        .iter()
-        .filter(|l| l.codec != "telephone-event")
-        .max_by_key(|l| l.packets)
-    {
-        None => "-".to_owned(),
-        Some(l) => format!(
-            "{}p {:.1}% {:.2}ms {}",
-            l.packets,
-            l.loss_pct,
-            l.mean_jitter_ms,
-            if l.mos > 0.0 {
-                format!("{:.2}", l.mos)
-            } else {
-                "-".to_owned()
-            }
-        ),
-    }
-}
-
-/// The table form of a list of CDRs.
-pub fn render_table(cdrs: &[Cdr]) -> String {
-    let mut rows = vec![[
-        "CALL-ID".to_owned(),
-        "FROM".to_owned(),
-        "TO".to_owned(),
-        "DISPOSITION".to_owned(),
-        "CODE".to_owned(),
-        "START (UTC)".to_owned(),
-        "DURATION".to_owned(),
-        "CODEC".to_owned(),
-        "CALLER→CALLEE pkts loss jitter MOS".to_owned(),
-        "CALLEE→CALLER pkts loss jitter MOS".to_owned(),
-    ]];
-    for c in cdrs {
-        let party = |p: &Option<collector_proto::v1::Party>| {
-            p.as_ref().map_or(String::new(), |p| truncate(&p.user, 18))
-        };
-        let disposition = collector_proto::v1::Disposition::try_from(c.disposition)
-            .map(|d| {
-                d.as_str_name()
-                    .trim_start_matches("DISPOSITION_")
-                    .to_ascii_lowercase()
-            })
-            .unwrap_or_default();
-        let way = |d: MediaDirection| -> Vec<&MediaLeg> {
-            c.media.iter().filter(|l| l.direction == d as i32).collect()
-        };
-        let codec = c
-            .media
-            .iter()
-            .filter(|l| l.codec != "telephone-event")
-            .max_by_key(|l| l.packets)
-            .map(|l| l.codec.clone())
-            .or_else(|| c.codecs.first().cloned())
-            .unwrap_or_default();
-        rows.push([
-            truncate(&c.call_id, 24),
-            party(&c.caller),
-            party(&c.callee),
-            format!(
-                "{disposition}{}",
-                if c.interim { " (in progress)" } else { "" }
-            ),
-            c.final_code.to_string(),
-            fmt_time(c.start_time_ms),
-            format!("{:.3}s", c.duration_ms as f64 / 1000.0),
-            codec,
-            direction_summary(&way(MediaDirection::CallerToCallee)),
-            direction_summary(&way(MediaDirection::CalleeToCaller)),
-        ]);
-    }
-    let mut widths = [0usize; 10];
-    for r in &rows {
-        for (w, cell) in widths.iter_mut().zip(r.iter()) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let mut out = String::new();
-    for r in &rows {
-        let line: Vec<String> = r
-            .iter()
-            .zip(widths.iter())
-            .map(|(cell, &w)| {
-                format!(
-                    "{cell}{}",
-                    " ".repeat(w.saturating_sub(cell.chars().count()))
-                )
-            })
-            .collect();
-        out.push_str(line.join("  ").trim_end());
-        out.push('\n');
-    }
-    out
 }

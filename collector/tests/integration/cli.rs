@@ -367,7 +367,7 @@ fn replay_by_call_matches_the_oracle() {
     let mut r = collector();
     r.arg("replay")
         .arg(&capture)
-        .args(["--by-call", "--format", "json"]);
+        .args(["--by-call", "-o", "json"]);
     let out = run(r, "");
     assert!(
         out.status.success(),

@@ -353,10 +353,10 @@ fn sipp_g711_basic() {
 #[test]
 fn table_output() {
     let (out, _) = replay("sipp_g711_basic.pcap");
-    let table = crate::cli::replay::render_table(&out.cdrs);
+    let table = crate::cli::output::render_table(&out.cdrs);
     let lines: Vec<&str> = table.lines().collect();
     assert_eq!(lines.len(), 4);
-    assert!(lines[0].starts_with("CALL-ID"));
+    assert!(lines[0].starts_with("START (UTC)"));
     // Call 1: 236 packets each way, no loss, tshark's mean jitter 0.648 / 0.656 ms.
     let row = lines[1];
     for cell in [
