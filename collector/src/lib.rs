@@ -1,8 +1,24 @@
 //! The userspace side of the VoIP metadata collector.
 //!
-//! One module per concern: `capture` loads and attaches the kernel programs and reads what
-//! they send; `cli` is the command line. Further modules (parsing, call tracking, privacy,
-//! spooling, shipping, the server) plug in beside them.
+//! The data flow, and the module that owns each stage:
+//!
+//! ```text
+//! kernel (XDP/TC) ──ring──▶ capture ──▶ net (L2..L4, reassembly, SIP framing)
+//!                                        │
+//!                     pipeline ◀─────────┘  (drives the stages below, one clock)
+//!                        │
+//!        sip + calls (dialogs, media binding in the kernel's MEDIA maps, CDRs, flow events)
+//!                        │            media (RTCP, E-model, jitter buffers) feeds calls
+//!                     privacy (pseudonyms, field policies: nothing leaves in clear)
+//!                 ┌──────┴───────┐
+//!   spool ──▶ ship (Ingest)   watch (hub; forward ──▶ the collector's relay)
+//!                 │                │
+//!                 └──── rpc ───────┘  (connect, TLS, token, listener exposure, backoff)
+//!                        │
+//!   server (Ingest, Query, Admin, Watch relay; store: SQLite / PostgreSQL; retention)
+//!                        │
+//!   cli (agent, server, cdrs, flows, top, replay, erase, ...), callview, metrics
+//! ```
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod calls;
@@ -16,6 +32,7 @@ pub mod metrics;
 pub mod net;
 pub mod pipeline;
 pub mod privacy;
+pub mod rpc;
 pub mod server;
 pub mod ship;
 pub mod sip;

@@ -480,12 +480,12 @@ async fn agent_loop(args: super::AgentArgs) -> anyhow::Result<()> {
     // or, with a collector, through the durable spool to the shipper.
     let hub = Arc::new(Hub::new(HubConfig::default()));
     if let Some(addr) = &args.watch_listen {
-        let exposure = crate::server::Exposure {
+        let exposure = crate::rpc::listen::Exposure {
             tls: false,
             auth: false,
             insecure: args.insecure,
         };
-        let listener = crate::server::bind(addr, exposure).await?;
+        let listener = crate::rpc::listen::bind(addr, exposure).await?;
         tracing::info!(addr = %listener.local_addr()?, "watch api listening");
         tasks.push(tokio::spawn({
             let (hub, stop) = (Arc::clone(&hub), stopped());

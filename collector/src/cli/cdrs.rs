@@ -35,7 +35,7 @@ pub fn run(args: CdrsArgs) -> anyhow::Result<()> {
     if let Some(format) = call_format {
         let calls = rt.block_on(async {
             let mut client = QueryClient::new(args.conn.connect().await?)
-                .max_decoding_message_size(crate::server::MAX_MESSAGE_BYTES);
+                .max_decoding_message_size(crate::rpc::MAX_MESSAGE_BYTES);
             let mut stream = client
                 .list_calls(query)
                 .await
@@ -51,7 +51,7 @@ pub fn run(args: CdrsArgs) -> anyhow::Result<()> {
     }
     let cdrs = rt.block_on(async {
         let mut client = QueryClient::new(args.conn.connect().await?)
-            .max_decoding_message_size(crate::server::MAX_MESSAGE_BYTES);
+            .max_decoding_message_size(crate::rpc::MAX_MESSAGE_BYTES);
         let mut stream = client
             .list_cdrs(query)
             .await

@@ -13,7 +13,7 @@ use clap::Args;
 
 use crate::{
     privacy::{PrivacyConfig, Pseudonymizer},
-    ship::connect::{AuthChannel, ClientSecurity},
+    rpc::connect::{AuthChannel, ClientSecurity},
 };
 
 /// Longest number read from standard input, in bytes.

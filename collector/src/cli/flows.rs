@@ -281,7 +281,7 @@ where
         c = conn.connect() => c,
     };
     let mut client = WatchClient::new(connect.with_context(|| format!("cannot reach {server}"))?)
-        .max_decoding_message_size(crate::server::MAX_MESSAGE_BYTES);
+        .max_decoding_message_size(crate::rpc::MAX_MESSAGE_BYTES);
     let mut stream = client
         .flows(req)
         .await

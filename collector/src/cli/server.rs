@@ -8,13 +8,14 @@ use super::{cdrs::parse_duration_ms, ServerArgs};
 use crate::{
     metrics::Metrics,
     privacy::{PrivacyConfig, Pseudonymizer},
+    rpc::listen::Exposure,
     server::{
         metered::MeteredStore,
         retention::RetentionPolicy,
         tls::TlsFiles,
         token::TokenSecret,
         watch::{relay, RelayOptions},
-        Exposure, ServeOptions,
+        ServeOptions,
     },
     watch::HubConfig,
 };
@@ -70,7 +71,7 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
                 shutdown_signal(),
             ));
         }
-        let listener = crate::server::bind(&args.listen, exposure).await?;
+        let listener = crate::rpc::listen::bind(&args.listen, exposure).await?;
         if !exposure.auth {
             tracing::warn!("no --token-secret: every call is accepted without a token");
         }

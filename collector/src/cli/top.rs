@@ -623,7 +623,7 @@ async fn feed(
             .await
             .with_context(|| format!("cannot reach {server}"))?;
         let mut client =
-            WatchClient::new(channel).max_decoding_message_size(crate::server::MAX_MESSAGE_BYTES);
+            WatchClient::new(channel).max_decoding_message_size(crate::rpc::MAX_MESSAGE_BYTES);
         let mut stream = client.flows(req).await?.into_inner();
         while let Some(e) = stream.message().await? {
             if tx.send(Feed::Event(Box::new(e))).await.is_err() {

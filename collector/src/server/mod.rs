@@ -5,7 +5,8 @@
 //! running beside them.
 //!
 //! Transport security: TLS ([`tls`], rustls) on the listener, optionally mutual; bearer
-//! tokens with roles checked on every call ([`auth`], [`token`]). [`check_listen`] refuses
+//! tokens with roles checked on every call ([`auth`], [`token`]).
+//! [`crate::rpc::listen::check_listen`] refuses
 //! to expose a listener without TLS or without tokens on anything but a loopback address
 //! unless the operator explicitly passes `--insecure`: CDRs (even pseudonymized) and the
 //! erase API must not cross a network unencrypted or unauthenticated by accident.
@@ -25,7 +26,7 @@ pub mod watch;
 #[cfg(test)]
 pub(crate) mod tests;
 
-use std::{future::Future, net::SocketAddr, path::PathBuf, sync::Arc};
+use std::{future::Future, path::PathBuf, sync::Arc};
 
 use collector_proto::v1::{
     admin_server::AdminServer, ingest_server::IngestServer, query_server::QueryServer,
@@ -37,8 +38,7 @@ use tonic::transport::{server::TcpIncoming, Server};
 
 use store::{Store, StoreError};
 
-/// Largest gRPC message accepted, in bytes (a batch of CDRs).
-pub const MAX_MESSAGE_BYTES: usize = 16 << 20;
+use crate::rpc::{listen::ListenError, MAX_MESSAGE_BYTES};
 
 /// Errors of the collector server.
 #[derive(Debug, Error)]
@@ -52,26 +52,9 @@ pub enum ServerError {
     /// The method is not implemented yet.
     #[error("{0} is not implemented yet")]
     Unimplemented(&'static str),
-    /// A plaintext listener on a non-loopback address without `--insecure`.
-    #[error(
-        "refusing to listen on {addr} without TLS: plaintext gRPC would carry CDRs and the \
-         erase API over the network unencrypted; give --tls-cert and --tls-key, listen on a \
-         loopback address (127.0.0.1 or ::1), or pass --insecure on a network you trust"
-    )]
-    PlaintextNonLoopback {
-        /// The refused address.
-        addr: SocketAddr,
-    },
-    /// A listener without token authentication on a non-loopback address.
-    #[error(
-        "refusing to listen on {addr} without bearer tokens: anyone reaching it could read \
-         and erase CDRs; give --token-secret, listen on a loopback address, or pass \
-         --insecure on a network you trust"
-    )]
-    UnauthenticatedNonLoopback {
-        /// The refused address.
-        addr: SocketAddr,
-    },
+    /// The listener was refused or could not be bound.
+    #[error(transparent)]
+    Listen(#[from] ListenError),
     /// A TLS file could not be read.
     #[error("reading TLS file {path}")]
     TlsFile {
@@ -81,67 +64,9 @@ pub enum ServerError {
         #[source]
         source: std::io::Error,
     },
-    /// The listen address could not be bound.
-    #[error("binding {addr} failed")]
-    Bind {
-        /// The address.
-        addr: String,
-        /// The cause.
-        #[source]
-        source: std::io::Error,
-    },
     /// The gRPC transport failed.
     #[error("grpc transport failed")]
     Transport(#[from] tonic::transport::Error),
-}
-
-/// How a listener is protected.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Exposure {
-    /// TLS is on.
-    pub tls: bool,
-    /// Bearer tokens are checked.
-    pub auth: bool,
-    /// The operator accepts the risk of a missing protection (`--insecure`).
-    pub insecure: bool,
-}
-
-/// Refuses a listener without TLS or without tokens on a non-loopback address unless
-/// `insecure` (see the module docs for why).
-pub fn check_listen(addr: SocketAddr, exposure: Exposure) -> Result<(), ServerError> {
-    if addr.ip().is_loopback() || exposure.insecure {
-        Ok(())
-    } else if !exposure.tls {
-        Err(ServerError::PlaintextNonLoopback { addr })
-    } else if !exposure.auth {
-        Err(ServerError::UnauthenticatedNonLoopback { addr })
-    } else {
-        Ok(())
-    }
-}
-
-/// Binds `addr` after [`check_listen`].
-pub async fn bind(addr: &str, exposure: Exposure) -> Result<TcpListener, ServerError> {
-    let bind_err = |source| ServerError::Bind {
-        addr: addr.to_string(),
-        source,
-    };
-    let resolved: Vec<SocketAddr> = tokio::net::lookup_host(addr)
-        .await
-        .map_err(bind_err)?
-        .collect();
-    if resolved.is_empty() {
-        return Err(bind_err(std::io::Error::new(
-            std::io::ErrorKind::NotFound,
-            "no address",
-        )));
-    }
-    for a in &resolved {
-        check_listen(*a, exposure)?;
-    }
-    TcpListener::bind(resolved.as_slice())
-        .await
-        .map_err(bind_err)
 }
 
 /// How the collector serves.

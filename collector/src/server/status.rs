@@ -4,6 +4,7 @@
 use tonic::{Code, Status};
 
 use super::{store::StoreError, ServerError};
+use crate::rpc::display_chain;
 
 impl From<ServerError> for Status {
     fn from(e: ServerError) -> Self {
@@ -19,26 +20,12 @@ impl From<ServerError> for Status {
                 tracing::error!(error = %display_chain(&e), "storage failed");
                 Status::new(Code::Unavailable, "storage failed; retry later")
             }
-            e @ (ServerError::PlaintextNonLoopback { .. }
-            | ServerError::UnauthenticatedNonLoopback { .. }
+            e @ (ServerError::Listen(_)
             | ServerError::TlsFile { .. }
-            | ServerError::Bind { .. }
             | ServerError::Transport(_)) => {
                 tracing::error!(error = %display_chain(&e), "server failure");
                 Status::internal("server failure")
             }
         }
     }
-}
-
-/// `error: cause: cause` on one line (errors here carry no CDR values).
-pub fn display_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }

@@ -695,7 +695,7 @@ async fn health_serves_watch_is_unimplemented_and_retention_status_answers() {
 
 #[test]
 fn unprotected_listener_only_on_loopback_unless_insecure() {
-    use super::{check_listen, Exposure, ServerError};
+    use crate::rpc::listen::{check_listen, Exposure, ListenError};
     let e = |tls, auth, insecure| Exposure {
         tls,
         auth,
@@ -712,14 +712,14 @@ fn unprotected_listener_only_on_loopback_unless_insecure() {
         assert!(
             matches!(
                 check_listen(a, e(false, true, false)),
-                Err(ServerError::PlaintextNonLoopback { .. })
+                Err(ListenError::PlaintextNonLoopback { .. })
             ),
             "{refused}"
         );
         assert!(
             matches!(
                 check_listen(a, e(true, false, false)),
-                Err(ServerError::UnauthenticatedNonLoopback { .. })
+                Err(ListenError::UnauthenticatedNonLoopback { .. })
             ),
             "{refused}"
         );

@@ -12,10 +12,7 @@
 //! Failures are classified by gRPC status: `UNAUTHENTICATED`, `PERMISSION_DENIED` and
 //! `INVALID_ARGUMENT` cannot get better by retrying (log and stop); everything else
 //! (unavailable, transport errors, a hung collector) reconnects with capped, jittered
-//! exponential backoff ([`backoff`]).
-
-pub mod backoff;
-pub mod connect;
+//! exponential backoff ([`crate::rpc::backoff`]).
 
 #[cfg(test)]
 mod tests;
@@ -37,9 +34,11 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Status};
 
+use crate::rpc::{
+    backoff::Backoff,
+    connect::{ClientSecurity, ConnectError},
+};
 use crate::spool::{self, SharedSpool, SpoolError};
-use backoff::Backoff;
-use connect::{ClientSecurity, ConnectError};
 
 /// Tuning of the shipper.
 #[derive(Debug, Clone, Copy)]
@@ -67,7 +66,7 @@ impl Default for ShipOptions {
             batch_bytes: 1 << 20,
             max_in_flight: 8,
             initial_backoff: Duration::from_millis(250),
-            max_backoff: backoff::MAX_DELAY,
+            max_backoff: crate::rpc::backoff::MAX_DELAY,
             connect_timeout: Duration::from_secs(10),
             ack_timeout: Duration::from_secs(60),
         }
@@ -295,7 +294,7 @@ impl Shipper {
         let channel = endpoint.connect().await.map_err(|e| {
             End::Retry(format!(
                 "connecting failed: {}",
-                crate::server::status::display_chain(&e)
+                crate::rpc::display_chain(&e)
             ))
         })?;
         let mut client = IngestClient::with_interceptor(channel, interceptor);

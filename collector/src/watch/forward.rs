@@ -23,7 +23,7 @@ use super::{
     hub::{lost_event, Hub, Item, Window},
     WatchError,
 };
-use crate::ship::{backoff::Backoff, connect::ClientSecurity};
+use crate::rpc::{backoff::Backoff, connect::ClientSecurity};
 
 /// How the forwarder reaches the collector.
 #[derive(Debug, Clone)]
@@ -52,7 +52,7 @@ impl ForwardConfig {
             agent_id: agent_id.into(),
             batch: 256,
             initial_backoff: Duration::from_millis(500),
-            max_backoff: crate::ship::backoff::MAX_DELAY,
+            max_backoff: crate::rpc::backoff::MAX_DELAY,
         }
     }
 

@@ -28,7 +28,7 @@
 //!
 //! ```ignore
 //! let hub = Arc::new(watch::Hub::with_metrics(watch::HubConfig::default(), metrics.clone()));
-//! tokio::spawn(watch::serve_agent(crate::server::bind(&watch_listen, insecure).await?, hub.clone(), shutdown.clone()));
+//! tokio::spawn(watch::serve_agent(crate::rpc::listen::bind(&watch_listen, insecure).await?, hub.clone(), shutdown.clone()));
 //! tokio::spawn(watch::forward::forward(hub.clone(), watch::forward::ForwardConfig::new(server_url, agent_id), shutdown.clone()));
 //! ```
 //!

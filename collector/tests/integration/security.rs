@@ -10,6 +10,7 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use crate::support::{Backend, Pki};
 use collector::{
+    rpc::connect::{AuthChannel, ClientSecurity},
     server::{
         retention::RetentionPolicy,
         store::{AuditAction, Store},
@@ -17,10 +18,7 @@ use collector::{
         token::{self, Role, TokenSecret},
         ServeOptions,
     },
-    ship::{
-        connect::{AuthChannel, ClientSecurity},
-        ShipOptions, Shipper,
-    },
+    ship::{ShipOptions, Shipper},
     spool::{Spool, SpoolOptions},
 };
 use collector_proto::v1::{
@@ -102,7 +100,7 @@ async fn channel(
     addr: SocketAddr,
     tls: ClientTlsConfig,
     token: Option<String>,
-) -> Result<AuthChannel, collector::ship::connect::ConnectError> {
+) -> Result<AuthChannel, collector::rpc::connect::ConnectError> {
     ClientSecurity {
         tls: Some(tls),
         token,
