@@ -1,6 +1,7 @@
 //! RTP statistics computed in the kernel equal the RFC 3550 reference computed over the same
 //! packets, with the kernel's own arrival times (every header sampled to userspace):
-//! known gaps, reordering, duplicates, a sequence wrap, an SSRC change, telephone events.
+//! known gaps, reordering, duplicates, a sequence wrap and a timestamp wrap, an SSRC change,
+//! telephone events.
 //! Also: endpoint entries (NAT'd far end), RTCP copy on port+1 and with rtcp-mux.
 use std::{
     net::UdpSocket,
@@ -18,6 +19,8 @@ use collector_tests::VethPair;
 
 const CLOCK: u32 = 8000;
 const TE_PT: u8 = 101;
+/// First RTP timestamp of SSRC 1: 150 packets of 16 ticks before the 32-bit wrap.
+const TS_WRAP_START: u32 = u32::MAX - 150 * 16 + 1;
 
 #[derive(Clone, Copy)]
 struct Rtp {
@@ -38,7 +41,8 @@ impl Rtp {
     }
 }
 
-/// The stream as sent, in wire order: SSRC 1 from seq 65400 across the wrap, with gaps,
+/// The stream as sent, in wire order: SSRC 1 from seq 65400 across the sequence wrap and
+/// the timestamp wrap, with gaps,
 /// reordering, duplicates and telephone events; then SSRC 2 (a restarted sender).
 fn plan() -> Vec<Rtp> {
     let mut v = Vec::new();
@@ -51,7 +55,8 @@ fn plan() -> Vec<Rtp> {
         v.push(Rtp {
             pt,
             seq,
-            ts: 1000 + i * 16,
+            // The 32-bit timestamp wraps too, at i = 150 (RFC 3550 §5.1: modulo 2^32).
+            ts: TS_WRAP_START.wrapping_add(i * 16),
             ssrc: 0x1111_1111,
         });
         if i == 77 || i == 150 {
@@ -240,6 +245,12 @@ fn kernel_rtp_statistics_equal_the_rfc_reference() -> Result<()> {
         assert!(
             jr > 1.0,
             "the pacing should have produced jitter (reference {jr})"
+        );
+        // Pacing jitter is a few ms (tens of timestamp units at 8 kHz); a timestamp wrap
+        // taken for a 2^32-tick jump would put J in the millions.
+        assert!(
+            j < 4000.0,
+            "jitter {j} units of {ssrc:#x}: the timestamp wrap leaked in"
         );
     }
     // Known by construction, independently of any algorithm: SSRC 1 lost 5 and had 2

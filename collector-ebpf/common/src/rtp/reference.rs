@@ -16,8 +16,9 @@ pub struct RefSource {
     pub bad_seq: u32,
     pub probation: u32,
     pub received: u32,
-    // A.8
-    pub transit: f64,
+    // A.8: the previous packet's arrival (timestamp units) and RTP timestamp.
+    pub last_arrival: f64,
+    pub last_ts: u32,
     pub jitter: f64,
     pub have_transit: bool,
 }
@@ -80,13 +81,19 @@ impl RefSource {
         self.expected() - self.received as i64
     }
     /// A.8 with `arrival` in timestamp units as a real number.
+    ///
+    /// The RFC's code subtracts 32-bit timestamps (`transit = arrival - r->ts`, then
+    /// `d = transit - s->transit`), so a timestamp wrap (RFC 3550 §5.1: modulo 2^32) is no
+    /// jump: D is the arrival difference minus the timestamp difference taken modulo 2^32
+    /// as a signed number, as here.
     pub fn jitter_update(&mut self, arrival: f64, ts: u32) {
-        let transit = arrival - ts as f64;
         if self.have_transit {
-            let d = (transit - self.transit).abs();
+            let ts_delta = f64::from(ts.wrapping_sub(self.last_ts) as i32);
+            let d = ((arrival - self.last_arrival) - ts_delta).abs();
             self.jitter += (d - self.jitter) / 16.0;
         }
-        self.transit = transit;
+        self.last_arrival = arrival;
+        self.last_ts = ts;
         self.have_transit = true;
     }
 }
