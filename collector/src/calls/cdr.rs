@@ -194,11 +194,13 @@ pub(crate) fn leg(call: &Call, snap: &Snapshot, s: &RtpStream) -> MediaLeg {
 }
 
 /// The media legs of a call: one per SSRC per direction per binding (a re-INVITE that
-/// moved the media starts new entries), in the order they were retired.
-pub(crate) fn legs(call: &Call) -> Vec<MediaLeg> {
+/// moved the media starts new entries), in the order they were retired, then those of
+/// `live`, the entries still bound (an interim record's media so far).
+pub(crate) fn legs(call: &Call, live: &[Snapshot]) -> Vec<MediaLeg> {
     call.media
         .snapshots
         .iter()
+        .chain(live)
         .flat_map(|snap| {
             snap.value
                 .slots
@@ -209,18 +211,41 @@ pub(crate) fn legs(call: &Call) -> Vec<MediaLeg> {
         .collect()
 }
 
-/// The CDR of `call`. `ring_lost` is the kernel ring-full count over the call's lifetime.
+/// Which record of a call [`build`] makes.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Record<'a> {
+    /// The final record of an ended call: its `interim_seq` is the number of interim
+    /// records made before it.
+    Final,
+    /// Interim record number `seq` (from 1) of a call still in progress, made at `at_ns`
+    /// (its end time), with `live` the media entries still bound, read without retiring them.
+    Interim {
+        /// 1, 2, 3, ... per call.
+        seq: u32,
+        /// When the record is made (ns on the tracker's clock).
+        at_ns: u64,
+        /// The call's media entries as they stand.
+        live: &'a [Snapshot],
+    },
+}
+
+/// The CDR of `call`, final or interim (`record`). `ring_lost` is the kernel ring-full
+/// count over the call's lifetime so far.
 pub(crate) fn build(
     call: &Call,
     agent_id: &str,
     cdr_id: String,
     ring_lost: u64,
-    interim: bool,
+    record: Record<'_>,
 ) -> Cdr {
     let start = call.start_ns;
-    let end = call.end.map(|e| e.at);
+    let (interim, interim_seq, end, live) = match record {
+        Record::Final => (false, call.interims, call.end.map(|e| e.at), &[][..]),
+        // An interim record runs to the time it is made.
+        Record::Interim { seq, at_ns, live } => (true, seq, Some(at_ns), live),
+    };
     let pdd_to = call.ring_ns.or(call.final_ns);
-    let media = legs(call);
+    let media = legs(call, live);
     // The codecs the answer listed, in its order (the offer's if no answer carried SDP).
     let codecs = call
         .negotiated()
@@ -287,5 +312,6 @@ pub(crate) fn build(
         legs_hops: call.invite_paths,
         interim,
         sip_messages: call.sip_messages,
+        interim_seq,
     }
 }

@@ -84,6 +84,10 @@ pub struct CallsConfig {
     pub idle_timeout_ms: u64,
     /// How long an ended call absorbs late messages before its CDR is emitted, ms.
     pub linger_ms: u64,
+    /// Every this long of a call's life (from its INVITE) while it is in progress, an
+    /// interim CDR of it is emitted (times and media so far), so that billing sees calls
+    /// that last hours or whose BYE is lost; 0 = no interim records, ms.
+    pub interim_interval_ms: u64,
     /// How long a message is remembered to recognise its retransmissions and other hops
     /// (64·T1 covers every retransmission), ms.
     pub dedupe_window_ms: u64,
@@ -112,6 +116,7 @@ impl Default for CallsConfig {
             media_timeout_ms: t.media_timeout_ns / MS,
             idle_timeout_ms: t.idle_timeout_ns / MS,
             linger_ms: t.linger_ns / MS,
+            interim_interval_ms: 15 * 60 * 1000,
             dedupe_window_ms: 32_000,
             // FreeSWITCH writes `XCall-ID` on the B-leg (seen in the corpus).
             correlation_headers: vec![

@@ -79,7 +79,7 @@ const fn field(
 }
 
 /// Every CDR field, in CDR order.
-pub static CDR_FIELDS: [FieldSpec; 42] = [
+pub static CDR_FIELDS: [FieldSpec; 43] = [
     field(
         "agent_id",
         Technical,
@@ -265,6 +265,12 @@ pub static CDR_FIELDS: [FieldSpec; 42] = [
         "correlation_method",
         Technical,
         "how the legs of the call were linked",
+        KEPT,
+    ),
+    field(
+        "interim_seq",
+        Technical,
+        "order of an interim record within its call",
         KEPT,
     ),
 ];
@@ -484,7 +490,7 @@ mod tests {
 
     /// The field list, in order (the comparison with the proto itself is in
     /// `privacy::apply`'s tests).
-    const EXPECTED: [&str; 42] = [
+    const EXPECTED: [&str; 43] = [
         "agent_id",
         "cdr_id",
         "call_id",
@@ -527,6 +533,7 @@ mod tests {
         "interim",
         "sip_messages",
         "correlation_method",
+        "interim_seq",
     ];
 
     #[test]
@@ -591,7 +598,7 @@ mod tests {
         let json: serde_json::Value = serde_json::from_str(&render_json(&config).unwrap()).unwrap();
         assert_eq!(json["policy"]["scope"], "t1");
         let fields = json["fields"].as_array().unwrap();
-        assert_eq!(fields.len(), 42);
+        assert_eq!(fields.len(), 43);
         let callee = fields.iter().find(|f| f["name"] == "callee_user").unwrap();
         assert_eq!(callee["policy"]["keep_prefix"]["digits"], 5);
         assert_eq!(callee["category"], "direct_identifier");

@@ -580,12 +580,12 @@ async fn schema_is_versioned_and_indexed(b: Backend) {
         .await;
     let indexes = match &b {
         Backend::Sqlite(_) => {
-            assert_eq!(versions, [["1"], ["2"], ["3"]]);
+            assert_eq!(versions, [["1"], ["2"], ["3"], ["4"]]);
             b.select("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'cdrs'")
                 .await
         }
         Backend::Postgres(_) => {
-            assert_eq!(versions, [["1"], ["2"]]);
+            assert_eq!(versions, [["1"], ["2"], ["3"]]);
             b.select("SELECT indexname::text FROM pg_indexes WHERE tablename = 'cdrs'")
                 .await
         }
@@ -601,6 +601,7 @@ async fn schema_is_versioned_and_indexed(b: Backend) {
         "cdrs_caller_display",
         "cdrs_callee_display",
         "cdrs_correlation_id",
+        "cdrs_agent_cdr_id",
     ] {
         assert!(
             names.contains(&want),
@@ -610,7 +611,204 @@ async fn schema_is_versioned_and_indexed(b: Backend) {
     }
 }
 
+/// Interim record `seq` of call `id` (started at NOW, answered at once), made `min`
+/// minutes into the call.
+fn interim(id: &str, seq: u32, min: u64) -> Cdr {
+    Cdr {
+        interim: true,
+        interim_seq: seq,
+        end_time_ms: NOW + min * 60_000,
+        duration_ms: min * 60_000,
+        billable_ms: min * 60_000,
+        ..cdr(id, NOW, Disposition::Answered)
+    }
+}
+
+/// The final record of call `id` after `interims` interim records, ended at 40 min.
+fn final_after(id: &str, interims: u32) -> Cdr {
+    Cdr {
+        interim_seq: interims,
+        end_time_ms: NOW + 40 * 60_000,
+        duration_ms: 40 * 60_000,
+        billable_ms: 40 * 60_000,
+        ..cdr(id, NOW, Disposition::Answered)
+    }
+}
+
+/// (sequence, cdr_id, interim) of every stored row, read directly.
+async fn rows(b: &Backend) -> Vec<(String, String, String)> {
+    let interim = match b {
+        Backend::Sqlite(_) => "interim",
+        Backend::Postgres(_) => "CASE WHEN interim THEN 1 ELSE 0 END",
+    };
+    b.select(&format!(
+        "SELECT sequence, cdr_id, {interim} FROM cdrs ORDER BY sequence"
+    ))
+    .await
+    .into_iter()
+    .map(|r| (r[0].clone(), r[1].clone(), r[2].clone()))
+    .collect()
+}
+
+fn row(seq: u64, id: &str, interim: bool) -> (String, String, String) {
+    (
+        seq.to_string(),
+        id.to_owned(),
+        u8::from(interim).to_string(),
+    )
+}
+
+async fn the_final_record_supersedes_its_interims(b: Backend) {
+    let s = b.open().await;
+    // Call "x": interims at 15 and 30 min, in two batches; call "y" has one interim. While
+    // "x" runs, the latest interim only is stored and listed.
+    let o = s
+        .ingest("A", records(vec![interim("x", 1, 15)], 1))
+        .await
+        .unwrap();
+    assert_eq!((o.stored, o.superseded), (1, 0));
+    let o = s
+        .ingest(
+            "A",
+            records(vec![interim("y", 1, 15), interim("x", 2, 30)], 2),
+        )
+        .await
+        .unwrap();
+    assert_eq!((o.highest_sequence, o.stored, o.superseded), (3, 2, 0));
+    assert_eq!(
+        rows(&b).await,
+        [row(2, "y", true), row(3, "x", true)],
+        "{}",
+        b.name()
+    );
+    let all = CdrFilter {
+        limit: 100,
+        ..Default::default()
+    };
+    let listed: Vec<(String, u32, u64)> = s
+        .query(all.clone())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| (c.cdr_id, c.interim_seq, c.duration_ms))
+        .collect();
+    let mut listed = listed;
+    listed.sort();
+    assert_eq!(
+        listed,
+        [
+            ("x".to_owned(), 2, 30 * 60_000),
+            ("y".to_owned(), 1, 15 * 60_000)
+        ]
+    );
+    // The final record of "x" (after 2 interims): its interims go, "y" stays.
+    let o = s
+        .ingest("A", records(vec![final_after("x", 2)], 4))
+        .await
+        .unwrap();
+    assert_eq!((o.highest_sequence, o.stored, o.superseded), (4, 1, 0));
+    assert_eq!(
+        rows(&b).await,
+        [row(2, "y", true), row(4, "x", false)],
+        "{}",
+        b.name()
+    );
+    for legs in [
+        s.query(all.clone()).await.unwrap(),
+        s.query_call_legs(all.clone()).await.unwrap(),
+    ] {
+        let mut got: Vec<(String, bool, u64)> = legs
+            .into_iter()
+            .map(|c| (c.cdr_id, c.interim, c.duration_ms))
+            .collect();
+        got.sort();
+        assert_eq!(
+            got,
+            [
+                ("x".to_owned(), false, 40 * 60_000),
+                ("y".to_owned(), true, 15 * 60_000)
+            ]
+        );
+    }
+    // Interims and the final in one batch: only the final is stored.
+    let o = s
+        .ingest(
+            "A",
+            records(
+                vec![
+                    interim("z", 1, 15),
+                    interim("z", 2, 30),
+                    final_after("z", 2),
+                ],
+                5,
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!((o.highest_sequence, o.stored, o.superseded), (7, 1, 2));
+    // Another agent's record with the same cdr_id is another call.
+    s.ingest("B", records(vec![interim("x", 1, 15)], 1))
+        .await
+        .unwrap();
+    assert_eq!(
+        b.select("SELECT agent_id, cdr_id FROM cdrs WHERE agent_id = 'B'")
+            .await,
+        [["B", "x"]]
+    );
+    assert_eq!(
+        rows(&b).await,
+        [
+            row(1, "x", true),
+            row(2, "y", true),
+            row(4, "x", false),
+            row(7, "z", false)
+        ],
+        "{}",
+        b.name()
+    );
+}
+
+async fn an_interim_after_its_final_is_not_stored(b: Backend) {
+    let s = b.open().await;
+    s.ingest("A", records(vec![final_after("x", 2)], 1))
+        .await
+        .unwrap();
+    // A replayed spool sends the call's interims again, under new sequences.
+    let o = s
+        .ingest(
+            "A",
+            records(vec![interim("x", 1, 15), interim("x", 2, 30)], 2),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (o.highest_sequence, o.stored, o.duplicates, o.superseded),
+        (3, 0, 0, 2)
+    );
+    assert_eq!(s.cursor("A").await.unwrap(), 3);
+    // An interim older than (or the same as) the stored one is not stored either.
+    s.ingest("A", records(vec![interim("y", 2, 30)], 4))
+        .await
+        .unwrap();
+    let o = s
+        .ingest(
+            "A",
+            records(vec![interim("y", 1, 15), interim("y", 2, 30)], 5),
+        )
+        .await
+        .unwrap();
+    assert_eq!((o.stored, o.superseded), (0, 2));
+    assert_eq!(
+        rows(&b).await,
+        [row(1, "x", false), row(4, "y", true)],
+        "{}",
+        b.name()
+    );
+}
+
 both_backends!(
+    the_final_record_supersedes_its_interims,
+    an_interim_after_its_final_is_not_stored,
     ingest_is_exactly_once_per_agent_and_sequence,
     retention_deletes_exactly_what_is_older_than_the_limit_and_keeps_aggregates,
     erasure_removes_all_of_a_subjects_cdrs_and_nothing_else,

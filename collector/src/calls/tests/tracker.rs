@@ -1312,3 +1312,216 @@ fn correlation_by_media_relay_refuses_ambiguous_links() {
     }
     assert_eq!(h.t.stats().linked_by_media, 0);
 }
+
+/// One RTP packet each way every second from T0 + `from_s` s to T0 + `to_s` s inclusive
+/// (PCMA, sequence numbers from 0), with a poll and a tick every 10 s after that second's
+/// packets.
+fn rtp_each_second(h: &mut H1, from_s: u64, to_s: u64) {
+    for s in from_s..=to_s {
+        let i = u16::try_from(s - from_s).unwrap();
+        let ts = u32::from(i) * 8000;
+        h.udp(
+            s * 10_000,
+            "192.0.2.10:4000",
+            "198.51.100.20:5000",
+            &rtp(8, i, ts, 7),
+        );
+        h.udp(
+            s * 10_000,
+            "198.51.100.20:5000",
+            "192.0.2.10:4000",
+            &rtp(8, i, ts, 9),
+        );
+        if s % 10 == 0 {
+            h.tick(s * 1000);
+        }
+    }
+}
+
+/// (interim, interim_seq, end, duration, billable, packets of each leg) of a CDR, times
+/// relative to T0 in ms.
+fn progress(c: &Cdr) -> (bool, u32, u64, u64, u64, Vec<u64>) {
+    (
+        c.interim,
+        c.interim_seq,
+        c.end_time_ms - T0 / MS,
+        c.duration_ms,
+        c.billable_ms,
+        c.media.iter().map(|l| l.packets).collect(),
+    )
+}
+
+const MIN: u64 = 60_000;
+
+#[test]
+fn a_long_call_gets_interim_records_then_its_final_one() {
+    let mut h = H1::new();
+    assert_eq!(h.t.stats().interim, 0);
+    // INVITE at 0, answered at 2 s; RTP every second from 3 s to 2399 s (39 min 59 s),
+    // then the caller hangs up at 40 min.
+    answered(&mut h, "c1");
+    rtp_each_second(&mut h, 3, 2399);
+    // Interims at 15 and 30 min of the call's life (the ticks at 900 s and 1800 s): the
+    // packets sent at 3..=900 s and 3..=1800 s, each way.
+    assert_eq!(h.cdrs.len(), 2);
+    assert_eq!(
+        progress(&h.cdrs[0]),
+        (true, 1, 15 * MIN, 15 * MIN, 15 * MIN - 2000, vec![898, 898])
+    );
+    assert_eq!(
+        progress(&h.cdrs[1]),
+        (
+            true,
+            2,
+            30 * MIN,
+            30 * MIN,
+            30 * MIN - 2000,
+            vec![1798, 1798]
+        )
+    );
+    for c in &h.cdrs {
+        assert_eq!(c.disposition(), D::Answered);
+        assert_eq!(c.hangup_side(), H::Unknown);
+        assert_eq!(c.answer_time_ms, T0 / MS + 2000);
+        assert!(!c.coverage.as_ref().unwrap().complete);
+        assert!(c.media.iter().all(|l| l.lost == 0 && l.codec == "PCMA"));
+    }
+    // The interims left the media entries in place.
+    assert_eq!(h.m.len(), (2, 4));
+    let bye = bye_from_caller("c1", 2);
+    h.up(40 * MIN, &bye);
+    h.down(40 * MIN + 10, &Msg::response(200, &bye));
+    h.tick(40 * MIN + 10_000);
+    assert_eq!(h.cdrs.len(), 3);
+    let f = &h.cdrs[2];
+    // Every packet counted once: the interims did not retire or reset the accounting.
+    assert_eq!(
+        progress(f),
+        (
+            false,
+            2,
+            40 * MIN,
+            40 * MIN,
+            40 * MIN - 2000,
+            vec![2397, 2397]
+        )
+    );
+    assert_eq!(f.hangup_side(), H::Caller);
+    assert!(f.coverage.as_ref().unwrap().complete);
+    // One call, one id.
+    assert_eq!(h.cdrs[0].cdr_id, f.cdr_id);
+    assert_eq!(h.cdrs[1].cdr_id, f.cdr_id);
+    let st = h.t.stats();
+    assert_eq!((st.cdrs, st.interim), (3, 2));
+    assert!(h.m.is_empty());
+    assert_eq!(h.t.table_sizes(), [0; 4]);
+}
+
+#[test]
+fn a_call_whose_bye_is_lost_still_yields_interims() {
+    // RTP each way every second from 3 s to 20 min, then nothing: the BYE was lost. The
+    // media timeout (120 s) ends the call at its last packet.
+    let mut h = H1::new();
+    answered(&mut h, "c1");
+    rtp_each_second(&mut h, 3, 20 * 60);
+    for s in (20 * 60 + 10..=20 * 60 + 130).step_by(10) {
+        h.tick(s * 1000);
+    }
+    assert_eq!(
+        h.cdrs.len(),
+        2,
+        "{:?}",
+        h.cdrs.iter().map(progress).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        progress(&h.cdrs[0]),
+        (true, 1, 15 * MIN, 15 * MIN, 15 * MIN - 2000, vec![898, 898])
+    );
+    assert_eq!(
+        progress(&h.cdrs[1]),
+        (
+            false,
+            1,
+            20 * MIN,
+            20 * MIN,
+            20 * MIN - 2000,
+            vec![1198, 1198]
+        )
+    );
+    assert_eq!(h.cdrs[1].hangup_side(), H::System);
+    assert_eq!(h.cdrs[0].cdr_id, h.cdrs[1].cdr_id);
+
+    // No media seen at all and the BYE lost: an interim every 15 min until the idle
+    // timeout (4 h of silence after the ACK at 2.01 s) ends the call at that ACK.
+    let mut h = H1::new();
+    answered(&mut h, "c2");
+    for m in 1..=245 {
+        h.tick(m * MIN);
+    }
+    let seqs: Vec<(bool, u32, u64)> = h
+        .cdrs
+        .iter()
+        .map(|c| (c.interim, c.interim_seq, c.end_time_ms - T0 / MS))
+        .collect();
+    let want: Vec<(bool, u32, u64)> = (1..=16)
+        .map(|k| (true, k, u64::from(k) * 15 * MIN))
+        .chain([(false, 16, 2010)])
+        .collect();
+    assert_eq!(seqs, want);
+}
+
+#[test]
+fn the_shutdown_record_of_a_call_in_progress_follows_its_interims() {
+    let mut h = H1::new();
+    answered(&mut h, "c1");
+    rtp_each_second(&mut h, 3, 16 * 60);
+    h.finish(16 * MIN + 500);
+    assert_eq!(h.cdrs.len(), 2);
+    assert_eq!(
+        progress(&h.cdrs[1]),
+        (
+            true,
+            2,
+            16 * MIN + 500,
+            16 * MIN + 500,
+            16 * MIN - 1500,
+            vec![958, 958]
+        )
+    );
+    assert_eq!(h.cdrs[0].cdr_id, h.cdrs[1].cdr_id);
+}
+
+#[test]
+fn an_interval_of_zero_turns_interim_records_off() {
+    let cfg = CallsConfig {
+        interim_interval_ms: 0,
+        ..CallsConfig::default()
+    };
+    let mut h = H1::with(cfg);
+    answered(&mut h, "c1");
+    rtp_each_second(&mut h, 3, 2399);
+    assert!(h.cdrs.is_empty());
+    h.up(40 * MIN, &bye_from_caller("c1", 2));
+    h.tick(40 * MIN + 10_000);
+    assert_eq!(h.cdrs.len(), 1);
+    assert_eq!(
+        progress(&h.cdrs[0]),
+        (
+            false,
+            0,
+            40 * MIN,
+            40 * MIN,
+            40 * MIN - 2000,
+            vec![2397, 2397]
+        )
+    );
+    assert_eq!(h.t.stats().interim, 0);
+}
+
+#[test]
+fn the_interim_interval_is_read_from_the_calls_table() {
+    let cfg = CallsConfig::from_agent_toml("[calls]\ninterim_interval_ms = 60000\n").unwrap();
+    assert_eq!(cfg.interim_interval_ms, 60_000);
+    assert_eq!(CallsConfig::default().interim_interval_ms, 15 * MIN);
+    assert!(CallsConfig::from_agent_toml("[calls]\ninterim_interval = 1\n").is_err());
+}

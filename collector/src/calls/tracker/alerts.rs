@@ -177,7 +177,7 @@ impl Tracker {
             }
         }
         if at_end && call.alerts & ALERT_MOS == 0 {
-            let worst = cdr::legs(call)
+            let worst = cdr::legs(call, &[])
                 .iter()
                 .filter(|l| l.mos > 0.0)
                 .map(|l| l.mos)

@@ -455,3 +455,41 @@ pub(super) fn retire(
         stats.media_errors += 1;
     }
 }
+
+/// The media entries of `call` still bound, as they stand: read from the table (the last
+/// polled value when an entry is gone), neither retired nor removed, so the running
+/// accounting goes on. The media so far of an interim record.
+pub(super) fn live_snapshots(
+    call: &Call,
+    media: &mut dyn MediaTable,
+    stats: &mut TrackerStats,
+) -> Vec<Snapshot> {
+    let mut out = Vec::new();
+    for h in &call.media.hops {
+        let Some(plan) = h.plan else {
+            continue;
+        };
+        let read = plan.read(media);
+        if read.is_err() {
+            stats.media_errors += 1;
+        }
+        for way in [Way::CallerToCallee, Way::CalleeToCaller] {
+            let fresh = read.as_ref().ok().and_then(|vs| {
+                vs.iter()
+                    .find(|(w, _)| *w == way)
+                    .and_then(|(_, v)| *v)
+                    .filter(|v| v.cookie == call.cookie)
+            });
+            let value = fresh.or_else(|| h.live.iter().find(|(w, _)| *w == way).map(|(_, v)| *v));
+            if let Some(value) = value.filter(|v| v.slots.iter().any(|s| s.in_use != 0)) {
+                out.push(Snapshot {
+                    way,
+                    hop: h.hop,
+                    plan,
+                    value,
+                });
+            }
+        }
+    }
+    out
+}

@@ -115,6 +115,13 @@ pub(crate) struct Call {
     /// The call was put on hold at least once: a gap in its media is then expected, not
     /// an alert.
     pub(super) was_held: bool,
+    /// The id of the call's CDR, chosen with its first record: its interim records and
+    /// its final record share it.
+    pub(super) cdr_id: Option<String>,
+    /// Interim records made so far.
+    pub(crate) interims: u32,
+    /// When the next interim record is due (None: interim records are off).
+    pub(super) next_interim_ns: Option<u64>,
 }
 
 pub(super) fn fnv(parts: &[&[u8]]) -> u64 {

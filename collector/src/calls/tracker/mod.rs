@@ -120,7 +120,8 @@ pub struct TrackerStats {
     pub rtcp_unmatched: u64,
     /// CDRs emitted.
     pub cdrs: u64,
-    /// CDRs emitted for calls still in progress (shutdown, end of capture).
+    /// Interim CDRs emitted for calls still in progress (every `interim_interval_ms` of a
+    /// call, and at shutdown or the end of a capture); `cdrs` counts them too.
     pub interim: u64,
 }
 
@@ -174,6 +175,17 @@ pub struct Tracker {
     stats: TrackerStats,
     methods: BTreeMap<String, u64>,
     ring_lost_total: u64,
+}
+
+/// When the interim record after `now` of a call that began at `start` is due: the first
+/// multiple of `interval_ms` of the call's life after `now` (None when the interval is 0).
+fn interim_due(start: u64, now: u64, interval_ms: u64) -> Option<u64> {
+    let interval = interval_ms.saturating_mul(MS);
+    if interval == 0 {
+        return None;
+    }
+    let periods = now.saturating_sub(start) / interval;
+    Some(start.saturating_add(interval.saturating_mul(periods.saturating_add(1))))
 }
 
 /// Request methods counted by name; anything else is `other`.
@@ -421,6 +433,9 @@ impl Tracker {
             map_pressure: 0,
             alerts: 0,
             was_held: false,
+            cdr_id: None,
+            interims: 0,
+            next_interim_ns: interim_due(now, now, self.cfg.interim_interval_ms),
         };
         call.observe(
             message_key(msg),
@@ -700,18 +715,29 @@ impl Tracker {
         if self.index.get(&call.call_id) == Some(&cookie) {
             self.index.remove(&call.call_id);
         }
-        let interim = call.end.is_none();
-        if interim {
+        // A call still in progress at shutdown (or the end of a capture) gets one more
+        // interim record; its media entries were retired above.
+        let record = if call.end.is_none() {
             self.stats.interim += 1;
-        }
+            cdr::Record::Interim {
+                seq: call.interims.saturating_add(1),
+                at_ns: now,
+                live: &[],
+            }
+        } else {
+            cdr::Record::Final
+        };
         self.stats.cdrs += 1;
-        let id = cdr::cdr_id(&self.ids, cookie);
+        let id = call
+            .cdr_id
+            .clone()
+            .unwrap_or_else(|| cdr::cdr_id(&self.ids, cookie));
         let record = cdr::build(
             &call,
             &self.agent_id,
             id,
             self.ring_lost_total.saturating_sub(call.ring_lost_at_start),
-            interim,
+            record,
         );
         self.out.cdrs.push(record);
     }
@@ -728,9 +754,47 @@ impl Tracker {
                 last_sip: c.last_sip_ns,
             };
             self.drive(cookie, event, now, "timeout", media);
+            self.interim(cookie, now, media);
         }
         self.registrations.tick(now, &mut self.reg_out);
         self.flush_registrations();
+    }
+
+    /// Makes the interim record of call `cookie` when one is due at `now` and the call is
+    /// still in progress: its times up to `now` and its media so far, read from the table
+    /// without retiring the entries (the running accounting goes on undisturbed).
+    fn interim(&mut self, cookie: u64, now: u64, media: &mut dyn MediaTable) {
+        let interval_ms = self.cfg.interim_interval_ms;
+        let Some(call) = self.calls.get_mut(&cookie) else {
+            return;
+        };
+        let due = call.next_interim_ns.is_some_and(|t| now >= t);
+        if !due || call.end.is_some() || call.phase.is_over() {
+            return;
+        }
+        let live = live_snapshots(call, media, &mut self.stats);
+        call.interims = call.interims.saturating_add(1);
+        // The next one falls on the next multiple of the interval of the call's life (one
+        // record, not a burst, after a stall of the agent's clock).
+        call.next_interim_ns = interim_due(call.start_ns, now, interval_ms);
+        let id = call
+            .cdr_id
+            .get_or_insert_with(|| cdr::cdr_id(&self.ids, cookie))
+            .clone();
+        let record = cdr::build(
+            call,
+            &self.agent_id,
+            id,
+            self.ring_lost_total.saturating_sub(call.ring_lost_at_start),
+            cdr::Record::Interim {
+                seq: call.interims,
+                at_ns: now,
+                live: &live,
+            },
+        );
+        self.stats.cdrs += 1;
+        self.stats.interim += 1;
+        self.out.cdrs.push(record);
     }
 
     /// Ends the observation: every call left gets its CDR (interim when still in

@@ -10,6 +10,13 @@
 //! and skips sequences at or below the cursor, so a batch resent after a lost ack or a
 //! restart is never stored twice. It returns only after the commit is durable.
 //!
+//! Interim records (`Cdr.interim`, a call still in progress) are superseded at ingest
+//! ([`supersede`]): a final record deletes the stored interim records of its
+//! (agent, `cdr_id`) in the same transaction, a newer interim replaces the older one, and an
+//! interim arriving after its final (a replayed spool) or after a newer interim is not
+//! stored. So the store holds one row per call: the final one, or while the call runs its
+//! latest interim, and queries need no filter for it.
+//!
 //! Retention ([`Store::retain`]) folds the CDRs it is about to delete into anonymous daily
 //! aggregates ([`DailyAggregate`]: counts, durations, MOS and loss histograms per agent,
 //! disposition and codec) in the same transaction, so long-term reports survive the
@@ -18,7 +25,7 @@ pub mod aggregate;
 pub mod postgres;
 pub mod sqlite;
 
-use std::sync::Arc;
+use std::{collections::HashMap, sync::Arc};
 
 use collector_proto::v1::{Cdr, CdrRecord, Disposition};
 use thiserror::Error;
@@ -128,6 +135,9 @@ pub struct IngestOutcome {
     pub stored: u64,
     /// Records skipped because their sequence was already stored.
     pub duplicates: u64,
+    /// Interim records not stored because a later record of the same call is stored or
+    /// in the batch (its final one, or a newer interim).
+    pub superseded: u64,
 }
 
 /// One agent's ingestion state.
@@ -336,6 +346,103 @@ pub fn validate_batch(batch: &[CdrRecord]) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// What the store holds of one call (one agent's `cdr_id`) before a batch is stored.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoredCall {
+    /// A final record is stored.
+    pub has_final: bool,
+    /// The highest `interim_seq` of the interim records stored (None: none).
+    pub interim_seq: Option<u32>,
+}
+
+impl StoredCall {
+    /// Adds one stored row: its `interim` column and its encoded CDR (decoded only for an
+    /// interim row, whose sequence number lives in the CDR).
+    pub fn add(&mut self, interim: bool, blob: &[u8]) -> Result<(), StoreError> {
+        use prost::Message as _;
+        if interim {
+            let seq = Cdr::decode(blob).map_err(StoreError::Decode)?.interim_seq;
+            self.interim_seq = Some(self.interim_seq.map_or(seq, |s| s.max(seq)));
+        } else {
+            self.has_final = true;
+        }
+        Ok(())
+    }
+}
+
+/// Which records of a batch are stored and which calls lose their stored interim records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Supersession {
+    /// One per record of the batch: store it.
+    pub keep: Vec<bool>,
+    /// The `cdr_id`s whose stored interim records are deleted (before the batch's rows are
+    /// inserted, in the same transaction).
+    pub delete_interims: Vec<String>,
+}
+
+impl Supersession {
+    /// Records of the batch not stored.
+    pub fn dropped(&self) -> u64 {
+        self.keep.iter().filter(|k| !**k).count() as u64
+    }
+}
+
+/// Decides the supersession of interim records for `batch` (one agent's new records, in
+/// order) given what `stored` holds of their calls (by `cdr_id`; absent = nothing):
+/// - a final record is always stored, and deletes the call's stored interims;
+/// - an interim record is stored only when its call has no final record (stored or in the
+///   batch) and its `interim_seq` is the highest of its call (batch and store); the call's
+///   stored interims are then deleted;
+/// - a record without `cdr_id` cannot be matched to its call and is stored as is.
+pub fn supersede(batch: &[&Cdr], stored: &HashMap<String, StoredCall>) -> Supersession {
+    /// Per call of the batch: a final record in it, and its best interim (seq, index).
+    type InBatch = (bool, Option<(u32, usize)>);
+    let mut calls: HashMap<&str, InBatch> = HashMap::new();
+    for (i, c) in batch.iter().enumerate() {
+        if c.cdr_id.is_empty() {
+            continue;
+        }
+        let e = calls.entry(c.cdr_id.as_str()).or_default();
+        if !c.interim {
+            e.0 = true;
+        } else if e.1.is_none_or(|(s, _)| c.interim_seq > s) {
+            e.1 = Some((c.interim_seq, i));
+        }
+    }
+    let mut keep: Vec<bool> = batch
+        .iter()
+        .map(|c| !c.interim || c.cdr_id.is_empty())
+        .collect();
+    let mut delete_interims = Vec::new();
+    for (id, (batch_final, best)) in calls {
+        let prior = stored.get(id).copied().unwrap_or_default();
+        if batch_final {
+            if prior.interim_seq.is_some() {
+                delete_interims.push(id.to_owned());
+            }
+            continue;
+        }
+        if prior.has_final {
+            continue;
+        }
+        if let Some((seq, i)) = best {
+            if prior.interim_seq.is_none_or(|p| seq > p) {
+                if let Some(k) = keep.get_mut(i) {
+                    *k = true;
+                }
+                if prior.interim_seq.is_some() {
+                    delete_interims.push(id.to_owned());
+                }
+            }
+        }
+    }
+    delete_interims.sort();
+    Supersession {
+        keep,
+        delete_interims,
+    }
+}
+
 /// Days since the Unix epoch (UTC) of a Unix-ms time: the key of partitions and aggregates.
 pub fn day_of(unix_ms: u64) -> u64 {
     unix_ms / DAY_MS
@@ -368,4 +475,77 @@ pub fn min_mos(cdr: &Cdr) -> Option<f64> {
         .map(|m| m.mos)
         .filter(|m| *m > 0.0)
         .reduce(f64::min)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(id: &str, interim: bool, seq: u32) -> Cdr {
+        Cdr {
+            cdr_id: id.into(),
+            interim,
+            interim_seq: seq,
+            ..Default::default()
+        }
+    }
+
+    fn run(batch: &[Cdr], stored: &[(&str, StoredCall)]) -> (Vec<bool>, Vec<String>) {
+        let refs: Vec<&Cdr> = batch.iter().collect();
+        let stored = stored.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect();
+        let s = supersede(&refs, &stored);
+        (s.keep, s.delete_interims)
+    }
+
+    const INTERIM_2: StoredCall = StoredCall {
+        has_final: false,
+        interim_seq: Some(2),
+    };
+    const FINAL: StoredCall = StoredCall {
+        has_final: true,
+        interim_seq: None,
+    };
+
+    #[test]
+    fn a_batch_of_interims_then_the_final_keeps_the_final() {
+        let b = [rec("a", true, 1), rec("a", true, 2), rec("a", false, 2)];
+        assert_eq!(run(&b, &[]), (vec![false, false, true], vec![]));
+    }
+
+    #[test]
+    fn the_final_deletes_the_stored_interim() {
+        assert_eq!(
+            run(&[rec("a", false, 2)], &[("a", INTERIM_2)]),
+            (vec![true], vec!["a".to_owned()])
+        );
+    }
+
+    #[test]
+    fn a_newer_interim_replaces_the_stored_one_an_older_or_same_is_dropped() {
+        assert_eq!(
+            run(&[rec("a", true, 3)], &[("a", INTERIM_2)]),
+            (vec![true], vec!["a".to_owned()])
+        );
+        assert_eq!(
+            run(&[rec("a", true, 2), rec("a", true, 1)], &[("a", INTERIM_2)]),
+            (vec![false, false], vec![])
+        );
+    }
+
+    #[test]
+    fn an_interim_after_its_final_is_dropped() {
+        assert_eq!(
+            run(&[rec("a", true, 1)], &[("a", FINAL)]),
+            (vec![false], vec![])
+        );
+        // In the same batch, in either order.
+        let b = [rec("a", false, 0), rec("a", true, 1)];
+        assert_eq!(run(&b, &[]), (vec![true, false], vec![]));
+    }
+
+    #[test]
+    fn calls_are_apart_and_records_without_id_are_kept() {
+        let b = [rec("a", true, 1), rec("b", true, 1), rec("", true, 1)];
+        assert_eq!(run(&b, &[("b", FINAL)]), (vec![true, false, true], vec![]));
+    }
 }

@@ -22,7 +22,11 @@
 //! TLS (rustls) and verify the database server against it; use `sslmode=require` in the
 //! URL so a server without TLS is refused rather than used in clear. A committed transaction is durable (`synchronous_commit` is
 //! PostgreSQL's default), so an acknowledgement follows only durable storage.
-use std::{collections::HashSet, str::FromStr as _, sync::Mutex};
+use std::{
+    collections::{HashMap, HashSet},
+    str::FromStr as _,
+    sync::Mutex,
+};
 
 use collector_proto::v1::{Cdr, CdrRecord};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
@@ -32,9 +36,10 @@ use tokio_stream::StreamExt as _;
 
 use super::{
     aggregate::{AggregateKey, FoldRow},
-    codec_of, day_of, max_loss_pct, min_mos, validate_batch, AgentCursor, AuditAction, AuditEntry,
-    CdrFilter, DailyAggregate, Erasure, Folder, IngestOutcome, RetentionRun, RetentionState, Store,
-    StoreError, StoreStats, DAY_MS, LOSS_BUCKETS, MAX_CALL_LEGS, MOS_BUCKETS,
+    codec_of, day_of, max_loss_pct, min_mos, supersede, validate_batch, AgentCursor, AuditAction,
+    AuditEntry, CdrFilter, DailyAggregate, Erasure, Folder, IngestOutcome, RetentionRun,
+    RetentionState, Store, StoreError, StoreStats, StoredCall, DAY_MS, LOSS_BUCKETS, MAX_CALL_LEGS,
+    MOS_BUCKETS,
 };
 
 /// Connections kept in the pool.
@@ -127,6 +132,11 @@ pub const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE cdrs ADD COLUMN correlation_id TEXT NOT NULL DEFAULT '';
     CREATE INDEX cdrs_correlation_id ON cdrs (correlation_id);
+    "#,
+    // v3: a call's records are found by (agent, cdr id), so a final record deletes its
+    // interim records by index on every partition ([`super::supersede`]).
+    r#"
+    CREATE INDEX cdrs_agent_cdr_id ON cdrs (agent_id, cdr_id);
     "#,
 ];
 
@@ -376,8 +386,9 @@ impl PgStore {
             .await
             .map_err(pg("reading cursor"))?;
         let cursor: i64 = col(&row, 0)?;
-        let mut cols = Columns::default();
         let mut duplicates = 0u64;
+        // The records above the cursor.
+        let mut fresh: Vec<(i64, Cdr)> = Vec::with_capacity(batch.len());
         for rec in batch {
             let seq = int(rec.sequence)?;
             let Some(cdr) = rec.cdr.as_ref() else {
@@ -391,9 +402,51 @@ impl PgStore {
             if cdr.agent_id.is_empty() {
                 cdr.agent_id = agent_id.to_string();
             }
-            cols.push(seq, &cdr)?;
+            fresh.push((seq, cdr));
         }
-        let highest = cols.seq.last().copied().unwrap_or(cursor).max(cursor);
+        // What is stored of their calls, then which records supersede which.
+        let mut ids: Vec<String> = fresh
+            .iter()
+            .map(|(_, c)| c.cdr_id.clone())
+            .filter(|id| !id.is_empty())
+            .collect();
+        ids.sort();
+        ids.dedup();
+        let mut prior: HashMap<String, StoredCall> = HashMap::new();
+        if !ids.is_empty() {
+            let rows = tx
+                .query(
+                    "SELECT cdr_id, interim, cdr FROM cdrs
+                     WHERE agent_id = $1 AND cdr_id = ANY($2)",
+                    &[&agent_id, &ids],
+                )
+                .await
+                .map_err(pg("looking up calls"))?;
+            for r in &rows {
+                let id: String = col(r, 0)?;
+                prior
+                    .entry(id)
+                    .or_default()
+                    .add(col(r, 1)?, col::<&[u8]>(r, 2)?)?;
+            }
+        }
+        let refs: Vec<&Cdr> = fresh.iter().map(|(_, c)| c).collect();
+        let plan = supersede(&refs, &prior);
+        if !plan.delete_interims.is_empty() {
+            tx.execute(
+                "DELETE FROM cdrs WHERE agent_id = $1 AND cdr_id = ANY($2) AND interim",
+                &[&agent_id, &plan.delete_interims],
+            )
+            .await
+            .map_err(pg("deleting superseded interim cdrs"))?;
+        }
+        let mut cols = Columns::default();
+        for ((seq, cdr), keep) in fresh.iter().zip(&plan.keep) {
+            if *keep {
+                cols.push(*seq, cdr)?;
+            }
+        }
+        let highest = fresh.last().map_or(cursor, |(s, _)| *s).max(cursor);
         let stored = if cols.seq.is_empty() {
             0
         } else {
@@ -448,6 +501,7 @@ impl PgStore {
             highest_sequence: highest.unsigned_abs(),
             stored,
             duplicates,
+            superseded: plan.dropped(),
         })
     }
 

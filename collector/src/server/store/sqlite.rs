@@ -13,6 +13,7 @@
 #![deny(clippy::indexing_slicing, clippy::panic)]
 
 use std::{
+    collections::HashMap,
     fs::OpenOptions,
     os::unix::fs::OpenOptionsExt,
     sync::{Arc, Mutex},
@@ -26,9 +27,10 @@ use rusqlite::{
 
 use super::{
     aggregate::{AggregateKey, FoldRow},
-    codec_of, max_loss_pct, min_mos, validate_batch, AgentCursor, AuditAction, AuditEntry,
-    CdrFilter, DailyAggregate, Erasure, Folder, IngestOutcome, RetentionRun, RetentionState, Store,
-    StoreError, StoreStats, LOSS_BUCKETS, MAX_CALL_LEGS, MOS_BUCKETS,
+    codec_of, max_loss_pct, min_mos, supersede, validate_batch, AgentCursor, AuditAction,
+    AuditEntry, CdrFilter, DailyAggregate, Erasure, Folder, IngestOutcome, RetentionRun,
+    RetentionState, Store, StoreError, StoreStats, StoredCall, LOSS_BUCKETS, MAX_CALL_LEGS,
+    MOS_BUCKETS,
 };
 
 /// Ordered schema migrations; migration `i` brings the schema to version `i + 1`.
@@ -129,6 +131,11 @@ pub const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE cdrs ADD COLUMN correlation_id TEXT NOT NULL DEFAULT '';
     CREATE INDEX cdrs_correlation_id ON cdrs (correlation_id);
+    "#,
+    // v4: a call's records are found by (agent, cdr id), so a final record deletes its
+    // interim records by index ([`super::supersede`]).
+    r#"
+    CREATE INDEX cdrs_agent_cdr_id ON cdrs (agent_id, cdr_id);
     "#,
 ];
 
@@ -296,6 +303,57 @@ fn ingest_blocking(
         .unwrap_or(0);
     let mut highest = cursor;
     let (mut stored, mut duplicates) = (0u64, 0u64);
+    // The records above the cursor.
+    let mut fresh: Vec<(i64, Cdr)> = Vec::with_capacity(batch.len());
+    for rec in batch {
+        let seq = int(rec.sequence)?;
+        let Some(cdr) = rec.cdr.as_ref() else {
+            return Err(StoreError::InvalidBatch("a record carries no cdr"));
+        };
+        if seq <= cursor {
+            duplicates += 1;
+            continue;
+        }
+        highest = highest.max(seq);
+        let mut cdr = cdr.clone();
+        if cdr.agent_id.is_empty() {
+            cdr.agent_id = agent_id.to_string();
+        }
+        fresh.push((seq, cdr));
+    }
+    // What is stored of their calls, then which records supersede which.
+    let mut prior: HashMap<String, StoredCall> = HashMap::new();
+    {
+        let mut find = tx
+            .prepare_cached("SELECT interim, cdr FROM cdrs WHERE agent_id = ?1 AND cdr_id = ?2")
+            .map_err(db("preparing call lookup"))?;
+        for (_, cdr) in &fresh {
+            if cdr.cdr_id.is_empty() || prior.contains_key(&cdr.cdr_id) {
+                continue;
+            }
+            let mut call = StoredCall::default();
+            let mut rows = find
+                .query(params![agent_id, cdr.cdr_id])
+                .map_err(db("looking up a call"))?;
+            while let Some(r) = rows.next().map_err(db("looking up a call"))? {
+                let interim: bool = r.get(0).map_err(db("looking up a call"))?;
+                let blob: Vec<u8> = r.get(1).map_err(db("looking up a call"))?;
+                call.add(interim, &blob)?;
+            }
+            prior.insert(cdr.cdr_id.clone(), call);
+        }
+    }
+    let refs: Vec<&Cdr> = fresh.iter().map(|(_, c)| c).collect();
+    let plan = supersede(&refs, &prior);
+    {
+        let mut del = tx
+            .prepare_cached("DELETE FROM cdrs WHERE agent_id = ?1 AND cdr_id = ?2 AND interim")
+            .map_err(db("preparing supersession"))?;
+        for id in &plan.delete_interims {
+            del.execute(params![agent_id, id])
+                .map_err(db("deleting superseded interim cdrs"))?;
+        }
+    }
     {
         let mut insert = tx
             .prepare_cached(
@@ -308,18 +366,9 @@ fn ingest_blocking(
                  ON CONFLICT (agent_id, sequence) DO NOTHING",
             )
             .map_err(db("preparing insert"))?;
-        for rec in batch {
-            let seq = int(rec.sequence)?;
-            let Some(cdr) = rec.cdr.as_ref() else {
-                return Err(StoreError::InvalidBatch("a record carries no cdr"));
-            };
-            if seq <= cursor {
-                duplicates += 1;
+        for ((seq, cdr), keep) in fresh.iter().zip(&plan.keep) {
+            if !keep {
                 continue;
-            }
-            let mut cdr = cdr.clone();
-            if cdr.agent_id.is_empty() {
-                cdr.agent_id = agent_id.to_string();
             }
             let caller = cdr.caller.clone().unwrap_or_default();
             let callee = cdr.callee.clone().unwrap_or_default();
@@ -341,15 +390,14 @@ fn ingest_blocking(
                     int(cdr.billable_ms)?,
                     cdr.disposition,
                     cdr.final_code,
-                    max_loss_pct(&cdr),
-                    min_mos(&cdr),
+                    max_loss_pct(cdr),
+                    min_mos(cdr),
                     cdr.interim,
                     cdr.encode_to_vec(),
-                    codec_of(&cdr),
+                    codec_of(cdr),
                     cdr.correlation_id,
                 ])
                 .map_err(db("inserting cdr"))?;
-            highest = highest.max(seq);
             if changed == 0 {
                 duplicates += 1;
                 continue;
@@ -368,6 +416,7 @@ fn ingest_blocking(
         highest_sequence: highest.unsigned_abs(),
         stored,
         duplicates,
+        superseded: plan.dropped(),
     })
 }
 
