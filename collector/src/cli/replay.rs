@@ -155,6 +155,9 @@ pub fn run(args: &super::ReplayArgs) -> anyhow::Result<()> {
             );
         }
     }
+    // A capture is complete: one final record per call, no interim records (they exist
+    // for billing calls still running on a live agent).
+    opts.calls.interim_interval_ms = 0;
     if let Some(conn) = args.ship.connect_args() {
         if opts.privacy.is_none() {
             anyhow::bail!(
