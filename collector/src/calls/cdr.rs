@@ -9,13 +9,16 @@
 #![deny(clippy::indexing_slicing, clippy::panic)]
 
 use collector_common::media::RtpStream;
-use collector_proto::v1::{Cdr, Coverage, Disposition, MediaDirection, MediaLeg, Reason};
+use collector_proto::v1::{
+    Cdr, Coverage, Disposition, MediaDirection, MediaInterval, MediaLeg, Reason,
+};
 use sha2::{Digest, Sha256};
 
 use super::{
     media::{unmap_addr, SdpMedia, Way},
     tracker::{Call, CdrIds, Snapshot},
 };
+use crate::media::interval;
 use crate::media::jitterbuf::BufferPolicy;
 use crate::media::quality::{self, QualityInput};
 use crate::net::Transport;
@@ -97,59 +100,104 @@ fn codec_name(receiver: Option<&SdpMedia>, sender: Option<&SdpMedia>, pt: u8) ->
     }
 }
 
-/// Mean interarrival jitter over the packets that had a predecessor, ms.
-///
-/// RFC 3550 A.8 updates J on every packet after the first; the stream's running sum starts
-/// with the estimator's initial 0 for the first packet (`jitter_samples` counts it), which
-/// is a starting value, not a measurement. Leaving it out gives the mean of the measured
-/// values, as tshark's `rtp,streams` reports it (checked on the corpus: a 9-packet stream
-/// of sngrep_aaa.pcap, 5.646 ms, differs by 12 % from the mean that counts the 0).
-pub fn mean_jitter_ms(s: &RtpStream, clock_rate: u32) -> f64 {
-    if clock_rate == 0 || s.jitter_samples < 2 {
-        return 0.0;
-    }
-    let measured = u64::from(s.jitter_samples - 1);
-    s.jitter_sum_q8 as f64 / measured as f64 / 256.0 * 1000.0 / f64::from(clock_rate)
+/// What scores one stream besides its counters: the codec as the record names it, its
+/// clock, the packetisation interval and the round-trip time.
+pub(crate) struct StreamContext<'a> {
+    call: &'a Call,
+    codec: String,
+    te_only: bool,
+    clock_rate: u32,
+    ptime: Option<u32>,
 }
 
-/// The media leg of stream `s` of `snap`: its statistics so far and its E-model score.
-pub(crate) fn leg(call: &Call, snap: &Snapshot, s: &RtpStream) -> MediaLeg {
-    let (way, plan) = (snap.way, &snap.plan);
-    let (receiver, sender) = call.sdp_for(way, snap.hop);
-    let key = plan.key(way);
-    let te_only = s.te_packets > 0 && u64::from(s.te_packets) >= s.packets;
-    let codec = if te_only {
-        "telephone-event".to_owned()
-    } else {
-        let (name, _) = codec_name(receiver, sender, s.pt);
-        // Comfort noise (RFC 3389) between talk spurts: the stream's codec is the one
-        // negotiated, which is what the E-model needs.
-        if name.eq_ignore_ascii_case("CN") {
-            receiver
-                .and_then(SdpMedia::main_codec)
-                .or_else(|| sender.and_then(SdpMedia::main_codec))
-                .map_or(name, |c| c.name.clone())
+impl<'a> StreamContext<'a> {
+    /// The context of stream `s` of `snap`.
+    pub(crate) fn new(call: &'a Call, snap: &Snapshot, s: &RtpStream) -> Self {
+        let (receiver, sender) = call.sdp_for(snap.way, snap.hop);
+        let te_only = s.te_packets > 0 && u64::from(s.te_packets) >= s.packets;
+        let codec = if te_only {
+            "telephone-event".to_owned()
         } else {
-            name
+            let (name, _) = codec_name(receiver, sender, s.pt);
+            // Comfort noise (RFC 3389) between talk spurts: the stream's codec is the one
+            // negotiated, which is what the E-model needs.
+            if name.eq_ignore_ascii_case("CN") {
+                receiver
+                    .and_then(SdpMedia::main_codec)
+                    .or_else(|| sender.and_then(SdpMedia::main_codec))
+                    .map_or(name, |c| c.name.clone())
+            } else {
+                name
+            }
+        };
+        let ptime = receiver
+            .and_then(|r| r.ptime)
+            .or(sender.and_then(|r| r.ptime));
+        Self {
+            call,
+            codec,
+            te_only,
+            clock_rate: snap.plan.clock_rate,
+            ptime,
         }
-    };
-    let clock_rate = plan.clock_rate;
-    let ptime = receiver
-        .and_then(|r| r.ptime)
-        .or(sender.and_then(|r| r.ptime));
-    let mut input = QualityInput::new(s, clock_rate, &codec);
-    input.ptime_ms = ptime;
-    input.rtt = call.media.rtcp.rtt;
-    input.rtcp_report = call.media.rtcp.report_for(s.ssrc);
-    let q = quality::assess(&input);
-    // The adaptive buffer is what most endpoints run; its E-model result is the MOS.
-    let scored = q
+    }
+
+    /// The quality of counters `s` (the whole stream, or one interval of it), with the
+    /// receiver's RTCP report about it when `rtcp`.
+    fn assess(&self, s: &RtpStream, rtcp: bool) -> quality::DirectionQuality {
+        let mut input = QualityInput::new(s, self.clock_rate, &self.codec);
+        input.ptime_ms = self.ptime;
+        input.rtt = self.call.media.rtcp.rtt;
+        if rtcp {
+            input.rtcp_report = self.call.media.rtcp.report_for(s.ssrc);
+        }
+        quality::assess(&input)
+    }
+
+    /// (MOS, mean jitter ms) of counters `s`: the scorer of [`interval`] tracks.
+    pub(crate) fn interval_score(&self, s: &RtpStream) -> (f64, f64) {
+        if self.te_only {
+            return (0.0, 0.0);
+        }
+        let q = self.assess(s, false);
+        let mos = scored(&q).0.map_or(0.0, |e| e.mos);
+        (mos, q.jitter_mean_ms.unwrap_or(0.0))
+    }
+}
+
+/// The buffer whose E-model result is the MOS: the adaptive one, which most endpoints run.
+fn scored(
+    q: &quality::DirectionQuality,
+) -> (
+    Option<&crate::media::emodel::EModelResult>,
+    Option<&quality::BufferQuality>,
+) {
+    let b = q
         .buffers
         .iter()
         .find(|b| matches!(b.policy, BufferPolicy::Adaptive { .. }))
         .or(q.buffers.first());
-    let e = scored.and_then(|b| b.emodel.as_ref());
-    MediaLeg {
+    (b.and_then(|b| b.emodel.as_ref()), b)
+}
+
+/// How much of a stream's 10-second intervals a leg carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Intervals {
+    /// The minimum and the mean of the closed intervals (live flow events, every second).
+    Closed,
+    /// The closed intervals and the open one up to the last packet, each listed (records).
+    Full,
+}
+
+/// The media leg of stream `s` of `snap`: its statistics so far and its E-model score.
+pub(crate) fn leg(call: &Call, snap: &Snapshot, s: &RtpStream, intervals: Intervals) -> MediaLeg {
+    let way = snap.way;
+    let key = snap.plan.key(way);
+    let ctx = StreamContext::new(call, snap, s);
+    let te_only = ctx.te_only;
+    let q = ctx.assess(s, true);
+    let (e, scored) = scored(&q);
+    let mut leg = MediaLeg {
         direction: match way {
             Way::CallerToCallee => MediaDirection::CallerToCallee,
             Way::CalleeToCaller => MediaDirection::CalleeToCaller,
@@ -159,8 +207,8 @@ pub(crate) fn leg(call: &Call, snap: &Snapshot, s: &RtpStream) -> MediaLeg {
         dst_ip: unmap_addr(key.dst).to_string(),
         dst_port: u32::from(key.dport),
         ssrc: s.ssrc,
-        codec,
-        clock_rate,
+        codec: ctx.codec.clone(),
+        clock_rate: ctx.clock_rate,
         packets: s.packets,
         bytes: s.bytes,
         expected: q.expected,
@@ -170,7 +218,7 @@ pub(crate) fn leg(call: &Call, snap: &Snapshot, s: &RtpStream) -> MediaLeg {
         mean_jitter_ms: if te_only {
             0.0
         } else {
-            mean_jitter_ms(s, clock_rate)
+            q.jitter_mean_ms.unwrap_or(0.0)
         },
         max_jitter_ms: if te_only {
             0.0
@@ -190,7 +238,44 @@ pub(crate) fn leg(call: &Call, snap: &Snapshot, s: &RtpStream) -> MediaLeg {
             (false, Some(e), Some(b)) => format!("{} {} {:?}", e.model, b.label, b.method),
             _ => String::new(),
         },
+        ..MediaLeg::default()
+    };
+    let track = call.media.interval_track(snap.hop, key, s.ssrc);
+    let summary = match (intervals, track) {
+        (Intervals::Closed, Some(t)) => t.closed(),
+        (Intervals::Closed, None) => interval::Summary::default(),
+        (Intervals::Full, t) => {
+            let fresh;
+            let t = match t {
+                Some(t) => t,
+                None => {
+                    fresh = interval::IntervalTrack::new(s.first_ns);
+                    &fresh
+                }
+            };
+            t.summary(s.last_ns, s, &|d| ctx.interval_score(d))
+        }
+    };
+    if let Some((mos, start)) = summary.min {
+        leg.min_interval_mos = mos;
+        leg.min_interval_start_ms = ms(start);
     }
+    leg.mean_interval_mos = summary.mean_mos.unwrap_or(0.0);
+    leg.intervals = summary
+        .intervals
+        .iter()
+        .map(|i| MediaInterval {
+            start_ms: ms(i.start_ns),
+            duration_ms: u32::try_from(ms(i.duration_ns)).unwrap_or(u32::MAX),
+            packets: i.packets,
+            expected: i.expected,
+            lost: i.lost,
+            loss_pct: i.loss_pct,
+            mean_jitter_ms: i.mean_jitter_ms,
+            mos: i.mos,
+        })
+        .collect();
+    leg
 }
 
 /// The media legs of a call: one per SSRC per direction per binding (a re-INVITE that
@@ -206,7 +291,7 @@ pub(crate) fn legs(call: &Call, live: &[Snapshot]) -> Vec<MediaLeg> {
                 .slots
                 .iter()
                 .filter(|s| s.in_use != 0 && s.packets > 0)
-                .map(move |s| leg(call, snap, s))
+                .map(move |s| leg(call, snap, s, Intervals::Full))
         })
         .collect()
 }

@@ -19,7 +19,7 @@ pub enum OutputFormat {
     Csv,
 }
 
-const COLUMNS: [&str; 10] = [
+const COLUMNS: [&str; 11] = [
     "start",
     "agent",
     "caller",
@@ -30,10 +30,11 @@ const COLUMNS: [&str; 10] = [
     "billable_s",
     "min_mos",
     "max_loss_pct",
+    "worst_10s_mos",
 ];
 
 /// The CSV cells of one CDR.
-fn cells(c: &Cdr) -> [String; 10] {
+fn cells(c: &Cdr) -> [String; 11] {
     let user = |p: &Option<collector_proto::v1::Party>| {
         p.as_ref().map_or_else(String::new, |p| p.user.clone())
     };
@@ -42,13 +43,12 @@ fn cells(c: &Cdr) -> [String; 10] {
         .as_str_name()
         .trim_start_matches("DISPOSITION_")
         .to_ascii_lowercase();
-    let mos = c
-        .media
-        .iter()
-        .map(|m| m.mos)
-        .filter(|m| *m > 0.0)
-        .reduce(f64::min);
+    // The lowest score of any leg (0 means not scored).
+    let lowest =
+        |f: fn(&MediaLeg) -> f64| c.media.iter().map(f).filter(|m| *m > 0.0).reduce(f64::min);
+    let mos = lowest(|m| m.mos);
     let loss = c.media.iter().map(|m| m.loss_pct).reduce(f64::max);
+    let worst = lowest(|m| m.min_interval_mos);
     [
         format_time(c.start_time_ms),
         c.agent_id.clone(),
@@ -60,6 +60,7 @@ fn cells(c: &Cdr) -> [String; 10] {
         format!("{:.1}", c.billable_ms as f64 / 1000.0),
         mos.map_or_else(|| "-".into(), |v| format!("{v:.2}")),
         loss.map_or_else(|| "-".into(), |v| format!("{v:.2}")),
+        worst.map_or_else(|| "-".into(), |v| format!("{v:.2}")),
     ]
 }
 
@@ -132,7 +133,9 @@ fn direction_summary(legs: &[&MediaLeg]) -> String {
             l.packets,
             l.loss_pct,
             l.mean_jitter_ms,
-            if l.mos > 0.0 {
+            if l.mos > 0.0 && l.min_interval_mos > 0.0 {
+                format!("{:.2}/{:.2}", l.mos, l.min_interval_mos)
+            } else if l.mos > 0.0 {
                 format!("{:.2}", l.mos)
             } else {
                 "-".to_owned()
@@ -142,7 +145,7 @@ fn direction_summary(legs: &[&MediaLeg]) -> String {
 }
 
 /// The table form of a list of CDRs: one row per CDR, the audio stream of each direction
-/// (packets, loss, mean jitter, MOS).
+/// (packets, loss, mean jitter, MOS of the whole stream / of its worst 10 seconds).
 pub fn render_table(cdrs: &[Cdr]) -> String {
     let mut rows = vec![[
         "START (UTC)".to_owned(),
@@ -155,8 +158,8 @@ pub fn render_table(cdrs: &[Cdr]) -> String {
         "DURATION".to_owned(),
         "BILLABLE".to_owned(),
         "CODEC".to_owned(),
-        "CALLER→CALLEE pkts loss jitter MOS".to_owned(),
-        "CALLEE→CALLER pkts loss jitter MOS".to_owned(),
+        "CALLER→CALLEE pkts loss jitter MOS/worst10s".to_owned(),
+        "CALLEE→CALLER pkts loss jitter MOS/worst10s".to_owned(),
     ]];
     for c in cdrs {
         let party = |p: &Option<collector_proto::v1::Party>| {
@@ -258,6 +261,7 @@ mod tests {
                 MediaLeg {
                     mos: 3.25,
                     loss_pct: 2.0,
+                    min_interval_mos: 2.5,
                     ..Default::default()
                 },
             ],
@@ -272,8 +276,8 @@ mod tests {
         let text = String::from_utf8(out).unwrap();
         assert_eq!(
             text,
-            "start,agent,caller,callee,disposition,code,duration_s,billable_s,min_mos,max_loss_pct\n\
-             2023-11-14T22:13:20Z,sbc1,\"P-a,b\",\"P-\"\"c\"\"\",answered,200,61.5,50.0,3.25,2.00\n"
+            "start,agent,caller,callee,disposition,code,duration_s,billable_s,min_mos,max_loss_pct,worst_10s_mos\n\
+             2023-11-14T22:13:20Z,sbc1,\"P-a,b\",\"P-\"\"c\"\"\",answered,200,61.5,50.0,3.25,2.00,2.50\n"
         );
     }
 

@@ -7,6 +7,7 @@
 //! reads a clock or logs, so the same code scores a live call and an offline replay.
 
 pub mod emodel;
+pub mod interval;
 pub mod jitterbuf;
 pub mod quality;
 pub mod rtcp;

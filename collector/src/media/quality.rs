@@ -135,7 +135,7 @@ pub struct DirectionQuality {
     pub duplicates: u32,
     /// Sequence restarts.
     pub restarts: u32,
-    /// Mean interarrival jitter, ms.
+    /// Mean interarrival jitter, ms ([`mean_jitter_ms`]).
     pub jitter_mean_ms: Option<f64>,
     /// Largest interarrival jitter, ms.
     pub jitter_max_ms: Option<f64>,
@@ -158,6 +158,26 @@ pub struct DirectionQuality {
     pub buffers: Vec<BufferQuality>,
     /// Cross-check against the receiver's RTCP report, when one was given.
     pub rtcp_check: Option<RtcpCrossCheck>,
+}
+
+/// Mean interarrival jitter (RFC 3550 A.8) over the packets that had a predecessor, ms:
+/// the project's one definition of mean jitter (CDRs, flow events, replay, intervals).
+///
+/// A.8 updates J on every packet after the first; the stream's running sum starts with the
+/// estimator's initial 0 for the first packet (`jitter_samples` counts it), which is a
+/// starting value, not a measurement. Leaving it out gives the mean of the measured values,
+/// as tshark's `rtp,streams` reports it (checked on the corpus: a 9-packet stream of
+/// sngrep_aaa.pcap, 5.646 ms, differs by 12 % from the mean that counts the 0). `None` when
+/// the clock rate is unknown; 0 before a second packet.
+pub fn mean_jitter_ms(s: &RtpStream, clock_rate: u32) -> Option<f64> {
+    if clock_rate == 0 {
+        return None;
+    }
+    if s.jitter_samples < 2 {
+        return Some(0.0);
+    }
+    let measured = u64::from(s.jitter_samples - 1);
+    Some(q8_units_to_ms(s.jitter_sum_q8 / measured, clock_rate))
 }
 
 fn q8_units_to_ms(q8: u64, clock_rate: u32) -> f64 {
@@ -184,12 +204,7 @@ pub fn assess(input: &QualityInput<'_>) -> DirectionQuality {
     let net_lost = lost.max(0) as u64;
     let loss_pct = pct(net_lost as f64, expected);
     let jitter_known = input.clock_rate != 0;
-    let jitter_mean_ms = (jitter_known && s.jitter_samples != 0).then(|| {
-        q8_units_to_ms(
-            s.jitter_sum_q8 / u64::from(s.jitter_samples),
-            input.clock_rate,
-        )
-    });
+    let jitter_mean_ms = mean_jitter_ms(s, input.clock_rate);
     let jitter_max_ms = jitter_known.then(|| q8_units_to_ms(s.max_jitter_q8, input.clock_rate));
     let jitter_last_ms = jitter_known.then(|| q8_units_to_ms(s.jitter_q8, input.clock_rate));
     let burst_r = emodel::burst_ratio(net_lost, expected, &s.loss_bursts);

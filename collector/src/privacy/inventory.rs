@@ -202,7 +202,7 @@ pub static CDR_FIELDS: [FieldSpec; 43] = [
     field(
         "media",
         Quality,
-        "per direction: packets, bytes, lost, jitter, MOS",
+        "per direction: packets, bytes, lost, jitter, MOS; the same per 10-second interval",
         KEPT,
     ),
     field(

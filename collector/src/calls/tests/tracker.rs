@@ -790,6 +790,99 @@ fn media_stats_every_poll_for_each_stream_that_moved() {
     );
 }
 
+/// A call answered at 2 s with 30 s of PCMA both ways (20 ms packets), the statistics
+/// polled every second as the agent and replay do, BYE at 33 s; `lose(i)` drops packet `i`
+/// of the caller's direction. Returns the CDR.
+fn thirty_second_call(lose: impl Fn(u32) -> bool) -> Cdr {
+    let mut h = H1::new();
+    answered(&mut h, "c1");
+    let start_x10 = 20_100u64; // 2.01 s
+    let mut next_tick = 3_000u64;
+    for i in 0..1500u32 {
+        let t = start_x10 + u64::from(i) * 200;
+        while t / 10 >= next_tick {
+            h.tick(next_tick);
+            next_tick += 1_000;
+        }
+        let (seq, ts) = (i as u16, i * 160);
+        if !lose(i) {
+            h.udp(
+                t,
+                "192.0.2.10:4000",
+                "198.51.100.20:5000",
+                &rtp(8, seq, ts, 7),
+            );
+        }
+        h.udp(
+            t,
+            "198.51.100.20:5000",
+            "192.0.2.10:4000",
+            &rtp(8, seq, ts, 9),
+        );
+    }
+    h.tick(32_100);
+    h.up(33_000, &bye_from_caller("c1", 2));
+    h.down(
+        33_010,
+        &Msg::response(200, &bye_from_caller("c1", 2)).with_to_tag("bob-tag"),
+    );
+    h.finish(40_000);
+    assert_eq!(h.cdrs.len(), 1);
+    h.cdrs.remove(0)
+}
+
+#[test]
+fn the_worst_ten_seconds_of_a_call_with_loss_in_one_window() {
+    let leg = |c: &Cdr, d: MediaDirection| {
+        c.media
+            .iter()
+            .find(|l| l.direction() == d)
+            .cloned()
+            .unwrap()
+    };
+    let clean = thirty_second_call(|_| false);
+    // Packets 600..900 flow from 14.01 s to 20.01 s: every tenth lost, 30 in all, inside
+    // the second interval (13 s .. 23 s: the first opens at the first packet, 2.01 s, and
+    // closes at the first poll 10 s later).
+    let lossy = thirty_second_call(|i| (600..900).contains(&i) && i % 10 == 0);
+    let (c, l) = (
+        leg(&clean, MediaDirection::CallerToCallee),
+        leg(&lossy, MediaDirection::CallerToCallee),
+    );
+    assert_eq!((c.lost, l.lost), (0, 30));
+    assert_eq!(l.intervals.len(), 3, "{:?}", l.intervals);
+    let lost: Vec<i64> = l.intervals.iter().map(|i| i.lost).collect();
+    assert_eq!(lost, [0, 30, 0]);
+    let packets: u64 = l.intervals.iter().map(|i| i.packets).sum();
+    assert_eq!(packets, l.packets);
+    // The minimum is the lossy window, clearly under the call's average; the clean windows
+    // score as the clean call does.
+    let worst = &l.intervals[1];
+    assert_eq!(l.min_interval_start_ms, worst.start_ms);
+    assert!(worst.start_ms <= T0 / MS + 14_010);
+    assert!(worst.start_ms + u64::from(worst.duration_ms) >= T0 / MS + 20_010);
+    assert!((l.min_interval_mos - worst.mos).abs() < 1e-12);
+    assert!(
+        l.min_interval_mos < l.mean_interval_mos - 0.2,
+        "min {} mean {}",
+        l.min_interval_mos,
+        l.mean_interval_mos
+    );
+    for (a, b) in [
+        (&l.intervals[0], &c.intervals[0]),
+        (&l.intervals[2], &c.intervals[2]),
+    ] {
+        assert!((a.mos - b.mos).abs() < 1e-9, "{a:?} vs {b:?}");
+    }
+    assert!(
+        c.intervals.iter().all(|i| (i.mos - c.mos).abs() < 0.05),
+        "{c:?}"
+    );
+    // The other direction lost nothing anywhere.
+    let back = leg(&lossy, MediaDirection::CalleeToCaller);
+    assert!(back.intervals.iter().all(|i| i.lost == 0));
+}
+
 #[test]
 fn one_sip_message_event_per_message_of_a_call() {
     let mut h = H1::new();

@@ -52,6 +52,14 @@ impl HopMedia {
     }
 }
 
+/// One stream of a call, as its 10-second intervals are kept: the hop, the direction's map
+/// key (a re-INVITE that moves the media makes new keys) and the SSRC.
+pub(crate) type StreamId = (Hop, MediaKey, u32);
+
+/// Streams whose intervals one call keeps (two directions, two SSRC slots each, on a few
+/// hops and re-INVITEs); a stream past it is scored as a whole only.
+const MAX_INTERVAL_TRACKS: usize = 16;
+
 /// The media of one call: per hop (the first is where the call was first seen).
 #[derive(Clone, Debug, Default)]
 pub(crate) struct CallMedia {
@@ -59,9 +67,24 @@ pub(crate) struct CallMedia {
     pub(crate) snapshots: Vec<Snapshot>,
     pub(crate) rtcp: RtcpState,
     pub(crate) last_media_ns: Option<u64>,
+    /// The 10-second intervals of each stream read so far.
+    pub(crate) intervals: Vec<(StreamId, IntervalTrack)>,
 }
 
 impl CallMedia {
+    /// The intervals of one stream, once a poll has read it.
+    pub(crate) fn interval_track(
+        &self,
+        hop: Hop,
+        key: MediaKey,
+        ssrc: u32,
+    ) -> Option<&IntervalTrack> {
+        self.intervals
+            .iter()
+            .find(|(id, _)| *id == (hop, key, ssrc))
+            .map(|(_, t)| t)
+    }
+
     /// The media of `hop`, created when new (None past [`MAX_HOPS`]).
     pub(super) fn hop_mut(&mut self, hop: Hop) -> Option<&mut HopMedia> {
         let i = match self.hops.iter().position(|h| h.hop == hop) {
@@ -347,6 +370,7 @@ impl Tracker {
                 }
             }
             call.map_pressure = call.map_pressure.saturating_add(pressure);
+            observe_intervals(call, now);
             let last = call
                 .media
                 .live()
@@ -370,7 +394,7 @@ impl Tracker {
                         agent_id: self.agent_id.clone(),
                         call_id: call.call_id.clone(),
                         event: Some(flow_event::Event::MediaStats(MediaStats {
-                            leg: Some(cdr::leg(call, snap, s)),
+                            leg: Some(cdr::leg(call, snap, s, cdr::Intervals::Closed)),
                             interval_ms,
                         })),
                     };
@@ -388,6 +412,46 @@ impl Tracker {
             self.link_by_media(cookie, None);
         }
     }
+}
+
+/// Feeds every stream's fresh counters (read at `now`) to its interval track, closing an
+/// interval when one is due.
+fn observe_intervals(call: &mut Call, now: u64) {
+    let mut tracks = std::mem::take(&mut call.media.intervals);
+    for h in &call.media.hops {
+        let Some(plan) = h.plan else {
+            continue;
+        };
+        for (way, v) in &h.live {
+            let key = plan.key(*way);
+            for s in v.slots.iter().filter(|s| s.in_use != 0 && s.packets > 0) {
+                let id = (h.hop, key, s.ssrc);
+                let i = match tracks.iter().position(|(t, _)| *t == id) {
+                    Some(i) => i,
+                    None if tracks.len() < MAX_INTERVAL_TRACKS => {
+                        tracks.push((id, IntervalTrack::new(s.first_ns)));
+                        tracks.len() - 1
+                    }
+                    None => continue,
+                };
+                let Some((_, track)) = tracks.get_mut(i) else {
+                    continue;
+                };
+                if !track.due(now) {
+                    continue;
+                }
+                let snap = Snapshot {
+                    way: *way,
+                    hop: h.hop,
+                    plan,
+                    value: *v,
+                };
+                let ctx = cdr::StreamContext::new(call, &snap, s);
+                track.observe(now, s, &|d| ctx.interval_score(d));
+            }
+        }
+    }
+    call.media.intervals = tracks;
 }
 
 /// Packets counted in every slot of `v`.

@@ -21,7 +21,7 @@ use std::{
     net::{IpAddr, SocketAddr},
 };
 
-use collector_common::{Direction, MediaValue};
+use collector_common::{Direction, MediaKey, MediaValue};
 use collector_proto::v1::{
     flow_event, Alert, AlertSeverity, CallState, CallStateKind, Cdr, FlowEvent, MediaStats, Party,
     SipDirection,
@@ -34,6 +34,7 @@ use super::{
     register::{self, Registrations},
     CallsConfig,
 };
+use crate::media::interval::IntervalTrack;
 use crate::net::{SipPacket, Transport};
 use crate::sip::{self, Method, SipLimits, SipMessage};
 
