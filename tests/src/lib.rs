@@ -18,6 +18,7 @@ use std::{
 use anyhow::{bail, Context, Result};
 
 pub mod baresip;
+pub mod deploy;
 pub mod sbc;
 
 /// Prefix of every namespace and interface this suite creates.

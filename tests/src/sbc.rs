@@ -125,6 +125,17 @@ impl Scenario {
         }
     }
 
+    /// The disposition the collector gives a call of this flow (its proto enum name, as
+    /// CDRs and flow events in JSON carry it).
+    pub fn disposition(self) -> &'static str {
+        match self {
+            Scenario::Answered | Scenario::HoldResume => "DISPOSITION_ANSWERED",
+            Scenario::Busy => "DISPOSITION_BUSY",
+            Scenario::Cancelled => "DISPOSITION_CANCELLED",
+            Scenario::NoAnswer => "DISPOSITION_NO_ANSWER",
+        }
+    }
+
     /// The final response the caller gets to its initial INVITE.
     pub fn final_status(self) -> u16 {
         match self {
@@ -190,6 +201,11 @@ pub struct CallOptions {
     pub jitter: Duration,
     /// Seed of the jitter.
     pub seed: u64,
+    /// The caller's URI user (the From of every call), in sipp's keyword syntax: the
+    /// default `carrier[call_number]` gives each call of a run its own caller (`carrier1`,
+    /// `carrier2`, ...); a fixed number such as `+4930111001` makes every call of the run
+    /// come from that number.
+    pub caller: String,
     /// Bound on the run: sipp (`-timeout`) starts no call after it and lets the calls in
     /// progress end; the harness kills whatever still runs 10 s later (the statistics are then
     /// those sipp dumped within the last second, and `exit_code` is `None`).
@@ -206,6 +222,7 @@ impl Default for CallOptions {
             loss: 0.0,
             jitter: Duration::ZERO,
             seed: 1,
+            caller: "carrier[call_number]".to_owned(),
             timeout: Duration::from_secs(30),
         }
     }
@@ -234,6 +251,15 @@ impl CallOptions {
         ensure!(
             self.timeout >= Duration::from_secs(1) && self.timeout <= Duration::from_secs(600),
             "timeout must be within 1 s and 10 min"
+        );
+        ensure!(
+            !self.caller.is_empty()
+                && !self
+                    .caller
+                    .bytes()
+                    .any(|b| b.is_ascii_whitespace() || b"<>@;:\"".contains(&b)),
+            "caller must be a URI user, got {:?}",
+            self.caller
         );
         Ok(())
     }
@@ -328,6 +354,37 @@ pub struct SippResult {
     pub elapsed: Duration,
     /// Where the run's scenarios, media captures and sipp traces are.
     pub dir: PathBuf,
+}
+
+impl SippResult {
+    /// sipp's verdict on the run: every call ran its scenario to the end on both sides, and
+    /// the caller got the scenario's final response to each INVITE.
+    pub fn check_all_ok(&self) -> Result<()> {
+        let (r, n) = (self, u64::from(self.calls));
+        ensure!(
+            r.uac.created == n
+                && r.uac.successful == n
+                && r.uac.failed == 0
+                && r.uas.successful == n
+                && r.uas.failed == 0,
+            "{:?}: uac {}/{}/{} uas {}/{} errors {:?} {:?}; traces in {}",
+            r.scenario,
+            r.uac.created,
+            r.uac.successful,
+            r.uac.failed,
+            r.uas.successful,
+            r.uas.failed,
+            r.uac.errors,
+            r.uas.errors,
+            r.dir.display()
+        );
+        ensure!(
+            r.uac.received(&r.scenario.final_status().to_string()) >= n,
+            "{:?}: the caller did not get its final responses",
+            r.scenario
+        );
+        Ok(())
+    }
 }
 
 /// One line of `tshark -q -z rtp,streams`.
@@ -553,12 +610,18 @@ impl Topology {
         let uac_xml = uac_dir.join(format!("uac_{}.xml", scenario.name()));
         fs::write(
             &uac_xml,
-            render_scenario(uac_tpl, &uac_dir, &uac_media, options.duration)?,
+            render_scenario(
+                uac_tpl,
+                &uac_dir,
+                &uac_media,
+                options.duration,
+                &[("CALLER", options.caller.clone())],
+            )?,
         )?;
         let uas_xml = uas_dir.join(format!("uas_{}.xml", scenario.name()));
         fs::write(
             &uas_xml,
-            render_scenario(uas_tpl, &uas_dir, &uas_media, options.duration)?,
+            render_scenario(uas_tpl, &uas_dir, &uas_media, options.duration, &[])?,
         )?;
 
         let _loss = if options.loss > 0.0 {
@@ -1209,15 +1272,23 @@ fn placeholders(text: &str) -> BTreeSet<String> {
 
 /// Fills a scenario's `@PCAP_S_T@` placeholders with media captures written to `dir`: each
 /// lasts `duration`; its RTP sequence numbers continue after S earlier captures of this side
-/// and its timestamps after T phases of the call, as a phone's do across a hold.
+/// and its timestamps after T phases of the call, as a phone's do across a hold. The other
+/// placeholders take their value from `given`.
 fn render_scenario(
     template: &str,
     dir: &Path,
     side: &MediaSide,
     duration: Duration,
+    given: &[(&str, String)],
 ) -> Result<String> {
-    let mut vars = Vec::new();
-    let needed = placeholders(template);
+    let mut vars: Vec<(String, String)> = given
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), v.clone()))
+        .collect();
+    let needed: BTreeSet<String> = placeholders(template)
+        .into_iter()
+        .filter(|p| !given.iter().any(|(k, _)| k == p))
+        .collect();
     if !needed.is_empty() {
         let source = RtpSource::load(Path::new(G711A_PCAP))?;
         for p in needed {

@@ -31,15 +31,6 @@ fn options() -> CallOptions {
 /// Calls placed per outcome.
 const N: u32 = 3;
 
-fn disposition_of(s: Scenario) -> &'static str {
-    match s {
-        Scenario::Answered | Scenario::HoldResume => "DISPOSITION_ANSWERED",
-        Scenario::Busy => "DISPOSITION_BUSY",
-        Scenario::Cancelled => "DISPOSITION_CANCELLED",
-        Scenario::NoAnswer => "DISPOSITION_NO_ANSWER",
-    }
-}
-
 fn u(v: &Value, k: &str) -> u64 {
     v.get(k).and_then(Value::as_u64).unwrap_or(0)
 }
@@ -97,34 +88,6 @@ fn all_brief(cdrs: &[Value]) -> String {
     cdrs.iter().map(brief).collect::<Vec<_>>().join("\n")
 }
 
-/// sipp's verdict on one run: every call ran to its end on both sides.
-fn check_sipp(r: &SippResult) -> Result<()> {
-    let n = u64::from(r.calls);
-    ensure!(
-        r.uac.created == n
-            && r.uac.successful == n
-            && r.uac.failed == 0
-            && r.uas.successful == n
-            && r.uas.failed == 0,
-        "{:?}: uac {}/{}/{} uas {}/{} errors {:?} {:?}; traces in {}",
-        r.scenario,
-        r.uac.created,
-        r.uac.successful,
-        r.uac.failed,
-        r.uas.successful,
-        r.uas.failed,
-        r.uac.errors,
-        r.uas.errors,
-        r.dir.display()
-    );
-    ensure!(
-        r.uac.received(&r.scenario.final_status().to_string()) >= n,
-        "{:?}: the caller did not get its final responses",
-        r.scenario
-    );
-    Ok(())
-}
-
 /// What sipp's statistics say about a run, without what may vary between two correct runs
 /// (timings, retransmissions): calls created, successful, failed, and the first transmission
 /// or reception count of each scenario step on both sides.
@@ -151,7 +114,7 @@ fn run_all(topo: &Topology) -> Result<Vec<SippResult>> {
         let r = topo
             .run_calls(sc, N, &o)
             .with_context(|| format!("{:?} {sc:?}\n{}", topo.mode, topo.diagnostics()))?;
-        check_sipp(&r)?;
+        r.check_all_ok()?;
         out.push(r);
     }
     Ok(out)
@@ -297,10 +260,7 @@ fn proxy(media: bool) -> Result<()> {
         let set: Vec<&Value> = match r.scenario {
             Scenario::Answered => plain.clone(),
             Scenario::HoldResume => held.clone(),
-            other => groups
-                .get(disposition_of(other))
-                .cloned()
-                .unwrap_or_default(),
+            other => groups.get(other.disposition()).cloned().unwrap_or_default(),
         };
         check_outcome(r, &set, 1, media).with_context(|| all_brief(&cdrs))?;
     }
@@ -360,10 +320,7 @@ fn topology_hiding(correlate: bool) -> Result<()> {
         let set: Vec<&Value> = match r.scenario {
             Scenario::Answered => plain.clone(),
             Scenario::HoldResume => held.clone(),
-            other => groups
-                .get(disposition_of(other))
-                .cloned()
-                .unwrap_or_default(),
+            other => groups.get(other.disposition()).cloned().unwrap_or_default(),
         };
         check_outcome(r, &set, 2, true).with_context(|| all_brief(&cdrs))?;
     }
@@ -425,7 +382,7 @@ fn media_quality_matches_tshark_under_loss_and_jitter() -> Result<()> {
         ..CallOptions::default()
     };
     let r = topo.run_calls(Scenario::Answered, 2, &o)?;
-    check_sipp(&r)?;
+    r.check_all_ok()?;
     std::thread::sleep(Duration::from_millis(500));
     let cdrs = cdrs_of(&agent.stop()?);
     let mut tshark: Vec<(&str, RtpStreamStat)> = Vec::new();

@@ -144,8 +144,12 @@ pub struct TopState {
     pub sort: SortKey,
     /// Reverse the sort order.
     pub reversed: bool,
-    /// Index of the selected row.
-    pub selected: usize,
+    /// The selected call (agent, Call-ID): the selection follows the call when rows are
+    /// re-sorted or calls come and go, as a row index would not.
+    selected: Option<(String, String)>,
+    /// The selected call's row when last placed, so that when the call goes the selection
+    /// moves to the call now in its place rather than to the top.
+    selected_row: usize,
     /// Where the events come from.
     pub source: String,
     /// Connection status line (why the stream ended, if it did).
@@ -168,7 +172,8 @@ impl TopState {
             lost: 0,
             sort: SortKey::Duration,
             reversed: false,
-            selected: 0,
+            selected: None,
+            selected_row: 0,
             source: source.into(),
             status: None,
         }
@@ -273,17 +278,51 @@ impl TopState {
         }
     }
 
-    /// Drops calls that ended more than [`LINGER_MS`] before `now_ms`.
+    /// Drops calls that ended more than [`LINGER_MS`] before `now_ms`; if the selected call
+    /// went (or none was selected yet), selects the call now in its row.
     pub fn prune(&mut self, now_ms: u64) {
         self.calls.retain(|_, c| {
             c.ended_ms
                 .is_none_or(|t| now_ms.saturating_sub(t) <= LINGER_MS)
         });
-        self.clamp_selection();
+        let rows = self.rows(now_ms);
+        let row = self.selected_index(&rows);
+        let key = rows.get(row).map(|c| (c.agent.clone(), c.call_id.clone()));
+        self.selected = key;
+        self.selected_row = row;
     }
 
-    fn clamp_selection(&mut self) {
-        self.selected = self.selected.min(self.calls.len().saturating_sub(1));
+    /// The row of the selected call among `rows` (from [`TopState::rows`]): where that call
+    /// is now, else (it went, or nothing is selected) its last row, within the list.
+    pub fn selected_index(&self, rows: &[&CallRow]) -> usize {
+        let found = self.selected.as_ref().and_then(|(agent, call_id)| {
+            rows.iter()
+                .position(|c| &c.agent == agent && &c.call_id == call_id)
+        });
+        found.unwrap_or_else(|| self.selected_row.min(rows.len().saturating_sub(1)))
+    }
+
+    /// The selected call's (agent, Call-ID), if any.
+    pub fn selected(&self) -> Option<(&str, &str)> {
+        self.selected
+            .as_ref()
+            .map(|(a, c)| (a.as_str(), c.as_str()))
+    }
+
+    /// Moves the selection `by` rows (negative: up) from the selected call's row in the
+    /// current order, staying within the list.
+    fn move_selection(&mut self, by: isize, now_ms: u64) {
+        let rows = self.rows(now_ms);
+        if rows.is_empty() {
+            return;
+        }
+        let row = self
+            .selected_index(&rows)
+            .saturating_add_signed(by)
+            .min(rows.len() - 1);
+        let key = rows.get(row).map(|c| (c.agent.clone(), c.call_id.clone()));
+        self.selected = key;
+        self.selected_row = row;
     }
 
     /// The calls in display order.
@@ -327,17 +366,15 @@ impl TopState {
         rows
     }
 
-    /// Handles a key; returns false when the user asked to quit.
-    pub fn on_key(&mut self, code: KeyCode, modifiers: KeyModifiers) -> bool {
+    /// Handles a key (`now_ms` orders the rows the selection moves over); returns false
+    /// when the user asked to quit.
+    pub fn on_key(&mut self, code: KeyCode, modifiers: KeyModifiers, now_ms: u64) -> bool {
         match code {
             KeyCode::Char('q') | KeyCode::Esc => return false,
             KeyCode::Char('c') if modifiers.contains(KeyModifiers::CONTROL) => return false,
-            KeyCode::Down | KeyCode::Char('j') => {
-                self.selected = self.selected.saturating_add(1);
-                self.clamp_selection();
-            }
-            KeyCode::Up | KeyCode::Char('k') => self.selected = self.selected.saturating_sub(1),
-            KeyCode::Home | KeyCode::Char('g') => self.selected = 0,
+            KeyCode::Down | KeyCode::Char('j') => self.move_selection(1, now_ms),
+            KeyCode::Up | KeyCode::Char('k') => self.move_selection(-1, now_ms),
+            KeyCode::Home | KeyCode::Char('g') => self.move_selection(isize::MIN, now_ms),
             KeyCode::Char('d') => self.sort = SortKey::Duration,
             KeyCode::Char('s') => self.sort = SortKey::State,
             KeyCode::Char('m') => self.sort = SortKey::Mos,
@@ -377,6 +414,46 @@ fn quality_cells(q: Option<LegQuality>) -> [String; 3] {
         ],
         None => ["-".into(), "-".into(), "-".into()],
     }
+}
+
+/// A message a hop sends to itself (both ends of it look the same, e.g. two addresses that
+/// privacy truncation made one), drawn beside that hop's own line: on its right up to the
+/// next hop's line, or, at the last hop when the pane's edge would cut it, on its left.
+fn self_message(
+    mut line: Vec<char>,
+    hops: &[&str],
+    hop: usize,
+    x: &dyn Fn(usize) -> usize,
+    width: usize,
+    label: &str,
+) -> String {
+    const OFFSET: usize = 10;
+    let at = x(hop);
+    let right: Vec<char> = format!(" ⟲ {label}").chars().collect();
+    let left: Vec<char> = format!("{label} ⟲ ").chars().collect();
+    let next = (hop + 1 < hops.len()).then(|| x(hop + 1));
+    let room_right = next.unwrap_or(width).saturating_sub(at + 1);
+    let room_left = at.saturating_sub(if hop == 0 { OFFSET } else { x(hop - 1) + 1 });
+    let (start, text) = if right.len() <= room_right || room_left < left.len() {
+        // Between two hop lines the label is cut before the next one; past the last hop
+        // it runs on (the pane cuts it only when there is no room on either side).
+        let keep = match next {
+            Some(_) => room_right.saturating_sub(1),
+            None => right.len(),
+        };
+        (at + 1, right.into_iter().take(keep).collect::<Vec<_>>())
+    } else {
+        (at - left.len(), left)
+    };
+    if line.len() < start + text.len() {
+        line.resize(start + text.len(), ' ');
+    }
+    for (k, ch) in text.into_iter().enumerate() {
+        if let Some(slot) = line.get_mut(start + k) {
+            *slot = ch;
+        }
+    }
+    line.into_iter().collect::<String>().trim_end().to_string()
 }
 
 /// The ladder of `rows` as text lines `width` columns wide, sngrep style: a header with
@@ -446,9 +523,7 @@ pub fn ladder_lines(rows: &[LadderRow], width: usize) -> Vec<String> {
             label.push_str(" (SDP)");
         }
         if a == b {
-            let mut s: String = line.iter().collect();
-            s.truncate(s.trim_end().len());
-            out.push(format!("{s} ⟲ {label}"));
+            out.push(self_message(line, &hops, a, &x, width, &label));
             continue;
         }
         let (lo, hi) = (x(a.min(b)), x(a.max(b)));
@@ -541,13 +616,14 @@ pub fn draw(frame: &mut Frame, state: &TopState, now_ms: u64) {
         .header(header)
         .block(Block::default().borders(Borders::ALL).title(title))
         .row_highlight_style(Style::default().add_modifier(Modifier::REVERSED));
+    let row = state.selected_index(&rows);
     let mut ts = TableState::default();
     if !rows.is_empty() {
-        ts.select(Some(state.selected.min(rows.len() - 1)));
+        ts.select(Some(row));
     }
     frame.render_stateful_widget(table, list_area, &mut ts);
 
-    let selected = rows.get(state.selected.min(rows.len().saturating_sub(1)));
+    let selected = rows.get(row);
     let (ladder_title, lines) = match selected {
         Some(c) => (
             format!(" SIP ladder · {} · {} ", c.agent, c.call_id),
@@ -673,7 +749,8 @@ pub fn run(args: TopArgs) -> anyhow::Result<()> {
             terminal.draw(|f| draw(f, &state, now))?;
             if event::poll(Duration::from_millis(250))? {
                 if let event::Event::Key(k) = event::read()? {
-                    if k.kind == KeyEventKind::Press && !state.on_key(k.code, k.modifiers) {
+                    if k.kind == KeyEventKind::Press && !state.on_key(k.code, k.modifiers, now_ms())
+                    {
                         return Ok(());
                     }
                 }
@@ -813,9 +890,9 @@ mod tests {
         assert_eq!(rows[0].ladder.len(), 5);
         let mut s = s;
         // MOS: c1 has one (3.1 worst), c2 none → c1 first; reversed → c2 first.
-        s.on_key(KeyCode::Char('m'), KeyModifiers::NONE);
+        s.on_key(KeyCode::Char('m'), KeyModifiers::NONE, now);
         assert_eq!(s.rows(now)[0].call_id, "c1");
-        s.on_key(KeyCode::Char('r'), KeyModifiers::NONE);
+        s.on_key(KeyCode::Char('r'), KeyModifiers::NONE, now);
         assert_eq!(s.rows(now)[0].call_id, "c2");
         // Ended calls linger, then go.
         s.apply(&cs(
@@ -829,8 +906,72 @@ mod tests {
         assert_eq!(s.rows(now).len(), 2);
         s.prune(T + 70_001 + LINGER_MS);
         assert_eq!(s.rows(now).len(), 1);
-        assert!(!s.on_key(KeyCode::Char('q'), KeyModifiers::NONE));
-        assert!(!s.on_key(KeyCode::Char('c'), KeyModifiers::CONTROL));
+        assert!(!s.on_key(KeyCode::Char('q'), KeyModifiers::NONE, now));
+        assert!(!s.on_key(KeyCode::Char('c'), KeyModifiers::CONTROL, now));
+    }
+
+    /// The selection is a call, not a row: it stays on that call when the list is re-sorted
+    /// or a call that sorts before it arrives, and moves to the call in its row only when
+    /// it goes.
+    #[test]
+    fn selection_follows_the_call() {
+        let mut s = fixture();
+        let now = T + 65_000;
+        s.prune(now);
+        // Nothing chosen yet: the first row (c1, the longest) is selected.
+        assert_eq!(s.selected(), Some(("edge-1", "c1")));
+        s.on_key(KeyCode::Down, KeyModifiers::NONE, now);
+        assert_eq!(s.selected(), Some(("edge-1", "c2")));
+        s.on_key(KeyCode::Down, KeyModifiers::NONE, now);
+        assert_eq!(
+            s.selected(),
+            Some(("edge-1", "c2")),
+            "stays on the last row"
+        );
+        // A call older than both arrives and takes the first row: c2 moves to the third
+        // row and stays selected (a row index would now point at c1).
+        s.apply(&cs(
+            T - 30_000,
+            "c0",
+            CallStateKind::Answered,
+            "n_erin",
+            "n_frank",
+        ));
+        s.prune(now);
+        let rows = s.rows(now);
+        let ids: Vec<&str> = rows.iter().map(|c| c.call_id.as_str()).collect();
+        assert_eq!(ids, ["c0", "c1", "c2"]);
+        assert_eq!(s.selected_index(&rows), 2);
+        assert_eq!(s.selected(), Some(("edge-1", "c2")));
+        // Re-sorting (reversed) moves the row, not the selection.
+        s.on_key(KeyCode::Char('r'), KeyModifiers::NONE, now);
+        let rows = s.rows(now);
+        assert_eq!(rows[0].call_id, "c2");
+        assert_eq!(s.selected_index(&rows), 0);
+        s.on_key(KeyCode::Down, KeyModifiers::NONE, now);
+        assert_eq!(s.selected(), Some(("edge-1", "c1")));
+        // The screen highlights and draws the ladder of the selected call.
+        let mut terminal = Terminal::new(TestBackend::new(120, 30)).unwrap();
+        terminal.draw(|f| draw(f, &s, now)).unwrap();
+        let buf = terminal.backend().buffer().clone();
+        let screen: String = (0..buf.area.height)
+            .flat_map(|y| (0..buf.area.width).map(move |x| (x, y)))
+            .map(|p| buf[p].symbol().to_string())
+            .collect();
+        assert!(screen.contains("SIP ladder · edge-1 · c1"), "{screen}");
+        // The selected call goes: the call now in its row (reversed: c0 after c1) is
+        // selected.
+        s.apply(&cs(
+            T + 66_000,
+            "c1",
+            CallStateKind::Ended,
+            "n_alice",
+            "n_bob",
+        ));
+        s.prune(T + 66_001 + LINGER_MS);
+        assert_eq!(s.selected(), Some(("edge-1", "c0")));
+        s.on_key(KeyCode::Home, KeyModifiers::NONE, now);
+        assert_eq!(s.selected(), Some(("edge-1", "c2")));
     }
 
     /// Expected ladder worked out by hand from the layout rule (sngrep's call flow): at
@@ -867,6 +1008,31 @@ mod tests {
             has_sdp: false,
         }];
         assert_eq!(ladder_lines(&own, 20)[1], "+0.000     │ ⟲ OPTIONS");
+        // With several hops, a hop's message to itself is drawn beside that hop, not after
+        // the last one; at the last hop, where the pane's edge would cut it, on the left.
+        let row = |from: &str, to: &str, label: &str| LadderRow {
+            time_ms: 0,
+            from: from.into(),
+            to: to.into(),
+            label: label.into(),
+            cseq: 1,
+            has_sdp: false,
+        };
+        let two = [
+            row("carrier", "carrier", "INVITE"),
+            row("pbx", "pbx", "INVITE"),
+            row("carrier", "pbx", "ACK"),
+        ];
+        let lines = ladder_lines(&two, 40);
+        assert_eq!(
+            lines,
+            [
+                "        carrier                pbx",
+                "+0.000     │ ⟲ INVITE           │",
+                "+0.000     │           INVITE ⟲ │",
+                "+0.000     │─────── ACK ───────>│",
+            ]
+        );
         assert_eq!(
             ladder_lines(&[], 20),
             ["no SIP messages seen for this call"]

@@ -16,8 +16,8 @@
 //! namespaces go with the topology.
 use std::{
     io::{BufRead, BufReader},
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    path::Path,
+    process::{Command, Stdio},
     sync::{
         atomic::{AtomicBool, Ordering},
         mpsc,
@@ -27,8 +27,10 @@ use std::{
 
 use anyhow::{bail, ensure, Context, Result};
 use collector_tests::{
-    collector_bin, ns_exec,
+    collector_bin,
+    deploy::{collector_in, Options, Proc, SecuredCollector, Token},
     sbc::{CallOptions, SbcMode, Scenario, Topology},
+    Agent,
 };
 
 /// The calls the demo places, in order: (label, scenario, calls, impaired).
@@ -74,174 +76,6 @@ fn check_interrupted() -> Result<()> {
         bail!("interrupted: tearing down");
     }
     Ok(())
-}
-
-/// A child process (through `ip netns exec`) stopped on drop: SIGTERM, a bounded wait,
-/// then SIGKILL.
-struct Proc {
-    name: &'static str,
-    child: Child,
-}
-
-impl Proc {
-    fn spawn(name: &'static str, mut cmd: Command) -> Result<Self> {
-        let child = cmd
-            .spawn()
-            .with_context(|| format!("starting the {name}"))?;
-        Ok(Self { name, child })
-    }
-
-    /// SIGTERM and a wait of at most `within`; the exit status.
-    fn stop(&mut self, within: Duration) -> Result<std::process::ExitStatus> {
-        if let Some(status) = self.child.try_wait()? {
-            return Ok(status);
-        }
-        // SAFETY: kill on the pid of our own child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.child.try_wait()? {
-                return Ok(status);
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                bail!(
-                    "the {} did not exit within {within:?} of SIGTERM",
-                    self.name
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if self.stop(Duration::from_secs(10)).is_err() {
-            let _ = self.child.kill();
-        }
-        let _ = self.child.wait();
-    }
-}
-
-/// `collector ...` run inside `ns`.
-fn collector(ns: &str) -> Command {
-    let mut c = Command::new("ip");
-    c.args(["netns", "exec", ns]).arg(collector_bin());
-    c
-}
-
-/// Runs `collector ARGS` (outside any namespace) and returns its stdout.
-fn collector_out(args: &[&std::ffi::OsStr]) -> Result<String> {
-    let out = Command::new(collector_bin())
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .context("running collector")?;
-    if !out.status.success() {
-        bail!(
-            "collector {:?} failed ({}): {}",
-            args,
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-/// What the demo makes before anything starts: a throwaway CA and the collector's
-/// certificate, the token secret and two tokens, the pseudonymization key file and the
-/// agent's configuration, all in one temporary directory removed at the end.
-struct Setup {
-    dir: tempfile::TempDir,
-}
-
-impl Setup {
-    fn new() -> Result<Self> {
-        let dir = tempfile::Builder::new()
-            .prefix("collector-demo")
-            .tempdir()?;
-        let s = Self { dir };
-        s.pki()?;
-        let secret = s.path("token.secret");
-        let os = |p: &Path| p.as_os_str().to_owned();
-        collector_out(&[
-            "token".as_ref(),
-            "--secret".as_ref(),
-            &os(&secret),
-            "--init".as_ref(),
-        ])?;
-        for (file, role, subject) in [
-            ("ingest.token", "ingest", AGENT_ID),
-            ("read.token", "read", "demo-operator"),
-        ] {
-            let token = collector_out(&[
-                "token".as_ref(),
-                "--secret".as_ref(),
-                &os(&secret),
-                "--role".as_ref(),
-                role.as_ref(),
-                "--subject".as_ref(),
-                subject.as_ref(),
-                "--ttl".as_ref(),
-                "1h".as_ref(),
-            ])?;
-            std::fs::write(s.path(file), token.trim())?;
-        }
-        collector_out(&["keygen".as_ref(), "-o".as_ref(), &os(&s.path("keys.toml"))])?;
-        std::fs::write(
-            s.path("agent.toml"),
-            format!(
-                "[agent]\nid = \"{AGENT_ID}\"\n\n[privacy]\nscope = \"demo-carrier\"\nkey_file = \"{}\"\n",
-                s.path("keys.toml").display()
-            ),
-        )?;
-        Ok(s)
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    /// The CA (`ca.pem`) and the collector's certificate for 127.0.0.1 and localhost.
-    fn pki(&self) -> Result<()> {
-        use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
-        let mut p = CertificateParams::new(Vec::<String>::new())?;
-        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        p.distinguished_name
-            .push(DnType::CommonName, "collector demo CA (throwaway)");
-        let ca = CertifiedIssuer::self_signed(p, KeyPair::generate()?)?;
-        let key = KeyPair::generate()?;
-        let cert = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])?
-            .signed_by(&key, &ca)?;
-        std::fs::write(self.path("ca.pem"), ca.pem())?;
-        std::fs::write(self.path("server.pem"), cert.pem())?;
-        std::fs::write(self.path("server.key"), key.serialize_pem())?;
-        Ok(())
-    }
-
-    /// The flags of a client verb: URL, CA, token.
-    fn client(&self, cmd: &mut Command, token: &str) {
-        cmd.arg("--server")
-            .arg(format!("https://127.0.0.1:{PORT}"))
-            .arg("--ca")
-            .arg(self.path("ca.pem"))
-            .arg("--token-file")
-            .arg(self.path(token));
-    }
-}
-
-/// Waits (bounded) until something listens on `port` in `ns`.
-fn wait_port(ns: &str, port: u16) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while Instant::now() < deadline {
-        check_interrupted()?;
-        if ns_exec(ns, &["ss", "-ltnH"])?.contains(&format!("127.0.0.1:{port}")) {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    bail!("nothing listens on 127.0.0.1:{port} in {ns} after 15 s")
 }
 
 /// Starts `cmd` with stdout piped to a thread that prints every line, prefixed, as it
@@ -336,56 +170,24 @@ fn main() -> Result<()> {
     );
 
     println!("\n== the central collector: TLS (throwaway CA), bearer tokens, SQLite");
-    let setup = Setup::new()?;
-    let mut server = collector(&ns);
-    server
-        .args(["server", "--listen", &format!("127.0.0.1:{PORT}")])
-        .arg("--db")
-        .arg(format!("sqlite://{}", setup.path("cdr.db").display()))
-        .arg("--tls-cert")
-        .arg(setup.path("server.pem"))
-        .arg("--tls-key")
-        .arg(setup.path("server.key"))
-        .arg("--token-secret")
-        .arg(setup.path("token.secret"))
-        .env("COLLECTOR_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null());
-    let mut server = Proc::spawn("collector server", server)?;
-    wait_port(&ns, PORT)?;
+    let opts = Options {
+        agent_id: AGENT_ID.to_owned(),
+        scope: "demo-carrier".to_owned(),
+        port: PORT,
+        dir_prefix: "collector-demo".to_owned(),
+    };
+    let mut server = SecuredCollector::start(&ns, opts, &check_interrupted)?;
     println!(
-        "collector server on https://127.0.0.1:{PORT}; tokens from `collector token`: ingest \
-         (bound to agent {AGENT_ID}) and read"
+        "collector server on {}; tokens from `collector token`: ingest \
+         (bound to agent {AGENT_ID}) and read",
+        server.url()
     );
 
-    let mut agent = collector(&ns);
-    agent.arg("agent");
-    for i in [a, b] {
-        agent.args(["--iface", i]);
-    }
-    agent
-        .arg("--config")
-        .arg(setup.path("agent.toml"))
-        .arg("--spool-dir")
-        .arg(setup.path("spool"))
-        .env("COLLECTOR_LOG", "warn");
-    setup.client(&mut agent, "ingest.token");
-    agent.stdin(Stdio::null()).stdout(Stdio::piped());
-    let mut agent = Proc::spawn("collector agent", agent)?;
-    let stdout = agent.child.stdout.take().context("agent stdout")?;
-    let (ready_tx, ready_rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(|l| l.ok()) {
-            if line.contains("\"ready\":true") {
-                let _ = ready_tx.send(line);
-            }
-        }
-    });
-    let ready = ready_rx
-        .recv_timeout(Duration::from_secs(20))
-        .context("the agent did not become ready within 20 s")?;
-    let ready: serde_json::Value = serde_json::from_str(&ready)?;
-    let attachments = ready
+    let agent_args = server.agent_args();
+    let agent_args: Vec<&str> = agent_args.iter().map(String::as_str).collect();
+    let agent = Agent::start(&ns, &[a, b], &agent_args)?;
+    let attachments = agent
+        .ready
         .get("attachments")
         .and_then(serde_json::Value::as_array)
         .map_or(0, Vec::len);
@@ -394,7 +196,7 @@ fn main() -> Result<()> {
          interfaces), key file and scope from its config, CDRs to the collector through its spool"
     );
 
-    let mut flows = collector(&ns);
+    let mut flows = collector_in(&ns);
     flows.args([
         "flows",
         "--follow",
@@ -403,7 +205,7 @@ fn main() -> Result<()> {
         "-o",
         "compact",
     ]);
-    setup.client(&mut flows, "read.token");
+    flows.args(server.client_args(Token::Read));
     flows.env("COLLECTOR_LOG", "warn");
     let (mut flows, live) = printed("collector flows", flows, "  live | ")?;
 
@@ -438,8 +240,7 @@ fn main() -> Result<()> {
     // In-dialog retransmission timers of the last call, then stop: the agent closes what is
     // still open, ships what is left in its spool and exits.
     std::thread::sleep(Duration::from_millis(500));
-    let status = agent.stop(Duration::from_secs(30))?;
-    ensure!(status.success(), "the agent exited with {status}");
+    agent.stop()?;
     // The relay's last events reach the watcher within its batch interval.
     std::thread::sleep(Duration::from_millis(500));
     let _ = flows.stop(Duration::from_secs(5));
@@ -453,9 +254,9 @@ fn main() -> Result<()> {
         "\n== the calls, read back from the collector: collector cdrs --by-call --server \
          https://127.0.0.1:{PORT} --ca ca.pem --token-file read.token"
     );
-    let mut cdrs = collector(&ns);
+    let mut cdrs = collector_in(&ns);
     cdrs.args(["cdrs", "--by-call", "-o", "table"]);
-    setup.client(&mut cdrs, "read.token");
+    cdrs.args(server.client_args(Token::Read));
     let out = cdrs
         .stdin(Stdio::null())
         .output()
@@ -470,11 +271,10 @@ fn main() -> Result<()> {
     println!("   {placed} calls placed; {live_lines} live events seen while they ran");
 
     println!("\n== data inventory (collector inventory --config agent.toml)");
-    inventory(&setup.path("agent.toml"))?;
-    let _ = server.stop(Duration::from_secs(10));
+    inventory(&server.path("agent.toml"))?;
+    let _ = server.stop();
     drop(server);
     drop(topo);
-    drop(setup);
     println!(
         "\n== torn down; demo took {:.1}s",
         t0.elapsed().as_secs_f64()
