@@ -269,6 +269,11 @@ impl Agent {
         }
     }
 
+    /// The agent's process id (`ip netns exec` execs it in place).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Sends SIGTERM, waits (bounded) for exit, and returns every stdout line as JSON.
     pub fn stop(mut self) -> Result<Vec<serde_json::Value>> {
         self.terminate()?;

@@ -46,6 +46,13 @@ enum Cmd {
     Demo,
     /// Benchmarks: kernel cost per packet, userspace throughput, peers side by side.
     Bench,
+    /// The attached agent under a steady load of calls and junk SIP for N minutes: its
+    /// memory, CPU, dialogs, map entries and spool every minute, and whether each stayed flat.
+    Soak {
+        /// Minutes of load (1 to 240).
+        #[arg(long, default_value_t = 10)]
+        minutes: u64,
+    },
     /// Runs every cargo-fuzz target for a bounded time, seeded from testdata/.
     Fuzz {
         /// Seconds per target.
@@ -289,6 +296,27 @@ fn privileged_tests() -> Result<Vec<String>> {
     Ok(names)
 }
 
+/// Builds and runs the soak binary (root: it creates namespaces and attaches the agent).
+fn soak(minutes: u64) -> Result<()> {
+    run(
+        cargo().args([
+            "build",
+            "--release",
+            "-p",
+            "collector-tests",
+            "--bin",
+            "soak",
+        ]),
+        "building the soak",
+    )?;
+    run(
+        Command::new(root().join("target/release/soak"))
+            .args(["--minutes", &minutes.to_string()])
+            .env("COLLECTOR_BIN", collector_bin()),
+        "the soak",
+    )
+}
+
 /// Runs the benchmark binary (root: it attaches programs and creates namespaces), prints
 /// its table and keeps it in docs/BENCHMARKS.md with the JSON beside it in target/bench.
 fn bench() -> Result<()> {
@@ -344,6 +372,11 @@ fn main() -> Result<()> {
         Cmd::Fuzz { time, target } => {
             setup::setup()?;
             fuzz::run(time, target.as_deref())
+        }
+        Cmd::Soak { minutes } => {
+            setup::setup()?;
+            build(false)?;
+            soak(minutes)
         }
         Cmd::Bench => {
             setup::setup()?;
