@@ -628,13 +628,14 @@ pub struct RtcpState {
 }
 
 impl RtcpState {
-    /// Takes in one RTCP datagram seen at `ts_ns`.
-    pub fn observe(&mut self, ts_ns: u64, payload: &[u8]) {
+    /// Takes in one RTCP datagram seen at `ts_ns`; false when it does not parse (it is
+    /// then only counted).
+    pub fn observe(&mut self, ts_ns: u64, payload: &[u8]) -> bool {
         self.packets = self.packets.saturating_add(1);
         let opts = rtcp::ParseOptions { reduced_size: true };
         let Ok(c) = rtcp::parse_compound(payload, opts) else {
             self.errors = self.errors.saturating_add(1);
-            return;
+            return false;
         };
         for sr in c.sender_reports() {
             if self.srs.len() >= MAX_SRS {
@@ -654,6 +655,7 @@ impl RtcpState {
                 self.reports.push(*rb);
             }
         }
+        true
     }
 
     /// The latest report about `ssrc`.
