@@ -277,6 +277,19 @@ impl EmulatedMedia {
         let Some(f) = RtpFields::from_bytes(hdr) else {
             return UdpVerdict::RtpInvalid;
         };
+        // As the kernel: the CSRC list and the header extension must fit in the payload.
+        let ext_words = if RtpFields::has_extension(hdr[0]) {
+            let at = RtpFields::csrc_end(hdr[0]);
+            match payload.get(at + 2..at + 4) {
+                Some(&[hi, lo]) => u16::from_be_bytes([hi, lo]),
+                _ => return UdpVerdict::RtpInvalid,
+            }
+        } else {
+            0
+        };
+        if RtpFields::header_len(hdr[0], ext_words) > payload.len() {
+            return UdpVerdict::RtpInvalid;
+        }
         // The kernel passes the UDP payload length, clamped to the packet (u16 there).
         let len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
         UdpVerdict::Rtp(v.update(&f, len, ts_ns))
