@@ -7,6 +7,9 @@
 //!
 //! Malformed kinds and where they are counted:
 //! - IPv4 IHL below 5, IPv4 total length below the header, UDP length below 8: `malformed`;
+//! - IPv4 total length or UDP length running past the packet: `bad_length`;
+//! - RTP on the live stream (its SSRC) whose CSRC list or header extension runs past the
+//!   packet: `rtp_invalid` (the stream's statistics do not see them);
 //! - more than two stacked VLAN tags: `unsupported_headers`;
 //! - CRLF keepalives on the SIP port: `sip_port_not_sip`;
 //! - an SSRC spray on the live call's media port (both SSRC slots of that direction are
@@ -53,6 +56,12 @@ const SSRC_B: u32 = 0x0b0b_0001;
 const M_BAD_IHL: usize = 20;
 const M_IP_LEN_SHORT: usize = 20;
 const M_UDP_LEN_SHORT: usize = 20;
+/// Frames whose IPv4 total length, or UDP length, runs past the packet.
+const M_IP_LEN_LONG: usize = 20;
+const M_UDP_LEN_LONG: usize = 20;
+/// RTP on the live stream whose CSRC list, or header extension, runs past the packet.
+const M_RTP_CSRC: usize = 20;
+const M_RTP_EXT: usize = 20;
 /// Frames with three stacked VLAN tags.
 const M_VLAN3: usize = 20;
 /// CRLF keepalive datagrams on 5060.
@@ -114,25 +123,32 @@ fn options(n: usize) -> Vec<u8> {
     )
 }
 
-/// IPv4 header length 16 bytes (IHL 4, RFC 791 §3.1: at least 5).
-fn bad_ihl(n: usize) -> Vec<u8> {
+/// OPTIONS `n` with `bytes` written over its own at offset `at` of the frame (14: IPv4
+/// version and IHL, 16: IPv4 total length, 38: UDP length).
+fn patched(n: usize, at: usize, bytes: &[u8]) -> Vec<u8> {
     let mut f = options(n);
-    f[14] = 0x44;
+    f[at..at + bytes.len()].copy_from_slice(bytes);
     f
 }
 
-/// IPv4 total length 12, shorter than its own 20-byte header.
-fn ip_len_short(n: usize) -> Vec<u8> {
-    let mut f = options(n);
-    f[16..18].copy_from_slice(&12u16.to_be_bytes());
-    f
+/// RTP on the caller's stream, with its current SSRC, whose first byte announces 15 CSRCs
+/// (60 bytes) in a 32-byte payload.
+fn rtp_csrc(n: usize) -> Vec<u8> {
+    rtp_lying(n, 0x8f, &[0; 20])
 }
 
-/// UDP length 4, shorter than the UDP header (RFC 768).
-fn udp_len_short(n: usize) -> Vec<u8> {
-    let mut f = options(n);
-    f[38..40].copy_from_slice(&4u16.to_be_bytes());
-    f
+/// RTP on the caller's stream whose header extension claims 65,535 words.
+fn rtp_ext(n: usize) -> Vec<u8> {
+    rtp_lying(n, 0x90, &[0xbe, 0xde, 0xff, 0xff, 0, 0, 0, 0])
+}
+
+fn rtp_lying(n: usize, b0: u8, rest: &[u8]) -> Vec<u8> {
+    let mut b = vec![b0, 0];
+    b.extend_from_slice(&(1000 + n as u16).to_be_bytes());
+    b.extend_from_slice(&[0; 4]);
+    b.extend_from_slice(&SSRC_A2.to_be_bytes());
+    b.extend_from_slice(rest);
+    eth(0x0800, &ipv4(17, A, B, &[], 8, 0, &udp(RTP_A, RTP_B, &b)))
 }
 
 /// Three stacked 802.1Q tags (the parser walks two).
@@ -197,10 +213,27 @@ type Make = fn(usize) -> Vec<Vec<u8>>;
 
 /// Every kind but the spray (it must wait for the caller's second SSRC): how many units,
 /// and their frames.
-const KINDS: [(usize, Make); 9] = [
-    (M_BAD_IHL, |n| vec![bad_ihl(n)]),
-    (M_IP_LEN_SHORT, |n| vec![ip_len_short(n)]),
-    (M_UDP_LEN_SHORT, |n| vec![udp_len_short(n)]),
+const KINDS: [(usize, Make); 13] = [
+    // IHL 4: a 16-byte IPv4 header (RFC 791 §3.1: at least 5).
+    (M_BAD_IHL, |n| vec![patched(n, 14, &[0x44])]),
+    // IPv4 total length 12, shorter than its own header.
+    (M_IP_LEN_SHORT, |n| {
+        vec![patched(n, 16, &12u16.to_be_bytes())]
+    }),
+    // UDP length 4, shorter than the UDP header (RFC 768).
+    (M_UDP_LEN_SHORT, |n| {
+        vec![patched(n, 38, &4u16.to_be_bytes())]
+    }),
+    // IPv4 total length 1400 on a packet of less than 100 bytes.
+    (M_IP_LEN_LONG, |n| {
+        vec![patched(n, 16, &1400u16.to_be_bytes())]
+    }),
+    // UDP length 1000 in an IP payload of less than 100 bytes.
+    (M_UDP_LEN_LONG, |n| {
+        vec![patched(n, 38, &1000u16.to_be_bytes())]
+    }),
+    (M_RTP_CSRC, |n| vec![rtp_csrc(n)]),
+    (M_RTP_EXT, |n| vec![rtp_ext(n)]),
     (M_VLAN3, |n| vec![vlan3(n)]),
     (M_RTCP_LYING, |n| vec![rtcp_lying(n)]),
     (M_FRAG_OVERLAP, |n| fragments(0x7000 + n as u16, true)),
@@ -392,7 +425,11 @@ fn hostile_traffic_is_counted_and_leaves_the_call_intact() -> Result<()> {
         (kernel("ring_full"), 0.0),
         (kernel("truncated"), 0.0),
         (kernel("load_failed"), 0.0),
-        (kernel("rtp_invalid"), 0.0),
+        (kernel("rtp_invalid"), (M_RTP_CSRC + M_RTP_EXT) as f64),
+        (
+            kernel("bad_length"),
+            (M_IP_LEN_LONG + M_UDP_LEN_LONG) as f64,
+        ),
         (kernel("rtcp_copied"), M_RTCP_LYING as f64),
         (kernel("fragments_copied"), frags),
         (
