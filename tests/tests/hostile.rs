@@ -362,8 +362,19 @@ fn cdr_of<'a>(lines: &'a [Value], call_id: Option<&str>) -> Result<&'a Value> {
 }
 
 /// Identifiers, and the media fields measured from arrival times besides the times
-/// themselves (every field in milliseconds, `*_ms`): the two runs cannot share them.
-const NOT_COMPARED: &[&str] = &["cdr_id", "correlation_id", "delay_hist", "mos", "r_factor"];
+/// themselves (every field in milliseconds, `*_ms`): the scores computed from jitter, the
+/// delay histogram, and the 10-second intervals (cut at the agent's statistics polls, so
+/// their packet counts follow the wall clock). The two runs cannot share them.
+const NOT_COMPARED: &[&str] = &[
+    "cdr_id",
+    "correlation_id",
+    "delay_hist",
+    "mos",
+    "r_factor",
+    "intervals",
+    "min_interval_mos",
+    "mean_interval_mos",
+];
 
 fn decoder(reason: &str) -> String {
     format!(r#"collector_decoder_packets_total{{reason="{reason}"}}"#)
