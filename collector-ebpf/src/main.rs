@@ -199,6 +199,10 @@ fn handle<P: Packet>(ctx: &P, dir: Direction) {
         host,
     } = w;
     let p = &*p;
+    if p.bad_length {
+        count(Counter::BadLength);
+        return;
+    }
     // SAFETY: a plain read of a global; volatile so the compiler does not fold the default.
     let cfg = unsafe { core::ptr::read_volatile(&COLLECTOR_CONFIG) };
     if p.fragment != Fragment::None {
@@ -415,6 +419,22 @@ fn rtp_hit<P: Packet>(ctx: &P, dir: Direction, p: &Parsed, cfg: &Config, v: *mut
             return;
         }
     };
+    // The CSRC list and the header extension must fit in the payload.
+    let mut ext_words = 0u16;
+    if RtpFields::has_extension(b[0]) {
+        let x = at + RtpFields::csrc_end(b[0]);
+        if x + 4 > ctx.end() {
+            count(Counter::RtpInvalid);
+            return;
+        }
+        // SAFETY: the 4 bytes were checked against data_end just above.
+        let e: [u8; 4] = unsafe { core::ptr::read_unaligned(x as *const [u8; 4]) };
+        ext_words = u16::from_be_bytes([e[2], e[3]]);
+    }
+    if RtpFields::header_len(b[0], ext_words) > usize::from(p.payload_len) {
+        count(Counter::RtpInvalid);
+        return;
+    }
     // SAFETY: bpf_ktime_get_ns has no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
     match v.update(&f, u32::from(p.payload_len), now) {

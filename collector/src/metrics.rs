@@ -181,6 +181,8 @@ pub struct Metrics {
     sip_messages: Family<SipLabels, Counter>,
     sip_parse_errors: Family<ReasonLabel, Counter>,
     kernel_packets: Family<ReasonLabel, Counter>,
+    decoder_packets: Family<ReasonLabel, Counter>,
+    rtcp_parse_errors: Counter,
     ring_records: Counter,
     ring_undecodable: Counter,
     ring_lost: Counter,
@@ -213,6 +215,8 @@ impl Metrics {
         let sip_messages = Family::<SipLabels, Counter>::default();
         let sip_parse_errors = Family::<ReasonLabel, Counter>::default();
         let kernel_packets = Family::<ReasonLabel, Counter>::default();
+        let decoder_packets = Family::<ReasonLabel, Counter>::default();
+        let rtcp_parse_errors = Counter::default();
         let ring_records = Counter::default();
         let ring_undecodable = Counter::default();
         let ring_lost = Counter::default();
@@ -253,6 +257,19 @@ impl Metrics {
              program (xdp_packets, tc_packets), handled (sip_copied, rtp_matched, ...) or \
              not fully handled (malformed, ring_full, ...)",
             kernel_packets.clone(),
+        );
+        r.register(
+            "decoder_packets",
+            "Frames the userspace decoder took from the ring, by reason: how they parsed \
+             (udp_sip, parse_malformed, ...), IP fragment reassembly (frag_fragments, \
+             frag_overlap, frag_timeout, ...) and TCP streams (tcp_segments, ...)",
+            decoder_packets.clone(),
+        );
+        r.register(
+            "rtcp_parse_errors",
+            "RTCP datagrams of a known call that failed to parse (RFC 3550 §6.4 lengths, \
+             versions, report counts); they change nothing in the call's record",
+            rtcp_parse_errors.clone(),
         );
         r.register(
             "ring_records",
@@ -337,6 +354,8 @@ impl Metrics {
             sip_messages,
             sip_parse_errors,
             kernel_packets,
+            decoder_packets,
+            rtcp_parse_errors,
             ring_records,
             ring_undecodable,
             ring_lost,
@@ -403,6 +422,20 @@ impl Metrics {
             &self.kernel_packets.get_or_create(&ReasonLabel { reason }),
             total,
         );
+    }
+
+    /// Raises the decoder counter `reason` (a [`crate::net::NetStats::counters`] name) to
+    /// `total`, never lowering it.
+    pub fn set_decoder_total(&self, reason: &'static str, total: u64) {
+        raise(
+            &self.decoder_packets.get_or_create(&ReasonLabel { reason }),
+            total,
+        );
+    }
+
+    /// Raises the count of RTCP datagrams that failed to parse to `total`.
+    pub fn set_rtcp_parse_errors_total(&self, total: u64) {
+        raise(&self.rtcp_parse_errors, total);
     }
 
     /// Adds `n` records read from the ring buffer and decoded.

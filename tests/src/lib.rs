@@ -19,7 +19,10 @@ use anyhow::{bail, Context, Result};
 
 pub mod baresip;
 pub mod deploy;
+pub mod rawsip;
 pub mod sbc;
+pub mod scrape;
+pub mod wire;
 
 /// Prefix of every namespace and interface this suite creates.
 pub const PREFIX: &str = "vct";
@@ -304,6 +307,11 @@ impl Agent {
             }
         }
         Ok(out)
+    }
+
+    /// The agent's process id (`ip netns exec` execs it in place).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Sends `sig` to the agent (e.g. SIGSTOP/SIGCONT to pause its reader).

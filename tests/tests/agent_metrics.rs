@@ -6,14 +6,14 @@
 //! was sent: kernel counters by reason, ring records, parse errors by reason, dialogs and
 //! media streams while the calls are up and after they end, CDRs, the spool and the
 //! shipper's reconnects (the collector it ships to does not exist).
-use std::{
-    io::{Read, Write},
-    net::TcpStream,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
-use collector_tests::{send_raw, Agent, Netns, VethPair};
+use anyhow::Result;
+use collector_tests::{
+    rawsip::{sip_frame, RawCall},
+    scrape::{self, kernel, sample},
+    send_raw, Agent, Netns, VethPair,
+};
 
 /// Complete calls sent.
 const N: usize = 4;
@@ -28,126 +28,24 @@ const METRICS_ADDR: &str = "127.0.0.1:9464";
 /// Third octet of the veth pair's /24.
 const NET: u8 = 6;
 
-const MAC_DST: [u8; 6] = [0x02, 0, 0, 0, 0, 0x62]; // nobody's: the frames die after XDP
-const MAC_SRC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x61];
 const A: [u8; 4] = [198, 18, NET, 1];
 const B: [u8; 4] = [198, 18, NET, 2];
 
-fn csum(data: &[u8]) -> u16 {
-    let mut sum: u32 = 0;
-    for c in data.chunks(2) {
-        let hi = c[0];
-        let lo = c.get(1).copied().unwrap_or(0);
-        sum += u32::from(u16::from_be_bytes([hi, lo]));
+/// Call `i` of the test.
+fn call(i: usize) -> RawCall {
+    RawCall {
+        a: A,
+        b: B,
+        i,
+        call_id: format!("metrics-{i}"),
+        rtp_ports: (40_000 + 2 * i as u16, 50_000 + 2 * i as u16),
     }
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
-
-/// An Ethernet frame carrying an IPv4 packet with a header of `ihl` words (only 5 is
-/// valid; the header is always 20 bytes long) holding a UDP datagram.
-fn frame(ihl: u8, src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
-    let mut udp = Vec::new();
-    udp.extend_from_slice(&sport.to_be_bytes());
-    udp.extend_from_slice(&dport.to_be_bytes());
-    udp.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
-    udp.extend_from_slice(&[0, 0]);
-    udp.extend_from_slice(payload);
-    let mut ip = vec![0x40 | ihl, 0];
-    ip.extend_from_slice(&((20 + udp.len()) as u16).to_be_bytes());
-    ip.extend_from_slice(&[0, 1, 0, 0, 64, 17, 0, 0]);
-    ip.extend_from_slice(&src);
-    ip.extend_from_slice(&dst);
-    let c = csum(&ip);
-    ip[10..12].copy_from_slice(&c.to_be_bytes());
-    ip.extend_from_slice(&udp);
-    let mut f = Vec::new();
-    f.extend_from_slice(&MAC_DST);
-    f.extend_from_slice(&MAC_SRC);
-    f.extend_from_slice(&0x0800u16.to_be_bytes());
-    f.extend_from_slice(&ip);
-    f
-}
-
-/// A SIP datagram from A to B (requests) or B to A (responses), as a valid frame.
-fn sip(from_a: bool, text: &str) -> Vec<u8> {
-    let (src, dst) = if from_a { (A, B) } else { (B, A) };
-    frame(5, src, dst, 5060, 5060, text.as_bytes())
-}
-
-fn sdp(addr: [u8; 4], port: u16) -> String {
-    let ip = format!("{}.{}.{}.{}", addr[0], addr[1], addr[2], addr[3]);
-    format!(
-        "v=0\r\no=- 1 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\nm=audio {port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
-    )
-}
-
-/// One message of call `i`: `start` line, `cseq`, the To tag once the dialog exists, and
-/// an optional SDP body.
-fn msg(i: usize, start: &str, cseq: &str, to_tag: bool, body: Option<String>) -> String {
-    let tag = if to_tag {
-        format!(";tag=b{i}")
-    } else {
-        String::new()
-    };
-    let body = body.unwrap_or_default();
-    let ctype = if body.is_empty() {
-        ""
-    } else {
-        "Content-Type: application/sdp\r\n"
-    };
-    format!(
-        "{start}\r\nVia: SIP/2.0/UDP 198.18.{NET}.1:5060;branch=z9hG4bK{i}{}\r\nMax-Forwards: 70\r\nFrom: <sip:alice{i}@198.18.{NET}.1>;tag=a{i}\r\nTo: <sip:bob{i}@198.18.{NET}.2>{tag}\r\nCall-ID: metrics-{i}\r\nCSeq: {cseq}\r\nContact: <sip:alice{i}@198.18.{NET}.1:5060>\r\n{ctype}Content-Length: {}\r\n\r\n{body}",
-        cseq.replace(' ', ""),
-        body.len()
-    )
-}
-
-/// INVITE with an offer, 200 with an answer, ACK: the call is up.
-fn call_setup(i: usize) -> Vec<Vec<u8>> {
-    let ruri = format!("sip:bob{i}@198.18.{NET}.2");
-    let offer = sdp(A, 40_000 + 2 * i as u16);
-    let answer = sdp(B, 50_000 + 2 * i as u16);
-    vec![
-        sip(
-            true,
-            &msg(
-                i,
-                &format!("INVITE {ruri} SIP/2.0"),
-                "1 INVITE",
-                false,
-                Some(offer),
-            ),
-        ),
-        sip(
-            false,
-            &msg(i, "SIP/2.0 200 OK", "1 INVITE", true, Some(answer)),
-        ),
-        sip(
-            true,
-            &msg(i, &format!("ACK {ruri} SIP/2.0"), "1 ACK", true, None),
-        ),
-    ]
-}
-
-/// BYE and its 200: the call is over.
-fn call_teardown(i: usize) -> Vec<Vec<u8>> {
-    let ruri = format!("sip:bob{i}@198.18.{NET}.2");
-    vec![
-        sip(
-            true,
-            &msg(i, &format!("BYE {ruri} SIP/2.0"), "2 BYE", true, None),
-        ),
-        sip(false, &msg(i, "SIP/2.0 200 OK", "2 BYE", true, None)),
-    ]
 }
 
 /// An INVITE whose only fault is the missing Call-ID.
 fn no_call_id(i: usize) -> Vec<u8> {
-    let text = msg(
-        100 + i,
+    let c = call(100 + i);
+    let text = c.msg(
         &format!("INVITE sip:nobody{i}@198.18.{NET}.2 SIP/2.0"),
         "1 INVITE",
         false,
@@ -157,15 +55,15 @@ fn no_call_id(i: usize) -> Vec<u8> {
         .split_inclusive("\r\n")
         .filter(|l| !l.starts_with("Call-ID:"))
         .collect();
-    sip(true, &text)
+    c.frame(true, &text)
 }
 
 /// An INVITE whose CSeq names another method.
 fn cseq_mismatch(i: usize) -> Vec<u8> {
-    sip(
+    let c = call(200 + i);
+    c.frame(
         true,
-        &msg(
-            200 + i,
+        &c.msg(
             &format!("INVITE sip:other{i}@198.18.{NET}.2 SIP/2.0"),
             "1 BYE",
             false,
@@ -176,54 +74,17 @@ fn cseq_mismatch(i: usize) -> Vec<u8> {
 
 /// A SIP-looking datagram in an IPv4 header that claims 16 bytes (IHL 4).
 fn bad_ihl(i: usize) -> Vec<u8> {
-    frame(
-        4,
-        A,
-        B,
-        5060,
-        5060,
-        format!("OPTIONS sip:x{i} SIP/2.0\r\n\r\n").as_bytes(),
-    )
+    let mut f = sip_frame(A, B, &format!("OPTIONS sip:x{i} SIP/2.0\r\n\r\n"));
+    f[14] = 0x44;
+    f
 }
 
-/// One scrape of `/metrics` over a plain HTTP/1.1 GET from inside `ns`; the body.
 fn scrape(ns: &Netns) -> Result<String> {
-    ns.run(|| {
-        let mut s = TcpStream::connect(METRICS_ADDR).context("connecting to /metrics")?;
-        s.set_read_timeout(Some(Duration::from_secs(5)))?;
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: agent\r\n\r\n")?;
-        let mut resp = String::new();
-        s.read_to_string(&mut resp)?;
-        let (head, body) = resp.split_once("\r\n\r\n").context("no HTTP head")?;
-        if !head.starts_with("HTTP/1.1 200 ") {
-            bail!("scrape answered {head}");
-        }
-        Ok(body.to_owned())
-    })
+    scrape::scrape(ns, METRICS_ADDR)
 }
 
-/// The value of the sample `series` (name and labels exactly as exposed), if present.
-fn sample(body: &str, series: &str) -> Option<f64> {
-    body.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-        .and_then(|v| v.trim().parse().ok())
-}
-
-/// Scrapes until `done` holds (the agent refreshes its metrics once a second), at most
-/// 15 s; returns the last body either way, for the assertions to report.
 fn scrape_until(ns: &Netns, done: impl Fn(&str) -> bool) -> Result<String> {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let body = scrape(ns)?;
-        if done(&body) || Instant::now() > deadline {
-            return Ok(body);
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-fn kernel(reason: &str) -> String {
-    format!(r#"collector_kernel_packets_total{{reason="{reason}"}}"#)
+    scrape::scrape_until(ns, METRICS_ADDR, Duration::from_secs(15), done)
 }
 
 #[test]
@@ -261,7 +122,7 @@ fn metrics_count_exactly_what_was_sent() -> Result<()> {
     );
 
     // Every call up.
-    let setup: Vec<Vec<u8>> = (0..N).flat_map(call_setup).collect();
+    let setup: Vec<Vec<u8>> = (0..N).flat_map(|i| call(i).setup()).collect();
     send_raw(&pair.a, &pair.if_a, setup, Duration::from_millis(2))?;
     let up = scrape_until(&pair.b, |b| {
         sample(b, "collector_active_dialogs") == Some(N as f64)
@@ -279,7 +140,7 @@ fn metrics_count_exactly_what_was_sent() -> Result<()> {
     );
 
     // Every call down, then the malformed packets.
-    let mut rest: Vec<Vec<u8>> = (0..N).flat_map(call_teardown).collect();
+    let mut rest: Vec<Vec<u8>> = (0..N).flat_map(|i| call(i).teardown()).collect();
     rest.extend((0..M_NO_CALL_ID).map(no_call_id));
     rest.extend((0..M_CSEQ).map(cseq_mismatch));
     rest.extend((0..M_BAD_IHL).map(bad_ihl));

@@ -4,10 +4,12 @@
 use std::time::Duration;
 
 use anyhow::Result;
-use collector_tests::{counter, final_counters, fnv1a, send_raw, Agent, VethPair};
+use collector_tests::{
+    counter, final_counters, fnv1a, send_raw,
+    wire::{eth, ipv4, ipv4_fragments, ipv6, ipv6_fragments, tag, tcp, udp},
+    Agent, VethPair,
+};
 
-const MAC_DST: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02]; // nobody's: the frames die after the hooks
-const MAC_SRC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
 const V4_A: [u8; 4] = [198, 18, 2, 10];
 const V4_B: [u8; 4] = [198, 18, 2, 20];
 const V4_C: [u8; 4] = [198, 18, 2, 30]; // never exchanges SIP
@@ -18,99 +20,6 @@ const V6_B: [u8; 16] = [
     0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x0b,
 ];
 
-fn eth(ethertype: u16, payload: &[u8]) -> Vec<u8> {
-    let mut f = Vec::new();
-    f.extend_from_slice(&MAC_DST);
-    f.extend_from_slice(&MAC_SRC);
-    f.extend_from_slice(&ethertype.to_be_bytes());
-    f.extend_from_slice(payload);
-    f
-}
-
-/// Inserts a VLAN tag (TPID, VID) right after the MAC addresses.
-fn tag(frame: Vec<u8>, tpid: u16, vid: u16) -> Vec<u8> {
-    let mut f = frame[..12].to_vec();
-    f.extend_from_slice(&tpid.to_be_bytes());
-    f.extend_from_slice(&vid.to_be_bytes());
-    f.extend_from_slice(&frame[12..]);
-    f
-}
-
-fn csum(data: &[u8]) -> u16 {
-    let mut sum: u32 = 0;
-    for c in data.chunks(2) {
-        let w = if c.len() == 2 {
-            u16::from_be_bytes([c[0], c[1]])
-        } else {
-            u16::from_be_bytes([c[0], 0])
-        };
-        sum += u32::from(w);
-    }
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
-
-/// An IPv4 packet (RFC 791) with optional options and fragment fields.
-fn ipv4(
-    proto: u8,
-    src: [u8; 4],
-    dst: [u8; 4],
-    options: &[u8],
-    id: u16,
-    frag: u16,
-    payload: &[u8],
-) -> Vec<u8> {
-    assert_eq!(options.len() % 4, 0);
-    let ihl = 5 + options.len() / 4;
-    let total = ihl * 4 + payload.len();
-    let mut h = vec![0x40 | ihl as u8, 0];
-    h.extend_from_slice(&(total as u16).to_be_bytes());
-    h.extend_from_slice(&id.to_be_bytes());
-    h.extend_from_slice(&frag.to_be_bytes());
-    h.extend_from_slice(&[64, proto, 0, 0]);
-    h.extend_from_slice(&src);
-    h.extend_from_slice(&dst);
-    h.extend_from_slice(options);
-    let c = csum(&h);
-    h[10..12].copy_from_slice(&c.to_be_bytes());
-    h.extend_from_slice(payload);
-    h
-}
-
-/// An IPv6 packet (RFC 8200) whose payload starts with the given extension headers.
-fn ipv6(next: u8, src: [u8; 16], dst: [u8; 16], payload: &[u8]) -> Vec<u8> {
-    let mut h = vec![0x60, 0, 0, 0];
-    h.extend_from_slice(&(payload.len() as u16).to_be_bytes());
-    h.extend_from_slice(&[next, 64]);
-    h.extend_from_slice(&src);
-    h.extend_from_slice(&dst);
-    h.extend_from_slice(payload);
-    h
-}
-
-fn udp(sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
-    let mut u = Vec::new();
-    u.extend_from_slice(&sport.to_be_bytes());
-    u.extend_from_slice(&dport.to_be_bytes());
-    u.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
-    u.extend_from_slice(&[0, 0]);
-    u.extend_from_slice(payload);
-    u
-}
-
-fn tcp(sport: u16, dport: u16, seq: u32, payload: &[u8]) -> Vec<u8> {
-    let mut t = Vec::new();
-    t.extend_from_slice(&sport.to_be_bytes());
-    t.extend_from_slice(&dport.to_be_bytes());
-    t.extend_from_slice(&seq.to_be_bytes());
-    t.extend_from_slice(&0u32.to_be_bytes());
-    t.extend_from_slice(&[0x50, 0x18, 0xff, 0xff, 0, 0, 0, 0]); // doff 5, PSH|ACK
-    t.extend_from_slice(payload);
-    t
-}
-
 fn sip(tag: &str, len: usize) -> Vec<u8> {
     let head = format!(
         "INVITE sip:{tag}@example.invalid SIP/2.0\r\nVia: SIP/2.0/UDP 198.18.2.10;branch=z9hG4bK{tag}\r\nCall-ID: {tag}\r\nCSeq: 1 INVITE\r\nContent-Type: application/sdp\r\n"
@@ -118,47 +27,6 @@ fn sip(tag: &str, len: usize) -> Vec<u8> {
     let body_len = len.saturating_sub(head.len() + 30);
     let body = "v".repeat(body_len);
     format!("{head}Content-Length: {body_len}\r\n\r\n{body}").into_bytes()
-}
-
-/// Splits an IPv4 UDP datagram (UDP header + payload) into fragments of `chunk` bytes.
-fn ipv4_fragments(src: [u8; 4], dst: [u8; 4], id: u16, l4: &[u8], chunk: usize) -> Vec<Vec<u8>> {
-    let mut out = Vec::new();
-    let mut off = 0;
-    while off < l4.len() {
-        let end = (off + chunk).min(l4.len());
-        let more = if end < l4.len() { 0x2000 } else { 0 };
-        out.push(eth(
-            0x0800,
-            &ipv4(
-                17,
-                src,
-                dst,
-                &[],
-                id,
-                more | (off / 8) as u16,
-                &l4[off..end],
-            ),
-        ));
-        off = end;
-    }
-    out
-}
-
-/// Splits an IPv6 UDP datagram into fragments with a Fragment header (RFC 8200 §4.5).
-fn ipv6_fragments(src: [u8; 16], dst: [u8; 16], id: u32, l4: &[u8], chunk: usize) -> Vec<Vec<u8>> {
-    let mut out = Vec::new();
-    let mut off = 0;
-    while off < l4.len() {
-        let end = (off + chunk).min(l4.len());
-        let m = u16::from(end < l4.len());
-        let mut p = vec![17, 0];
-        p.extend_from_slice(&(((off / 8) as u16) << 3 | m).to_be_bytes());
-        p.extend_from_slice(&id.to_be_bytes());
-        p.extend_from_slice(&l4[off..end]);
-        out.push(eth(0x86dd, &ipv6(44, src, dst, &p)));
-        off = end;
-    }
-    out
 }
 
 struct Case {

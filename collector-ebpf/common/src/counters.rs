@@ -39,16 +39,21 @@ pub enum Counter {
     LoadFailed = 15,
     /// Recording a SIP host for fragment capture failed (map full).
     MapFull = 16,
-    /// RTP packets hitting a MEDIA entry that are too short or not RTP version 2.
+    /// RTP packets hitting a MEDIA entry that are too short for their own header (fixed
+    /// part, CSRC list, extension) or not RTP version 2.
     RtpInvalid = 17,
     /// Telephone-event (RFC 4733) packets counted outside the jitter.
     TelephoneEvents = 18,
     /// Packets whose payload check failed on a SIP port (neither a method nor `SIP/2.0`).
     SipPortNotSip = 19,
+    /// A length field claims more than there is: the IPv4 total length (IPv6 payload
+    /// length) runs past the packet, or the UDP length past the IP payload. The host's own
+    /// stack drops these (RFC 791 §3.1, RFC 768); they are not handled further.
+    BadLength = 20,
 }
 
 /// Number of counter slots (size of [`crate::MAP_COUNTERS`]).
-pub const COUNTER_COUNT: u32 = 20;
+pub const COUNTER_COUNT: u32 = 21;
 
 impl Counter {
     /// Every counter, in index order.
@@ -73,6 +78,7 @@ impl Counter {
         Counter::RtpInvalid,
         Counter::TelephoneEvents,
         Counter::SipPortNotSip,
+        Counter::BadLength,
     ];
 
     /// The metric label of this counter.
@@ -98,6 +104,7 @@ impl Counter {
             Counter::RtpInvalid => "rtp_invalid",
             Counter::TelephoneEvents => "telephone_events",
             Counter::SipPortNotSip => "sip_port_not_sip",
+            Counter::BadLength => "bad_length",
         }
     }
 }

@@ -82,6 +82,10 @@ pub struct Parsed {
     pub fragment: Fragment,
     /// VLAN tags walked.
     pub vlan_tags: u8,
+    /// The IP header's length runs past `pkt_len`, or the UDP length past the IP payload
+    /// (not for fragments, whose UDP length covers the whole datagram). A live packet
+    /// with this is a lie; in a capture cut at its snap length it is the cut.
+    pub bad_length: bool,
 }
 
 /// Reads a `T` at `start + off`, checking it ends at or before `end`.
@@ -243,6 +247,7 @@ pub unsafe fn parse_into(
         _ => return Err(ParseError::NotIp),
     }
     out.proto = l4_proto;
+    out.bad_length = l4_end > pkt_len;
     if out.fragment == Fragment::Later {
         return Ok(());
     }
@@ -267,6 +272,9 @@ pub unsafe fn parse_into(
             out.l7_off = (l4_off + 8) as u16;
             // A first fragment's UDP length covers the whole datagram: use what is here.
             let claimed = l4_off + ulen;
+            if out.fragment == Fragment::None && claimed > l4_end {
+                out.bad_length = true;
+            }
             let pend = if out.fragment == Fragment::None && claimed < avail_end {
                 claimed
             } else {

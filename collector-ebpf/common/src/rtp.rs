@@ -57,6 +57,32 @@ impl RtpFields {
         })
     }
 
+    /// RFC 3550 §5.1, §5.3.1: bytes of header before the payload, from the first byte
+    /// (CSRC count, X bit) and, when X is set, the extension's length in 32-bit words (the
+    /// 16 bits at offset `csrc_end() + 2`). A packet shorter than this lies about its
+    /// header and is not counted.
+    #[inline(always)]
+    pub fn header_len(b0: u8, ext_words: u16) -> usize {
+        let fixed = Self::csrc_end(b0);
+        if b0 & 0x10 == 0 {
+            fixed
+        } else {
+            fixed + 4 + 4 * usize::from(ext_words)
+        }
+    }
+
+    /// Offset of the end of the CSRC list (where a header extension starts): 12 + 4 × CC.
+    #[inline(always)]
+    pub fn csrc_end(b0: u8) -> usize {
+        12 + 4 * usize::from(b0 & 0x0f)
+    }
+
+    /// Whether the first byte announces a header extension (X bit).
+    #[inline(always)]
+    pub fn has_extension(b0: u8) -> bool {
+        b0 & 0x10 != 0
+    }
+
     /// RFC 5761 §4: payload types 64..=95 (with the marker bit, 192..=223 in the second byte)
     /// are RTCP on a multiplexed port.
     #[inline(always)]

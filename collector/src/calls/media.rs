@@ -277,6 +277,19 @@ impl EmulatedMedia {
         let Some(f) = RtpFields::from_bytes(hdr) else {
             return UdpVerdict::RtpInvalid;
         };
+        // As the kernel: the CSRC list and the header extension must fit in the payload.
+        let ext_words = if RtpFields::has_extension(hdr[0]) {
+            let at = RtpFields::csrc_end(hdr[0]);
+            match payload.get(at + 2..at + 4) {
+                Some(&[hi, lo]) => u16::from_be_bytes([hi, lo]),
+                _ => return UdpVerdict::RtpInvalid,
+            }
+        } else {
+            0
+        };
+        if RtpFields::header_len(hdr[0], ext_words) > payload.len() {
+            return UdpVerdict::RtpInvalid;
+        }
         // The kernel passes the UDP payload length, clamped to the packet (u16 there).
         let len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
         UdpVerdict::Rtp(v.update(&f, len, ts_ns))
@@ -628,13 +641,14 @@ pub struct RtcpState {
 }
 
 impl RtcpState {
-    /// Takes in one RTCP datagram seen at `ts_ns`.
-    pub fn observe(&mut self, ts_ns: u64, payload: &[u8]) {
+    /// Takes in one RTCP datagram seen at `ts_ns`; false when it does not parse (it is
+    /// then only counted).
+    pub fn observe(&mut self, ts_ns: u64, payload: &[u8]) -> bool {
         self.packets = self.packets.saturating_add(1);
         let opts = rtcp::ParseOptions { reduced_size: true };
         let Ok(c) = rtcp::parse_compound(payload, opts) else {
             self.errors = self.errors.saturating_add(1);
-            return;
+            return false;
         };
         for sr in c.sender_reports() {
             if self.srs.len() >= MAX_SRS {
@@ -654,6 +668,7 @@ impl RtcpState {
                 self.reports.push(*rb);
             }
         }
+        true
     }
 
     /// The latest report about `ssrc`.

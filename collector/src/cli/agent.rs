@@ -262,6 +262,11 @@ impl AgentMetrics {
         for (&reason, &total) in pipe.sip_errors() {
             self.metrics.set_sip_parse_errors_total(reason, total);
         }
+        for (reason, total) in pipe.net_stats().counters() {
+            self.metrics.set_decoder_total(reason, total);
+        }
+        self.metrics
+            .set_rtcp_parse_errors_total(tracker.stats().rtcp_errors);
     }
 
     /// Notes `n` CDRs appended to the spool, the last with sequence `last`.

@@ -441,3 +441,24 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn lengths_past_the_packet_are_flagged() {
+    use collector_common::parse::parse_slice;
+    let mut l4 = vec![0x13, 0xc4, 0x13, 0xc4, 0, 12, 0, 0];
+    l4.extend_from_slice(b"abcd");
+    let ok = eth_ipv4(17, &l4);
+    assert!(!parse_slice(&ok).unwrap().bad_length);
+    // RFC 791 §3.1: the total length claims 200 bytes of a 32-byte packet.
+    let mut ip_long = ok.clone();
+    ip_long[16..18].copy_from_slice(&200u16.to_be_bytes());
+    assert!(parse_slice(&ip_long).unwrap().bad_length);
+    // RFC 768: the UDP length claims more than the IP payload.
+    let mut udp_long = ok.clone();
+    udp_long[38..40].copy_from_slice(&100u16.to_be_bytes());
+    assert!(parse_slice(&udp_long).unwrap().bad_length);
+    // A first fragment's UDP length covers the whole datagram: not a lie.
+    let mut first = udp_long.clone();
+    first[20] = 0x20;
+    assert!(!parse_slice(&first).unwrap().bad_length);
+}

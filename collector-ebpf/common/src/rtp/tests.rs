@@ -491,3 +491,17 @@ fn rtp_header_decoding_follows_rfc3550_5_1() {
     assert!(RtpFields::is_rtcp_mux(200)); // SR
     assert!(!RtpFields::is_rtcp_mux(0x88));
 }
+
+#[test]
+fn header_len_counts_the_csrc_list_and_the_extension() {
+    // RFC 3550 §5.1: 12 bytes, 4 per CSRC; §5.3.1: 4 bytes of extension header plus its
+    // length in 32-bit words.
+    assert_eq!(RtpFields::header_len(0x80, 0), 12);
+    assert_eq!(RtpFields::header_len(0x8f, 0), 72);
+    assert_eq!(RtpFields::csrc_end(0x92), 20);
+    assert!(RtpFields::has_extension(0x92));
+    assert_eq!(RtpFields::header_len(0x92, 3), 20 + 4 + 12);
+    // The extension length is only read with the X bit.
+    assert_eq!(RtpFields::header_len(0x82, 0xffff), 20);
+    assert_eq!(RtpFields::header_len(0x90, 0xffff), 12 + 4 + 4 * 0xffff);
+}

@@ -257,7 +257,11 @@ impl Tracker {
             .or_else(|| self.rtcp_index.get(&src))
             .copied();
         match cookie.and_then(|c| self.calls.get_mut(&c)) {
-            Some(call) => call.media.rtcp.observe(ts_ns, payload),
+            Some(call) => {
+                if !call.media.rtcp.observe(ts_ns, payload) {
+                    self.stats.rtcp_errors += 1;
+                }
+            }
             None => self.stats.rtcp_unmatched += 1,
         }
     }

@@ -119,6 +119,8 @@ pub struct TrackerStats {
     pub flow_dropped: u64,
     /// RTCP datagrams that matched no call.
     pub rtcp_unmatched: u64,
+    /// RTCP datagrams of a call that failed to parse.
+    pub rtcp_errors: u64,
     /// CDRs emitted.
     pub cdrs: u64,
     /// Interim CDRs emitted for calls still in progress (every `interim_interval_ms` of a
