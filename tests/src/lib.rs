@@ -309,11 +309,6 @@ impl Agent {
         Ok(out)
     }
 
-    /// The agent's process id (`ip netns exec` execs it in place).
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
     /// Sends `sig` to the agent (e.g. SIGSTOP/SIGCONT to pause its reader).
     pub fn signal(&self, sig: i32) -> Result<()> {
         // SAFETY: kill on the pid of our own child.
