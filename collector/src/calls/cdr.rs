@@ -10,7 +10,7 @@
 
 use collector_common::media::RtpStream;
 use collector_proto::v1::{
-    Cdr, Coverage, Disposition, MediaDirection, MediaInterval, MediaLeg, Reason,
+    Cdr, Coverage, Disposition, FarEndReport, MediaDirection, MediaInterval, MediaLeg, Reason,
 };
 use sha2::{Digest, Sha256};
 
@@ -240,6 +240,33 @@ pub(crate) fn leg(call: &Call, snap: &Snapshot, s: &RtpStream, intervals: Interv
         },
         ..MediaLeg::default()
     };
+    if !te_only {
+        if let Some(b) = scored {
+            leg.ta_ms = b.ta_ms;
+        }
+        leg.delay_source = if q.rtt_ms.is_some() {
+            "rtcp_rtt"
+        } else {
+            "none"
+        }
+        .to_owned();
+    }
+    leg.far_end = q.rtcp_check.as_ref().map(|c| {
+        let reasons: Vec<&str> = [(c.loss_disagrees, "loss"), (c.jitter_disagrees, "jitter")]
+            .into_iter()
+            .filter_map(|(d, r)| d.then_some(r))
+            .collect();
+        FarEndReport {
+            fraction_lost_pct: c.rtcp_fraction_lost_pct,
+            cumulative_lost: c.rtcp_cumulative_lost,
+            ext_highest_seq: c.rtcp_ext_highest_seq,
+            jitter_ms: c.rtcp_jitter_ms.unwrap_or(0.0),
+            loss_pct: c.rtcp_loss_pct.unwrap_or(0.0),
+            rtt_ms: q.rtt_ms.unwrap_or(0.0),
+            disagreement: !reasons.is_empty(),
+            disagreement_reason: reasons.join(","),
+        }
+    });
     let track = call.media.interval_track(snap.hop, key, s.ssrc);
     let summary = match (intervals, track) {
         (Intervals::Closed, Some(t)) => t.closed(),

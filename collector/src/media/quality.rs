@@ -97,6 +97,8 @@ pub struct RtcpCrossCheck {
     pub rtcp_fraction_lost_pct: f64,
     /// The report's cumulative loss.
     pub rtcp_cumulative_lost: i32,
+    /// The report's extended highest sequence number received.
+    pub rtcp_ext_highest_seq: u32,
     /// The report's cumulative loss over the packets expected from our first sequence number
     /// to its extended highest one, percent (None when that range is empty).
     pub rtcp_loss_pct: Option<f64>,
@@ -295,6 +297,7 @@ fn cross_check(
         ssrc_matches,
         rtcp_fraction_lost_pct: rb.fraction_lost_ratio() * 100.0,
         rtcp_cumulative_lost: rb.cumulative_lost,
+        rtcp_ext_highest_seq: rb.ext_highest_seq,
         rtcp_loss_pct,
         our_loss_pct,
         rtcp_jitter_ms,

@@ -79,7 +79,7 @@ const fn field(
 }
 
 /// Every CDR field, in CDR order.
-pub static CDR_FIELDS: [FieldSpec; 43] = [
+pub static CDR_FIELDS: [FieldSpec; 44] = [
     field(
         "agent_id",
         Technical,
@@ -222,6 +222,12 @@ pub static CDR_FIELDS: [FieldSpec; 43] = [
         "media_quality_model",
         Technical,
         "model that scored each media stream",
+        KEPT,
+    ),
+    field(
+        "media_delay_source",
+        Technical,
+        "where the E-model's network delay came from (RTCP round trip or none)",
         KEPT,
     ),
     field(
@@ -490,7 +496,7 @@ mod tests {
 
     /// The field list, in order (the comparison with the proto itself is in
     /// `privacy::apply`'s tests).
-    const EXPECTED: [&str; 43] = [
+    const EXPECTED: [&str; 44] = [
         "agent_id",
         "cdr_id",
         "call_id",
@@ -525,6 +531,7 @@ mod tests {
         "media_dst_ip",
         "media_codec",
         "media_quality_model",
+        "media_delay_source",
         "user_agent_caller",
         "user_agent_callee",
         "coverage",
@@ -598,7 +605,7 @@ mod tests {
         let json: serde_json::Value = serde_json::from_str(&render_json(&config).unwrap()).unwrap();
         assert_eq!(json["policy"]["scope"], "t1");
         let fields = json["fields"].as_array().unwrap();
-        assert_eq!(fields.len(), 43);
+        assert_eq!(fields.len(), 44);
         let callee = fields.iter().find(|f| f["name"] == "callee_user").unwrap();
         assert_eq!(callee["policy"]["keep_prefix"]["digits"], 5);
         assert_eq!(callee["category"], "direct_identifier");

@@ -10,9 +10,8 @@
 //! Every minute it prints the agent's resident memory and CPU, its open dialogs and media
 //! map entries, the spool's bytes and unacknowledged CDRs, and the CDRs produced and
 //! acknowledged (from the agent's own metrics and /proc). The closing lines say, for each
-//! gauge, whether it stayed flat after the first minute (warm-up): the largest value of the
-//! later half of the run is within 10 % (plus a small absolute slack) of the largest of the
-//! earlier half. Everything is torn down on exit, on error and on Ctrl-C.
+//! gauge, whether it stayed flat after the first minute (warm-up): the mean of the later half
+//! of the run is within 5 % (plus a small absolute slack) of the mean of the earlier half. Everything is torn down on exit, on error and on Ctrl-C.
 use std::{
     net::UdpSocket,
     sync::atomic::{AtomicBool, Ordering},
@@ -126,16 +125,17 @@ fn sample(ns: &str, pid: u32, cpu_before: Duration, wall: Duration) -> Result<(S
     ))
 }
 
-/// Whether `values` (the samples after warm-up) stayed flat: the later half's largest is
-/// within 10 % plus `slack` of the earlier half's largest.
+/// Whether `values` (the samples after warm-up) stayed flat: the later half's mean is
+/// within 5 % plus `slack` of the earlier half's mean (a steady climb fails it, a single
+/// peak does not). Returns the two means.
 fn flat(values: &[u64], slack: u64) -> Option<(bool, u64, u64)> {
     if values.len() < 2 {
         return None;
     }
     let (a, b) = values.split_at(values.len() / 2);
-    let first = a.iter().copied().max()?;
-    let later = b.iter().copied().max()?;
-    Some((later <= first + first / 10 + slack, first, later))
+    let mean = |v: &[u64]| v.iter().sum::<u64>() / (v.len() as u64).max(1);
+    let (first, later) = (mean(a), mean(b));
+    Some((later <= first + first / 20 + slack, first, later))
 }
 
 /// Malformed and useless SIP from the carrier, every second until stopped: counts sent.
@@ -330,7 +330,7 @@ fn main() -> Result<()> {
     );
     let after: Vec<Sample> = samples.iter().skip(1).copied().collect();
     let gauges: [Gauge; 5] = [
-        ("agent RSS (KiB)", |s| s.rss_kib, 4096),
+        ("agent RSS (KiB)", |s| s.rss_kib, 2048),
         ("open dialogs", |s| s.dialogs, 16),
         ("media map entries", |s| s.media_entries, 16),
         // Acknowledged records stay until their 16 MiB segment rolls and goes: a saw tooth
@@ -344,11 +344,13 @@ fn main() -> Result<()> {
         match flat(&values, slack) {
             None => println!("{name}: too short to judge (needs 3 minutes or more)"),
             Some((true, a, b)) => {
-                println!("{name}: flat after warm-up (largest {a} in the earlier half, {b} in the later)");
+                println!(
+                    "{name}: flat after warm-up (mean {a} in the earlier half, {b} in the later)"
+                );
             }
             Some((false, a, b)) => {
                 all_flat = false;
-                println!("{name}: GROWING after warm-up (largest {a} in the earlier half, {b} in the later)");
+                println!("{name}: GROWING after warm-up (mean {a} in the earlier half, {b} in the later)");
             }
         }
     }

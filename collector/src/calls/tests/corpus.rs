@@ -440,6 +440,41 @@ fn heplify_tcp() {
     assert_eq!(out.cdrs[0].transport, "TCP");
 }
 
+// The far end's RTCP beside our measurement, against tshark 4.0.17's decoding of the same
+// reports (`tshark -n -r heplify_sip_ipv4_tcp.pcap -Y rtcp -T fields -e frame.number
+// -e frame.time_epoch -e rtcp.senderssrc -e rtcp.ssrc.identifier -e rtcp.ssrc.fraction
+// -e rtcp.ssrc.cum_nr -e rtcp.ssrc.high_seq -e rtcp.ssrc.jitter -e rtcp.ssrc.lsr
+// -e rtcp.ssrc.dlsr -e rtcp.timestamp.ntp.msw -e rtcp.timestamp.ntp.lsw`):
+//   frame 14 1311857690.954947  SR from 0x42f433d4, NTP 2099493.811748763 (middle 32 bits
+//            0x09253062), no report block
+//   frame 17 1311857690.972317  SR from 0x5a3361b3, one block about 0x42f433d4: fraction 0,
+//            cumulative 0, extended highest 54340, jitter 0, LSR 153432162 (0x09253062),
+//            DLSR 1048 (1/65536 s)
+// So the callee→caller stream (0x42f433d4) has a far-end view, the other none; the round
+// trip seen from the capture point is (972.317 − 954.947) ms − 1048/65536 s = 1.379 ms, and
+// the E-model's delay uses half of it.
+#[test]
+fn heplify_tcp_far_end_rtcp_equals_tshark() {
+    let (out, _) = replay("heplify_sip_ipv4_tcp.pcap");
+    let legs = &out.cdrs[0].media;
+    let back = legs.iter().find(|l| l.ssrc == 0x42f4_33d4).unwrap();
+    let fe = back.far_end.as_ref().expect("a report about 0x42f433d4");
+    assert_eq!(fe.fraction_lost_pct, 0.0);
+    assert_eq!(fe.cumulative_lost, 0);
+    assert_eq!(fe.ext_highest_seq, 54_340);
+    assert_eq!(fe.jitter_ms, 0.0);
+    let rtt = (1_311_857_690.972_317 - 1_311_857_690.954_947) * 1000.0 - 1048.0 / 65.536;
+    assert!((fe.rtt_ms - rtt).abs() < 0.01, "{} vs {rtt}", fe.rtt_ms);
+    assert!(!fe.disagreement && fe.disagreement_reason.is_empty());
+    assert_eq!(back.delay_source, "rtcp_rtt");
+    let fwd = legs.iter().find(|l| l.ssrc == 0x5a33_61b3).unwrap();
+    assert!(fwd.far_end.is_none());
+    // One RTT per call: the forward leg's E-model uses it too, its mouth-to-ear delay is
+    // larger by half the round trip than with none.
+    assert_eq!(fwd.delay_source, "rtcp_rtt");
+    assert!(back.ta_ms > rtt / 2.0, "{}", back.ta_ms);
+}
+
 #[test]
 fn heplify_tcp_retransmissions_register() {
     check("heplify_sip_ipv4_tcp_retrans.pcap");
