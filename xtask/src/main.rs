@@ -226,9 +226,9 @@ fn test(no_privileged: bool, filter: Option<String>) -> Result<()> {
                 let mut c = cargo();
                 c.env("COLLECTOR_BIN", collector_bin())
                     .args(["test", "--workspace", "--release"]);
-                for t in privileged_tests()? {
-                    c.args(["--test", &t]);
-                }
+                // One binary, `tests/tests/privileged/`, selected by name so that the run
+                // keeps the workspace's feature resolution.
+                c.args(["--test", "privileged"]);
                 c.args(["--", "--test-threads=1"]);
                 if let Some(f) = &filter {
                     c.arg(f);
@@ -274,26 +274,6 @@ fn test_build() -> Result<()> {
         t.elapsed()
     );
     Ok(())
-}
-
-/// The privileged integration tests: every `tests/tests/*.rs` of the `collector-tests` crate,
-/// selected by name so that the run keeps the workspace's feature resolution.
-fn privileged_tests() -> Result<Vec<String>> {
-    let dir = root().join("tests/tests");
-    let mut names = Vec::new();
-    for e in std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
-        let p = e?.path();
-        if p.extension().is_some_and(|x| x == "rs") {
-            if let Some(stem) = p.file_stem().and_then(|s| s.to_str()) {
-                names.push(stem.to_owned());
-            }
-        }
-    }
-    names.sort();
-    if names.is_empty() {
-        bail!("no integration tests in {}", dir.display());
-    }
-    Ok(names)
 }
 
 /// Builds and runs the soak binary (root: it creates namespaces and attaches the agent).

@@ -140,12 +140,18 @@ pub fn rtp(pt: u8, seq: u16, ts: u32, ssrc: u32) -> Vec<u8> {
 
 /// A receiver report (RFC 3550 §6.4.2) from `ssrc` with one block about `about`.
 pub fn rtcp_rr(ssrc: u32, about: u32) -> Vec<u8> {
+    rtcp_rr_with(ssrc, about, 0, 100, 16)
+}
+
+/// A receiver report from `ssrc` about `about` saying `lost` packets lost in all (fraction
+/// 0), `ext_highest` received at most, `jitter` timestamp units.
+pub fn rtcp_rr_with(ssrc: u32, about: u32, lost: u32, ext_highest: u32, jitter: u32) -> Vec<u8> {
     let mut v = vec![0x81, 201, 0, 7];
     v.extend_from_slice(&ssrc.to_be_bytes());
     v.extend_from_slice(&about.to_be_bytes());
-    v.extend_from_slice(&[0, 0, 0, 0]); // fraction lost, cumulative lost
-    v.extend_from_slice(&[0, 0, 0, 100]); // ext highest seq
-    v.extend_from_slice(&[0, 0, 0, 16]); // jitter
+    v.extend_from_slice(&(lost & 0x00ff_ffff).to_be_bytes()); // fraction 0, cumulative lost
+    v.extend_from_slice(&ext_highest.to_be_bytes());
+    v.extend_from_slice(&jitter.to_be_bytes());
     v.extend_from_slice(&[0; 8]); // LSR, DLSR
     v
 }

@@ -6,7 +6,7 @@ use collector_proto::v1::{
     MediaDirection,
 };
 
-use super::sipgen::{addr, rtcp_rr, rtp, sdp, Msg, CALLEE, CALLER};
+use super::sipgen::{addr, rtcp_rr, rtcp_rr_with, rtp, sdp, Msg, CALLEE, CALLER};
 use crate::calls::{
     media::{media_key, EmulatedMedia, MediaTable, UdpVerdict},
     tracker::CdrIds,
@@ -939,6 +939,64 @@ fn rtcp_goes_to_its_call() {
     assert_eq!(v, UdpVerdict::Rtcp);
     assert_eq!(h.t.stats().rtcp_unmatched, 0);
     assert_eq!(h.m.stats().rtcp_copied, 1);
+}
+
+/// An answered call with 200 packets each way, none lost, and one receiver report from the
+/// callee about the caller's stream (SSRC 7) saying `lost` of sequence 0..=199 were lost;
+/// the alerts raised by its end.
+fn call_with_receiver_report(lost: u32) -> Vec<String> {
+    let mut h = H1::new();
+    answered(&mut h, "c1");
+    for i in 0..200u16 {
+        let t = 20_100 + u64::from(i) * 200;
+        h.udp(
+            t,
+            "192.0.2.10:4000",
+            "198.51.100.20:5000",
+            &rtp(8, i, u32::from(i) * 160, 7),
+        );
+        h.udp(
+            t,
+            "198.51.100.20:5000",
+            "192.0.2.10:4000",
+            &rtp(8, i, u32::from(i) * 160, 9),
+        );
+    }
+    let v = h.udp(
+        60_500,
+        "198.51.100.20:5001",
+        "192.0.2.10:4001",
+        &rtcp_rr_with(9, 7, lost, 199, 16),
+    );
+    assert_eq!(v, UdpVerdict::Rtcp);
+    h.tick(7_000);
+    h.up(8_000, &bye_from_caller("c1", 2));
+    h.down(
+        8_010,
+        &Msg::response(200, &bye_from_caller("c1", 2)).with_to_tag("bob-tag"),
+    );
+    h.finish(20_000);
+    let leg = h.cdrs[0]
+        .media
+        .iter()
+        .find(|l| l.ssrc == 7)
+        .cloned()
+        .unwrap();
+    let fe = leg.far_end.unwrap();
+    // 200 expected from sequence 0 to 199; the report's loss over that range.
+    assert!((fe.loss_pct - f64::from(lost) / 2.0).abs() < 1e-9, "{fe:?}");
+    assert_eq!(fe.cumulative_lost, lost as i32);
+    h.alerts()
+}
+
+#[test]
+fn rtcp_disagreeing_with_our_measurement_is_an_alert_once() {
+    // The receiver lost 50 of 200 (25 %) where the capture point saw all 200: loss between
+    // here and the receiver.
+    let alerts = call_with_receiver_report(50);
+    assert_eq!(alerts, ["rtcp_disagreement"]);
+    // 1 of 200 (0.5 %) is within the tolerance (2 points): no alert.
+    assert!(call_with_receiver_report(1).is_empty());
 }
 
 #[test]

@@ -1,6 +1,6 @@
 //! Flow events: call-state notifications, one event per SIP message of a call (the
 //! ladder), quality alerts (one-way audio, media gaps,
-//! low MOS), each raised once per call (no media-gap alert for a call that was put on
+//! low MOS, the receiver's RTCP disagreeing with our measurement), each raised once per call (no media-gap alert for a call that was put on
 //! hold), and the running statistics of each active stream ([`MediaStats`], every media
 //! poll).
 #![deny(clippy::indexing_slicing, clippy::panic)]
@@ -14,6 +14,7 @@ use super::*;
 pub(super) const ALERT_ONE_WAY: u8 = 1;
 pub(super) const ALERT_GAP: u8 = 2;
 pub(super) const ALERT_MOS: u8 = 4;
+pub(super) const ALERT_RTCP: u8 = 8;
 
 impl Tracker {
     pub(super) fn notify(&mut self, cookie: u64, kind: CallStateKind, trigger: &str, now: u64) {
@@ -176,8 +177,40 @@ impl Tracker {
                 ));
             }
         }
+        let legs = if at_end {
+            cdr::legs(call, &[])
+        } else {
+            Vec::new()
+        };
+        if at_end && call.alerts & ALERT_RTCP == 0 {
+            for l in &legs {
+                let Some(fe) = l.far_end.as_ref().filter(|f| f.disagreement) else {
+                    continue;
+                };
+                let dir =
+                    if l.direction == collector_proto::v1::MediaDirection::CallerToCallee as i32 {
+                        "caller to callee"
+                    } else {
+                        "callee to caller"
+                    };
+                raise.push((
+                    ALERT_RTCP,
+                    "rtcp_disagreement",
+                    format!(
+                        "{dir}: the receiver reports {:.1} % loss and {:.1} ms jitter, we \
+                         measured {:.1} % and {:.1} ms ({})",
+                        fe.loss_pct,
+                        fe.jitter_ms,
+                        l.loss_pct,
+                        l.mean_jitter_ms,
+                        fe.disagreement_reason
+                    ),
+                ));
+                break;
+            }
+        }
         if at_end && call.alerts & ALERT_MOS == 0 {
-            let worst = cdr::legs(call, &[])
+            let worst = legs
                 .iter()
                 .filter(|l| l.mos > 0.0)
                 .map(|l| l.mos)
