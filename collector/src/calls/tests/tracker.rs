@@ -723,21 +723,7 @@ fn media_stats_every_poll_for_each_stream_that_moved() {
     answered(&mut h, "c1");
     h.tick(2_000);
     // 50 packets each way between 2.01 s and 3 s.
-    for i in 0..50u16 {
-        let t = 20_100 + u64::from(i) * 200;
-        h.udp(
-            t,
-            "192.0.2.10:4000",
-            "198.51.100.20:5000",
-            &rtp(8, i, u32::from(i) * 160, 7),
-        );
-        h.udp(
-            t,
-            "198.51.100.20:5000",
-            "192.0.2.10:4000",
-            &rtp(8, i, u32::from(i) * 160, 9),
-        );
-    }
+    talk(&mut h, 50);
     let stats = |h: &H1| -> Vec<(MediaDirection, u64, i64, u64)> {
         h.flows
             .iter()
@@ -941,27 +927,34 @@ fn rtcp_goes_to_its_call() {
     assert_eq!(h.m.stats().rtcp_copied, 1);
 }
 
+/// `n` PCMA packets each way (SSRC 7 from the caller, 9 from the callee), one every 20 ms
+/// from 2.01 s.
+fn talk(h: &mut H1, n: u16) {
+    for i in 0..n {
+        let t = 20_100 + u64::from(i) * 200;
+        let ts = u32::from(i) * 160;
+        h.udp(
+            t,
+            "192.0.2.10:4000",
+            "198.51.100.20:5000",
+            &rtp(8, i, ts, 7),
+        );
+        h.udp(
+            t,
+            "198.51.100.20:5000",
+            "192.0.2.10:4000",
+            &rtp(8, i, ts, 9),
+        );
+    }
+}
+
 /// An answered call with 200 packets each way, none lost, and one receiver report from the
 /// callee about the caller's stream (SSRC 7) saying `lost` of sequence 0..=199 were lost;
 /// the alerts raised by its end.
 fn call_with_receiver_report(lost: u32) -> Vec<String> {
     let mut h = H1::new();
     answered(&mut h, "c1");
-    for i in 0..200u16 {
-        let t = 20_100 + u64::from(i) * 200;
-        h.udp(
-            t,
-            "192.0.2.10:4000",
-            "198.51.100.20:5000",
-            &rtp(8, i, u32::from(i) * 160, 7),
-        );
-        h.udp(
-            t,
-            "198.51.100.20:5000",
-            "192.0.2.10:4000",
-            &rtp(8, i, u32::from(i) * 160, 9),
-        );
-    }
+    talk(&mut h, 200);
     let v = h.udp(
         60_500,
         "198.51.100.20:5001",
