@@ -546,21 +546,36 @@ impl Plan {
 
     /// Writes the entries. Errors are counted by the caller; what was written stays.
     pub fn install(&self, cookie: u64, table: &mut dyn MediaTable) -> Result<(), MediaError> {
+        self.install_seeded(cookie, table, None)
+    }
+
+    /// Writes the entries, the direction of `seed` starting from the packets already counted
+    /// for it (by a [`Pending`] entry: RTP that reached the offerer before the answer was
+    /// bound) instead of from nothing. Errors are counted by the caller; what was written
+    /// stays.
+    pub fn install_seeded(
+        &self,
+        cookie: u64,
+        table: &mut dyn MediaTable,
+        seed: Option<(Way, MediaValue)>,
+    ) -> Result<(), MediaError> {
         let flags = if self.mux {
             MediaValue::FLAG_RTCP_MUX
         } else {
             0
         };
+        let value = |way: Way, te_pt: u8| {
+            let mut v = MediaValue::new(cookie, self.clock_rate, te_pt, flags);
+            if let Some((_, s)) = seed.filter(|(w, _)| *w == way) {
+                v.slots = s.slots;
+                v.ssrc_overflow = s.ssrc_overflow;
+            }
+            v
+        };
         let c2e = self.key(Way::CallerToCallee);
         let e2c = self.key(Way::CalleeToCaller);
-        table.insert_stream(
-            c2e,
-            MediaValue::new(cookie, self.clock_rate, self.te_to_callee, flags),
-        )?;
-        table.insert_stream(
-            e2c,
-            MediaValue::new(cookie, self.clock_rate, self.te_to_caller, flags),
-        )?;
+        table.insert_stream(c2e, value(Way::CallerToCallee, self.te_to_callee))?;
+        table.insert_stream(e2c, value(Way::CalleeToCaller, self.te_to_caller))?;
         let ep = |to_key, from_key, flags| EndpointValue {
             cookie,
             flags,
@@ -617,6 +632,132 @@ impl Plan {
             (self.caller_rtcp, self.callee_rtcp)
         };
         [a, b].into_iter().flatten()
+    }
+}
+
+/// The entries that count RTP sent to an offerer while its answer is not bound yet.
+///
+/// The answerer may send RTP right after its answer, before userspace has read the answer
+/// and installed the [`Plan`]; the kernel counts only what an entry matches. So once one
+/// side of a hop has announced its address (the offer: an INVITE's SDP, or a 2xx's in a
+/// late offer), a stream "anything → offerer" is installed under a key no packet can have
+/// (source the unspecified address), with the offerer's endpoint pointing at it for packets
+/// it receives. Packets it sends are not counted (`from_key` names a stream that never
+/// exists): their destination is not known yet. When the plan is installed its
+/// answerer → offerer stream starts from what was counted here.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pending {
+    /// The offerer's RTP address.
+    pub addr: SocketAddr,
+    /// Clock rate of the offer's main codec, Hz (0 when unknown).
+    pub clock_rate: u32,
+    /// The offer's telephone-event PT (0xff: none).
+    pub te_pt: u8,
+    /// The offer asked for `a=rtcp-mux`: RTCP may arrive on the RTP port.
+    pub mux: bool,
+}
+
+impl Pending {
+    /// The pending entries of one offer; `None` when its address is unusable.
+    pub fn new(offer: &SdpMedia) -> Option<Self> {
+        if offer.rtp.ip().is_unspecified() || offer.rtp.port() == 0 {
+            return None;
+        }
+        Some(Self {
+            addr: offer.rtp,
+            clock_rate: offer.main_codec().map_or(0, |c| c.clock_rate),
+            te_pt: offer.te_pt.unwrap_or(0xff),
+            mux: offer.mux,
+        })
+    }
+
+    /// The MEDIA key of the pending stream: from the unspecified address of the offerer's
+    /// family, which no packet has.
+    pub fn key(&self) -> MediaKey {
+        media_key(self.unspecified(self.addr.port()), self.addr)
+    }
+
+    /// A MEDIA key that is never installed: to port 0 of the unspecified address.
+    fn nowhere_key(&self) -> MediaKey {
+        media_key(self.addr, self.unspecified(0))
+    }
+
+    fn unspecified(&self, port: u16) -> SocketAddr {
+        let ip = match self.addr.ip() {
+            IpAddr::V4(_) => IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+            IpAddr::V6(_) => IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
+        };
+        SocketAddr::new(ip, port)
+    }
+
+    /// Installs the entries for call `cookie`, unless the offerer's endpoint (or the
+    /// pending stream) belongs to something else: another call's, or this call's own plan
+    /// on another hop. Installing again what is there keeps its counters. Returns whether
+    /// the entries are the call's.
+    pub fn install(&self, cookie: u64, table: &mut dyn MediaTable) -> Result<bool, MediaError> {
+        let key = self.key();
+        let ep_key = endpoint_key(self.addr);
+        let ep = table.endpoint(&ep_key)?;
+        if ep.is_some_and(|e| e.cookie != cookie || e.to_key != key) {
+            return Ok(false);
+        }
+        match table.stream(&key)? {
+            Some(v) if v.cookie != cookie => return Ok(false),
+            Some(_) => {}
+            None => {
+                let flags = if self.mux {
+                    MediaValue::FLAG_RTCP_MUX
+                } else {
+                    0
+                };
+                table.insert_stream(
+                    key,
+                    MediaValue::new(cookie, self.clock_rate, self.te_pt, flags),
+                )?;
+            }
+        }
+        if ep.is_none() {
+            table.insert_endpoint(
+                ep_key,
+                EndpointValue {
+                    cookie,
+                    flags: 0,
+                    _pad: 0,
+                    to_key: key,
+                    from_key: self.nowhere_key(),
+                },
+            )?;
+        }
+        Ok(true)
+    }
+
+    /// What the pending stream of `cookie` counted; `None` when it counted nothing (or is
+    /// gone, or another call's).
+    pub fn read(
+        &self,
+        cookie: u64,
+        table: &mut dyn MediaTable,
+    ) -> Result<Option<MediaValue>, MediaError> {
+        Ok(table.stream(&self.key())?.filter(|v| {
+            v.cookie == cookie && (v.ssrc_overflow > 0 || v.slots.iter().any(|s| s.in_use != 0))
+        }))
+    }
+
+    /// Removes the entries that are still the pending ones of `cookie` (the offerer's
+    /// endpoint is left alone once a plan has replaced it).
+    pub fn remove(&self, cookie: u64, table: &mut dyn MediaTable) -> Result<(), MediaError> {
+        let key = self.key();
+        let ep_key = endpoint_key(self.addr);
+        if table
+            .endpoint(&ep_key)?
+            .is_some_and(|e| e.cookie == cookie && e.to_key == key)
+        {
+            table.remove_endpoint(&ep_key)?;
+        }
+        if table.stream(&key)?.is_some_and(|v| v.cookie == cookie) {
+            table.remove_stream(&key)?;
+        }
+        Ok(())
     }
 }
 

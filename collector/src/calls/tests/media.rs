@@ -7,7 +7,7 @@ use collector_common::{rtp::Outcome, MediaValue};
 
 use super::sipgen::{addr, rtcp_rr, rtp, sdp};
 use crate::calls::media::{
-    endpoint_key, media_key, EmulatedMedia, MediaTable, Plan, SdpMedia, UdpVerdict,
+    endpoint_key, media_key, EmulatedMedia, MediaTable, Pending, Plan, SdpMedia, UdpVerdict, Way,
 };
 
 const MS: u64 = 1_000_000;
@@ -319,4 +319,64 @@ fn a_full_table_refuses_new_entries_and_keeps_the_old_ones() {
     // Replacing an installed key is not a new entry.
     m.insert_stream(key(4002), MediaValue::new(3, 8000, 0xff, 0))
         .unwrap();
+}
+
+#[test]
+fn pending_entries_count_rtp_to_the_offerer_until_the_plan_takes_over() {
+    let mut m = EmulatedMedia::new(&[5060], 64);
+    let offer = side("192.0.2.10", 4000, "");
+    let p = Pending::new(&offer).unwrap();
+    assert!(p.install(1, &mut m).unwrap());
+    assert_eq!(m.len(), (1, 1));
+    // Anything to the offerer counts; what it sends does not (its peer is not known).
+    for seq in 0..3u16 {
+        assert_eq!(
+            m.on_udp(
+                u64::from(seq) * 20 * MS,
+                addr(B),
+                addr(A),
+                &rtp(0, seq, u32::from(seq) * 160, 9)
+            ),
+            UdpVerdict::Rtp(Outcome::Counted)
+        );
+    }
+    assert_eq!(
+        m.on_udp(MS, addr(A), addr(B), &rtp(0, 0, 0, 7)),
+        UdpVerdict::NoMatch
+    );
+    // Another call offering the same address does not take it over; installing again
+    // keeps the counters.
+    assert!(!p.install(2, &mut m).unwrap());
+    assert!(p.read(2, &mut m).unwrap().is_none());
+    assert!(p.install(1, &mut m).unwrap());
+    let counted = p.read(1, &mut m).unwrap().unwrap();
+    assert_eq!(counted.slots[0].packets, 3);
+    // The plan starts its answerer → offerer stream from what was counted.
+    let plan = Plan::new(&offer, &side("198.51.100.20", 5000, "")).unwrap();
+    plan.install_seeded(1, &mut m, Some((Way::CalleeToCaller, counted)))
+        .unwrap();
+    p.remove(1, &mut m).unwrap();
+    assert_eq!(m.len(), (2, 4), "the plan's endpoint stays");
+    for seq in 3..10u16 {
+        m.on_udp(
+            u64::from(seq) * 20 * MS,
+            addr(B),
+            addr(A),
+            &rtp(0, seq, u32::from(seq) * 160, 9),
+        );
+    }
+    let v = m.stream(&media_key(addr(B), addr(A))).unwrap().unwrap();
+    assert_eq!((v.slots[0].packets, v.slots[0].lost()), (10, 0));
+    assert_eq!(packets(&mut m, A, B), 0);
+    plan.remove(1, &mut m).unwrap();
+    assert!(m.is_empty());
+    // Nothing to count at an unusable address; a full table refuses the entries.
+    assert!(Pending::new(&side("0.0.0.0", 4000, "")).is_none());
+    let mut full = EmulatedMedia::new(&[5060], 1);
+    full.insert_stream(
+        media_key(addr(B), addr("192.0.2.99:4000")),
+        MediaValue::new(5, 8000, 0xff, 0),
+    )
+    .unwrap();
+    assert!(p.install(1, &mut full).is_err());
 }
