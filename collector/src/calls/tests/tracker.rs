@@ -8,7 +8,7 @@ use collector_proto::v1::{
 
 use super::sipgen::{addr, rtcp_rr, rtcp_rr_with, rtp, sdp, Msg, CALLEE, CALLER};
 use crate::calls::{
-    media::{media_key, EmulatedMedia, MediaTable, UdpVerdict},
+    media::{endpoint_key, media_key, EmulatedMedia, MediaTable, UdpVerdict},
     tracker::CdrIds,
     CallsConfig, Tracker,
 };
@@ -1668,4 +1668,288 @@ fn the_interim_interval_is_read_from_the_calls_table() {
     assert_eq!(cfg.interim_interval_ms, 60_000);
     assert_eq!(CallsConfig::default().interim_interval_ms, 15 * MIN);
     assert!(CallsConfig::from_agent_toml("[calls]\ninterim_interval = 1\n").is_err());
+}
+
+/// (direction, SSRC, packets, lost) of each media leg of a CDR, sorted.
+fn legs(c: &Cdr) -> Vec<(MediaDirection, u32, u64, i64)> {
+    let mut v: Vec<_> = c
+        .media
+        .iter()
+        .map(|l| (l.direction(), l.ssrc, l.packets, l.lost))
+        .collect();
+    v.sort_unstable();
+    v
+}
+
+/// PCMA packets `seqs` from `src` to `dst` (SSRC `ssrc`), one every 20 ms from `from_ms`.
+fn send(h: &mut H1, from_ms: u64, src: &str, dst: &str, ssrc: u32, seqs: std::ops::Range<u16>) {
+    for (i, seq) in seqs.enumerate() {
+        let t = (from_ms + i as u64 * 20) * 10;
+        h.udp(t, src, dst, &rtp(8, seq, u32::from(seq) * 160, ssrc));
+    }
+}
+
+/// The answerer sends its first RTP right after its 200 OK, before the agent has read the
+/// answer: the caller's address is known from the INVITE, so what reaches it is counted
+/// from the first packet, and the stream goes on in the same entry once the answer is bound.
+#[test]
+fn rtp_to_the_offerer_before_the_answer_is_bound_is_counted() {
+    let mut h = H1::new();
+    let inv = invite("c1");
+    h.up(0, &inv);
+    h.down(100, &Msg::response(180, &inv).with_to_tag("bob-tag"));
+    // Only the offerer's pending entries: one stream, one endpoint.
+    assert_eq!(h.m.len(), (1, 1));
+    // 7 packets from the callee before its 200 OK reaches the agent.
+    send(
+        &mut h,
+        1860,
+        "198.51.100.20:5000",
+        "192.0.2.10:4000",
+        9,
+        0..7,
+    );
+    h.down(
+        2000,
+        &Msg::response(200, &inv)
+            .with_to_tag("bob-tag")
+            .body(sdp("198.51.100.20", 5000, "")),
+    );
+    // The plan replaced them: 2 pairs, 2 endpoints, 2 RTCP ports.
+    assert_eq!(h.m.len(), (2, 4));
+    h.up(
+        2010,
+        &Msg::request("ACK", "c1", 1, "ack1").with_to_tag("bob-tag"),
+    );
+    send(
+        &mut h,
+        2000,
+        "198.51.100.20:5000",
+        "192.0.2.10:4000",
+        9,
+        7..107,
+    );
+    send(
+        &mut h,
+        2010,
+        "192.0.2.10:4000",
+        "198.51.100.20:5000",
+        7,
+        0..100,
+    );
+    h.tick(5000);
+    let bye = bye_from_caller("c1", 2);
+    h.up(6000, &bye);
+    h.down(6010, &Msg::response(200, &bye).with_to_tag("bob-tag"));
+    h.finish(20_000);
+    assert_eq!(
+        legs(&h.cdrs[0]),
+        [
+            (MediaDirection::CallerToCallee, 7, 100, 0),
+            (MediaDirection::CalleeToCaller, 9, 107, 0),
+        ]
+    );
+    assert_eq!(h.m.stats().no_match, 0);
+    assert!(h.m.is_empty());
+    assert_eq!(h.t.table_sizes(), [0; 4]);
+}
+
+/// A late offer (RFC 3261 §13.2.1: the offer in the 200 OK, the answer in the ACK): the
+/// callee is the offerer, and the caller's RTP sent on the 200 OK, before the ACK is read,
+/// is counted.
+#[test]
+fn rtp_to_a_late_offerer_before_the_ack_is_counted() {
+    let mut h = H1::new();
+    let inv = Msg::request("INVITE", "c1", 1, "inv1");
+    h.up(0, &inv);
+    assert!(h.m.is_empty());
+    h.down(
+        2000,
+        &Msg::response(200, &inv)
+            .with_to_tag("bob-tag")
+            .body(sdp("198.51.100.20", 5000, "")),
+    );
+    assert_eq!(h.m.len(), (1, 1));
+    send(
+        &mut h,
+        2002,
+        "192.0.2.10:4000",
+        "198.51.100.20:5000",
+        7,
+        0..4,
+    );
+    // The callee's own packets are not counted before the answer: their destination is
+    // not known yet.
+    let v = h.udp(
+        20_030,
+        "198.51.100.20:5000",
+        "192.0.2.10:4000",
+        &rtp(8, 0, 0, 9),
+    );
+    assert_eq!(v, UdpVerdict::NoMatch);
+    h.up(
+        2100,
+        &Msg::request("ACK", "c1", 1, "ack1")
+            .with_to_tag("bob-tag")
+            .body(sdp("192.0.2.10", 4000, "")),
+    );
+    send(
+        &mut h,
+        2082,
+        "192.0.2.10:4000",
+        "198.51.100.20:5000",
+        7,
+        4..50,
+    );
+    send(
+        &mut h,
+        2110,
+        "198.51.100.20:5000",
+        "192.0.2.10:4000",
+        9,
+        1..50,
+    );
+    let bye = bye_from_caller("c1", 2);
+    h.up(6000, &bye);
+    h.finish(20_000);
+    assert_eq!(
+        legs(&h.cdrs[0]),
+        [
+            (MediaDirection::CallerToCallee, 7, 50, 0),
+            (MediaDirection::CalleeToCaller, 9, 49, 0),
+        ]
+    );
+    assert!(h.m.is_empty());
+}
+
+/// A call whose offer uses an address another call's entries hold (the same media port in
+/// two calls) installs no pending entry: the other call's endpoint keeps counting for it,
+/// whether it is bound (c1) or pending itself (c3 against c2).
+#[test]
+fn a_pending_entry_never_takes_over_another_calls_endpoint() {
+    let mut h = H1::new();
+    answered(&mut h, "c1");
+    let c1_ep =
+        h.m.endpoint(&endpoint_key(addr("192.0.2.10:4000")))
+            .unwrap();
+    h.up(3000, &invite("c2"));
+    assert_eq!(h.m.len(), (2, 4));
+    assert_eq!(
+        h.m.endpoint(&endpoint_key(addr("192.0.2.10:4000")))
+            .unwrap(),
+        c1_ep
+    );
+    // A far end behind NAT (another source port) reaches c1 through its endpoint.
+    send(
+        &mut h,
+        3100,
+        "198.51.100.20:7000",
+        "192.0.2.10:4000",
+        9,
+        0..10,
+    );
+    let inv = Msg::request("INVITE", "c3", 1, "inv3").body(sdp("192.0.2.10", 4100, ""));
+    h.up(3200, &inv);
+    let c3_ep =
+        h.m.endpoint(&endpoint_key(addr("192.0.2.10:4100")))
+            .unwrap();
+    assert!(c3_ep.is_some());
+    h.up(
+        3300,
+        &Msg::request("INVITE", "c4", 1, "inv4").body(sdp("192.0.2.10", 4100, "")),
+    );
+    assert_eq!(
+        h.m.endpoint(&endpoint_key(addr("192.0.2.10:4100")))
+            .unwrap(),
+        c3_ep
+    );
+    // The packets to 4100 count for c3's pending stream, none for c4.
+    send(
+        &mut h,
+        3400,
+        "198.51.100.20:5100",
+        "192.0.2.10:4100",
+        11,
+        0..5,
+    );
+    h.down(
+        3500,
+        &Msg::response(200, &inv)
+            .with_to_tag("bob-3")
+            .body(sdp("198.51.100.20", 5100, "")),
+    );
+    h.up(8000, &bye_from_caller("c1", 2));
+    h.up(8000, &bye_from_caller("c3", 2).with_to_tag("bob-3"));
+    h.finish(30_000);
+    let c1 = leg_of(&h, "c1");
+    assert_eq!(
+        legs(c1),
+        [(MediaDirection::CalleeToCaller, 9, 10, 0)],
+        "c1 keeps its endpoint"
+    );
+    assert_eq!(
+        legs(leg_of(&h, "c3")),
+        [(MediaDirection::CalleeToCaller, 11, 5, 0)]
+    );
+    assert!(leg_of(&h, "c2").media.is_empty());
+    assert!(leg_of(&h, "c4").media.is_empty());
+    assert!(h.m.is_empty());
+    assert_eq!(h.t.table_sizes(), [0; 4]);
+}
+
+/// An unanswered call's pending entries go when it ends (not after the linger: no answer
+/// can bind them now), and an offer that moves takes its pending entries along.
+#[test]
+fn an_unanswered_call_leaves_no_entries_behind() {
+    let mut h = H1::new();
+    let inv = invite("c1");
+    h.up(0, &inv);
+    let first = media_key(addr("0.0.0.0:4000"), addr("192.0.2.10:4000"));
+    assert!(h.m.stream(&first).unwrap().is_some());
+    // Challenged, retried from another port: the pending entries move with the offer.
+    h.down(50, &Msg::response(407, &inv).with_to_tag("p"));
+    h.up(60, &Msg::request("ACK", "c1", 1, "inv1").with_to_tag("p"));
+    let inv2 = Msg::request("INVITE", "c1", 2, "inv2").body(sdp("192.0.2.10", 4002, ""));
+    h.up(1000, &inv2);
+    assert_eq!(h.m.len(), (1, 1));
+    assert!(h.m.stream(&first).unwrap().is_none());
+    assert!(h
+        .m
+        .endpoint(&endpoint_key(addr("192.0.2.10:4000")))
+        .unwrap()
+        .is_none());
+    send(
+        &mut h,
+        1100,
+        "198.51.100.20:5000",
+        "192.0.2.10:4002",
+        9,
+        0..5,
+    );
+    h.down(2000, &Msg::response(486, &inv2).with_to_tag("b"));
+    assert!(h.m.is_empty(), "removed when the call ends");
+    h.up(2010, &Msg::request("ACK", "c1", 2, "inv2").with_to_tag("b"));
+    h.tick(10_000);
+    assert_eq!(h.cdrs.len(), 1);
+    assert_eq!(h.cdrs[0].disposition(), D::Busy);
+    assert!(h.cdrs[0].media.is_empty());
+    // Evicted and timed-out calls too.
+    let cfg = CallsConfig {
+        max_early: 2,
+        ..CallsConfig::default()
+    };
+    let mut h = H1::with(cfg);
+    for i in 0..5u16 {
+        let inv = Msg::request("INVITE", &format!("f{i}"), 1, "inv").body(sdp(
+            "192.0.2.10",
+            4000 + 2 * i,
+            "",
+        ));
+        h.up(u64::from(i), &inv);
+    }
+    assert_eq!(h.m.len(), (2, 2));
+    h.tick(40_000);
+    h.tick(50_000);
+    assert!(h.m.is_empty());
+    assert_eq!(h.t.table_sizes(), [0; 4]);
 }

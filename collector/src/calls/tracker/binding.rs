@@ -40,6 +40,9 @@ pub(crate) struct HopMedia {
     pub(crate) caller: Option<SdpMedia>,
     pub(crate) callee: Option<SdpMedia>,
     pub(crate) plan: Option<Plan>,
+    /// The entries counting RTP sent to the offerer while no plan is installed (one side
+    /// of the hop has announced its address, the other not yet).
+    pub(crate) pending: Option<Pending>,
     pub(crate) live: Vec<(Way, MediaValue)>,
 }
 
@@ -95,6 +98,7 @@ impl CallMedia {
                     caller: None,
                     callee: None,
                     plan: None,
+                    pending: None,
                     live: Vec::new(),
                 });
                 self.hops.len() - 1
@@ -189,7 +193,69 @@ impl Tracker {
         }
         self.anchor(cookie, announced, side);
         self.replan(cookie, hop, media);
+        self.sync_pending(cookie, hop, media);
         Some(hold)
+    }
+}
+
+impl Tracker {
+    /// Installs, moves or removes the pending entries of one hop: wanted while the hop has
+    /// no plan and exactly one side (the offerer, whichever sent its SDP first) announced a
+    /// usable address.
+    pub(super) fn sync_pending(&mut self, cookie: u64, hop: Hop, media: &mut dyn MediaTable) {
+        let Some(call) = self.calls.get_mut(&cookie) else {
+            return;
+        };
+        let Some(h) = call.media.hops.iter_mut().find(|h| h.hop == hop) else {
+            return;
+        };
+        let want = match (&h.plan, &h.caller, &h.callee) {
+            (None, Some(offer), None) | (None, None, Some(offer)) => Pending::new(offer),
+            _ => None,
+        };
+        if h.pending.map(|p| p.addr) == want.map(|p| p.addr) {
+            return;
+        }
+        let mut errors = 0u32;
+        if let Some(old) = h.pending.take() {
+            if old.remove(cookie, media).is_err() {
+                errors += 1;
+            }
+        }
+        if let Some(p) = want {
+            match p.install(cookie, media) {
+                Ok(true) => h.pending = Some(p),
+                // The offerer's endpoint is another call's (or this call's plan on another
+                // hop): never taken over.
+                Ok(false) => {}
+                Err(_) => {
+                    errors += 1;
+                    if p.remove(cookie, media).is_err() {
+                        errors += 1;
+                    }
+                }
+            }
+        }
+        self.stats.media_errors += u64::from(errors);
+        call.map_pressure = call.map_pressure.saturating_add(errors);
+    }
+
+    /// Removes the pending entries of every hop of the call (it ended unanswered, or its
+    /// media is released).
+    pub(super) fn release_pending(&mut self, cookie: u64, media: &mut dyn MediaTable) {
+        let Some(call) = self.calls.get_mut(&cookie) else {
+            return;
+        };
+        let mut errors = 0u32;
+        for h in &mut call.media.hops {
+            if let Some(p) = h.pending.take() {
+                if p.remove(cookie, media).is_err() {
+                    errors += 1;
+                }
+            }
+        }
+        self.stats.media_errors += u64::from(errors);
+        call.map_pressure = call.map_pressure.saturating_add(errors);
     }
 }
 
@@ -234,10 +300,43 @@ impl Tracker {
                 }
             }
         }
-        if plan.install(cookie, media).is_err() {
-            self.stats.media_errors += 1;
-            call.map_pressure = call.map_pressure.saturating_add(1);
+        // RTP that reached the offerer before this answer was bound was counted by the
+        // pending entries: the answerer → offerer stream starts from it. (A packet counted
+        // there between this read and the install below is lost: a window of one map
+        // update, where there was one of the whole answer's processing.)
+        let pending = call
+            .media
+            .hops
+            .iter_mut()
+            .find(|h| h.hop == hop)
+            .and_then(|h| h.pending.take());
+        let mut errors = 0u32;
+        let seed = pending.and_then(|p| {
+            let way = if p.addr == plan.caller {
+                Way::CalleeToCaller
+            } else if p.addr == plan.callee {
+                Way::CallerToCallee
+            } else {
+                return None;
+            };
+            match p.read(cookie, media) {
+                Ok(v) => v.map(|v| (way, v)),
+                Err(_) => {
+                    errors += 1;
+                    None
+                }
+            }
+        });
+        if plan.install_seeded(cookie, media, seed).is_err() {
+            errors += 1;
         }
+        if let Some(p) = pending {
+            if p.remove(cookie, media).is_err() {
+                errors += 1;
+            }
+        }
+        self.stats.media_errors += u64::from(errors);
+        call.map_pressure = call.map_pressure.saturating_add(errors);
         if let Some(h) = call.media.hops.iter_mut().find(|h| h.hop == hop) {
             h.plan = Some(plan);
             h.live.clear();
@@ -270,6 +369,7 @@ impl Tracker {
 impl Tracker {
     /// Snapshots and removes the call's media entries.
     pub(super) fn release_media(&mut self, cookie: u64, media: &mut dyn MediaTable) {
+        self.release_pending(cookie, media);
         let Some(call) = self.calls.get_mut(&cookie) else {
             return;
         };

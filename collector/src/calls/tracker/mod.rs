@@ -30,7 +30,7 @@ use collector_proto::v1::{
 use super::{
     cdr,
     dialog::{self, Effect, Ending, Event, Phase, Timers},
-    media::{MediaTable, Plan, RtcpState, SdpMedia, Way},
+    media::{MediaTable, Pending, Plan, RtcpState, SdpMedia, Way},
     register::{self, Registrations},
     CallsConfig,
 };
@@ -689,6 +689,8 @@ impl Tracker {
                 }
                 // The media entries stay for the linger: RTP in flight when the BYE or the
                 // final response passed still belongs to the call (tshark counts it too).
+                // Pending entries do not: no answer will bind them now.
+                self.release_pending(cookie, media);
                 self.forget_addresses(cookie);
             }
             Effect::Finalize => self.finalize(cookie, now, media),
