@@ -16,6 +16,10 @@
 //! `a=rtcp-mux`, where the pair entry's mux flag lets RTCP through). Only the first audio
 //! stream of an SDP is bound (the first RTP stream when there is no audio).
 //!
+//! Until the answer is bound, the offerer's address has [`Pending`] entries: RTP the
+//! answerer sends right after its answer, before userspace has read it, is counted there,
+//! and the plan's answerer → offerer stream starts from it.
+//!
 //! Removal checks the cookie of every entry first: a shared endpoint (the same media-server
 //! port in two calls) may meanwhile belong to another call.
 #![deny(clippy::indexing_slicing, clippy::panic)]
