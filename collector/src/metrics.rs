@@ -199,6 +199,7 @@ pub struct Metrics {
     flow_events_published: Counter,
     flow_events_lost: Family<SourceLabel, Counter>,
     watch_subscribers: Gauge,
+    watch_history: Gauge,
 }
 
 impl Default for Metrics {
@@ -235,6 +236,7 @@ impl Metrics {
         let flow_events_published = Counter::default();
         let flow_events_lost = Family::<SourceLabel, Counter>::default();
         let watch_subscribers = Gauge::default();
+        let watch_history = Gauge::default();
         let r = &mut root;
         r.register(
             "packets",
@@ -348,6 +350,11 @@ impl Metrics {
             "Watch clients streaming live flows",
             watch_subscribers.clone(),
         );
+        r.register(
+            "watch_history_events",
+            "Live flow events held in the history ring for --last/--since (bounded by --watch-history)",
+            watch_history.clone(),
+        );
         Metrics {
             registry: root,
             packets,
@@ -372,6 +379,7 @@ impl Metrics {
             flow_events_published,
             flow_events_lost,
             watch_subscribers,
+            watch_history,
         }
     }
 
@@ -537,6 +545,11 @@ impl Metrics {
     pub fn set_watch_subscribers(&self, n: usize) {
         self.watch_subscribers
             .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// Sets the number of events held in the watch history ring.
+    pub fn set_watch_history(&self, n: usize) {
+        self.watch_history.set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
     /// The metrics in the text exposition format.

@@ -34,6 +34,21 @@ pub fn sample(body: &str, series: &str) -> Option<f64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
+/// The sum of every sample of metric `name` (any labels, or none) whose labels contain
+/// `label` (empty: all).
+pub fn sum(body: &str, name: &str, label: &str) -> f64 {
+    body.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let rest = l.strip_prefix(name)?;
+            let (labels, value) = rest.rsplit_once(' ')?;
+            let bare = labels.is_empty() || labels.starts_with('{');
+            (bare && labels.contains(label)).then_some(value)
+        })
+        .filter_map(|v| v.trim().parse::<f64>().ok())
+        .sum()
+}
+
 /// Scrapes until `done` holds (the agent refreshes its metrics once a second), at most
 /// `within`; returns the last body either way, for the assertions to report.
 pub fn scrape_until(

@@ -1,11 +1,12 @@
-//! `cargo xtask demo`: builds the demo binary of the `collector-tests` crate (where the SBC
-//! topology lives) in release and runs it as root against the release `collector` binary the
-//! build step just made. The demo itself is `tests/src/bin/demo.rs`.
+//! `cargo xtask demo`: builds the demo program of the `collector-tools` package (on top of
+//! the SBC topology of the `collector-tests` library) in release and runs it as root against
+//! the release `collector` binary the build step just made. The demo itself is
+//! `tools/src/bin/demo.rs`.
 use std::process::Command;
 
 use anyhow::{bail, Result};
 
-use crate::{cargo, collector_bin, root, run};
+use crate::{build_tool, collector_bin, run};
 
 /// Builds and runs the demo; setup and the collector build are done by the caller.
 pub fn demo() -> Result<()> {
@@ -13,19 +14,9 @@ pub fn demo() -> Result<()> {
     if unsafe { libc::geteuid() } != 0 {
         bail!("the demo creates network namespaces and attaches eBPF programs: run as root");
     }
+    let bin = build_tool("demo")?;
     run(
-        cargo().args([
-            "build",
-            "--release",
-            "-p",
-            "collector-tests",
-            "--bin",
-            "demo",
-        ]),
-        "building the demo",
-    )?;
-    run(
-        Command::new(root().join("target/release/demo")).env("COLLECTOR_BIN", collector_bin()),
+        Command::new(bin).env("COLLECTOR_BIN", collector_bin()),
         "the demo",
     )
 }

@@ -209,6 +209,8 @@ fn test(no_privileged: bool, filter: Option<String>) -> Result<()> {
                     "--workspace",
                     "--exclude",
                     "collector-tests",
+                    "--exclude",
+                    "collector-tools",
                     "--release",
                 ]),
                 "unit tests",
@@ -276,21 +278,21 @@ fn test_build() -> Result<()> {
     Ok(())
 }
 
+/// Builds one program of the `collector-tools` package (demo, bench, soak) in release;
+/// its path.
+pub fn build_tool(name: &str) -> Result<PathBuf> {
+    run(
+        cargo().args(["build", "--release", "-p", "collector-tools", "--bin", name]),
+        &format!("building the {name} program"),
+    )?;
+    Ok(root().join("target/release").join(name))
+}
+
 /// Builds and runs the soak binary (root: it creates namespaces and attaches the agent).
 fn soak(minutes: u64) -> Result<()> {
+    let bin = build_tool("soak")?;
     run(
-        cargo().args([
-            "build",
-            "--release",
-            "-p",
-            "collector-tests",
-            "--bin",
-            "soak",
-        ]),
-        "building the soak",
-    )?;
-    run(
-        Command::new(root().join("target/release/soak"))
+        Command::new(bin)
             .args(["--minutes", &minutes.to_string()])
             .env("COLLECTOR_BIN", collector_bin()),
         "the soak",
@@ -300,19 +302,9 @@ fn soak(minutes: u64) -> Result<()> {
 /// Runs the benchmark binary (root: it attaches programs and creates namespaces), prints
 /// its table and keeps it in docs/BENCHMARKS.md with the JSON beside it in target/bench.
 fn bench() -> Result<()> {
-    run(
-        cargo().args([
-            "build",
-            "--release",
-            "-p",
-            "collector-tests",
-            "--bin",
-            "bench",
-        ]),
-        "building the benchmark",
-    )?;
+    let bin = build_tool("bench")?;
     let json = root().join("target/bench/kernel.json");
-    let out = Command::new(root().join("target/release/bench"))
+    let out = Command::new(bin)
         .arg("--json")
         .arg(&json)
         .stderr(std::process::Stdio::inherit())

@@ -36,7 +36,7 @@ use crate::calls::{
 };
 use crate::capture::{self, drain_ring, Capture, CaptureOptions, RawEvent};
 use crate::metrics::{CdrStage, Metrics};
-use crate::net::DecoderConfig;
+use crate::net::{frag::FragConfig, DecoderConfig};
 use crate::pipeline::{looks_like_rtcp, MediaBackend, Pipeline, Privacy, Schedule};
 use crate::privacy::{
     keys::{Key, KeyId, Secret},
@@ -152,6 +152,9 @@ impl MediaBackend for KernelMedia {
 /// The agent's settings from its configuration file.
 struct AgentConfig {
     agent_id: String,
+    /// `[agent] fragment_timeout_ms`: how long an IP datagram whose fragments are not all
+    /// there is waited for, ns.
+    frag_max_age_ns: u64,
     calls: CallsConfig,
     privacy: PrivacyConfig,
 }
@@ -160,6 +163,7 @@ fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<AgentConfig> {
     let Some(path) = path else {
         return Ok(AgentConfig {
             agent_id: DEFAULT_AGENT_ID.to_owned(),
+            frag_max_age_ns: FragConfig::default().max_age_ns,
             calls: CallsConfig::default(),
             privacy: PrivacyConfig::default(),
         });
@@ -173,8 +177,22 @@ fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<AgentConfig> {
         .and_then(|v| v.as_str())
         .unwrap_or(DEFAULT_AGENT_ID)
         .to_owned();
+    let frag_max_age_ns = match table
+        .get("agent")
+        .and_then(|a| a.get("fragment_timeout_ms"))
+    {
+        None => FragConfig::default().max_age_ns,
+        Some(v) => {
+            let ms = v
+                .as_integer()
+                .filter(|ms| (100..=120_000).contains(ms))
+                .context("agent.fragment_timeout_ms: a whole number of ms from 100 to 120000")?;
+            u64::try_from(ms).unwrap_or(0) * 1_000_000
+        }
+    };
     Ok(AgentConfig {
         agent_id,
+        frag_max_age_ns,
         calls: CallsConfig::from_agent_toml(&text)?,
         privacy: PrivacyConfig::from_agent_toml(&text)?,
     })
@@ -466,6 +484,10 @@ async fn agent_loop(args: super::AgentArgs) -> anyhow::Result<()> {
     let consent_header = calls.consent_header.clone();
     let decoder = DecoderConfig {
         sip_ports: args.sip_ports.clone(),
+        frag: FragConfig {
+            max_age_ns: config.frag_max_age_ns,
+            ..FragConfig::default()
+        },
         ..DecoderConfig::default()
     };
     let tracker = Tracker::new(calls, config.agent_id.clone(), CdrIds::Random);
@@ -483,7 +505,10 @@ async fn agent_loop(args: super::AgentArgs) -> anyhow::Result<()> {
     );
     // Live flows go to a bounded hub (never blocking the pipeline); CDRs either to stdout
     // or, with a collector, through the durable spool to the shipper.
-    let hub = Arc::new(Hub::new(HubConfig::default()));
+    let hub = Arc::new(Hub::with_metrics(
+        HubConfig::default(),
+        Arc::clone(&metrics.metrics),
+    ));
     if let Some(addr) = &args.watch_listen {
         let exposure = crate::rpc::listen::Exposure {
             tls: false,
@@ -713,5 +738,36 @@ fn print_event(ev: &RawEvent) {
     };
     if let Ok(s) = serde_json::to_string(&line) {
         println!("{s}");
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn config(text: &str) -> anyhow::Result<AgentConfig> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("agent.toml");
+        std::fs::write(&path, text)?;
+        load_config(Some(&path))
+    }
+
+    #[test]
+    fn fragment_timeout_is_read_and_bounded() {
+        let c = config("[agent]\nid = \"a\"\nfragment_timeout_ms = 2000\n").unwrap();
+        assert_eq!(c.frag_max_age_ns, 2_000_000_000);
+        // Absent: the reassembler's default of 30 s.
+        let c = config("[agent]\nid = \"a\"\n").unwrap();
+        assert_eq!(c.frag_max_age_ns, 30_000_000_000);
+        for bad in ["0", "99", "120001", "\"2s\"", "-5"] {
+            let e = config(&format!("[agent]\nfragment_timeout_ms = {bad}\n"))
+                .err()
+                .unwrap();
+            assert!(
+                format!("{e:#}").contains("agent.fragment_timeout_ms"),
+                "{bad}: {e:#}"
+            );
+        }
     }
 }

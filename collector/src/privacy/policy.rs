@@ -422,7 +422,7 @@ pub enum ConfigError {
 /// silently ignored setting (`[privacy]`, `[calls]` themselves refuse unknown keys).
 pub const AGENT_TABLES: [&str; 3] = ["agent", "calls", "privacy"];
 /// The keys of the `[agent]` table.
-pub const AGENT_KEYS: [&str; 1] = ["id"];
+pub const AGENT_KEYS: [&str; 2] = ["id", "fragment_timeout_ms"];
 
 /// Refuses a table or `[agent]` key of an agent configuration that is not known.
 fn check_agent_tables(table: &toml::Table) -> Result<(), ConfigError> {

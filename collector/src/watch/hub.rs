@@ -12,9 +12,12 @@ use std::{
         atomic::{AtomicU64, Ordering},
         Arc, Mutex, MutexGuard,
     },
+    time::{Duration, Instant},
 };
 
-use collector_proto::v1::{flow_event::Event, FlowEvent, LostEvents, LostEventsSource, Party};
+use collector_proto::v1::{
+    flow_event::Event, CallStateKind, FlowEvent, LostEvents, LostEventsSource, Party,
+};
 use tokio::sync::mpsc::{self, error::TryRecvError, error::TrySendError};
 
 use super::filter::Selector;
@@ -137,6 +140,8 @@ pub struct HubStats {
     pub history: usize,
     /// Calls forgotten to stay within `max_calls`.
     pub calls_evicted: u64,
+    /// Calls whose parties are remembered now.
+    pub calls_indexed: usize,
 }
 
 struct Slot {
@@ -189,12 +194,22 @@ impl Slot {
     }
 }
 
+/// How long a call's parties are still remembered after its `ENDED` state: the events
+/// that follow it (the BYE's response, the last media statistics, a CDR sent late after the
+/// tracker's linger) still match party filters.
+pub const ENDED_CALL_LINGER: Duration = Duration::from_secs(60);
+
 /// Parties remembered per call, so events that carry no party (media stats, SIP messages)
-/// still match a party filter. Bounded: the calls first seen longest ago are forgotten.
+/// still match a party filter. A call is forgotten [`ENDED_CALL_LINGER`] after it ended, so
+/// memory follows the calls in progress; and within `max` calls, the calls first seen
+/// longest ago are forgotten first (calls whose end was never seen).
 struct CallIndex {
     max: usize,
     parties: HashMap<(String, String), Arc<[String]>>,
+    /// Keys in the order first seen (some already forgotten; compacted when it doubles).
     order: VecDeque<(String, String)>,
+    /// Ended calls and when to forget them, in that order.
+    ended: VecDeque<(Instant, (String, String))>,
     evicted: u64,
     empty: Arc<[String]>,
 }
@@ -205,13 +220,44 @@ impl CallIndex {
             max,
             parties: HashMap::new(),
             order: VecDeque::new(),
+            ended: VecDeque::new(),
             evicted: 0,
             empty: Arc::from(Vec::new()),
         }
     }
 
-    /// The parties of `e`: its own and its call's, remembering new ones.
-    fn observe(&mut self, e: &FlowEvent) -> Arc<[String]> {
+    /// The parties of `e`: its own and its call's, remembering new ones; `now` is when it
+    /// was published.
+    fn observe(&mut self, e: &FlowEvent, now: Instant) -> Arc<[String]> {
+        self.forget_ended(now);
+        let parties = self.parties_of(e);
+        let ended = matches!(
+            &e.event,
+            Some(Event::CallState(cs)) if cs.state == CallStateKind::Ended as i32
+        );
+        if ended && !e.call_id.is_empty() {
+            let key = (e.agent_id.clone(), e.call_id.clone());
+            if self.parties.contains_key(&key) {
+                self.ended.push_back((now + ENDED_CALL_LINGER, key));
+            }
+        }
+        parties
+    }
+
+    /// Forgets the ended calls whose linger is over.
+    fn forget_ended(&mut self, now: Instant) {
+        while self.ended.front().is_some_and(|(at, _)| *at <= now) {
+            if let Some((_, key)) = self.ended.pop_front() {
+                self.parties.remove(&key);
+            }
+        }
+        if self.order.len() > 2 * self.parties.len().max(64) {
+            let parties = &self.parties;
+            self.order.retain(|k| parties.contains_key(k));
+        }
+    }
+
+    fn parties_of(&mut self, e: &FlowEvent) -> Arc<[String]> {
         let own = own_parties(e);
         if e.call_id.is_empty() || self.max == 0 {
             return if own.is_empty() {
@@ -244,8 +290,9 @@ impl CallIndex {
             let Some(old) = self.order.pop_front() else {
                 break;
             };
-            self.parties.remove(&old);
-            self.evicted = self.evicted.saturating_add(1);
+            if self.parties.remove(&old).is_some() {
+                self.evicted = self.evicted.saturating_add(1);
+            }
         }
         parties
     }
@@ -380,7 +427,7 @@ impl Hub {
             }
             let seq = g.next_seq;
             g.next_seq = seq.saturating_add(1);
-            let parties = g.calls.observe(&event);
+            let parties = g.calls.observe(&event, Instant::now());
             let stored = Arc::new(Stored {
                 seq,
                 event,
@@ -405,8 +452,9 @@ impl Hub {
                     Delivery::Gone => false,
                 }
             });
-            g.subs.len()
+            (g.subs.len(), g.ring.len())
         };
+        let (subscribers, held) = subscribers;
         self.published.fetch_add(1, Ordering::Relaxed);
         if lost_now > 0 {
             self.client_lost.fetch_add(lost_now, Ordering::Relaxed);
@@ -420,6 +468,7 @@ impl Hub {
                 m.flow_events_lost(source, count);
             }
             m.set_watch_subscribers(subscribers);
+            m.set_watch_history(held);
         }
     }
 
@@ -500,6 +549,7 @@ impl Hub {
             subscribers: g.subs.iter().filter(|s| !s.tx.is_closed()).count(),
             history: g.ring.len(),
             calls_evicted: g.calls.evicted,
+            calls_indexed: g.calls.parties.len(),
         }
     }
 }
@@ -577,5 +627,88 @@ impl Subscription {
             0 => None,
             n => Some(Item::Lost(n)),
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing, reason = "tests")]
+mod tests {
+    use collector_proto::v1::{CallState, MediaStats};
+
+    use super::*;
+
+    fn state(call: &str, kind: CallStateKind) -> FlowEvent {
+        FlowEvent {
+            time_ms: 1,
+            agent_id: "a".into(),
+            call_id: call.into(),
+            event: Some(Event::CallState(CallState {
+                state: kind as i32,
+                caller: Some(Party {
+                    user: format!("u_{call}"),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })),
+        }
+    }
+
+    fn stats(call: &str) -> FlowEvent {
+        FlowEvent {
+            time_ms: 1,
+            agent_id: "a".into(),
+            call_id: call.into(),
+            event: Some(Event::MediaStats(MediaStats::default())),
+        }
+    }
+
+    #[test]
+    fn an_ended_call_is_forgotten_after_its_linger() {
+        let t0 = Instant::now();
+        let mut idx = CallIndex::new(1_000);
+        assert_eq!(
+            &*idx.observe(&state("c1", CallStateKind::Trying), t0),
+            ["u_c1"]
+        );
+        // An event without parties takes the call's.
+        assert_eq!(&*idx.observe(&stats("c1"), t0), ["u_c1"]);
+        idx.observe(&state("c1", CallStateKind::Ended), t0);
+        // Still known during the linger (the BYE's response, the last statistics)...
+        let during = t0 + ENDED_CALL_LINGER - Duration::from_secs(1);
+        assert_eq!(&*idx.observe(&stats("c1"), during), ["u_c1"]);
+        // ... and gone after it.
+        let after = t0 + ENDED_CALL_LINGER + Duration::from_secs(1);
+        assert!(idx.observe(&stats("c1"), after).is_empty());
+        assert!(idx.parties.is_empty());
+        // A call in progress is never forgotten by time.
+        idx.observe(&state("c2", CallStateKind::Answered), t0);
+        idx.observe(&stats("x"), after + Duration::from_secs(3600));
+        assert_eq!(idx.parties.len(), 1);
+        assert_eq!(idx.evicted, 0);
+    }
+
+    #[test]
+    fn memory_follows_calls_in_progress_not_calls_seen() {
+        let t0 = Instant::now();
+        let mut idx = CallIndex::new(20_000);
+        // 5,000 calls, each ended right away, then their linger passes.
+        for i in 0..5_000 {
+            let call = format!("c{i}");
+            idx.observe(&state(&call, CallStateKind::Trying), t0);
+            idx.observe(&state(&call, CallStateKind::Ended), t0);
+        }
+        assert_eq!(idx.parties.len(), 5_000);
+        let later = t0 + ENDED_CALL_LINGER + Duration::from_secs(1);
+        idx.observe(&state("live", CallStateKind::Trying), later);
+        assert_eq!(idx.parties.len(), 1);
+        assert!(idx.order.len() <= 2 * 64 + 1, "{}", idx.order.len());
+        assert!(idx.ended.is_empty());
+        // The capacity bound still holds for calls whose end is never seen.
+        let mut small = CallIndex::new(3);
+        for i in 0..5 {
+            small.observe(&state(&format!("o{i}"), CallStateKind::Trying), t0);
+        }
+        assert_eq!(small.parties.len(), 3);
+        assert_eq!(small.evicted, 2);
     }
 }

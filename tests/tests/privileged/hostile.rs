@@ -16,9 +16,11 @@
 //!   taken by the call itself, so every sprayed packet overflows): `ssrc_overflow`;
 //! - RTCP whose length field runs past the datagram: copied (`rtcp_copied`), then
 //!   `collector_rtcp_parse_errors_total`;
-//! - IPv4 fragments (between the call's SIP hosts, so the kernel copies them,
-//!   `fragments_copied`): overlapping pairs, `frag_overlap`, and first fragments never
-//!   completed, `frag_timeout`, in `collector_decoder_packets_total`;
+//! - IPv4 and IPv6 fragments (between SIP hosts, so the kernel copies them,
+//!   `fragments_copied`; the IPv6 hosts become SIP hosts by one OPTIONS between them):
+//!   overlapping pairs, `frag_overlap`, and first fragments never completed,
+//!   `frag_timeout`, in `collector_decoder_packets_total` (the agent's configuration gives
+//!   incomplete datagrams up after 2 s instead of 30);
 //! - 3,000 half-open INVITEs (no response ever): copied (`sip_copied`), one dialog each.
 use std::{
     path::Path,
@@ -32,7 +34,7 @@ use collector_tests::{
     rawsip::{sip_frame, RawCall},
     scrape::{kernel, sample, scrape, scrape_until},
     send_raw,
-    wire::{eth, ipv4, tag, udp},
+    wire::{eth, ipv4, ipv6, tag, udp},
     Agent, VethPair,
 };
 use serde_json::Value;
@@ -41,6 +43,9 @@ use serde_json::Value;
 const NET: u8 = 22;
 const A: [u8; 4] = [198, 18, NET, 1];
 const B: [u8; 4] = [198, 18, NET, 2];
+/// IPv6 hosts (documentation prefix, RFC 3849) that exchange one OPTIONS, then fragments.
+const A6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, NET, 1];
+const B6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, NET, 2];
 /// Where the agent serves its metrics, inside its own namespace.
 const METRICS_ADDR: &str = "127.0.0.1:9464";
 /// RTP port of the caller (offer) and of the callee (answer).
@@ -76,6 +81,9 @@ const M_RTCP_LYING: usize = 20;
 const M_FRAG_OVERLAP: usize = 10;
 /// IPv4 datagrams of which only the first fragment is ever sent.
 const M_FRAG_OPEN: usize = 10;
+/// The same two kinds over IPv6 (Fragment header, RFC 8200 §4.5).
+const M_FRAG6_OVERLAP: usize = 10;
+const M_FRAG6_OPEN: usize = 10;
 /// Bound of the agent's peak RSS (VmHWM) over the hostile run.
 const RSS_BOUND_KIB: u64 = 64 * 1024;
 
@@ -187,6 +195,41 @@ fn fragments(id: u16, overlap: bool) -> Vec<Vec<u8>> {
     out
 }
 
+/// The IPv6 twin of [`fragments`]: `[0, 24)` with more following and, for an overlapping
+/// pair, `[8, 32)` as the last, each behind a Fragment header.
+fn fragments6(id: u32, overlap: bool) -> Vec<Vec<u8>> {
+    let l4 = udp(
+        5060,
+        5060,
+        format!("OPTIONS sip:frag6-{id} SIP/2.0\r\n").as_bytes(),
+    );
+    let piece = |offset_units: u16, more: bool, bytes: &[u8]| {
+        let mut p = vec![17, 0];
+        p.extend_from_slice(&(offset_units << 3 | u16::from(more)).to_be_bytes());
+        p.extend_from_slice(&id.to_be_bytes());
+        p.extend_from_slice(bytes);
+        eth(0x86dd, &ipv6(44, A6, B6, &p))
+    };
+    let mut out = vec![piece(0, true, &l4[..24])];
+    if overlap {
+        out.push(piece(1, false, &l4[8..32]));
+    }
+    out
+}
+
+/// One complete OPTIONS between the IPv6 hosts: the kernel remembers them as SIP hosts.
+fn options6() -> Vec<u8> {
+    let text = "OPTIONS sip:probe@[2001:db8::1602] SIP/2.0\r\n\
+        Via: SIP/2.0/UDP [2001:db8::1601]:5060;branch=z9hG4bK-v6probe\r\n\
+        Max-Forwards: 70\r\n\
+        From: <sip:probe@[2001:db8::1601]>;tag=v6\r\n\
+        To: <sip:probe@[2001:db8::1602]>\r\n\
+        Call-ID: v6-probe\r\n\
+        CSeq: 1 OPTIONS\r\n\
+        Content-Length: 0\r\n\r\n";
+    eth(0x86dd, &ipv6(17, A6, B6, &udp(5060, 5060, text.as_bytes())))
+}
+
 fn crlf() -> Vec<u8> {
     sip_frame(A, B, "\r\n\r\n")
 }
@@ -213,7 +256,7 @@ type Make = fn(usize) -> Vec<Vec<u8>>;
 
 /// Every kind but the spray (it must wait for the caller's second SSRC): how many units,
 /// and their frames.
-const KINDS: [(usize, Make); 13] = [
+const KINDS: [(usize, Make); 15] = [
     // IHL 4: a 16-byte IPv4 header (RFC 791 §3.1: at least 5).
     (M_BAD_IHL, |n| vec![patched(n, 14, &[0x44])]),
     // IPv4 total length 12, shorter than its own header.
@@ -238,6 +281,8 @@ const KINDS: [(usize, Make); 13] = [
     (M_RTCP_LYING, |n| vec![rtcp_lying(n)]),
     (M_FRAG_OVERLAP, |n| fragments(0x7000 + n as u16, true)),
     (M_FRAG_OPEN, |n| fragments(0x7800 + n as u16, false)),
+    (M_FRAG6_OVERLAP, |n| fragments6(0x6000 + n as u32, true)),
+    (M_FRAG6_OPEN, |n| fragments6(0x6800 + n as u32, false)),
     (M_CRLF, |_| vec![crlf()]),
     (M_HALF_OPEN, |n| vec![half_open(n)]),
 ];
@@ -253,7 +298,8 @@ fn hostile_media() -> Vec<Vec<u8>> {
     let steps = 2 * usize::from(RTP_PER_SSRC);
     // The spray starts once the caller's second SSRC has taken the second slot.
     let spray_from = usize::from(RTP_PER_SSRC) + 1;
-    let mut frames = Vec::new();
+    // The IPv6 hosts' OPTIONS goes first, so that their fragments are copied.
+    let mut frames = vec![options6()];
     for k in 0..steps {
         frames.extend(media(k as u16));
         for (units, make) in KINDS {
@@ -303,7 +349,7 @@ fn write_config(dir: &Path) -> Result<String> {
     std::fs::write(
         &config,
         format!(
-            "[agent]\nid = \"hostile-1\"\n\n[privacy]\nscope = \"hostile\"\nkey_file = \"{}\"\n\n[calls]\nlinger_ms = 300\n",
+            "[agent]\nid = \"hostile-1\"\nfragment_timeout_ms = 2000\n\n[privacy]\nscope = \"hostile\"\nkey_file = \"{}\"\n\n[calls]\nlinger_ms = 300\n",
             keys.display()
         ),
     )?;
@@ -338,8 +384,8 @@ fn run(
     );
     send_raw(&pair.a, &pair.if_a, middle, GAP)?;
     send_raw(&pair.a, &pair.if_a, call.teardown(), GAP)?;
-    // Incomplete fragments are given up 30 s after their first one arrived.
-    let body = scrape_until(&pair.b, METRICS_ADDR, Duration::from_secs(40), settled)?;
+    // Incomplete fragments are given up 2 s after their first one arrived (the config).
+    let body = scrape_until(&pair.b, METRICS_ADDR, Duration::from_secs(20), settled)?;
     let hwm = vm_hwm_kib(agent.pid())?;
     // The agent is still alive and answering after everything was sent.
     scrape(&pair.b, METRICS_ADDR)?;
@@ -422,8 +468,9 @@ fn hostile_traffic_is_counted_and_leaves_the_call_intact() -> Result<()> {
     // The hostile run: the same call with the malformed traffic interleaved.
     let hostile = hostile_media();
     let all = (5 + hostile.len()) as f64;
-    let sip = (5 + M_HALF_OPEN) as f64;
-    let frags = (2 * M_FRAG_OVERLAP + M_FRAG_OPEN) as f64;
+    // The call's five messages, the half-open INVITEs and the IPv6 hosts' OPTIONS.
+    let sip = (5 + M_HALF_OPEN + 1) as f64;
+    let frags = (2 * M_FRAG_OVERLAP + M_FRAG_OPEN + 2 * M_FRAG6_OVERLAP + M_FRAG6_OPEN) as f64;
     let malformed = (M_BAD_IHL + M_IP_LEN_SHORT + M_UDP_LEN_SHORT) as f64;
     let expect: Vec<(String, f64)> = vec![
         (kernel("xdp_packets"), all),
@@ -452,8 +499,11 @@ fn hostile_traffic_is_counted_and_leaves_the_call_intact() -> Result<()> {
             M_RTCP_LYING as f64,
         ),
         (decoder("frag_fragments"), frags),
-        (decoder("frag_overlap"), M_FRAG_OVERLAP as f64),
-        (decoder("frag_timeout"), M_FRAG_OPEN as f64),
+        (
+            decoder("frag_overlap"),
+            (M_FRAG_OVERLAP + M_FRAG6_OVERLAP) as f64,
+        ),
+        (decoder("frag_timeout"), (M_FRAG_OPEN + M_FRAG6_OPEN) as f64),
         (decoder("frag_reassembled"), 0.0),
         ("collector_ring_undecodable_total".into(), 0.0),
         ("collector_active_dialogs".into(), M_HALF_OPEN as f64),

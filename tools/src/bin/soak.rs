@@ -7,11 +7,16 @@
 //! dialogs for the agent to expire). The agent streams to a collector with TLS and tokens
 //! through its spool, as in production.
 //!
-//! Every minute it prints the agent's resident memory and CPU, its open dialogs and media
+//! Every minute it prints the agent's resident memory (all of it, and the anonymous part:
+//! heap and stacks), its CPU, the events held in its watch history ring, its open dialogs and media
 //! map entries, the spool's bytes and unacknowledged CDRs, and the CDRs produced and
 //! acknowledged (from the agent's own metrics and /proc). The closing lines say, for each
 //! gauge, whether it stayed flat after the first minute (warm-up): the mean of the later half
-//! of the run is within 5 % (plus a small absolute slack) of the mean of the earlier half. Everything is torn down on exit, on error and on Ctrl-C.
+//! of the run is within 5 % (plus a small absolute slack) of the mean of the earlier half.
+//! Memory is judged from the minute the watch history ring is full: it keeps the last
+//! `--watch-history` events (10,000 by default) for `collector flows --last`, and filling it
+//! is growth by design, up to that bound. Everything is torn down on exit, on error and on
+//! Ctrl-C.
 use std::{
     net::UdpSocket,
     sync::atomic::{AtomicBool, Ordering},
@@ -21,9 +26,9 @@ use std::{
 use anyhow::{bail, ensure, Context, Result};
 use collector_tests::{
     deploy::{Options, SecuredCollector},
-    ns_exec,
     sbc::{CallOptions, SbcMode, Scenario, Topology, SBC_CARRIER_IP},
-    Agent,
+    scrape::{scrape, sum},
+    Agent, Netns,
 };
 
 /// The agent's metrics, on the SBC namespace's loopback.
@@ -46,6 +51,8 @@ fn check_stopped() -> Result<()> {
 #[derive(Clone, Copy, Debug, Default)]
 struct Sample {
     rss_kib: u64,
+    rss_anon_kib: u64,
+    history: u64,
     cpu_pct: f64,
     dialogs: u64,
     media_entries: u64,
@@ -60,30 +67,9 @@ struct Sample {
 /// A gauge judged for flatness: its name, how to read it, its absolute slack.
 type Gauge = (&'static str, fn(&Sample) -> u64, u64);
 
-/// The sum of every sample of metric `name` (any labels) in a Prometheus text page.
-fn metric(page: &str, name: &str) -> u64 {
-    page.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter(|l| {
-            l.strip_prefix(name)
-                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .map(|v| v as u64)
-        .sum()
-}
-
-/// The sample of metric `name` with label text `label` (for example `stage="produced"`).
-fn labelled(page: &str, name: &str, label: &str) -> u64 {
-    page.lines()
-        .filter(|l| l.starts_with(name) && l.contains(label))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .map(|v| v as u64)
-        .sum()
-}
-
-/// The agent's CPU time so far (user + system) and its resident memory.
-fn proc_stat(pid: u32) -> Result<(Duration, u64)> {
+/// The agent's CPU time so far (user + system), its resident memory and the anonymous
+/// part of it (heap and stacks, without the mapped binary), KiB.
+fn proc_stat(pid: u32) -> Result<(Duration, u64, u64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     // The command name is in parentheses and may hold spaces: fields count after it.
     let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
@@ -96,30 +82,41 @@ fn proc_stat(pid: u32) -> Result<(Duration, u64)> {
         .max(1);
     let cpu = Duration::from_millis((ticks(11) + ticks(12)) * 1000 / hz);
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let rss = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .context("no VmRSS")?;
-    Ok((cpu, rss))
+    let kib = |field: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .with_context(|| format!("no {field} in /proc/{pid}/status"))
+    };
+    Ok((cpu, kib("VmRSS:")?, kib("RssAnon:")?))
 }
 
-fn sample(ns: &str, pid: u32, cpu_before: Duration, wall: Duration) -> Result<(Sample, Duration)> {
-    let page = ns_exec(ns, &["curl", "-sf", &format!("http://{METRICS}/metrics")])?;
-    let (cpu, rss_kib) = proc_stat(pid)?;
+fn sample(
+    ns: &Netns,
+    pid: u32,
+    cpu_before: Duration,
+    wall: Duration,
+) -> Result<(Sample, Duration)> {
+    let page = scrape(ns, METRICS)?;
+    let metric = |name: &str| sum(&page, name, "") as u64;
+    let labelled = |name: &str, label: &str| sum(&page, name, label) as u64;
+    let (cpu, rss_kib, rss_anon_kib) = proc_stat(pid)?;
     let used = cpu.saturating_sub(cpu_before);
     Ok((
         Sample {
             rss_kib,
+            rss_anon_kib,
+            history: metric("collector_watch_history_events"),
             cpu_pct: used.as_secs_f64() / wall.as_secs_f64().max(1e-3) * 100.0,
-            dialogs: metric(&page, "collector_active_dialogs"),
-            media_entries: metric(&page, "collector_active_media_streams"),
-            spool_bytes: metric(&page, "collector_spool_bytes"),
-            spool_unacked: metric(&page, "collector_spool_unacked_cdrs"),
-            produced: labelled(&page, "collector_cdrs_total", "stage=\"produced\""),
-            acked: labelled(&page, "collector_cdrs_total", "stage=\"acknowledged\""),
-            ring_lost: metric(&page, "collector_ring_lost_total"),
-            parse_errors: metric(&page, "collector_sip_parse_errors_total"),
+            dialogs: metric("collector_active_dialogs"),
+            media_entries: metric("collector_active_media_streams"),
+            spool_bytes: metric("collector_spool_bytes"),
+            spool_unacked: metric("collector_spool_unacked_cdrs"),
+            produced: labelled("collector_cdrs_total", "stage=\"produced\""),
+            acked: labelled("collector_cdrs_total", "stage=\"acknowledged\""),
+            ring_lost: metric("collector_ring_lost_total"),
+            parse_errors: metric("collector_sip_parse_errors_total"),
         },
         cpu,
     ))
@@ -248,9 +245,11 @@ fn main() -> Result<()> {
         server.url()
     );
     println!(
-        "{:>4} {:>9} {:>6} {:>8} {:>8} {:>11} {:>7} {:>9} {:>9} {:>9} {:>11}",
+        "{:>4} {:>9} {:>9} {:>8} {:>6} {:>8} {:>8} {:>11} {:>7} {:>9} {:>9} {:>9} {:>11}",
         "min",
         "rss_MiB",
+        "anon_MiB",
+        "history",
         "cpu_%",
         "dialogs",
         "media",
@@ -280,12 +279,14 @@ fn main() -> Result<()> {
                     );
                     std::thread::sleep(Duration::from_millis(200));
                 }
-                let (x, now_cpu) = sample(&ns, pid, cpu, last.elapsed())?;
+                let (x, now_cpu) = sample(&topo.sbc, pid, cpu, last.elapsed())?;
                 cpu = now_cpu;
                 last = Instant::now();
                 println!(
-                    "{m:>4} {:>9.1} {:>6.1} {:>8} {:>8} {:>11.1} {:>7} {:>9} {:>9} {:>9} {:>11}",
+                    "{m:>4} {:>9.1} {:>9.1} {:>8} {:>6.1} {:>8} {:>8} {:>11.1} {:>7} {:>9} {:>9} {:>9} {:>11}",
                     x.rss_kib as f64 / 1024.0,
+                    x.rss_anon_kib as f64 / 1024.0,
+                    x.history,
                     x.cpu_pct,
                     x.dialogs,
                     x.media_entries,
@@ -316,7 +317,7 @@ fn main() -> Result<()> {
     let settle = Instant::now() + Duration::from_secs(120);
     let mut end = *samples.last().context("no sample")?;
     while Instant::now() < settle {
-        end = sample(&ns, pid, Duration::ZERO, Duration::from_secs(1))?.0;
+        end = sample(&topo.sbc, pid, Duration::ZERO, Duration::from_secs(1))?.0;
         if end.spool_unacked == 0 && end.dialogs == 0 && end.media_entries == 0 {
             break;
         }
@@ -329,18 +330,33 @@ fn main() -> Result<()> {
         end.produced, end.acked, end.spool_unacked, end.dialogs, end.media_entries
     );
     let after: Vec<Sample> = samples.iter().skip(1).copied().collect();
-    let gauges: [Gauge; 5] = [
-        ("agent RSS (KiB)", |s| s.rss_kib, 2048),
-        ("open dialogs", |s| s.dialogs, 16),
-        ("media map entries", |s| s.media_entries, 16),
+    // The watch history ring (the last --watch-history events, for `flows --last`) fills
+    // by design until it holds its bound; memory is judged once it is full, from the
+    // minute it first held as many events as it ever did (the bound, on any run long
+    // enough to fill it).
+    let cap = after.iter().map(|s| s.history).max().unwrap_or(0);
+    let full_from = after.iter().position(|s| s.history >= cap).unwrap_or(0);
+    let memory: Vec<Sample> = after.iter().skip(full_from).copied().collect();
+    println!(
+        "memory judged from minute {}, when the watch history ring first held {cap} events",
+        full_from + 2
+    );
+    let gauges: [(Gauge, &[Sample]); 6] = [
+        (("agent RSS (KiB)", |s| s.rss_kib, 2048), &memory),
+        (
+            ("agent anonymous RSS (KiB)", |s| s.rss_anon_kib, 2048),
+            &memory,
+        ),
+        (("open dialogs", |s| s.dialogs, 16), &after),
+        (("media map entries", |s| s.media_entries, 16), &after),
         // Acknowledged records stay until their 16 MiB segment rolls and goes: a saw tooth
         // up to one segment is flat.
-        ("spool bytes", |s| s.spool_bytes, 17 << 20),
-        ("unacked CDRs", |s| s.spool_unacked, 50),
+        (("spool bytes", |s| s.spool_bytes, 17 << 20), &after),
+        (("unacked CDRs", |s| s.spool_unacked, 50), &after),
     ];
     let mut all_flat = true;
-    for (name, get, slack) in gauges {
-        let values: Vec<u64> = after.iter().map(get).collect();
+    for ((name, get, slack), judged) in gauges {
+        let values: Vec<u64> = judged.iter().map(get).collect();
         match flat(&values, slack) {
             None => println!("{name}: too short to judge (needs 3 minutes or more)"),
             Some((true, a, b)) => {
