@@ -410,7 +410,28 @@ fn loaded_now() -> Result<Vec<String>> {
 
 /// Sends raw Ethernet frames out of `ifname` from inside `ns` (AF_PACKET): they pass the
 /// sender's TC egress and arrive at the peer's XDP exactly as built, VLAN tags included.
+/// `gap` is slept after each frame.
 pub fn send_raw(ns: &Netns, ifname: &str, frames: Vec<Vec<u8>>, gap: Duration) -> Result<()> {
+    send_paced(ns, ifname, frames, Pace::After(gap))
+}
+
+/// Like [`send_raw`], each frame sent at its offset from the start (offsets in order): a
+/// real-time schedule such as RTP every 20 ms, paced by absolute deadlines so that the
+/// sender's own delays do not accumulate.
+pub fn send_raw_at(ns: &Netns, ifname: &str, frames: Vec<(Duration, Vec<u8>)>) -> Result<()> {
+    let (at, frames): (Vec<Duration>, Vec<Vec<u8>>) = frames.into_iter().unzip();
+    send_paced(ns, ifname, frames, Pace::At(at))
+}
+
+/// How [`send_paced`] spaces its frames.
+enum Pace {
+    /// Sleep this long after each frame.
+    After(Duration),
+    /// Frame `k` goes out at offset `k` from the start.
+    At(Vec<Duration>),
+}
+
+fn send_paced(ns: &Netns, ifname: &str, frames: Vec<Vec<u8>>, pace: Pace) -> Result<()> {
     let ifname = ifname.to_owned();
     ns.run(move || {
         let c = std::ffi::CString::new(ifname.clone())?;
@@ -428,7 +449,15 @@ pub fn send_raw(ns: &Netns, ifname: &str, frames: Vec<Vec<u8>>, gap: Duration) -
             sll.sll_family = libc::AF_PACKET as u16;
             sll.sll_ifindex = idx as i32;
             sll.sll_halen = 6;
-            for f in &frames {
+            let start = Instant::now();
+            for (k, f) in frames.iter().enumerate() {
+                if let Pace::At(at) = &pace {
+                    let due = start + at.get(k).copied().unwrap_or_default();
+                    let wait = due.saturating_duration_since(Instant::now());
+                    if !wait.is_zero() {
+                        std::thread::sleep(wait);
+                    }
+                }
                 let n = libc::sendto(
                     fd,
                     f.as_ptr().cast(),
@@ -442,8 +471,10 @@ pub fn send_raw(ns: &Netns, ifname: &str, frames: Vec<Vec<u8>>, gap: Duration) -
                     libc::close(fd);
                     bail!("sendto: {e}");
                 }
-                if !gap.is_zero() {
-                    std::thread::sleep(gap);
+                if let Pace::After(gap) = pace {
+                    if !gap.is_zero() {
+                        std::thread::sleep(gap);
+                    }
                 }
             }
             libc::close(fd);
