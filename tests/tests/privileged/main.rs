@@ -6,6 +6,7 @@
 //! `veth` or `e2e_sbc::`. They run one at a time: several attach programs to the same
 //! kinds of interfaces and `veth` checks that nothing else is attached.
 mod agent_metrics;
+mod alerts;
 mod datapath;
 mod e2e_baresip;
 mod e2e_sbc;
