@@ -277,6 +277,28 @@ impl Agent {
         self.child.id()
     }
 
+    /// IDs of the BPF programs the agent holds open (the `prog_id` of its descriptors in
+    /// /proc/PID/fdinfo).
+    pub fn program_ids(&self) -> Result<Vec<u32>> {
+        let dir = format!("/proc/{}/fdinfo", self.pid());
+        let mut ids = Vec::new();
+        for entry in std::fs::read_dir(&dir).with_context(|| format!("reading {dir}"))? {
+            // A descriptor closed between the listing and the read is simply gone.
+            let Ok(text) = std::fs::read_to_string(entry?.path()) else {
+                continue;
+            };
+            let id = text
+                .lines()
+                .find_map(|l| l.strip_prefix("prog_id:"))
+                .and_then(|v| v.trim().parse::<u32>().ok());
+            if let Some(id) = id.filter(|id| !ids.contains(id)) {
+                ids.push(id);
+            }
+        }
+        ids.sort_unstable();
+        Ok(ids)
+    }
+
     /// Sends SIGTERM, waits (bounded) for exit, and returns every stdout line as JSON.
     pub fn stop(mut self) -> Result<Vec<serde_json::Value>> {
         self.terminate()?;
@@ -381,31 +403,51 @@ pub fn xdp_attached(ns: &str, ifname: &str) -> Result<bool> {
     Ok(link.contains("xdp"))
 }
 
-/// Names of the collector's programs still loaded anywhere in the kernel, after waiting up
-/// to 3 s for them to go (the kernel frees programs after an RCU grace period once the last
-/// reference is closed). TC programs attached through TCX do not show in `tc filter show`;
-/// a program that is loaded by nobody is attached nowhere.
-pub fn collector_programs_loaded() -> Result<Vec<String>> {
+/// Writes an agent configuration into `dir`: a key file made by `collector keygen`, a
+/// `[privacy]` table with `scope` and that key file, and `extra` (further tables, or keys of
+/// `[agent]` first). Returns the configuration's path.
+pub fn agent_config(dir: &std::path::Path, scope: &str, extra: &str) -> Result<String> {
+    let keys = dir.join("keys.toml");
+    let out = Command::new(collector_bin())
+        .arg("keygen")
+        .arg("-o")
+        .arg(&keys)
+        .output()
+        .context("running collector keygen")?;
+    if !out.status.success() {
+        bail!("keygen: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let config = dir.join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "{extra}\n\n[privacy]\nscope = \"{scope}\"\nkey_file = \"{}\"\n",
+            keys.display()
+        ),
+    )?;
+    Ok(config.to_string_lossy().into_owned())
+}
+
+/// Which of the BPF programs `ids` are still loaded, after waiting up to 3 s for them to go
+/// (the kernel frees programs after an RCU grace period once the last reference is closed).
+/// TC programs attached through TCX do not show in `tc filter show`; a program that is
+/// loaded by nobody is attached nowhere. Only the given programs are looked at, so tests
+/// running at the same time with agents of their own do not disturb the answer.
+pub fn programs_still_loaded(ids: &[u32]) -> Result<Vec<u32>> {
     let deadline = Instant::now() + Duration::from_secs(3);
     loop {
-        let names = loaded_now()?;
-        if names.is_empty() || Instant::now() > deadline {
-            return Ok(names);
+        let mut left = Vec::new();
+        for p in aya::programs::loaded_programs() {
+            let p = p.context("listing loaded BPF programs")?;
+            if ids.contains(&p.id()) {
+                left.push(p.id());
+            }
+        }
+        if left.is_empty() || Instant::now() > deadline {
+            return Ok(left);
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-fn loaded_now() -> Result<Vec<String>> {
-    let mut names = Vec::new();
-    for p in aya::programs::loaded_programs() {
-        let p = p.context("listing loaded BPF programs")?;
-        let name = p.name_as_str().unwrap_or_default().to_owned();
-        if name == "sip_xdp" || name == "sip_tc_egress" {
-            names.push(name);
-        }
-    }
-    Ok(names)
 }
 
 /// Sends raw Ethernet frames out of `ifname` from inside `ns` (AF_PACKET): they pass the

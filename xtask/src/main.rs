@@ -231,7 +231,10 @@ fn test(no_privileged: bool, filter: Option<String>) -> Result<()> {
                 // One binary, `tests/tests/privileged/`, selected by name so that the run
                 // keeps the workspace's feature resolution.
                 c.args(["--test", "privileged"]);
-                c.args(["--", "--test-threads=1"]);
+                // Two at a time: most of a test's time is waiting for calls to be made
+                // (sipp, baresip) and each test's namespaces are its own (see
+                // tests/tests/privileged/main.rs).
+                c.args(["--", "--test-threads=2"]);
                 if let Some(f) = &filter {
                     c.arg(f);
                 }

@@ -380,6 +380,14 @@ async fn agent_loop(args: super::AgentArgs) -> anyhow::Result<()> {
     let privacy = if args.print_events {
         None
     } else {
+        // Records kept centrally must keep their pseudonyms across restarts, or one number
+        // becomes many in the store: an ephemeral key is for a look at stdout only.
+        if args.ship.server.is_some() && config.privacy.key_file.is_none() {
+            anyhow::bail!(
+                "--server needs a stable pseudonymization key: set privacy.key_file in the \
+                 configuration (create one with `collector keygen`)"
+            );
+        }
         let mut calls = config.calls.clone();
         calls.consent_header = config.privacy.consent.as_ref().map(|c| c.header.clone());
         Some((pseudonymizer(&config.privacy)?, calls))

@@ -422,3 +422,52 @@ fn replay_by_call_matches_the_oracle() {
         assert!(lines[2 + 2 * i + 1].contains(id), "{text}");
     }
 }
+
+/// An agent that streams to a collector without a key file would pseudonymize with a key
+/// made at start: after a restart one number becomes another in the central store. It is
+/// refused before anything is attached, with a message naming the setting; a misspelled
+/// table is refused the same way.
+#[test]
+fn agent_refuses_a_server_without_a_key_file_and_misspelled_tables() {
+    let dir = tempfile::tempdir().unwrap();
+    let no_key = dir.path().join("no-key.toml");
+    std::fs::write(
+        &no_key,
+        "[agent]\nid = \"a1\"\n\n[privacy]\nscope = \"s\"\n",
+    )
+    .unwrap();
+    let misspelled = dir.path().join("misspelled.toml");
+    std::fs::write(&misspelled, "[privcy]\nscope = \"s\"\n").unwrap();
+    for (config, needle) in [
+        (None, "privacy.key_file"),
+        (Some(&no_key), "privacy.key_file"),
+        (Some(&misspelled), "privcy"),
+    ] {
+        let mut cmd = collector();
+        cmd.args(["agent", "--iface", "lo", "--server", "http://127.0.0.1:9"]);
+        if let Some(c) = config {
+            cmd.arg("--config").arg(c);
+        }
+        // An agent that was not refused would run until stopped: killed after 10 s.
+        let mut child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while child.try_wait().unwrap().is_none() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let refused = child.try_wait().unwrap();
+        if refused.is_none() {
+            let _ = child.kill();
+        }
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            refused.is_some_and(|s| !s.success()),
+            "{config:?} was not refused: {stderr}"
+        );
+        assert!(stderr.contains(needle), "{config:?}: {stderr}");
+    }
+}

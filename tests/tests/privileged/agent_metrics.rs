@@ -91,11 +91,9 @@ fn scrape_until(ns: &Netns, done: impl Fn(&str) -> bool) -> Result<String> {
 fn metrics_count_exactly_what_was_sent() -> Result<()> {
     let pair = VethPair::new(NET)?;
     let dir = tempfile::tempdir()?;
-    let config = dir.path().join("agent.toml");
     // CDRs leave 300 ms after the BYE's 200 instead of 4 s.
-    std::fs::write(&config, "[calls]\nlinger_ms = 300\n")?;
+    let config = collector_tests::agent_config(dir.path(), "metrics", "[calls]\nlinger_ms = 300")?;
     let spool = dir.path().join("spool");
-    let config = config.to_string_lossy().into_owned();
     let spool = spool.to_string_lossy().into_owned();
     let agent = Agent::start(
         &pair.b.name,

@@ -22,13 +22,12 @@
 use std::{
     collections::BTreeMap,
     path::Path,
-    process::Command,
     time::{Duration, Instant},
 };
 
 use anyhow::{ensure, Context, Result};
 use collector_tests::{
-    collector_bin, ns_exec,
+    agent_config, collector_bin, ns_exec,
     rawsip::RawCall,
     scrape::{sample, scrape_until},
     send_raw, send_raw_at,
@@ -178,30 +177,16 @@ fn media(calls: &[TestCall]) -> Vec<(Duration, Vec<u8>)> {
 }
 
 fn write_config(dir: &Path) -> Result<String> {
-    let keys = dir.join("keys.toml");
-    let out = Command::new(collector_bin())
-        .arg("keygen")
-        .arg("-o")
-        .arg(&keys)
-        .output()
-        .context("running collector keygen")?;
-    ensure!(
-        out.status.success(),
-        "keygen: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let config = dir.join("agent.toml");
     // CDRs (and the alerts judged at the end) 300 ms after the BYE's 200 instead of 4 s.
-    std::fs::write(
-        &config,
-        format!(
-            "[agent]\nid = \"alerts-1\"\n\n[privacy]\nscope = \"alerts\"\nkey_file = \"{}\"\n\n\
-             [calls]\nlinger_ms = 300\n\n[calls.alerts]\none_way_after_ms = {ONE_WAY_AFTER_MS}\n\
-             media_gap_ms = {MEDIA_GAP_MS}\nmos_below = {MOS_BELOW}\n",
-            keys.display()
+    agent_config(
+        dir,
+        "alerts",
+        &format!(
+            "[agent]\nid = \"alerts-1\"\n\n[calls]\nlinger_ms = 300\n\n[calls.alerts]\n\
+             one_way_after_ms = {ONE_WAY_AFTER_MS}\nmedia_gap_ms = {MEDIA_GAP_MS}\n\
+             mos_below = {MOS_BELOW}"
         ),
-    )?;
-    Ok(config.to_string_lossy().into_owned())
+    )
 }
 
 /// The agent's live flows (its whole history) as raw JSON lines.

@@ -24,13 +24,12 @@
 //! - 3,000 half-open INVITEs (no response ever): copied (`sip_copied`), one dialog each.
 use std::{
     path::Path,
-    process::Command,
     time::{Duration, Instant},
 };
 
 use anyhow::{bail, ensure, Context, Result};
 use collector_tests::{
-    collector_bin,
+    agent_config,
     rawsip::{sip_frame, RawCall},
     scrape::{kernel, sample, scrape, scrape_until},
     send_raw,
@@ -331,29 +330,13 @@ fn vm_hwm_kib(pid: u32) -> Result<u64> {
 }
 
 fn write_config(dir: &Path) -> Result<String> {
-    let keys = dir.join("keys.toml");
-    let out = Command::new(collector_bin())
-        .arg("keygen")
-        .arg("-o")
-        .arg(&keys)
-        .output()
-        .context("running collector keygen")?;
-    ensure!(
-        out.status.success(),
-        "keygen: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let config = dir.join("agent.toml");
     // CDRs leave 300 ms after the BYE's 200 instead of 4 s. One key file for both runs:
     // the pseudonyms of the two CDRs are comparable.
-    std::fs::write(
-        &config,
-        format!(
-            "[agent]\nid = \"hostile-1\"\nfragment_timeout_ms = 2000\n\n[privacy]\nscope = \"hostile\"\nkey_file = \"{}\"\n\n[calls]\nlinger_ms = 300\n",
-            keys.display()
-        ),
-    )?;
-    Ok(config.to_string_lossy().into_owned())
+    agent_config(
+        dir,
+        "hostile",
+        "[agent]\nid = \"hostile-1\"\nfragment_timeout_ms = 2000\n\n[calls]\nlinger_ms = 300",
+    )
 }
 
 /// Paced so the veth's ring never overflows (a dropped frame would never reach XDP).

@@ -2,9 +2,10 @@
 //! programs, real SBC peers), in one test binary: one compile and one link of the whole
 //! library instead of one per suite (each costs minutes of a 2-core machine). Each module is
 //! one suite; `cargo xtask test --filter NAME` (or `cargo test -p collector-tests --test
-//! privileged NAME -- --test-threads=1`) runs the tests whose path contains NAME, e.g.
-//! `veth` or `e2e_sbc::`. They run one at a time: several attach programs to the same
-//! kinds of interfaces and `veth` checks that nothing else is attached.
+//! privileged NAME`) runs the tests whose path contains NAME, e.g. `veth` or `e2e_sbc::`.
+//! Two run at a time (`cargo xtask test`): each test has namespaces, interfaces,
+//! temporary directories and tmux sockets of its own (unique names), its agent's own maps,
+//! and checks of what is left loaded look only at its own agent's programs.
 mod agent_metrics;
 mod alerts;
 mod datapath;

@@ -145,13 +145,14 @@ fn nothing_that_leaves_the_agent_holds_an_identifier() -> Result<()> {
             .context("starting the collector")?,
     );
     wait_port(&pair.b.name, 50061)?;
+    let config = collector_tests::agent_config(&tmp, "privacy-e2e", "")?;
     let agent_log = std::fs::File::create(tmp.join("agent.log"))?;
     let agent_out = std::fs::File::create(tmp.join("agent.out"))?;
     let mut agent = Killed(
         Command::new("ip")
             .args(["netns", "exec", &pair.b.name])
             .arg(&bin)
-            .args(["agent", "--iface", &pair.if_b])
+            .args(["agent", "--iface", &pair.if_b, "--config", &config])
             .args(["--server", "http://127.0.0.1:50061", "--spool-dir"])
             .arg(&spool)
             .args(["--watch-listen", "127.0.0.1:50062"])

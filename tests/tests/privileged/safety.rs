@@ -7,7 +7,7 @@ use std::{
 
 use anyhow::{ensure, Result};
 use collector_tests::{
-    collector_programs_loaded, counter, final_counters, xdp_attached, Agent, VethPair,
+    counter, final_counters, programs_still_loaded, xdp_attached, Agent, VethPair,
 };
 
 fn invite(i: usize) -> Vec<u8> {
@@ -114,13 +114,18 @@ fn programs_load_in_both_xdp_modes_and_detach_cleanly() -> Result<()> {
             xdp_attached(&pair.b.name, &pair.if_b)?,
             "{mode}: nothing attached"
         );
+        let programs = agent.program_ids()?;
+        ensure!(
+            programs.len() >= 2,
+            "{mode}: the agent holds programs {programs:?}"
+        );
         let lines = agent.stop()?;
         ensure!(final_counters(&lines).is_ok(), "{mode}: no final counters");
         ensure!(
             !xdp_attached(&pair.b.name, &pair.if_b)?,
             "{mode}: XDP still attached after stop"
         );
-        let left = collector_programs_loaded()?;
+        let left = programs_still_loaded(&programs)?;
         ensure!(left.is_empty(), "{mode}: programs still loaded: {left:?}");
     }
     Ok(())
