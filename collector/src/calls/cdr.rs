@@ -325,39 +325,38 @@ pub(crate) fn legs(call: &Call, live: &[Snapshot]) -> Vec<MediaLeg> {
 
 /// Which record of a call [`build`] makes.
 #[derive(Clone, Copy, Debug)]
-pub(crate) enum Record<'a> {
+pub(crate) enum Record {
     /// The final record of an ended call: its `interim_seq` is the number of interim
     /// records made before it.
     Final,
     /// Interim record number `seq` (from 1) of a call still in progress, made at `at_ns`
-    /// (its end time), with `live` the media entries still bound, read without retiring them.
+    /// (its end time).
     Interim {
         /// 1, 2, 3, ... per call.
         seq: u32,
         /// When the record is made (ns on the tracker's clock).
         at_ns: u64,
-        /// The call's media entries as they stand.
-        live: &'a [Snapshot],
     },
 }
 
 /// The CDR of `call`, final or interim (`record`). `ring_lost` is the kernel ring-full
-/// count over the call's lifetime so far.
+/// count over the call's lifetime so far; `media` its [`legs`] (of an interim record, with
+/// the entries still bound, read without retiring them).
 pub(crate) fn build(
     call: &Call,
     agent_id: &str,
     cdr_id: String,
     ring_lost: u64,
-    record: Record<'_>,
+    record: Record,
+    media: Vec<MediaLeg>,
 ) -> Cdr {
     let start = call.start_ns;
-    let (interim, interim_seq, end, live) = match record {
-        Record::Final => (false, call.interims, call.end.map(|e| e.at), &[][..]),
+    let (interim, interim_seq, end) = match record {
+        Record::Final => (false, call.interims, call.end.map(|e| e.at)),
         // An interim record runs to the time it is made.
-        Record::Interim { seq, at_ns, live } => (true, seq, Some(at_ns), live),
+        Record::Interim { seq, at_ns } => (true, seq, Some(at_ns)),
     };
     let pdd_to = call.ring_ns.or(call.final_ns);
-    let media = legs(call, live);
     // The codecs the answer listed, in its order (the offer's if no answer carried SDP).
     let codecs = call
         .negotiated()

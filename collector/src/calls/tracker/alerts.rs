@@ -10,6 +10,7 @@
     reason = "the tracker's types and imports, shared by its parts"
 )]
 use super::*;
+use collector_proto::v1::MediaLeg;
 
 pub(super) const ALERT_ONE_WAY: u8 = 1;
 pub(super) const ALERT_GAP: u8 = 2;
@@ -110,7 +111,10 @@ impl Tracker {
 impl Tracker {
     /// Raises the quality alerts of a call once each: one-way audio (during the call),
     /// long media gaps, and (at the end) a low MOS.
-    pub(super) fn check_alerts(&mut self, cookie: u64, now: u64, at_end: bool) {
+    /// `end_legs` are the call's final media legs when it ends (the CDR's, computed once by
+    /// the caller), `None` while it is in progress.
+    pub(super) fn check_alerts(&mut self, cookie: u64, now: u64, end_legs: Option<&[MediaLeg]>) {
+        let at_end = end_legs.is_some();
         let Some(call) = self.calls.get(&cookie) else {
             return;
         };
@@ -177,13 +181,9 @@ impl Tracker {
                 ));
             }
         }
-        let legs = if at_end {
-            cdr::legs(call, &[])
-        } else {
-            Vec::new()
-        };
+        let legs = end_legs.unwrap_or_default();
         if at_end && call.alerts & ALERT_RTCP == 0 {
-            for l in &legs {
+            for l in legs {
                 let Some(fe) = l.far_end.as_ref().filter(|f| f.disagreement) else {
                     continue;
                 };

@@ -508,7 +508,7 @@ impl Tracker {
                     });
                 }
             }
-            self.check_alerts(cookie, now, false);
+            self.check_alerts(cookie, now, None);
         }
         // Once every call's values are fresh: a leg matched against others not yet read
         // in this round could look unique when it is not.

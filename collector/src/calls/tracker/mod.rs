@@ -712,7 +712,13 @@ impl Tracker {
         self.release_media(cookie, media);
         self.link_by_media(cookie, Some(media));
         self.forget_addresses(cookie);
-        self.check_alerts(cookie, now, true);
+        // Its media legs, scored once: for the alerts judged at the end and for the record.
+        let legs = self
+            .calls
+            .get(&cookie)
+            .map(|c| cdr::legs(c, &[]))
+            .unwrap_or_default();
+        self.check_alerts(cookie, now, Some(&legs));
         self.unanswered.remove(&cookie);
         let Some(call) = self.calls.remove(&cookie) else {
             return;
@@ -727,7 +733,6 @@ impl Tracker {
             cdr::Record::Interim {
                 seq: call.interims.saturating_add(1),
                 at_ns: now,
-                live: &[],
             }
         } else {
             cdr::Record::Final
@@ -743,6 +748,7 @@ impl Tracker {
             id,
             self.ring_lost_total.saturating_sub(call.ring_lost_at_start),
             record,
+            legs,
         );
         self.out.cdrs.push(record);
     }
@@ -794,8 +800,8 @@ impl Tracker {
             cdr::Record::Interim {
                 seq: call.interims,
                 at_ns: now,
-                live: &live,
             },
+            cdr::legs(call, &live),
         );
         self.stats.cdrs += 1;
         self.stats.interim += 1;
