@@ -563,11 +563,7 @@ impl Plan {
         table: &mut dyn MediaTable,
         seed: Option<(Way, MediaValue)>,
     ) -> Result<(), MediaError> {
-        let flags = if self.mux {
-            MediaValue::FLAG_RTCP_MUX
-        } else {
-            0
-        };
+        let flags = stream_flags(self.mux);
         let value = |way: Way, te_pt: u8| {
             let mut v = MediaValue::new(cookie, self.clock_rate, te_pt, flags);
             if let Some((_, s)) = seed.filter(|(w, _)| *w == way) {
@@ -636,6 +632,15 @@ impl Plan {
             (self.caller_rtcp, self.callee_rtcp)
         };
         [a, b].into_iter().flatten()
+    }
+}
+
+/// The flags of a MEDIA stream entry: RTCP may arrive on its RTP port when `mux`.
+fn stream_flags(mux: bool) -> u8 {
+    if mux {
+        MediaValue::FLAG_RTCP_MUX
+    } else {
+        0
     }
 }
 
@@ -709,14 +714,9 @@ impl Pending {
             Some(v) if v.cookie != cookie => return Ok(false),
             Some(_) => {}
             None => {
-                let flags = if self.mux {
-                    MediaValue::FLAG_RTCP_MUX
-                } else {
-                    0
-                };
                 table.insert_stream(
                     key,
-                    MediaValue::new(cookie, self.clock_rate, self.te_pt, flags),
+                    MediaValue::new(cookie, self.clock_rate, self.te_pt, stream_flags(self.mux)),
                 )?;
             }
         }

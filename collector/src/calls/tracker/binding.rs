@@ -236,8 +236,7 @@ impl Tracker {
                 }
             }
         }
-        self.stats.media_errors += u64::from(errors);
-        call.map_pressure = call.map_pressure.saturating_add(errors);
+        count_map_errors(&mut self.stats, call, errors);
     }
 
     /// Removes the pending entries of every hop of the call (it ended unanswered, or its
@@ -254,8 +253,7 @@ impl Tracker {
                 }
             }
         }
-        self.stats.media_errors += u64::from(errors);
-        call.map_pressure = call.map_pressure.saturating_add(errors);
+        count_map_errors(&mut self.stats, call, errors);
     }
 }
 
@@ -335,8 +333,7 @@ impl Tracker {
                 errors += 1;
             }
         }
-        self.stats.media_errors += u64::from(errors);
-        call.map_pressure = call.map_pressure.saturating_add(errors);
+        count_map_errors(&mut self.stats, call, errors);
         if let Some(h) = call.media.hops.iter_mut().find(|h| h.hop == hop) {
             h.plan = Some(plan);
             h.live.clear();
@@ -516,6 +513,13 @@ impl Tracker {
             self.link_by_media(cookie, None);
         }
     }
+}
+
+/// Counts `errors` failed map operations for `call`: in the tracker's totals, and in the
+/// call's coverage (its CDR is then not complete).
+fn count_map_errors(stats: &mut TrackerStats, call: &mut Call, errors: u32) {
+    stats.media_errors += u64::from(errors);
+    call.map_pressure = call.map_pressure.saturating_add(errors);
 }
 
 /// Feeds every stream's fresh counters (read at `now`) to its interval track, closing an
