@@ -347,6 +347,7 @@ fn media<P: Packet>(
     key.sport = p.sport;
     key.dport = p.dport;
     if let Some(v) = MEDIA.get_ptr_mut(&*key) {
+        seed_if_due(v, p, key);
         rtp_hit(ctx, dir, p, cfg, v);
         return;
     }
@@ -355,14 +356,14 @@ fn media<P: Packet>(
     ep_key._pad = 0;
     // SAFETY: map lookups return pointers valid for the duration of the program.
     if let Some(ep) = unsafe { MEDIA_EP.get(&*ep_key) } {
-        endpoint_hit(ctx, dir, p, cfg, ep, true);
+        endpoint_hit(ctx, dir, p, cfg, ep, true, key);
         return;
     }
     ep_key.addr = p.src;
     ep_key.port = p.sport;
     // SAFETY: as above.
     if let Some(ep) = unsafe { MEDIA_EP.get(&*ep_key) } {
-        endpoint_hit(ctx, dir, p, cfg, ep, false);
+        endpoint_hit(ctx, dir, p, cfg, ep, false, key);
         return;
     }
     count(Counter::NoMatch);
@@ -376,6 +377,7 @@ fn endpoint_hit<P: Packet>(
     cfg: &Config,
     ep: &EndpointValue,
     as_dst: bool,
+    scratch: &mut MediaKey,
 ) {
     if ep.flags & EndpointValue::FLAG_RTCP != 0 {
         if cfg.flags & Config::FLAG_RTCP != 0 {
@@ -385,8 +387,32 @@ fn endpoint_hit<P: Packet>(
     }
     let key = if as_dst { &ep.to_key } else { &ep.from_key };
     match MEDIA.get_ptr_mut(key) {
-        Some(v) => rtp_hit(ctx, dir, p, cfg, v),
+        Some(v) => {
+            seed_if_due(v, p, scratch);
+            rtp_hit(ctx, dir, p, cfg, v)
+        }
         None => count(Counter::NoMatch),
+    }
+}
+
+/// A bound stream installed with [`MediaValue::FLAG_SEED`] takes over its pending entry's
+/// counts at its first packet (see the flag).
+#[inline(always)]
+fn seed_if_due(v: *mut MediaValue, p: &Parsed, scratch: &mut MediaKey) {
+    // SAFETY: `v` came from a map lookup in this program run; the entry stays valid.
+    if unsafe { (*v).flags } & MediaValue::FLAG_SEED != 0 {
+        seed(v, p, scratch);
+    }
+}
+
+#[inline(never)]
+fn seed(v: *mut MediaValue, p: &Parsed, scratch: &mut MediaKey) {
+    *scratch = MediaKey::pending(&p.dst, p.dport);
+    // SAFETY: map lookups return pointers valid for the duration of the program; `v` as
+    // above, and a different entry (its source is the unspecified address).
+    unsafe {
+        let pending = MEDIA.get(&*scratch);
+        (*v).take_seed(pending);
     }
 }
 

@@ -101,6 +101,12 @@ pub struct MediaValue {
 impl MediaValue {
     /// RTCP is multiplexed on the RTP port (RFC 5761): PT 192..=223 is RTCP.
     pub const FLAG_RTCP_MUX: u8 = 1;
+    /// Counting starts from the pending entry of the same destination
+    /// ([`MediaKey::pending`]): the first packet that reaches this entry takes that entry's
+    /// per-SSRC state over (and clears the flag) before it is counted. Userspace installs
+    /// a bound stream this way so that what was counted for an offerer before its answer
+    /// was bound goes on without a read-and-copy window in which a packet could be lost.
+    pub const FLAG_SEED: u8 = 2;
 
     /// Lowest clock rate with a computed jitter (Hz); below it the rate is taken as unknown.
     pub const MIN_CLOCK_RATE: u32 = 1000;
@@ -131,6 +137,43 @@ impl MediaValue {
                 0
             },
             slots: [RtpStream::EMPTY; SSRC_SLOTS],
+        }
+    }
+}
+
+impl MediaValue {
+    /// Takes over the per-SSRC state of `pending` (the same call's pending entry) and
+    /// clears [`MediaValue::FLAG_SEED`]; with no such entry only the flag is cleared.
+    #[inline(always)]
+    pub fn take_seed(&mut self, pending: Option<&MediaValue>) {
+        if let Some(p) = pending {
+            if p.cookie == self.cookie {
+                self.slots = p.slots;
+                self.ssrc_overflow = p.ssrc_overflow;
+            }
+        }
+        self.flags &= !Self::FLAG_SEED;
+    }
+}
+
+impl MediaKey {
+    /// The key of the pending entry that counts packets sent to `dst`:`dport` while its
+    /// peer is not known: from the unspecified address of `dst`'s family (which no packet
+    /// has), port `dport`.
+    #[inline(always)]
+    pub fn pending(dst: &[u8; 16], dport: u16) -> Self {
+        let mut src = [0u8; 16];
+        // Byte by byte: a slice comparison would be a memcmp call, which BPF has not.
+        let zero = dst[0] | dst[1] | dst[2] | dst[3] | dst[4] | dst[5] | dst[6] | dst[7];
+        if zero | dst[8] | dst[9] == 0 && dst[10] == 0xff && dst[11] == 0xff {
+            src[10] = 0xff;
+            src[11] = 0xff;
+        }
+        Self {
+            src,
+            dst: *dst,
+            sport: dport,
+            dport,
         }
     }
 }

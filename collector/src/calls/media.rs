@@ -235,14 +235,15 @@ impl EmulatedMedia {
             return UdpVerdict::NoMatch;
         }
         let key = media_key(src, dst);
+        let pending = MediaKey::pending(&key.dst, key.dport);
         if self.media.contains_key(&key) {
-            return self.rtp_hit(&key, ts_ns, payload);
+            return self.rtp_hit(&key, &pending, ts_ns, payload);
         }
         if let Some(ep) = self.endpoints.get(&endpoint_key(dst)).copied() {
-            return self.endpoint_hit(&ep, true, ts_ns, payload);
+            return self.endpoint_hit(&ep, true, &pending, ts_ns, payload);
         }
         if let Some(ep) = self.endpoints.get(&endpoint_key(src)).copied() {
-            return self.endpoint_hit(&ep, false, ts_ns, payload);
+            return self.endpoint_hit(&ep, false, &pending, ts_ns, payload);
         }
         UdpVerdict::NoMatch
     }
@@ -251,6 +252,7 @@ impl EmulatedMedia {
         &mut self,
         ep: &EndpointValue,
         as_dst: bool,
+        pending: &MediaKey,
         ts_ns: u64,
         payload: &[u8],
     ) -> UdpVerdict {
@@ -259,13 +261,31 @@ impl EmulatedMedia {
         }
         let key = if as_dst { ep.to_key } else { ep.from_key };
         if self.media.contains_key(&key) {
-            self.rtp_hit(&key, ts_ns, payload)
+            self.rtp_hit(&key, pending, ts_ns, payload)
         } else {
             UdpVerdict::NoMatch
         }
     }
 
-    fn rtp_hit(&mut self, key: &MediaKey, ts_ns: u64, payload: &[u8]) -> UdpVerdict {
+    /// As the kernel: counts one packet in entry `key`, which first takes over the entry
+    /// `pending` (the pending key of the packet's destination) when it is due to.
+    fn rtp_hit(
+        &mut self,
+        key: &MediaKey,
+        pending: &MediaKey,
+        ts_ns: u64,
+        payload: &[u8],
+    ) -> UdpVerdict {
+        if self
+            .media
+            .get(key)
+            .is_some_and(|v| v.flags & MediaValue::FLAG_SEED != 0)
+        {
+            let seed = self.media.get(pending).copied();
+            if let Some(v) = self.media.get_mut(key) {
+                v.take_seed(seed.as_ref());
+            }
+        }
         let Some(v) = self.media.get_mut(key) else {
             return UdpVerdict::NoMatch;
         };
@@ -483,6 +503,12 @@ pub struct Plan {
     pub te_to_caller: u8,
     /// RTCP multiplexed on the RTP ports (both sides agreed).
     pub mux: bool,
+    /// The direction that starts from a [`Pending`] entry (RTP to the offerer counted
+    /// before the answer was bound), and that entry's key. Its exact entry is installed
+    /// with [`MediaValue::FLAG_SEED`]: the kernel moves the pending counts into it at its
+    /// first packet, so nothing is read and written apart. The pending entry stays until
+    /// the plan is removed; reads take it while the flag is still set.
+    pub seeded: Option<(Way, MediaKey)>,
 }
 
 impl Plan {
@@ -526,7 +552,19 @@ impl Plan {
             te_to_callee: te(callee, caller),
             te_to_caller: te(caller, callee),
             mux,
+            seeded: None,
         })
+    }
+
+    /// Whether `other` binds the same streams (whatever they were seeded from).
+    pub fn binds_same(&self, other: &Plan) -> bool {
+        Plan {
+            seeded: None,
+            ..*self
+        } == Plan {
+            seeded: None,
+            ..*other
+        }
     }
 
     /// The MEDIA key of one direction.
@@ -550,32 +588,20 @@ impl Plan {
 
     /// Writes the entries. Errors are counted by the caller; what was written stays.
     pub fn install(&self, cookie: u64, table: &mut dyn MediaTable) -> Result<(), MediaError> {
-        self.install_seeded(cookie, table, None)
-    }
-
-    /// Writes the entries, the direction of `seed` starting from the packets already counted
-    /// for it (by a [`Pending`] entry: RTP that reached the offerer before the answer was
-    /// bound) instead of from nothing. Errors are counted by the caller; what was written
-    /// stays.
-    pub fn install_seeded(
-        &self,
-        cookie: u64,
-        table: &mut dyn MediaTable,
-        seed: Option<(Way, MediaValue)>,
-    ) -> Result<(), MediaError> {
-        let flags = stream_flags(self.mux);
-        let value = |way: Way, te_pt: u8| {
-            let mut v = MediaValue::new(cookie, self.clock_rate, te_pt, flags);
-            if let Some((_, s)) = seed.filter(|(w, _)| *w == way) {
-                v.slots = s.slots;
-                v.ssrc_overflow = s.ssrc_overflow;
+        for way in [Way::CallerToCallee, Way::CalleeToCaller] {
+            let te_pt = match way {
+                Way::CallerToCallee => self.te_to_callee,
+                Way::CalleeToCaller => self.te_to_caller,
+            };
+            let mut flags = stream_flags(self.mux);
+            if self.seeded.is_some_and(|(w, _)| w == way) {
+                flags |= MediaValue::FLAG_SEED;
             }
-            v
-        };
+            let value = MediaValue::new(cookie, self.clock_rate, te_pt, flags);
+            table.insert_stream(self.key(way), value)?;
+        }
         let c2e = self.key(Way::CallerToCallee);
         let e2c = self.key(Way::CalleeToCaller);
-        table.insert_stream(c2e, value(Way::CallerToCallee, self.te_to_callee))?;
-        table.insert_stream(e2c, value(Way::CalleeToCaller, self.te_to_caller))?;
         let ep = |to_key, from_key, flags| EndpointValue {
             cookie,
             flags,
@@ -595,6 +621,27 @@ impl Plan {
         Ok(())
     }
 
+    /// Removes the pending entry the seeded direction started from once the kernel has
+    /// moved its counts (the bound entry's [`MediaValue::FLAG_SEED`] is clear), and forgets
+    /// it; until then (no packet yet) it stays.
+    pub fn settle(&mut self, cookie: u64, table: &mut dyn MediaTable) -> Result<(), MediaError> {
+        let Some((way, pending)) = self.seeded else {
+            return Ok(());
+        };
+        let taken = match table.stream(&self.key(way))? {
+            Some(v) if v.cookie == cookie => v.flags & MediaValue::FLAG_SEED == 0,
+            // The bound entry is gone: nothing will move the counts any more.
+            _ => false,
+        };
+        if taken {
+            if table.stream(&pending)?.is_some_and(|v| v.cookie == cookie) {
+                table.remove_stream(&pending)?;
+            }
+            self.seeded = None;
+        }
+        Ok(())
+    }
+
     /// Reads both directions: `(way, value)` for each entry still present.
     pub fn read(
         &self,
@@ -602,15 +649,28 @@ impl Plan {
     ) -> Result<Vec<(Way, Option<MediaValue>)>, MediaError> {
         let mut out = Vec::with_capacity(2);
         for way in [Way::CallerToCallee, Way::CalleeToCaller] {
-            out.push((way, table.stream(&self.key(way))?));
+            // The pending entry first: if the bound one still has its flag after it, the
+            // kernel has not moved the pending counts yet, and they are the stream's.
+            let pending = match self.seeded {
+                Some((w, key)) if w == way => table.stream(&key)?,
+                _ => None,
+            };
+            let value = table.stream(&self.key(way))?.map(|mut v| {
+                if v.flags & MediaValue::FLAG_SEED != 0 {
+                    v.take_seed(pending.as_ref());
+                }
+                v
+            });
+            out.push((way, value));
         }
         Ok(out)
     }
 
     /// Removes the entries that still belong to `cookie`.
     pub fn remove(&self, cookie: u64, table: &mut dyn MediaTable) -> Result<(), MediaError> {
-        for way in [Way::CallerToCallee, Way::CalleeToCaller] {
-            let key = self.key(way);
+        let seeded_from = self.seeded.map(|(_, key)| key);
+        let keys = [self.key(Way::CallerToCallee), self.key(Way::CalleeToCaller)];
+        for key in keys.into_iter().chain(seeded_from) {
             if table.stream(&key)?.is_some_and(|v| v.cookie == cookie) {
                 table.remove_stream(&key)?;
             }
@@ -653,7 +713,7 @@ fn stream_flags(mux: bool) -> u8 {
 /// (source the unspecified address), with the offerer's endpoint pointing at it for packets
 /// it receives. Packets it sends are not counted (`from_key` names a stream that never
 /// exists): their destination is not known yet. When the plan is installed its
-/// answerer → offerer stream starts from what was counted here.
+/// answerer → offerer direction is seeded from this entry ([`Plan::seeded`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Pending {
     /// The offerer's RTP address.
@@ -683,7 +743,8 @@ impl Pending {
     /// The MEDIA key of the pending stream: from the unspecified address of the offerer's
     /// family, which no packet has.
     pub fn key(&self) -> MediaKey {
-        media_key(self.unspecified(self.addr.port()), self.addr)
+        let at = endpoint_key(self.addr);
+        MediaKey::pending(&at.addr, at.port)
     }
 
     /// A MEDIA key that is never installed: to port 0 of the unspecified address.

@@ -284,3 +284,92 @@ fn kernel_rtp_statistics_equal_the_rfc_reference() -> Result<()> {
     drop(sockets);
     Ok(())
 }
+
+/// A bound stream installed with `FLAG_SEED` takes over, at its first packet, what its
+/// pending entry counted (RTP to an offerer before its answer was bound): the counts go on
+/// as one stream, known by construction (10 packets, none lost). A seeded stream whose
+/// pending entry is gone (or another call's) counts from its own first packet.
+#[test]
+fn a_seeded_stream_takes_over_its_pending_counts() -> Result<()> {
+    let pair = VethPair::new(3)?;
+    let (a, b) = (pair.addr_a.clone(), pair.addr_b.clone());
+    let ip_a: std::net::IpAddr = a.parse()?;
+    let ip_b: std::net::IpAddr = b.parse()?;
+    let (iface, bb) = (pair.if_b.clone(), b.clone());
+    let (mut cap, sockets) = pair.b.run(move || {
+        let mut cap = Capture::load(&CaptureOptions::default())?;
+        cap.attach(&iface, XdpModeArg::Auto)?;
+        let socks = [6020u16, 6030]
+            .into_iter()
+            .map(|p| UdpSocket::bind((bb.as_str(), p)))
+            .collect::<std::io::Result<Vec<_>>>()?;
+        Ok((cap, socks))
+    })?;
+    let exact = |port| MediaKey {
+        src: map_addr(ip_a),
+        dst: map_addr(ip_b),
+        sport: port,
+        dport: port,
+    };
+    let pending = MediaKey::pending(&map_addr(ip_b), 6020);
+    cap.insert_stream(pending, MediaValue::new(3, CLOCK, 0xff, 0))?;
+    cap.insert_endpoint(
+        EndpointKey {
+            addr: map_addr(ip_b),
+            port: 6020,
+            _pad: 0,
+        },
+        EndpointValue {
+            cookie: 3,
+            to_key: pending,
+            ..EndpointValue::default()
+        },
+    )?;
+    let send = |port: u16, seqs: std::ops::Range<u16>| {
+        let (a, b) = (a.clone(), b.clone());
+        pair.a.run(move || {
+            let s = UdpSocket::bind((a.as_str(), port))?;
+            for seq in seqs {
+                let p = Rtp {
+                    pt: 0,
+                    seq,
+                    ts: u32::from(seq) * 160,
+                    ssrc: 0x3333_3333,
+                };
+                s.send_to(&p.bytes(), (b.as_str(), port))?;
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            Ok(())
+        })
+    };
+    send(6020, 0..5)?;
+    std::thread::sleep(Duration::from_millis(50));
+    let counted = cap.stream(&pending)?.context("pending stream")?;
+    ensure!(
+        counted.slots[0].packets == 5,
+        "pending: {:?}",
+        counted.slots[0]
+    );
+    cap.insert_stream(
+        exact(6020),
+        MediaValue::new(3, CLOCK, 0xff, MediaValue::FLAG_SEED),
+    )?;
+    // Another call's seeded stream (cookie 4) finds no pending entry of its own.
+    cap.insert_stream(
+        exact(6030),
+        MediaValue::new(4, CLOCK, 0xff, MediaValue::FLAG_SEED),
+    )?;
+    send(6020, 5..10)?;
+    send(6030, 0..4)?;
+    std::thread::sleep(Duration::from_millis(50));
+    let v = cap.stream(&exact(6020))?.context("seeded stream")?;
+    let s = &v.slots[0];
+    assert_eq!(v.flags & MediaValue::FLAG_SEED, 0, "the flag is cleared");
+    assert_eq!((s.ssrc, s.packets, s.lost()), (0x3333_3333, 10, 0));
+    assert_eq!(u64::from(s.received), 10);
+    let w = cap.stream(&exact(6030))?.context("unseeded stream")?;
+    assert_eq!(w.flags & MediaValue::FLAG_SEED, 0);
+    assert_eq!((w.slots[0].packets, w.slots[0].lost()), (4, 0));
+    drop(sockets);
+    Ok(())
+}

@@ -351,12 +351,14 @@ fn pending_entries_count_rtp_to_the_offerer_until_the_plan_takes_over() {
     assert!(p.install(1, &mut m).unwrap());
     let counted = p.read(1, &mut m).unwrap().unwrap();
     assert_eq!(counted.slots[0].packets, 3);
-    // The plan starts its answerer → offerer stream from what was counted.
-    let plan = Plan::new(&offer, &side("198.51.100.20", 5000, "")).unwrap();
-    plan.install_seeded(1, &mut m, Some((Way::CalleeToCaller, counted)))
-        .unwrap();
-    p.remove(1, &mut m).unwrap();
-    assert_eq!(m.len(), (2, 4), "the plan's endpoint stays");
+    // The plan's answerer → offerer stream is seeded from the pending one: until its first
+    // packet a read takes the pending counts; the pending stream stays with the plan.
+    let mut plan = Plan::new(&offer, &side("198.51.100.20", 5000, "")).unwrap();
+    plan.seeded = Some((Way::CalleeToCaller, p.key()));
+    plan.install(1, &mut m).unwrap();
+    assert_eq!(m.len(), (3, 4), "the plan's endpoint stays");
+    let before = plan.read(&mut m).unwrap();
+    assert_eq!(before[1].1.unwrap().slots[0].packets, 3);
     for seq in 3..10u16 {
         m.on_udp(
             u64::from(seq) * 20 * MS,
@@ -367,6 +369,8 @@ fn pending_entries_count_rtp_to_the_offerer_until_the_plan_takes_over() {
     }
     let v = m.stream(&media_key(addr(B), addr(A))).unwrap().unwrap();
     assert_eq!((v.slots[0].packets, v.slots[0].lost()), (10, 0));
+    assert_eq!(v.flags & MediaValue::FLAG_SEED, 0);
+    assert_eq!(plan.read(&mut m).unwrap()[1].1, Some(v));
     assert_eq!(packets(&mut m, A, B), 0);
     plan.remove(1, &mut m).unwrap();
     assert!(m.is_empty());

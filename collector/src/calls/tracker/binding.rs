@@ -269,10 +269,10 @@ impl Tracker {
         let (Some(a), Some(b)) = (&h.caller, &h.callee) else {
             return;
         };
-        let Some(plan) = Plan::new(a, b) else {
+        let Some(mut plan) = Plan::new(a, b) else {
             return;
         };
-        if h.plan == Some(plan) {
+        if h.plan.is_some_and(|p| p.binds_same(&plan)) {
             return;
         }
         // A proxy that passed the SDP through unchanged: the streams are bound once.
@@ -280,7 +280,7 @@ impl Tracker {
             .media
             .hops
             .iter()
-            .any(|o| o.hop != hop && o.plan == Some(plan))
+            .any(|o| o.hop != hop && o.plan.is_some_and(|p| p.binds_same(&plan)))
         {
             return;
         }
@@ -299,17 +299,15 @@ impl Tracker {
             }
         }
         // RTP that reached the offerer before this answer was bound was counted by the
-        // pending entries: the answerer → offerer stream starts from it. (A packet counted
-        // there between this read and the install below is lost: a window of one map
-        // update, where there was one of the whole answer's processing.)
+        // pending entries: the plan's answerer → offerer stream is seeded from them (the
+        // kernel moves the counts at its first packet: no read-and-copy window).
         let pending = call
             .media
             .hops
             .iter_mut()
             .find(|h| h.hop == hop)
             .and_then(|h| h.pending.take());
-        let mut errors = 0u32;
-        let seed = pending.and_then(|p| {
+        plan.seeded = pending.and_then(|p| {
             let way = if p.addr == plan.caller {
                 Way::CalleeToCaller
             } else if p.addr == plan.callee {
@@ -317,18 +315,15 @@ impl Tracker {
             } else {
                 return None;
             };
-            match p.read(cookie, media) {
-                Ok(v) => v.map(|v| (way, v)),
-                Err(_) => {
-                    errors += 1;
-                    None
-                }
-            }
+            Some((way, p.key()))
         });
-        if plan.install_seeded(cookie, media, seed).is_err() {
+        let mut errors = 0u32;
+        if plan.install(cookie, media).is_err() {
             errors += 1;
         }
-        if let Some(p) = pending {
+        // Not seeded from (the offer moved): the pending entries go; otherwise they go with
+        // the plan.
+        if let Some(p) = pending.filter(|_| plan.seeded.is_none()) {
             if p.remove(cookie, media).is_err() {
                 errors += 1;
             }
@@ -434,9 +429,15 @@ impl Tracker {
             // The directions that carried new packets since the last poll.
             let mut active: Vec<Snapshot> = Vec::new();
             for h in &mut call.media.hops {
-                let Some(plan) = h.plan else {
+                let Some(mut plan) = h.plan else {
                     continue;
                 };
+                if plan.seeded.is_some() {
+                    if plan.settle(cookie, media).is_err() {
+                        self.stats.media_errors += 1;
+                    }
+                    h.plan = Some(plan);
+                }
                 match plan.read(media) {
                     Ok(values) => {
                         for (way, v) in values {
