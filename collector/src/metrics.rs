@@ -295,7 +295,7 @@ impl Metrics {
         );
         r.register(
             "active_media_streams",
-            "Media stream directions installed in the kernel's MEDIA map",
+            "Media stream directions bound in the kernel's MEDIA map (pending entries for offers not yet answered are not counted)",
             active_media_streams.clone(),
         );
         r.register("cdrs", "CDRs by life-cycle stage", cdrs.clone());

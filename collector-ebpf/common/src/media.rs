@@ -176,6 +176,11 @@ impl MediaKey {
             dport,
         }
     }
+
+    /// Whether this is a pending entry's key ([`MediaKey::pending`]): no packet has it.
+    pub fn is_pending(&self) -> bool {
+        *self == Self::pending(&self.dst, self.dport)
+    }
 }
 
 /// Buckets of the delay-variation histogram, upper bounds in ms (the last is open).

@@ -61,6 +61,8 @@ pub struct KernelMedia {
     /// Keys installed in MEDIA. Only userspace inserts and removes (the map is a plain hash,
     /// the kernel never evicts), so this is the map's content; it is bounded by the map.
     installed: HashSet<MediaKey>,
+    /// How many of `installed` are pending entries.
+    pending: usize,
 }
 
 fn kerr(e: capture::CaptureError) -> MediaError {
@@ -74,12 +76,15 @@ impl KernelMedia {
             cap,
             offset_ns,
             installed: HashSet::new(),
+            pending: 0,
         }
     }
 
-    /// Stream directions installed in the kernel's MEDIA map.
+    /// Stream directions bound in the kernel's MEDIA map: its entries but the pending ones
+    /// (what is sent to an offerer before its answer is bound, or before the bound stream's
+    /// first packet moves the pending counts).
     pub fn streams(&self) -> usize {
-        self.installed.len()
+        self.installed.len().saturating_sub(self.pending)
     }
 
     /// The loaded programs.
@@ -91,7 +96,9 @@ impl KernelMedia {
 impl MediaTable for KernelMedia {
     fn insert_stream(&mut self, key: MediaKey, value: MediaValue) -> Result<(), MediaError> {
         self.cap.insert_stream(key, value).map_err(kerr)?;
-        self.installed.insert(key);
+        if self.installed.insert(key) && key.is_pending() {
+            self.pending += 1;
+        }
         Ok(())
     }
 
@@ -110,7 +117,9 @@ impl MediaTable for KernelMedia {
 
     fn remove_stream(&mut self, key: &MediaKey) -> Result<(), MediaError> {
         self.cap.remove_stream(key).map_err(kerr)?;
-        self.installed.remove(key);
+        if self.installed.remove(key) && key.is_pending() {
+            self.pending = self.pending.saturating_sub(1);
+        }
         Ok(())
     }
 
