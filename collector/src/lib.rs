@@ -19,8 +19,12 @@
 //!                        │
 //!   cli (agent, server, cdrs, flows, top, replay, erase, ...), callview, metrics
 //! ```
+//!
+//! Beside the flow, `billing` holds the pure rating engine (rate tables, rating, destination
+//! prefixes) for the agent's billing policy and the server's rating at ingest.
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod billing;
 pub mod calls;
 pub mod callview;
 pub mod capture;
