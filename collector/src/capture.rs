@@ -13,7 +13,7 @@ use aya::{
 };
 use collector_common::{
     counters::COUNTER_COUNT,
-    media::{EndpointKey, EndpointValue, MAP_MEDIA_EP, MAP_MEDIA_PORTS},
+    media::{EndpointKey, EndpointValue, MAP_MEDIA_EP, MAP_MEDIA_PORTS, MEDIA_PORT_WORDS},
     Config, Counter, EventHeader, MediaKey, MediaValue, GLOBAL_CONFIG, MAP_COUNTERS, MAP_EVENTS,
     MAP_MEDIA, MAP_SIP_PORTS, PORT_SIP, PROG_TC_EGRESS, PROG_XDP, SNAP_MAX,
 };
@@ -136,6 +136,9 @@ pub struct Attachment {
 pub struct Capture {
     ebpf: Ebpf,
     attachments: Vec<Attachment>,
+    /// What MEDIA_PORTS holds: only this process writes it (bits are set, never cleared),
+    /// so a port already announced costs no system call.
+    ports: Vec<u64>,
 }
 
 impl Capture {
@@ -200,6 +203,7 @@ impl Capture {
         Ok(Self {
             ebpf,
             attachments: Vec::new(),
+            ports: vec![0; MEDIA_PORT_WORDS as usize],
         })
     }
 
@@ -344,17 +348,24 @@ impl Capture {
     /// Marks `port` as announced in SDP, so the programs look its packets up in MEDIA.
     /// Bits are never cleared: a stale bit costs one failed lookup, a missing one a stream.
     pub fn announce_port(&mut self, port: u16) -> Result<(), CaptureError> {
+        let bit = 1u64 << (port & 63);
+        let word = match self.ports.get(usize::from(port >> 6)) {
+            Some(&w) if w & bit == 0 => w | bit,
+            _ => return Ok(()),
+        };
         let map = self
             .ebpf
             .map_mut(MAP_MEDIA_PORTS)
             .ok_or(CaptureError::MissingMap(MAP_MEDIA_PORTS))?;
         let mut words: Array<&mut MapData, u64> =
             Array::try_from(map).map_err(map_err("opening MEDIA_PORTS"))?;
-        let idx = u32::from(port >> 6);
-        let w = words.get(&idx, 0).map_err(map_err("reading MEDIA_PORTS"))?;
         words
-            .set(idx, w | (1u64 << (port & 63)), 0)
-            .map_err(map_err("writing MEDIA_PORTS"))
+            .set(u32::from(port >> 6), word, 0)
+            .map_err(map_err("writing MEDIA_PORTS"))?;
+        if let Some(w) = self.ports.get_mut(usize::from(port >> 6)) {
+            *w = word;
+        }
+        Ok(())
     }
 
     /// Installs (or replaces) one direction of a stream.

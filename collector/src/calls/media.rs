@@ -58,6 +58,12 @@ pub trait MediaTable {
     fn insert_stream(&mut self, key: MediaKey, value: MediaValue) -> Result<(), MediaError>;
     /// Reads one direction; `None` when absent (never installed, removed or evicted).
     fn stream(&mut self, key: &MediaKey) -> Result<Option<MediaValue>, MediaError>;
+    /// The call (cookie) a direction belongs to, `None` when absent. Only userspace
+    /// writes entries, so a table that remembers what it wrote answers without reading
+    /// the kernel's counters.
+    fn stream_cookie(&mut self, key: &MediaKey) -> Result<Option<u64>, MediaError> {
+        Ok(self.stream(key)?.map(|v| v.cookie))
+    }
     /// Removes one direction (absent is fine).
     fn remove_stream(&mut self, key: &MediaKey) -> Result<(), MediaError>;
     /// Installs (or replaces) an endpoint.
@@ -634,7 +640,7 @@ impl Plan {
             _ => false,
         };
         if taken {
-            if table.stream(&pending)?.is_some_and(|v| v.cookie == cookie) {
+            if table.stream_cookie(&pending)? == Some(cookie) {
                 table.remove_stream(&pending)?;
             }
             self.seeded = None;
@@ -671,7 +677,7 @@ impl Plan {
         let seeded_from = self.seeded.map(|(_, key)| key);
         let keys = [self.key(Way::CallerToCallee), self.key(Way::CalleeToCaller)];
         for key in keys.into_iter().chain(seeded_from) {
-            if table.stream(&key)?.is_some_and(|v| v.cookie == cookie) {
+            if table.stream_cookie(&key)? == Some(cookie) {
                 table.remove_stream(&key)?;
             }
         }
@@ -771,8 +777,8 @@ impl Pending {
         if ep.is_some_and(|e| e.cookie != cookie || e.to_key != key) {
             return Ok(false);
         }
-        match table.stream(&key)? {
-            Some(v) if v.cookie != cookie => return Ok(false),
+        match table.stream_cookie(&key)? {
+            Some(c) if c != cookie => return Ok(false),
             Some(_) => {}
             None => {
                 table.insert_stream(
@@ -819,7 +825,7 @@ impl Pending {
         {
             table.remove_endpoint(&ep_key)?;
         }
-        if table.stream(&key)?.is_some_and(|v| v.cookie == cookie) {
+        if table.stream_cookie(&key)? == Some(cookie) {
             table.remove_stream(&key)?;
         }
         Ok(())

@@ -15,7 +15,7 @@
 //! measured at start, for events and for the RTP times read back from the maps alike.
 #![deny(clippy::indexing_slicing, clippy::panic)]
 use std::{
-    collections::{BTreeMap, HashSet, VecDeque},
+    collections::{BTreeMap, HashMap, VecDeque},
     net::SocketAddr,
     sync::Arc,
     time::{Duration, Instant},
@@ -58,11 +58,14 @@ const MAX_AGE_MARKS: usize = 1024;
 pub struct KernelMedia {
     cap: Capture,
     offset_ns: u64,
-    /// Keys installed in MEDIA. Only userspace inserts and removes (the map is a plain hash,
-    /// the kernel never evicts), so this is the map's content; it is bounded by the map.
-    installed: HashSet<MediaKey>,
+    /// Keys installed in MEDIA and the call each belongs to. Only userspace inserts and
+    /// removes (the map is a plain hash, the kernel never evicts), so this is the map's
+    /// content; it is bounded by the map.
+    installed: HashMap<MediaKey, u64>,
     /// How many of `installed` are pending entries.
     pending: usize,
+    /// MEDIA_EP as written: the kernel only reads it, so reads cost no system call.
+    endpoints: HashMap<EndpointKey, EndpointValue>,
 }
 
 fn kerr(e: capture::CaptureError) -> MediaError {
@@ -75,8 +78,9 @@ impl KernelMedia {
         Self {
             cap,
             offset_ns,
-            installed: HashSet::new(),
+            installed: HashMap::new(),
             pending: 0,
+            endpoints: HashMap::new(),
         }
     }
 
@@ -96,7 +100,7 @@ impl KernelMedia {
 impl MediaTable for KernelMedia {
     fn insert_stream(&mut self, key: MediaKey, value: MediaValue) -> Result<(), MediaError> {
         self.cap.insert_stream(key, value).map_err(kerr)?;
-        if self.installed.insert(key) && key.is_pending() {
+        if self.installed.insert(key, value.cookie).is_none() && key.is_pending() {
             self.pending += 1;
         }
         Ok(())
@@ -115,9 +119,13 @@ impl MediaTable for KernelMedia {
         }))
     }
 
+    fn stream_cookie(&mut self, key: &MediaKey) -> Result<Option<u64>, MediaError> {
+        Ok(self.installed.get(key).copied())
+    }
+
     fn remove_stream(&mut self, key: &MediaKey) -> Result<(), MediaError> {
         self.cap.remove_stream(key).map_err(kerr)?;
-        if self.installed.remove(key) && key.is_pending() {
+        if self.installed.remove(key).is_some() && key.is_pending() {
             self.pending = self.pending.saturating_sub(1);
         }
         Ok(())
@@ -128,15 +136,19 @@ impl MediaTable for KernelMedia {
         key: EndpointKey,
         value: EndpointValue,
     ) -> Result<(), MediaError> {
-        self.cap.insert_endpoint(key, value).map_err(kerr)
+        self.cap.insert_endpoint(key, value).map_err(kerr)?;
+        self.endpoints.insert(key, value);
+        Ok(())
     }
 
     fn endpoint(&mut self, key: &EndpointKey) -> Result<Option<EndpointValue>, MediaError> {
-        self.cap.endpoint(key).map_err(kerr)
+        Ok(self.endpoints.get(key).copied())
     }
 
     fn remove_endpoint(&mut self, key: &EndpointKey) -> Result<(), MediaError> {
-        self.cap.remove_endpoint(key).map_err(kerr)
+        self.cap.remove_endpoint(key).map_err(kerr)?;
+        self.endpoints.remove(key);
+        Ok(())
     }
 }
 
@@ -669,9 +681,16 @@ fn emit_cdrs(
     }
     match spool {
         None => {
+            // One write for the batch (stdout alone writes each line on its own).
+            use std::io::Write;
+            let mut out = Vec::with_capacity(cdrs.len() * 1024);
             for c in cdrs {
-                println!("{}", serde_json::to_string(&c)?);
+                serde_json::to_writer(&mut out, &c)?;
+                out.push(b'\n');
             }
+            let mut stdout = std::io::stdout().lock();
+            stdout.write_all(&out)?;
+            stdout.flush()?;
         }
         Some(spool) => {
             let payloads: Vec<Vec<u8>> = cdrs.iter().map(prost::Message::encode_to_vec).collect();

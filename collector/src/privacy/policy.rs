@@ -534,6 +534,7 @@ pub struct Pseudonymizer {
     rules: NumberRules,
     fields: FieldPolicies,
     consent: Option<ConsentConfig>,
+    memo: pseudonym::Memo,
 }
 
 impl Pseudonymizer {
@@ -547,6 +548,7 @@ impl Pseudonymizer {
             rules: NumberRules::try_new(config.national.as_ref())?,
             fields: config.fields.clone(),
             consent: config.consent.clone(),
+            memo: pseudonym::Memo::default(),
         })
     }
 
@@ -614,7 +616,9 @@ impl Pseudonymizer {
 
     /// The pseudonym of a normalised identifier under the active key.
     fn pseudonym(&self, kind: Kind, bytes: &[u8]) -> String {
-        pseudonym::pseudonym(self.keys.active(), &self.scope, kind, bytes)
+        self.memo.get_or(kind, bytes, || {
+            pseudonym::pseudonym(self.keys.active(), &self.scope, kind, bytes)
+        })
     }
 
     /// Normalises `input` read as `kind`; number and URI-user inputs are classified by

@@ -188,6 +188,44 @@ pub fn pseudonym(key: &Key, scope: &Scope, kind: Kind, identifier: &[u8]) -> Str
     format_pseudonym(kind, key.id().as_str(), &mac)
 }
 
+type MemoMap = std::collections::HashMap<Box<[u8]>, Vec<(Kind, String)>>;
+
+/// Pseudonyms computed lately, by identifier class and normalised identifier: the same
+/// parties and Call-ID come back in every flow event and the CDR of a call, and an HMAC
+/// with its formatting costs a few microseconds each time. Bounded: emptied when full.
+/// The identifiers it holds never leave the process (as everywhere before the boundary).
+#[derive(Debug, Default)]
+pub struct Memo {
+    /// By identifier, then class (an identifier is seen as very few classes).
+    map: std::sync::Mutex<MemoMap>,
+}
+
+impl Memo {
+    /// Most pseudonyms remembered.
+    pub const CAPACITY: usize = 16_384;
+
+    /// The pseudonym of (`kind`, `identifier`), computed by `make` when not remembered.
+    pub fn get_or(&self, kind: Kind, identifier: &[u8], make: impl FnOnce() -> String) -> String {
+        let Ok(mut map) = self.map.lock() else {
+            return make();
+        };
+        if let Some((_, p)) = map
+            .get(identifier)
+            .and_then(|v| v.iter().find(|(k, _)| *k == kind))
+        {
+            return p.clone();
+        }
+        let p = make();
+        if map.len() >= Self::CAPACITY {
+            map.clear();
+        }
+        map.entry(identifier.into())
+            .or_default()
+            .push((kind, p.clone()));
+        p
+    }
+}
+
 /// Prints a pseudonym from its parts.
 pub fn format_pseudonym(kind: Kind, key_id: &str, mac: &[u8; PSEUDONYM_MAC_BYTES]) -> String {
     let b32 = data_encoding::BASE32_NOPAD.encode(mac).to_ascii_lowercase();
@@ -347,5 +385,27 @@ mod tests {
         assert!(parse_pseudonym(&format!("zz_k1_{}", "a".repeat(26))).is_none());
         assert!(parse_pseudonym(&format!("n_k1_{}", "A".repeat(26))).is_none());
         assert!(parse_pseudonym(&format!("n__{}", "a".repeat(26))).is_none());
+    }
+
+    /// The memo gives what it was given for the same (class, identifier), tells classes
+    /// apart, computes each once, and stays within its capacity.
+    #[test]
+    fn the_memo_computes_each_pseudonym_once_within_its_bound() {
+        let memo = Memo::default();
+        let mut made = 0;
+        let mut get = |kind, id: &[u8]| {
+            memo.get_or(kind, id, || {
+                made += 1;
+                format!("{kind:?}:{}", String::from_utf8_lossy(id))
+            })
+        };
+        assert_eq!(get(Kind::Number, b"+4420"), "Number:+4420");
+        assert_eq!(get(Kind::Number, b"+4420"), "Number:+4420");
+        assert_eq!(get(Kind::UriUser, b"+4420"), "UriUser:+4420");
+        assert_eq!(made, 2);
+        for i in 0..Memo::CAPACITY + 10 {
+            memo.get_or(Kind::CallId, i.to_string().as_bytes(), String::new);
+        }
+        assert!(memo.map.lock().unwrap().len() <= Memo::CAPACITY);
     }
 }

@@ -20,6 +20,8 @@ use collector::capture::{map_addr, Capture, CaptureOptions, XdpModeArg};
 use collector_common::{MediaKey, MediaValue};
 use collector_tests::{Netns, VethPair};
 
+mod e2e;
+
 const MAC_DST: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
 const MAC_SRC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
 const SRC: [u8; 4] = [198, 18, 9, 1];
@@ -305,6 +307,12 @@ fn main() -> Result<()> {
     }
     let (runs, secs) = if quick { (3, 0.3) } else { (3, 1.0) };
     let _stats = aya::sys::enable_stats(aya::sys::Stats::RunTime).context("enabling BPF stats")?;
+    let load_rates = [20_000, 50_000, 100_000, 150_000, 200_000, 300_000];
+    if args.iter().any(|a| a == "--sip-load-only") {
+        let rows = e2e::sip_only(&load_rates, if quick { 1.0 } else { 2.0 })?;
+        print_load(&rows);
+        return Ok(());
+    }
     let mut figs = Vec::new();
     let nomatch: Vec<Vec<u8>> = (0..256u16)
         .map(|i| frame(30_000 + i, 40_000, &[0u8; 172]))
@@ -403,6 +411,7 @@ fn main() -> Result<()> {
         );
     }
     let user = userspace(runs)?;
+    let load = e2e::sip_only(&load_rates, if quick { 1.0 } else { 2.0 })?;
     let machine = machine();
     println!("\n## Kernel cost per packet (BPF run-time statistics, veth pair)\n");
     println!("Machine: {machine}. Median of {runs} runs of {secs} s (min–max).\n");
@@ -451,17 +460,52 @@ fn main() -> Result<()> {
             u.what, u.per_s[0], u.per_s[1], u.per_s[2], goal, met
         );
     }
+    print_load(&load);
     if let Some(dir) = std::path::Path::new(&json_path).parent() {
         std::fs::create_dir_all(dir)?;
     }
     std::fs::write(
         &json_path,
         serde_json::to_vec_pretty(
-            &serde_json::json!({ "machine": machine, "kernel": figs, "userspace": user }),
+            &serde_json::json!({ "machine": machine, "kernel": figs, "userspace": user, "sip_load": load }),
         )?,
     )?;
     println!("\n(JSON: {json_path})");
     Ok(())
+}
+
+/// The end-to-end SIP-only table.
+fn print_load(rows: &[e2e::LoadRow]) {
+    println!(
+        "\n## End to end, SIP only (agent attached to a veth, {} calls in progress, 5 messages per call)\n",
+        e2e::CONCURRENT
+    );
+    println!("The sender shares the machine's cores with the agent.\n");
+    println!("| offered msg/s | sent msg/s | calls | complete CDRs | ring_full | agent µs/msg | kernel ns/pkt | peak RSS MiB | nothing lost |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+    for r in rows {
+        println!(
+            "| {} | {:.0} | {} | {} | {} | {:.2} | {:.0} | {:.0} | {} |",
+            r.offered,
+            r.achieved,
+            r.calls,
+            r.complete_cdrs,
+            r.ring_full,
+            r.agent_us_per_msg,
+            r.kernel_ns_per_pkt,
+            r.peak_rss_mib,
+            if r.clean { "yes" } else { "**no**" }
+        );
+    }
+    let best = e2e::highest_clean(rows).map_or(0, |r| r.offered);
+    println!(
+        "\nHighest offered rate with nothing lost: {best} msg/s (goal ≥ 200000: {}).",
+        if best >= 200_000 {
+            "met"
+        } else {
+            "**not met**"
+        }
+    );
 }
 
 #[derive(Clone, Debug, serde::Serialize)]

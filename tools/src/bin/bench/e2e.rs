@@ -1,0 +1,245 @@
+//! End to end, SIP only: the released agent attached to a veth (its CDRs as JSON lines on
+//! stdout, pseudonymized under a key file), driven by complete calls sent from the peer
+//! namespace at a paced rate. A rate passes when nothing is lost: no ring record dropped
+//! (`ring_full` 0), none undecodable, and one CDR per call sent with every message of it.
+//!
+//! Each call is INVITE with an SDP offer, 200 with an answer, ACK, BYE and its 200 (five
+//! messages); calls overlap (each is torn down [`CONCURRENT`] calls after its setup), so the
+//! agent follows that many dialogs at once. Runs are bounded in messages and in time.
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use collector_tests::{
+    agent_config, counter, final_counters, rawsip::RawCall, Agent, Netns, VethPair,
+};
+
+/// Calls in progress at once.
+pub const CONCURRENT: usize = 1000;
+/// Messages per call.
+const MSGS_PER_CALL: u64 = 5;
+
+/// One offered rate.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct LoadRow {
+    /// Messages per second offered.
+    pub offered: u64,
+    /// Messages per second the sender achieved.
+    pub achieved: f64,
+    /// Calls sent.
+    pub calls: u64,
+    /// CDRs the agent printed, with all five messages.
+    pub complete_cdrs: u64,
+    /// Ring records the kernel could not write (`ring_full`).
+    pub ring_full: u64,
+    /// Agent CPU (user + system) per message, µs.
+    pub agent_us_per_msg: f64,
+    /// The kernel program's run time per packet it ran on, ns (BPF statistics).
+    pub kernel_ns_per_pkt: f64,
+    /// The agent's peak resident memory, MiB.
+    pub peak_rss_mib: f64,
+    /// Nothing lost.
+    pub clean: bool,
+}
+
+/// The frames of `n` calls between `a` and `b`, each torn down [`CONCURRENT`] calls later.
+fn frames(a: [u8; 4], b: [u8; 4], n: usize) -> Vec<Vec<u8>> {
+    let call = |i: usize| RawCall {
+        a,
+        b,
+        i,
+        call_id: format!("{i}-load@bench.invalid"),
+        rtp_ports: (
+            10_000 + (i % 20_000) as u16 * 2,
+            50_000 + (i % 7_000) as u16 * 2,
+        ),
+    };
+    let mut out = Vec::with_capacity(n * MSGS_PER_CALL as usize);
+    for i in 0..n + CONCURRENT {
+        if i < n {
+            out.extend(call(i).setup());
+        }
+        if i >= CONCURRENT {
+            out.extend(call(i - CONCURRENT).teardown());
+        }
+    }
+    out
+}
+
+/// Sends `frames` out of `ifname` in `ns` at `rate` frames per second (AF_PACKET,
+/// `sendmmsg` in batches, paced against absolute deadlines); the rate achieved.
+fn send_paced(ns: &Netns, ifname: &str, frames: Vec<Vec<u8>>, rate: u64) -> Result<f64> {
+    let ifname = ifname.to_owned();
+    ns.run(move || {
+        let c = std::ffi::CString::new(ifname)?;
+        const BATCH: usize = 32;
+        // SAFETY: libc calls on values we own; results checked.
+        unsafe {
+            let idx = libc::if_nametoindex(c.as_ptr());
+            let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0);
+            if fd < 0 || idx == 0 {
+                bail!("AF_PACKET socket: {}", std::io::Error::last_os_error());
+            }
+            let mut sll: libc::sockaddr_ll = std::mem::zeroed();
+            sll.sll_family = libc::AF_PACKET as u16;
+            sll.sll_ifindex = idx as i32;
+            sll.sll_halen = 6;
+            let start = Instant::now();
+            let limit = Duration::from_secs(60);
+            let mut sent = 0usize;
+            while sent < frames.len() {
+                if start.elapsed() > limit {
+                    libc::close(fd);
+                    bail!("sending took over {limit:?}");
+                }
+                let due = start + Duration::from_secs_f64(sent as f64 / rate as f64);
+                if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(wait);
+                }
+                let end = (sent + BATCH).min(frames.len());
+                let mut iov: Vec<libc::iovec> = frames[sent..end]
+                    .iter()
+                    .map(|f| libc::iovec {
+                        iov_base: f.as_ptr() as *mut _,
+                        iov_len: f.len(),
+                    })
+                    .collect();
+                let mut msgs: Vec<libc::mmsghdr> = iov
+                    .iter_mut()
+                    .map(|v| {
+                        let mut h: libc::mmsghdr = std::mem::zeroed();
+                        h.msg_hdr.msg_name = (&mut sll as *mut libc::sockaddr_ll).cast();
+                        h.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_ll>() as u32;
+                        h.msg_hdr.msg_iov = v as *mut libc::iovec;
+                        h.msg_hdr.msg_iovlen = 1;
+                        h
+                    })
+                    .collect();
+                let n = libc::sendmmsg(fd, msgs.as_mut_ptr(), msgs.len() as u32, 0);
+                if n < 0 {
+                    let e = std::io::Error::last_os_error();
+                    if e.raw_os_error() == Some(libc::ENOBUFS) {
+                        continue;
+                    }
+                    libc::close(fd);
+                    bail!("sendmmsg: {e}");
+                }
+                sent += n as usize;
+            }
+            libc::close(fd);
+            Ok(sent as f64 / start.elapsed().as_secs_f64())
+        }
+    })
+}
+
+/// (user + system CPU, peak RSS in KiB) of process `pid`.
+fn cpu_and_peak(pid: u32) -> Result<(Duration, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command (which may hold spaces) start after the last ')'.
+    let rest = stat.rsplit_once(')').context("stat")?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of stat(5): indexes 11 and 12 after ')'.
+    let ticks: u64 =
+        f.get(11).context("utime")?.parse::<u64>()? + f.get(12).context("stime")?.parse::<u64>()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let hwm = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    Ok((Duration::from_millis(ticks * 1000 / hz), hwm))
+}
+
+/// (run time ns, run count) summed over the BPF programs `ids`.
+fn bpf_stats(ids: &[u32]) -> Result<(u64, u64)> {
+    let (mut t, mut c) = (0u64, 0u64);
+    for p in aya::programs::loaded_programs() {
+        let p = p.context("listing BPF programs")?;
+        if ids.contains(&p.id()) {
+            t += p.run_time().as_nanos() as u64;
+            c += p.run_count();
+        }
+    }
+    Ok((t, c))
+}
+
+/// One offered rate, `secs` seconds of messages.
+fn run(rate: u64, secs: f64) -> Result<LoadRow> {
+    let pair = VethPair::new(11)?;
+    let dir = tempfile_dir()?;
+    let cfg = agent_config(&dir, "bench", "")?;
+    let agent = Agent::start(&pair.b.name, &[&pair.if_b], &["--config", &cfg])?;
+    let ids = agent.program_ids()?;
+    let a: [u8; 4] = pair.addr_a.parse::<std::net::Ipv4Addr>()?.octets();
+    let b: [u8; 4] = pair.addr_b.parse::<std::net::Ipv4Addr>()?.octets();
+    let calls = ((rate as f64 * secs) as u64 / MSGS_PER_CALL).max(1);
+    let frames = frames(a, b, calls as usize);
+    let (cpu0, _) = cpu_and_peak(agent.pid())?;
+    let (t0, c0) = bpf_stats(&ids)?;
+    let achieved = send_paced(&pair.a, &pair.if_a, frames, rate)?;
+    // Let the agent read what is left in the ring and finish the last calls.
+    std::thread::sleep(Duration::from_millis(500));
+    let (cpu1, peak_kib) = cpu_and_peak(agent.pid())?;
+    let (t1, c1) = bpf_stats(&ids)?;
+    let lines = agent.stop()?;
+    let counters = final_counters(&lines)?;
+    let complete = lines
+        .iter()
+        .filter(|l| l.get("cdr_id").is_some())
+        .filter(|l| l.get("sip_messages").and_then(|v| v.as_u64()) == Some(MSGS_PER_CALL))
+        .count() as u64;
+    let ring_full = counter(&counters, "ring_full");
+    let msgs = calls * MSGS_PER_CALL;
+    let row = LoadRow {
+        offered: rate,
+        achieved,
+        calls,
+        complete_cdrs: complete,
+        ring_full,
+        agent_us_per_msg: (cpu1 - cpu0).as_secs_f64() * 1e6 / msgs as f64,
+        kernel_ns_per_pkt: (t1 - t0) as f64 / (c1 - c0).max(1) as f64,
+        peak_rss_mib: peak_kib as f64 / 1024.0,
+        clean: ring_full == 0 && complete == calls,
+    };
+    let _ = std::fs::remove_dir_all(&dir);
+    eprintln!(
+        "bench: SIP load {:>7} msg/s offered ({:>7.0} sent): {} of {} calls complete, ring_full {}, agent {:.2} µs/msg, RSS {:.0} MiB",
+        row.offered,
+        row.achieved,
+        row.complete_cdrs,
+        row.calls,
+        row.ring_full,
+        row.agent_us_per_msg,
+        row.peak_rss_mib
+    );
+    Ok(row)
+}
+
+fn tempfile_dir() -> Result<std::path::PathBuf> {
+    let dir = std::env::temp_dir().join(format!("collector-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+/// The offered rates in order, stopping after the second rate that loses something; each
+/// rate is offered for `secs` seconds.
+pub fn sip_only(rates: &[u64], secs: f64) -> Result<Vec<LoadRow>> {
+    let mut rows = Vec::new();
+    let mut failed = 0;
+    for &r in rates {
+        let row = run(r, secs)?;
+        failed += usize::from(!row.clean);
+        rows.push(row);
+        if failed >= 2 {
+            break;
+        }
+    }
+    Ok(rows)
+}
+
+/// The highest offered rate with nothing lost.
+pub fn highest_clean(rows: &[LoadRow]) -> Option<&LoadRow> {
+    rows.iter().filter(|r| r.clean).max_by_key(|r| r.offered)
+}
