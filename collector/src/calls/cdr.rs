@@ -424,5 +424,8 @@ pub(crate) fn build(
         interim,
         sip_messages: call.sip_messages,
         interim_seq,
+        // Written at the privacy boundary, from the callee number, only under the `billing`
+        // policy (`privacy::apply::apply_cdr`): the tracker keeps no prefix of its own.
+        destination_prefix: String::new(),
     }
 }

@@ -1,6 +1,7 @@
 //! The CDR printer every verb shares (`collector cdrs`, `collector replay`): one
 //! `-o table|json|csv` (aligned columns with the media of each direction; JSON lines with
-//! the proto field names; RFC 4180 CSV of the billing columns). Calls (`--by-call`) are
+//! the proto field names; RFC 4180 CSV of the billing columns, `destination_prefix` last so
+//! the columns before it keep their places). Calls (`--by-call`) are
 //! printed by [`crate::callview::print`].
 use std::io::{self, Write};
 
@@ -19,7 +20,7 @@ pub enum OutputFormat {
     Csv,
 }
 
-const COLUMNS: [&str; 11] = [
+const COLUMNS: [&str; 12] = [
     "start",
     "agent",
     "caller",
@@ -31,10 +32,11 @@ const COLUMNS: [&str; 11] = [
     "min_mos",
     "max_loss_pct",
     "worst_10s_mos",
+    "destination_prefix",
 ];
 
 /// The CSV cells of one CDR.
-fn cells(c: &Cdr) -> [String; 11] {
+fn cells(c: &Cdr) -> [String; 12] {
     let user = |p: &Option<collector_proto::v1::Party>| {
         p.as_ref().map_or_else(String::new, |p| p.user.clone())
     };
@@ -61,6 +63,7 @@ fn cells(c: &Cdr) -> [String; 11] {
         mos.map_or_else(|| "-".into(), |v| format!("{v:.2}")),
         loss.map_or_else(|| "-".into(), |v| format!("{v:.2}")),
         worst.map_or_else(|| "-".into(), |v| format!("{v:.2}")),
+        c.destination_prefix.clone(),
     ]
 }
 
@@ -144,7 +147,8 @@ fn direction_summary(legs: &[&MediaLeg]) -> String {
     }
 }
 
-/// The table form of a list of CDRs: one row per CDR, the audio stream of each direction
+/// The table form of a list of CDRs: one row per CDR, its destination prefix (`-` unless the
+/// agent had the `billing` policy), the audio stream of each direction
 /// (packets, loss, mean jitter, MOS of the whole stream / of its worst 10 seconds).
 pub fn render_table(cdrs: &[Cdr]) -> String {
     let mut rows = vec![[
@@ -153,6 +157,7 @@ pub fn render_table(cdrs: &[Cdr]) -> String {
         "CALL-ID".to_owned(),
         "FROM".to_owned(),
         "TO".to_owned(),
+        "DEST".to_owned(),
         "DISPOSITION".to_owned(),
         "CODE".to_owned(),
         "DURATION".to_owned(),
@@ -193,6 +198,11 @@ pub fn render_table(cdrs: &[Cdr]) -> String {
             truncate(&c.call_id, 24),
             party(&c.caller),
             party(&c.callee),
+            if c.destination_prefix.is_empty() {
+                "-".to_owned()
+            } else {
+                truncate(&c.destination_prefix, 16)
+            },
             format!(
                 "{disposition}{}",
                 if c.interim { " (in progress)" } else { "" }
@@ -205,7 +215,7 @@ pub fn render_table(cdrs: &[Cdr]) -> String {
             direction_summary(&way(MediaDirection::CalleeToCaller)),
         ]);
     }
-    let mut widths = [0usize; 12];
+    let mut widths = [0usize; 13];
     for r in &rows {
         for (w, cell) in widths.iter_mut().zip(r.iter()) {
             *w = (*w).max(cell.chars().count());
@@ -248,6 +258,7 @@ mod tests {
                 ..Default::default()
             }),
             start_time_ms: 1_700_000_000_000,
+            destination_prefix: "+447700".into(),
             duration_ms: 61_500,
             billable_ms: 50_000,
             disposition: Disposition::Answered as i32,
@@ -276,8 +287,8 @@ mod tests {
         let text = String::from_utf8(out).unwrap();
         assert_eq!(
             text,
-            "start,agent,caller,callee,disposition,code,duration_s,billable_s,min_mos,max_loss_pct,worst_10s_mos\n\
-             2023-11-14T22:13:20Z,sbc1,\"P-a,b\",\"P-\"\"c\"\"\",answered,200,61.5,50.0,3.25,2.00,2.50\n"
+            "start,agent,caller,callee,disposition,code,duration_s,billable_s,min_mos,max_loss_pct,worst_10s_mos,destination_prefix\n\
+             2023-11-14T22:13:20Z,sbc1,\"P-a,b\",\"P-\"\"c\"\"\",answered,200,61.5,50.0,3.25,2.00,2.50,+447700\n"
         );
     }
 
@@ -292,6 +303,7 @@ mod tests {
         assert_eq!(v["caller"]["user"], "P-a,b");
         assert_eq!(v["start_time_ms"], 1_700_000_000_000u64);
         assert_eq!(v["disposition"], "DISPOSITION_ANSWERED");
+        assert_eq!(v["destination_prefix"], "+447700");
     }
 
     #[test]
@@ -312,5 +324,6 @@ mod tests {
         assert_eq!(lines[0].find("AGENT"), lines[1].find("sbc1"));
         assert_eq!(lines[0].find("BILLABLE"), lines[1].find("50.000s"));
         assert_eq!(lines[0].find("DURATION"), lines[1].find("61.500s"));
+        assert_eq!(lines[0].find("DEST "), lines[1].find("+447700"));
     }
 }

@@ -72,13 +72,20 @@ fn call_id(cp: &CallPrivacy<'_>, id: &str) -> String {
 /// policy, domains, display names), signalling and media addresses, the Call-ID and the
 /// correlation id (a Call-ID or a value derived from one, so under the Call-ID policy: the
 /// legs of one call keep equal pseudonyms), user agents. Technical and quality fields are
-/// kept. `consent` is replaced by what was applied.
+/// kept. `destination_prefix` is written here, from the callee number before it is
+/// pseudonymized, and only under the `billing` policy (empty otherwise, whatever it held).
+/// `consent` is replaced by what was applied.
 pub fn apply_cdr(cp: &CallPrivacy<'_>, cdr: &mut Cdr) {
     cdr.call_id = call_id(cp, &cdr.call_id);
     cdr.correlation_id = call_id(cp, &cdr.correlation_id);
     if let Some(p) = cdr.caller.as_mut() {
         party(cp, p, true);
     }
+    cdr.destination_prefix = cdr
+        .callee
+        .as_ref()
+        .and_then(|p| cp.destination_prefix(p.user.as_bytes()))
+        .unwrap_or_default();
     if let Some(p) = cdr.callee.as_mut() {
         party(cp, p, false);
     }

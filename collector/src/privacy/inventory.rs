@@ -47,6 +47,17 @@ pub enum Governed {
     Policy(PolicyField),
     /// Fixed: the text says what is done.
     Fixed(&'static str),
+    /// Written only when `field` has `policy`, from that field's value, with `protection`
+    /// (the words of the register); empty under any other policy and when the subscriber
+    /// declined.
+    Derived {
+        /// The field it is derived from.
+        field: PolicyField,
+        /// The policy under which it is written.
+        policy: FieldPolicy,
+        /// What is kept, in words.
+        protection: &'static str,
+    },
 }
 
 /// One CDR field of the register.
@@ -79,7 +90,7 @@ const fn field(
 }
 
 /// Every CDR field, in CDR order.
-pub static CDR_FIELDS: [FieldSpec; 44] = [
+pub static CDR_FIELDS: [FieldSpec; 45] = [
     field(
         "agent_id",
         Technical,
@@ -279,6 +290,17 @@ pub static CDR_FIELDS: [FieldSpec; 44] = [
         "order of an interim record within its call",
         KEPT,
     ),
+    field(
+        "destination_prefix",
+        Indirect,
+        "callee number's destination for rating: its longest rate-table prefix or country code",
+        Governed::Derived {
+            field: PolicyField::CalleeUser,
+            policy: FieldPolicy::Billing,
+            protection: "longest prefix in the billing_rates table (or the country code), \
+                         never more",
+        },
+    ),
 ];
 
 /// Where stored fields live.
@@ -318,14 +340,35 @@ pub fn inventory(config: &PrivacyConfig) -> Vec<InventoryRow> {
     CDR_FIELDS
         .iter()
         .map(|spec| {
-            let (policy, protection, when_declined) = match spec.governed {
+            let (policy, protection, when_declined, dropped) = match spec.governed {
                 Governed::Policy(pf) => {
                     let p = pf.of(&config.fields);
-                    (Some((pf, p)), p.to_string(), "dropped")
+                    (
+                        Some((pf, p)),
+                        p.to_string(),
+                        "dropped",
+                        p == FieldPolicy::Drop,
+                    )
                 }
-                Governed::Fixed(text) => (None, text.to_owned(), "kept"),
+                Governed::Fixed(text) => (None, text.to_owned(), "kept", false),
+                Governed::Derived {
+                    field,
+                    policy,
+                    protection,
+                } => {
+                    let p = field.of(&config.fields);
+                    if p == policy {
+                        (Some((field, p)), protection.to_owned(), "dropped", false)
+                    } else {
+                        let not_written = format!(
+                            "not written (only under {} = \"{}\")",
+                            field.name(),
+                            policy.name()
+                        );
+                        (Some((field, p)), not_written, "dropped", true)
+                    }
+                }
             };
-            let dropped = matches!(policy, Some((_, FieldPolicy::Drop)));
             InventoryRow {
                 name: spec.name,
                 category: spec.category,
@@ -357,6 +400,7 @@ struct PolicySummary<'a> {
     national: Option<&'a super::normalize::NationalRule>,
     consent: Option<&'a super::policy::ConsentConfig>,
     retention_days: u32,
+    billing_rates: Option<String>,
     pseudonym_format: &'static str,
 }
 
@@ -378,6 +422,10 @@ pub fn render_json(config: &PrivacyConfig) -> Result<String, serde_json::Error> 
             national: config.national.as_ref(),
             consent: config.consent.as_ref(),
             retention_days: config.retention_days,
+            billing_rates: config
+                .billing_rates
+                .as_ref()
+                .map(|p| p.display().to_string()),
             pseudonym_format: PSEUDONYM_FORMAT,
         },
         fields: inventory(config),
@@ -425,6 +473,13 @@ pub fn render_text(config: &PrivacyConfig) -> String {
         None => {
             let _ = writeln!(out, "consent: no consent header configured");
         }
+    }
+    if let Some(rates) = &config.billing_rates {
+        let _ = writeln!(
+            out,
+            "billing: destination prefixes from the rate table {}",
+            rates.display()
+        );
     }
     let _ = writeln!(out, "pseudonyms: {PSEUDONYM_FORMAT}");
     let _ = writeln!(out);
@@ -496,7 +551,7 @@ mod tests {
 
     /// The field list, in order (the comparison with the proto itself is in
     /// `privacy::apply`'s tests).
-    const EXPECTED: [&str; 44] = [
+    const EXPECTED: [&str; 45] = [
         "agent_id",
         "cdr_id",
         "call_id",
@@ -541,6 +596,7 @@ mod tests {
         "sip_messages",
         "correlation_method",
         "interim_seq",
+        "destination_prefix",
     ];
 
     #[test]
@@ -558,7 +614,7 @@ mod tests {
             );
             assert_eq!(
                 identifier,
-                matches!(f.governed, Governed::Policy(_)),
+                matches!(f.governed, Governed::Policy(_) | Governed::Derived { .. }),
                 "{}",
                 f.name
             );
@@ -596,6 +652,40 @@ mod tests {
     }
 
     #[test]
+    fn destination_prefix_is_written_only_under_billing() {
+        let by_name = |rows: &[InventoryRow], n: &str| rows.iter().find(|r| r.name == n).cloned();
+        let default = inventory(&PrivacyConfig::default());
+        let row = by_name(&default, "destination_prefix").unwrap();
+        assert_eq!(row.category, Category::IndirectIdentifier);
+        assert_eq!(row.policy_field, Some("callee_user"));
+        assert_eq!(
+            row.protection,
+            "not written (only under callee_user = \"billing\")"
+        );
+        assert_eq!((row.storage, row.retention_days), ("", None));
+        let billing = PrivacyConfig::from_agent_toml(
+            "[privacy]\nbilling_rates = \"rates.csv\"\n\
+             [privacy.fields]\ncallee_user = \"billing\"\n",
+        )
+        .unwrap();
+        let rows = inventory(&billing);
+        let row = by_name(&rows, "destination_prefix").unwrap();
+        assert!(row.protection.contains("never more"), "{}", row.protection);
+        assert_eq!(row.when_declined, "dropped");
+        assert_eq!(
+            row.retention_days,
+            Some(crate::privacy::policy::DEFAULT_RETENTION_DAYS)
+        );
+        let callee = by_name(&rows, "callee_user").unwrap();
+        assert_eq!(callee.policy, Some(FieldPolicy::Billing));
+        assert!(callee.protection.starts_with("pseudonymized"));
+        assert!(render_text(&billing).contains("rate table rates.csv"));
+        let json: serde_json::Value =
+            serde_json::from_str(&render_json(&billing).unwrap()).unwrap();
+        assert_eq!(json["policy"]["billing_rates"], "rates.csv");
+    }
+
+    #[test]
     fn renders_follow_the_configuration() {
         let config = PrivacyConfig::from_agent_toml(
             "[privacy]\nscope = \"t1\"\nretention_days = 30\n\
@@ -605,7 +695,7 @@ mod tests {
         let json: serde_json::Value = serde_json::from_str(&render_json(&config).unwrap()).unwrap();
         assert_eq!(json["policy"]["scope"], "t1");
         let fields = json["fields"].as_array().unwrap();
-        assert_eq!(fields.len(), 44);
+        assert_eq!(fields.len(), 45);
         let callee = fields.iter().find(|f| f["name"] == "callee_user").unwrap();
         assert_eq!(callee["policy"]["keep_prefix"]["digits"], 5);
         assert_eq!(callee["category"], "direct_identifier");

@@ -13,12 +13,20 @@
 //! retention_days = 90                    # declared in the data inventory
 //! national = { country_code = "44", trunk_prefix = "0" }  # international_prefix = "00"
 //! consent = { header = "X-Consent", declined = ["no", "declined"] }
+//! billing_rates = "/etc/collector/rates.csv"  # prefixes for callee_user = "billing"
 //!
 //! [privacy.fields]                       # overrides; unnamed fields keep the defaults
 //! callee_user = { keep_prefix = { digits = 4 } }   # "+4420…n_k1_..."
+//! # or: callee_user = "billing"  # pseudonym + CDR destination_prefix "+4420" (issue 24)
 //! ip = { truncate = { v4_prefix = 24, v6_prefix = 56 } }
 //! user_agent = "drop"
 //! ```
+//!
+//! Under `billing` the callee number is pseudonymized as under `pseudonymize`, and the CDR's
+//! `destination_prefix` gets the longest prefix of the normalised number that the rate table
+//! named by `billing_rates` lists, or its country code alone
+//! ([`crate::billing::destination_prefix`]): what the collector rates by, never the number.
+//! The table is read once, by [`Pseudonymizer::try_new`], with the collector's validation.
 //!
 //! A call whose consent header carries a declined value ([`Consent::Declined`]) has every
 //! identifier dropped, whatever the field policies say; only technical and quality fields
@@ -36,6 +44,7 @@ use serde::{Deserialize, Serialize};
 use super::keys::{KeyError, KeyRing};
 use super::normalize::{self, Host, NationalRule, NationalRuleError, NumberRules};
 use super::pseudonym::{self, Kind, Scope, ScopeError};
+use crate::billing::{self, PrefixSet, RatesError};
 
 /// Default retention declared in the inventory, in days.
 pub const DEFAULT_RETENTION_DAYS: u32 = 90;
@@ -75,6 +84,10 @@ pub enum FieldPolicy {
     Drop,
     /// Leaves the agent in clear.
     Keep,
+    /// Callee number only: pseudonymized as under [`FieldPolicy::Pseudonymize`], and the
+    /// CDR's `destination_prefix` holds the number's longest prefix in the rate table of
+    /// `billing_rates` (or its country code alone), so calls can be rated (issue 24).
+    Billing,
 }
 
 impl FieldPolicy {
@@ -86,6 +99,7 @@ impl FieldPolicy {
             FieldPolicy::Truncate { .. } => "truncate",
             FieldPolicy::Drop => "drop",
             FieldPolicy::Keep => "keep",
+            FieldPolicy::Billing => "billing",
         }
     }
 }
@@ -104,6 +118,9 @@ impl fmt::Display for FieldPolicy {
             } => write!(f, "truncated to /{v4_prefix} (IPv4), /{v6_prefix} (IPv6)"),
             FieldPolicy::Drop => f.write_str("dropped in the agent"),
             FieldPolicy::Keep => f.write_str("kept in clear"),
+            FieldPolicy::Billing => f.write_str(
+                "pseudonymized (keyed HMAC-SHA256); rate-table prefix in destination_prefix",
+            ),
         }
     }
 }
@@ -131,10 +148,17 @@ fn default_v6() -> u8 {
     DEFAULT_V6_PREFIX
 }
 
-const POLICY_NAMES: &[&str] = &["pseudonymize", "keep_prefix", "truncate", "drop", "keep"];
+const POLICY_NAMES: &[&str] = &[
+    "pseudonymize",
+    "keep_prefix",
+    "truncate",
+    "drop",
+    "keep",
+    "billing",
+];
 
 impl<'de> Deserialize<'de> for FieldPolicy {
-    /// A name (`"pseudonymize"`, `"truncate"`, `"drop"`, `"keep"`) or a table
+    /// A name (`"pseudonymize"`, `"truncate"`, `"drop"`, `"keep"`, `"billing"`) or a table
     /// (`{ keep_prefix = { digits = 4 } }`, `{ truncate = { v4_prefix = 24 } }`).
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct PolicyVisitor;
@@ -142,7 +166,7 @@ impl<'de> Deserialize<'de> for FieldPolicy {
             type Value = FieldPolicy;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str(
-                    "\"pseudonymize\", \"truncate\", \"drop\", \"keep\", \
+                    "\"pseudonymize\", \"truncate\", \"drop\", \"keep\", \"billing\", \
                      { keep_prefix = { digits = N } } or { truncate = { v4_prefix = N, v6_prefix = N } }",
                 )
             }
@@ -155,6 +179,7 @@ impl<'de> Deserialize<'de> for FieldPolicy {
                     }),
                     "drop" => Ok(FieldPolicy::Drop),
                     "keep" => Ok(FieldPolicy::Keep),
+                    "billing" => Ok(FieldPolicy::Billing),
                     "keep_prefix" => Err(E::custom(
                         "keep_prefix needs a digit count: { keep_prefix = { digits = N } }",
                     )),
@@ -282,6 +307,9 @@ impl PolicyField {
                 matches!(self, PolicyField::CallerUser | PolicyField::CalleeUser)
             }
             FieldPolicy::Truncate { .. } => self == PolicyField::Ip,
+            // The destination prefix is the called number's: a caller's prefix would say
+            // where the subscriber lives, not what the call costs.
+            FieldPolicy::Billing => self == PolicyField::CalleeUser,
         }
     }
 }
@@ -326,6 +354,10 @@ pub struct PrivacyConfig {
     /// Retention of stored CDRs declared in the inventory, in days.
     #[serde(default = "default_retention_days")]
     pub retention_days: u32,
+    /// Rate-table CSV (the collector's format, [`crate::billing::rates`]) whose prefixes the
+    /// `billing` policy keeps; required by, and only allowed with, that policy.
+    #[serde(default)]
+    pub billing_rates: Option<PathBuf>,
     /// Per-field overrides of the default policy.
     #[serde(default)]
     pub fields: FieldPolicies,
@@ -343,6 +375,7 @@ impl Default for PrivacyConfig {
             national: None,
             consent: None,
             retention_days: DEFAULT_RETENTION_DAYS,
+            billing_rates: None,
             fields: FieldPolicies::default(),
         }
     }
@@ -392,6 +425,37 @@ pub enum ConfigError {
         got: u8,
         /// The limit.
         max: u8,
+    },
+    /// The `billing` policy is configured without a rate table to take prefixes from.
+    #[error(
+        "privacy.fields.{field} = \"billing\" needs privacy.billing_rates, the rate-table CSV \
+         whose prefixes are kept"
+    )]
+    BillingWithoutRates {
+        /// The field.
+        field: &'static str,
+    },
+    /// A rate table is configured but no field has the `billing` policy (it would be read
+    /// and never used: most likely the policy was forgotten).
+    #[error("privacy.billing_rates is set but no field has the \"billing\" policy (set privacy.fields.callee_user = \"billing\")")]
+    RatesWithoutBilling,
+    /// The rate table cannot be read.
+    #[error("privacy.billing_rates: cannot read {path}")]
+    BillingRatesRead {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The rate table is not a valid rate table (the cause names the line).
+    #[error("privacy.billing_rates: invalid rate table {path}")]
+    BillingRates {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, with its line.
+        #[source]
+        source: RatesError,
     },
     /// The consent header setting is unusable.
     #[error("privacy.consent: {0}")]
@@ -466,7 +530,35 @@ impl PrivacyConfig {
         Self::from_agent_toml(&text)
     }
 
-    /// Checks every setting that does not need the key file.
+    /// Whether a field has the `billing` policy (the rate table is then read at start).
+    pub fn uses_billing(&self) -> bool {
+        PolicyField::ALL
+            .iter()
+            .any(|f| f.of(&self.fields) == FieldPolicy::Billing)
+    }
+
+    /// The prefixes of the `billing_rates` table, read and validated as the collector
+    /// validates rate tables (errors name the line); empty when no field uses `billing`.
+    pub fn load_billing_prefixes(&self) -> Result<PrefixSet, ConfigError> {
+        let Some(path) = self
+            .billing_rates
+            .as_deref()
+            .filter(|_| self.uses_billing())
+        else {
+            return Ok(PrefixSet::default());
+        };
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::BillingRatesRead {
+                path: path.to_owned(),
+                source,
+            })?;
+        PrefixSet::parse(&text).map_err(|source| ConfigError::BillingRates {
+            path: path.to_owned(),
+            source,
+        })
+    }
+
+    /// Checks every setting that does not need the key file or the rate table.
     pub fn validate(&self) -> Result<(), ConfigError> {
         for field in PolicyField::ALL {
             let policy = field.of(&self.fields);
@@ -501,8 +593,18 @@ impl PrivacyConfig {
                         }
                     }
                 }
+                FieldPolicy::Billing => {
+                    if self.billing_rates.is_none() {
+                        return Err(ConfigError::BillingWithoutRates {
+                            field: field.name(),
+                        });
+                    }
+                }
                 FieldPolicy::Pseudonymize | FieldPolicy::Drop | FieldPolicy::Keep => {}
             }
+        }
+        if self.billing_rates.is_some() && !self.uses_billing() {
+            return Err(ConfigError::RatesWithoutBilling);
         }
         if let Some(c) = &self.consent {
             let token = |b: u8| b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&b);
@@ -535,10 +637,13 @@ pub struct Pseudonymizer {
     fields: FieldPolicies,
     consent: Option<ConsentConfig>,
     memo: pseudonym::Memo,
+    /// Prefixes kept under the `billing` policy (empty without it).
+    prefixes: PrefixSet,
 }
 
 impl Pseudonymizer {
-    /// A pseudonymizer from a configuration and an already loaded key ring.
+    /// A pseudonymizer from a configuration and an already loaded key ring; reads the
+    /// `billing_rates` table when a field has the `billing` policy.
     pub fn try_new(config: &PrivacyConfig, keys: KeyRing) -> Result<Self, ConfigError> {
         config.validate()?;
         let scope = Scope::try_new(config.scope.as_deref().ok_or(ConfigError::MissingScope)?)?;
@@ -549,6 +654,7 @@ impl Pseudonymizer {
             fields: config.fields.clone(),
             consent: config.consent.clone(),
             memo: pseudonym::Memo::default(),
+            prefixes: config.load_billing_prefixes()?,
         })
     }
 
@@ -725,7 +831,10 @@ impl CallPrivacy<'_> {
         }
         let s = normalize::subscriber(input, &self.pz.rules)?;
         match policy {
-            FieldPolicy::Pseudonymize => Some(self.pz.pseudonym(s.kind, &s.bytes)),
+            // `billing` keeps the prefix in its own field ([`Self::destination_prefix`]).
+            FieldPolicy::Pseudonymize | FieldPolicy::Billing => {
+                Some(self.pz.pseudonym(s.kind, &s.bytes))
+            }
             FieldPolicy::KeepPrefix { digits } => {
                 let p = self.pz.pseudonym(s.kind, &s.bytes);
                 match (s.kind, clear_prefix(&s.bytes, digits)) {
@@ -747,6 +856,24 @@ impl CallPrivacy<'_> {
     /// The callee's user or number (a URI, name-addr, tel URI, or bare user/number).
     pub fn callee_user(&self, input: &[u8]) -> Option<String> {
         self.user(self.pz.fields.callee_user, input)
+    }
+
+    /// The destination prefix of the callee (a URI, name-addr, tel URI, or bare number) under
+    /// the `billing` policy: the longest prefix of the normalised number in the rate table,
+    /// or its country code alone ([`billing::destination_prefix`]). `None` when the callee's
+    /// policy is not `billing`, the subscriber declined, or the callee is no E.164 number
+    /// (a URI user, or a national number without a national rule).
+    pub fn destination_prefix(&self, callee: &[u8]) -> Option<String> {
+        if self.declined() || self.pz.fields.callee_user != FieldPolicy::Billing {
+            return None;
+        }
+        let s = normalize::subscriber(callee, &self.pz.rules)?;
+        if s.kind != Kind::Number {
+            return None;
+        }
+        let number = std::str::from_utf8(&s.bytes).ok()?;
+        let prefix = billing::destination_prefix(number, &self.pz.prefixes);
+        (!prefix.is_empty()).then_some(prefix)
     }
 
     /// A URI host (a URI, `user@host` or bare host); an IP literal follows the `ip` policy.
@@ -781,7 +908,7 @@ impl CallPrivacy<'_> {
                 Some(self.pz.pseudonym(Kind::Ip, &normalize::ip_bytes(ip)))
             }
             FieldPolicy::Keep => Some(ip.to_string()),
-            FieldPolicy::KeepPrefix { .. } | FieldPolicy::Drop => None,
+            FieldPolicy::KeepPrefix { .. } | FieldPolicy::Billing | FieldPolicy::Drop => None,
         }
     }
 
@@ -807,12 +934,17 @@ impl CallPrivacy<'_> {
         match policy {
             FieldPolicy::Pseudonymize => Some(self.pz.pseudonym(kind, bytes)),
             FieldPolicy::Keep => Some(lossy(bytes)),
-            FieldPolicy::KeepPrefix { .. } | FieldPolicy::Truncate { .. } | FieldPolicy::Drop => {
-                None
-            }
+            FieldPolicy::KeepPrefix { .. }
+            | FieldPolicy::Truncate { .. }
+            | FieldPolicy::Billing
+            | FieldPolicy::Drop => None,
         }
     }
 }
+
+#[cfg(test)]
+#[path = "policy_billing_tests.rs"]
+mod billing_tests;
 
 #[cfg(test)]
 #[allow(

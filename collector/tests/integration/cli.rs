@@ -10,24 +10,18 @@ use crate::support;
 use std::{
     io::Write as _,
     net::SocketAddr,
-    os::unix::fs::PermissionsExt as _,
     path::{Path, PathBuf},
     process::{Output, Stdio},
     time::Duration,
 };
 
-use crate::support::{collector, Backend, Proc};
+use crate::support::{collector, write_private, Backend, Proc};
 use collector::server::token::{self, Role, TokenSecret};
 use collector_proto::v1::{Cdr, CdrRecord, Disposition, Party};
 
 /// The retired key's pseudonym of +442079460000 in scope tenant-a (privacy::policy's
 /// fixed vector).
 const SUBJECT_K1: &str = "n_k1_lnbnqvjd5pj4wjxg7bkvf2gove";
-
-fn write_private(path: &Path, text: &str) {
-    std::fs::write(path, text).unwrap();
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
-}
 
 /// An agent configuration whose key file has k1 (retired) and k2 (active).
 fn agent_config(dir: &Path) -> PathBuf {

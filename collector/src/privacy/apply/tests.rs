@@ -361,3 +361,41 @@ fn inventory_lists_exactly_the_cdr_fields_of_the_proto() {
         "not in the inventory: {missing:?}; not in the proto: {extra:?}"
     );
 }
+
+#[test]
+fn billing_writes_the_destination_prefix_and_nothing_else_does() {
+    let rates = concat!(env!("CARGO_MANIFEST_DIR"), "/../testdata/billing/rates.csv");
+    let billing = pz(&format!(
+        "{POLICY}billing_rates = {rates:?}\n\
+         national = {{ country_code = \"44\", trunk_prefix = \"0\" }}\n\
+         [privacy.fields]\ncallee_user = \"billing\"\n"
+    ));
+    let with_callee = |user: &str, prefix: &str| Cdr {
+        callee: party(user, "example.net", ""),
+        // A value the tracker never writes: the boundary must overwrite it.
+        destination_prefix: prefix.into(),
+        ..cdr()
+    };
+    // +447700 is a row of rates.csv (read by hand); the number is only pseudonymized.
+    let mut c = with_callee("07700 900123", "");
+    apply_cdr(&billing.call(Consent::NotDeclined), &mut c);
+    assert_eq!(c.destination_prefix, "+447700");
+    assert_eq!(
+        c.callee.as_ref().unwrap().user,
+        billing.pseudonyms_for(b"+447700900123")[0]
+    );
+    let json = serde_json::to_string(&c).unwrap();
+    assert!(!json.contains("7700900123"), "{json}");
+    // Declined: no prefix either.
+    let mut c = with_callee("07700 900123", "");
+    apply_cdr(&billing.call(Consent::Declined), &mut c);
+    assert_eq!(c.destination_prefix, "");
+    // Not a number: no prefix.
+    let mut c = with_callee("bob", "");
+    apply_cdr(&billing.call(Consent::NotDeclined), &mut c);
+    assert_eq!(c.destination_prefix, "");
+    // Under the default policy the field stays empty, whatever it held.
+    let mut c = with_callee("+447700900123", "+447700900123");
+    apply_cdr(&pz(POLICY).call(Consent::NotDeclined), &mut c);
+    assert_eq!(c.destination_prefix, "");
+}

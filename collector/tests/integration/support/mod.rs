@@ -207,6 +207,13 @@ impl Pki {
     }
 }
 
+/// Writes `text` to `path` with mode 0600 (what key files need).
+pub fn write_private(path: &std::path::Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
 /// The real `collector` binary.
 pub fn collector() -> Command {
     Command::new(env!("CARGO_BIN_EXE_collector"))
