@@ -65,69 +65,100 @@ fn frames(a: [u8; 4], b: [u8; 4], n: usize) -> Vec<Vec<u8>> {
     out
 }
 
-/// Sends `frames` out of `ifname` in `ns` at `rate` frames per second (AF_PACKET,
-/// `sendmmsg` in batches, paced against absolute deadlines); the rate achieved.
-fn send_paced(ns: &Netns, ifname: &str, frames: Vec<Vec<u8>>, rate: u64) -> Result<f64> {
-    let ifname = ifname.to_owned();
-    ns.run(move || {
+/// An AF_PACKET socket bound to one interface, sending whole Ethernet frames.
+pub struct PacketSocket {
+    fd: i32,
+    sll: libc::sockaddr_ll,
+}
+
+impl PacketSocket {
+    /// Opens the socket on `ifname` (call it inside the namespace that has the interface).
+    pub fn open(ifname: &str) -> Result<Self> {
         let c = std::ffi::CString::new(ifname)?;
-        const BATCH: usize = 32;
         // SAFETY: libc calls on values we own; results checked.
         unsafe {
             let idx = libc::if_nametoindex(c.as_ptr());
             let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0);
             if fd < 0 || idx == 0 {
-                bail!("AF_PACKET socket: {}", std::io::Error::last_os_error());
+                let e = std::io::Error::last_os_error();
+                if fd >= 0 {
+                    libc::close(fd);
+                }
+                bail!("AF_PACKET socket on {ifname}: {e}");
             }
             let mut sll: libc::sockaddr_ll = std::mem::zeroed();
             sll.sll_family = libc::AF_PACKET as u16;
             sll.sll_ifindex = idx as i32;
             sll.sll_halen = 6;
-            let start = Instant::now();
-            let limit = Duration::from_secs(60);
-            let mut sent = 0usize;
-            while sent < frames.len() {
-                if start.elapsed() > limit {
-                    libc::close(fd);
-                    bail!("sending took over {limit:?}");
-                }
-                let due = start + Duration::from_secs_f64(sent as f64 / rate as f64);
-                if let Some(wait) = due.checked_duration_since(Instant::now()) {
-                    std::thread::sleep(wait);
-                }
-                let end = (sent + BATCH).min(frames.len());
-                let mut iov: Vec<libc::iovec> = frames[sent..end]
-                    .iter()
-                    .map(|f| libc::iovec {
-                        iov_base: f.as_ptr() as *mut _,
-                        iov_len: f.len(),
-                    })
-                    .collect();
-                let mut msgs: Vec<libc::mmsghdr> = iov
-                    .iter_mut()
-                    .map(|v| {
-                        let mut h: libc::mmsghdr = std::mem::zeroed();
-                        h.msg_hdr.msg_name = (&mut sll as *mut libc::sockaddr_ll).cast();
-                        h.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_ll>() as u32;
-                        h.msg_hdr.msg_iov = v as *mut libc::iovec;
-                        h.msg_hdr.msg_iovlen = 1;
-                        h
-                    })
-                    .collect();
-                let n = libc::sendmmsg(fd, msgs.as_mut_ptr(), msgs.len() as u32, 0);
-                if n < 0 {
-                    let e = std::io::Error::last_os_error();
-                    if e.raw_os_error() == Some(libc::ENOBUFS) {
-                        continue;
-                    }
-                    libc::close(fd);
-                    bail!("sendmmsg: {e}");
-                }
-                sent += n as usize;
-            }
-            libc::close(fd);
-            Ok(sent as f64 / start.elapsed().as_secs_f64())
+            Ok(Self { fd, sll })
         }
+    }
+
+    /// Sends `frames` with one `sendmmsg`: how many went (0 when the queue is full).
+    pub fn send(&mut self, frames: &[&[u8]]) -> Result<usize> {
+        let mut iov: Vec<libc::iovec> = frames
+            .iter()
+            .map(|f| libc::iovec {
+                iov_base: f.as_ptr() as *mut _,
+                iov_len: f.len(),
+            })
+            .collect();
+        let sll: *mut libc::sockaddr_ll = &mut self.sll;
+        let mut msgs: Vec<libc::mmsghdr> = iov
+            .iter_mut()
+            .map(|v| {
+                // SAFETY: an all-zero mmsghdr is a valid empty header.
+                let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
+                h.msg_hdr.msg_name = sll.cast();
+                h.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_ll>() as u32;
+                h.msg_hdr.msg_iov = v as *mut libc::iovec;
+                h.msg_hdr.msg_iovlen = 1;
+                h
+            })
+            .collect();
+        // SAFETY: the headers point at buffers that outlive the call.
+        let n = unsafe { libc::sendmmsg(self.fd, msgs.as_mut_ptr(), msgs.len() as u32, 0) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::ENOBUFS) {
+                return Ok(0);
+            }
+            bail!("sendmmsg: {e}");
+        }
+        Ok(n as usize)
+    }
+}
+
+impl Drop for PacketSocket {
+    fn drop(&mut self) {
+        // SAFETY: our own descriptor, closed once.
+        unsafe { libc::close(self.fd) };
+    }
+}
+
+/// Sends `frames` out of `ifname` in `ns` at `rate` frames per second (`sendmmsg` in
+/// batches, paced against absolute deadlines); the rate achieved.
+fn send_paced(ns: &Netns, ifname: &str, frames: Vec<Vec<u8>>, rate: u64) -> Result<f64> {
+    let ifname = ifname.to_owned();
+    ns.run(move || {
+        const BATCH: usize = 32;
+        let mut sock = PacketSocket::open(&ifname)?;
+        let start = Instant::now();
+        let limit = Duration::from_secs(60);
+        let mut sent = 0usize;
+        while sent < frames.len() {
+            if start.elapsed() > limit {
+                bail!("sending took over {limit:?}");
+            }
+            let due = start + Duration::from_secs_f64(sent as f64 / rate as f64);
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+            let end = (sent + BATCH).min(frames.len());
+            let batch: Vec<&[u8]> = frames[sent..end].iter().map(Vec::as_slice).collect();
+            sent += sock.send(&batch)?;
+        }
+        Ok(sent as f64 / start.elapsed().as_secs_f64())
     })
 }
 

@@ -86,67 +86,28 @@ fn generate(
     let ifname = ifname.to_owned();
     ns.run(move || {
         let mut frames = frames;
-        let c = std::ffi::CString::new(ifname)?;
-        // SAFETY: libc calls on values we own; results checked.
-        unsafe {
-            let idx = libc::if_nametoindex(c.as_ptr());
-            let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0);
-            if fd < 0 || idx == 0 {
-                bail!("AF_PACKET socket: {}", std::io::Error::last_os_error());
+        const BATCH: usize = 64;
+        let mut sock = e2e::PacketSocket::open(&ifname)?;
+        let start = Instant::now();
+        let mut sent = 0u64;
+        let mut next = 0usize;
+        let mut round = 0u16;
+        while sent < max_packets && start.elapsed().as_secs_f64() < secs {
+            let mut idxs = Vec::with_capacity(BATCH);
+            for _ in 0..BATCH {
+                if next == 0 {
+                    round = round.wrapping_add(1);
+                }
+                if bump_seq {
+                    frames[next][SEQ_OFF..SEQ_OFF + 2].copy_from_slice(&round.to_be_bytes());
+                }
+                idxs.push(next);
+                next = (next + 1) % frames.len();
             }
-            let mut sll: libc::sockaddr_ll = std::mem::zeroed();
-            sll.sll_family = libc::AF_PACKET as u16;
-            sll.sll_ifindex = idx as i32;
-            sll.sll_halen = 6;
-            const BATCH: usize = 64;
-            let start = Instant::now();
-            let mut sent = 0u64;
-            let mut next = 0usize;
-            let mut round = 0u16;
-            while sent < max_packets && start.elapsed().as_secs_f64() < secs {
-                let mut iov: Vec<libc::iovec> = Vec::with_capacity(BATCH);
-                let mut idxs = Vec::with_capacity(BATCH);
-                for _ in 0..BATCH {
-                    if next == 0 {
-                        round = round.wrapping_add(1);
-                    }
-                    if bump_seq {
-                        frames[next][SEQ_OFF..SEQ_OFF + 2].copy_from_slice(&round.to_be_bytes());
-                    }
-                    idxs.push(next);
-                    next = (next + 1) % frames.len();
-                }
-                for &i in &idxs {
-                    iov.push(libc::iovec {
-                        iov_base: frames[i].as_ptr() as *mut _,
-                        iov_len: frames[i].len(),
-                    });
-                }
-                let mut msgs: Vec<libc::mmsghdr> = iov
-                    .iter_mut()
-                    .map(|v| {
-                        let mut h: libc::mmsghdr = std::mem::zeroed();
-                        h.msg_hdr.msg_name = (&mut sll as *mut libc::sockaddr_ll).cast();
-                        h.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_ll>() as u32;
-                        h.msg_hdr.msg_iov = v as *mut libc::iovec;
-                        h.msg_hdr.msg_iovlen = 1;
-                        h
-                    })
-                    .collect();
-                let n = libc::sendmmsg(fd, msgs.as_mut_ptr(), msgs.len() as u32, 0);
-                if n < 0 {
-                    let e = std::io::Error::last_os_error();
-                    if e.raw_os_error() == Some(libc::ENOBUFS) {
-                        continue;
-                    }
-                    libc::close(fd);
-                    bail!("sendmmsg: {e}");
-                }
-                sent += n as u64;
-            }
-            libc::close(fd);
-            Ok((sent, start.elapsed().as_secs_f64()))
+            let batch: Vec<&[u8]> = idxs.iter().map(|&i| frames[i].as_slice()).collect();
+            sent += sock.send(&batch)? as u64;
         }
+        Ok((sent, start.elapsed().as_secs_f64()))
     })
 }
 
