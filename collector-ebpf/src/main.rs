@@ -162,6 +162,13 @@ pub fn sip_xdp(ctx: XdpContext) -> u32 {
     XDP_PASS
 }
 
+/// Returns PASS and does nothing else: the benchmark's baseline (the cost of running any
+/// XDP program at all), never attached by the agent.
+#[xdp]
+pub fn pass_xdp(_ctx: XdpContext) -> u32 {
+    XDP_PASS
+}
+
 #[classifier]
 pub fn sip_tc_egress(ctx: TcContext) -> i32 {
     count(Counter::TcPackets);
