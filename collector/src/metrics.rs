@@ -195,6 +195,7 @@ pub struct Metrics {
     ship_reconnects: Counter,
     ingest_batches: Counter,
     ingest_cdrs: Counter,
+    unrated_cdrs: Counter,
     storage_latency: Family<OpLabel, Histogram>,
     flow_events_published: Counter,
     flow_events_lost: Family<SourceLabel, Counter>,
@@ -230,6 +231,7 @@ impl Metrics {
         let ship_reconnects = Counter::default();
         let ingest_batches = Counter::default();
         let ingest_cdrs = Counter::default();
+        let unrated_cdrs = Counter::default();
         let storage_latency = Family::<OpLabel, Histogram>::new_with_constructor(
             (|| Histogram::new(exponential_buckets(0.000_5, 2.0, 14))) as fn() -> Histogram,
         );
@@ -331,6 +333,12 @@ impl Metrics {
             ingest_cdrs.clone(),
         );
         r.register(
+            "unrated_cdrs",
+            "Answered CDRs stored unrated (no destination prefix, no rate table or no matching \
+             rate row): fix the rate table, then re-rate",
+            unrated_cdrs.clone(),
+        );
+        r.register(
             "storage_latency_seconds",
             "Latency of storage operations",
             storage_latency.clone(),
@@ -375,6 +383,7 @@ impl Metrics {
             ship_reconnects,
             ingest_batches,
             ingest_cdrs,
+            unrated_cdrs,
             storage_latency,
             flow_events_published,
             flow_events_lost,
@@ -518,6 +527,11 @@ impl Metrics {
     pub fn ingested(&self, stored: u64) {
         self.ingest_batches.inc();
         self.ingest_cdrs.inc_by(stored);
+    }
+
+    /// Counts answered CDRs stored unrated.
+    pub fn unrated(&self, count: u64) {
+        self.unrated_cdrs.inc_by(count);
     }
 
     /// Records how long a storage operation took.

@@ -20,6 +20,8 @@ pub use flows::FlowsArgs;
 pub use top::TopArgs;
 pub mod connect;
 pub mod erase;
+pub mod rates;
+pub mod report;
 pub mod ship_spool;
 pub mod token;
 
@@ -57,6 +59,10 @@ pub enum Command {
     Cdrs(CdrsArgs),
     /// Erase every CDR of one subject (GDPR Art. 17) under every key in the retention window.
     Erase(EraseArgs),
+    /// Manage the rate tables billing rates calls with (stored in the central collector).
+    Rates(rates::RatesArgs),
+    /// Reports from the central collector (usage per destination, for billing).
+    Report(report::ReportArgs),
     /// Issue a bearer token for the collector (or create its signing secret).
     Token(TokenArgs),
     /// Ship a spool directory to a collector (test and recovery tool).
@@ -347,6 +353,8 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Top(a) => top::run(a),
         Command::Cdrs(a) => cdrs::run(a),
         Command::Erase(a) => erase::run(a),
+        Command::Rates(a) => rates::run(a),
+        Command::Report(a) => report::run(a),
         Command::Token(a) => token::run(&a),
         Command::ShipSpool(a) => ship_spool::run(a),
         Command::Keygen(a) => keygen::run(&a),

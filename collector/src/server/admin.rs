@@ -7,14 +7,15 @@ use std::{
 };
 
 use collector_proto::v1::{
-    admin_server::Admin, AgentStats, EraseRequest, EraseResponse, RetentionStatusRequest,
-    RetentionStatusResponse, StatsRequest, StatsResponse,
+    admin_server::Admin, AgentStats, EraseRequest, EraseResponse, ImportRatesRequest,
+    ImportRatesResponse, RetentionStatusRequest, RetentionStatusResponse, StatsRequest,
+    StatsResponse,
 };
 use tonic::{Request, Response, Status};
 
 use super::{
     auth::Caller,
-    store::{Erasure, Store},
+    store::{billing, Erasure, Store},
     ServerError,
 };
 
@@ -62,6 +63,36 @@ fn validate(req: &EraseRequest) -> Result<(), ServerError> {
     Ok(())
 }
 
+/// Largest rate-table CSV accepted, in bytes (well under the gRPC message limit).
+pub const MAX_RATES_BYTES: usize = 32 << 20;
+
+/// Validates an import: the tenant name, the size, and the table itself (errors name the
+/// line). Returns the tenant and the parsed table.
+pub fn validate_import(
+    req: &ImportRatesRequest,
+) -> Result<(String, crate::billing::RateTable), ServerError> {
+    let tenant = if req.tenant.is_empty() {
+        billing::DEFAULT_TENANT
+    } else {
+        req.tenant.as_str()
+    };
+    if !billing::valid_tenant(tenant) {
+        return Err(ServerError::Invalid(format!(
+            "tenant must be 1..={} letters, digits, '-', '_' or '.'",
+            billing::MAX_TENANT_LEN
+        )));
+    }
+    if req.csv.len() > MAX_RATES_BYTES {
+        return Err(ServerError::Invalid(format!(
+            "rate table larger than {MAX_RATES_BYTES} bytes"
+        )));
+    }
+    let version = billing::table_version(&req.csv);
+    let table = crate::billing::RateTable::parse(&version, &req.csv)
+        .map_err(|e| ServerError::Invalid(format!("rate table: {e}")))?;
+    Ok((tenant.to_owned(), table))
+}
+
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -107,6 +138,31 @@ impl Admin for AdminService {
             oldest_start_time_ms: state.oldest_start_time_ms.unwrap_or(0),
             last_run_ms: last.map_or(0, |r| r.time_ms),
             last_run_deleted: last.map_or(0, |r| r.deleted),
+        }))
+    }
+
+    async fn import_rates(
+        &self,
+        request: Request<ImportRatesRequest>,
+    ) -> Result<Response<ImportRatesResponse>, Status> {
+        let req = request.into_inner();
+        let (tenant, table) = validate_import(&req)?;
+        let new_version = self
+            .store
+            .store_rates(&tenant, table.version(), &req.csv, now_ms())
+            .await
+            .map_err(ServerError::from)?;
+        tracing::info!(
+            tenant,
+            version = table.version(),
+            rows = table.len(),
+            new_version,
+            "rate table imported"
+        );
+        Ok(Response::new(ImportRatesResponse {
+            version: table.version().to_owned(),
+            rows: table.len() as u64,
+            new_version,
         }))
     }
 

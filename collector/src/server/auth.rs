@@ -136,10 +136,13 @@ pub fn access(path: &str) -> Access {
         }
         "/collector.v1.Query/ListCdrs"
         | "/collector.v1.Query/ListCalls"
+        | "/collector.v1.Query/Usage"
         | "/collector.v1.Watch/Flows"
         | "/collector.v1.Admin/Stats"
         | "/collector.v1.Admin/RetentionStatus" => Access::Roles(READERS),
-        "/collector.v1.Admin/Erase" => Access::Roles(&[Role::Admin]),
+        "/collector.v1.Admin/Erase" | "/collector.v1.Admin/ImportRates" => {
+            Access::Roles(&[Role::Admin])
+        }
         _ => Access::Unknown,
     }
 }

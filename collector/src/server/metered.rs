@@ -45,6 +45,7 @@ impl Store for MeteredStore {
         self.took(StorageOp::Ingest, start);
         if let Ok(o) = &out {
             self.metrics.ingested(o.stored);
+            self.metrics.unrated(o.unrated);
         }
         out
     }
@@ -105,5 +106,27 @@ impl Store for MeteredStore {
 
     async fn stats(&self) -> Result<StoreStats, StoreError> {
         self.inner.stats().await
+    }
+
+    async fn store_rates(
+        &self,
+        tenant: &str,
+        version: &str,
+        csv: &str,
+        now_ms: u64,
+    ) -> Result<bool, StoreError> {
+        self.inner.store_rates(tenant, version, csv, now_ms).await
+    }
+
+    async fn usage(
+        &self,
+        tenant: &str,
+        from_ms: u64,
+        to_ms: u64,
+    ) -> Result<Vec<super::store::billing::UsageGroup>, StoreError> {
+        let start = Instant::now();
+        let out = self.inner.usage(tenant, from_ms, to_ms).await;
+        self.took(StorageOp::Query, start);
+        out
     }
 }

@@ -6,14 +6,18 @@
 //! cannot be audited is refused.
 use std::{pin::Pin, sync::Arc};
 
-use collector_proto::v1::{query_server::Query, Call, Cdr, CdrQuery, Disposition};
+use collector_proto::v1::{
+    query_server::Query, Call, Cdr, CdrQuery, Disposition, UsageReport, UsageReportRequest,
+};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use super::{
     auth::Caller,
     retention::now_ms,
-    store::{AuditAction, AuditEntry, CdrFilter, Store, DEFAULT_QUERY_LIMIT, MAX_QUERY_LIMIT},
+    store::{
+        billing, AuditAction, AuditEntry, CdrFilter, Store, DEFAULT_QUERY_LIMIT, MAX_QUERY_LIMIT,
+    },
     ServerError,
 };
 
@@ -96,6 +100,24 @@ pub fn validate(q: CdrQuery) -> Result<CdrFilter, ServerError> {
             n => n.min(MAX_QUERY_LIMIT),
         },
     })
+}
+
+/// Validates a usage request: returns the tenant (default when empty). The range must be
+/// non-empty; a report holds counts and sums per destination only, no identifier, so it is
+/// not written to the audit log.
+pub fn validate_usage(q: &UsageReportRequest) -> Result<String, ServerError> {
+    let tenant = if q.tenant.is_empty() {
+        billing::DEFAULT_TENANT
+    } else {
+        q.tenant.as_str()
+    };
+    if !billing::valid_tenant(tenant) {
+        return Err(ServerError::Invalid("invalid tenant name".into()));
+    }
+    if q.to_ms <= q.from_ms {
+        return Err(ServerError::Invalid("to_ms must be after from_ms".into()));
+    }
+    Ok(tenant.to_owned())
 }
 
 /// Which view a read asked for (recorded in the audit log).
@@ -181,6 +203,20 @@ impl Query for QueryService {
         Ok(Response::new(Box::pin(tokio_stream::iter(
             cdrs.into_iter().map(Ok),
         ))))
+    }
+
+    async fn usage(
+        &self,
+        request: Request<UsageReportRequest>,
+    ) -> Result<Response<UsageReport>, Status> {
+        let q = request.into_inner();
+        let tenant = validate_usage(&q)?;
+        let groups = self
+            .store
+            .usage(&tenant, q.from_ms, q.to_ms)
+            .await
+            .map_err(ServerError::from)?;
+        Ok(Response::new(billing::usage_report(&groups)))
     }
 
     async fn list_calls(

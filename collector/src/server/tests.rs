@@ -218,6 +218,23 @@ impl Store for AckLosingStore {
     async fn stats(&self) -> Result<StoreStats, StoreError> {
         self.inner.stats().await
     }
+    async fn store_rates(
+        &self,
+        tenant: &str,
+        version: &str,
+        csv: &str,
+        now_ms: u64,
+    ) -> Result<bool, StoreError> {
+        self.inner.store_rates(tenant, version, csv, now_ms).await
+    }
+    async fn usage(
+        &self,
+        tenant: &str,
+        from_ms: u64,
+        to_ms: u64,
+    ) -> Result<Vec<super::store::billing::UsageGroup>, StoreError> {
+        self.inner.usage(tenant, from_ms, to_ms).await
+    }
 }
 
 async fn send(
@@ -743,7 +760,7 @@ fn schema_is_versioned_and_a_newer_database_is_refused() {
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap();
-    assert_eq!(versions, vec![1, 2, 3, 4]);
+    assert_eq!(versions, vec![1, 2, 3, 4, 5]);
     let mode: String = c
         .query_row("PRAGMA journal_mode", [], |r| r.get(0))
         .unwrap();
@@ -760,7 +777,7 @@ fn schema_is_versioned_and_a_newer_database_is_refused() {
         SqliteStore::open(p),
         Err(StoreError::SchemaTooNew {
             found: 99,
-            supported: 4
+            supported: 5
         })
     ));
 }

@@ -4,7 +4,9 @@
 //! configuration using the policy, in process (`replay_file`, the pipeline the agent runs)
 //! and through the `collector replay` binary in every output format. Each CDR's
 //! `destination_prefix` must be the one read off the CSV by hand, and no serialized CDR or
-//! flow event may hold a callee number's digits (canary scan).
+//! flow event may hold a callee number's digits (canary scan). Then end to end with the
+//! central collector: rate table imported, capture loaded, the month's usage report equal to
+//! the hand-computed sums, and no callee number in the store, the spool or the report.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use std::{
@@ -292,4 +294,121 @@ fn billing_configuration_errors_stop_the_replay() {
         }
         assert!(run.stdout.is_empty(), "case {i}: printed CDRs");
     }
+}
+
+/// End to end through the binaries: a collector (SQLite), `collector rates import` of
+/// `rates.csv`, the capture loaded by `collector replay --server` with the billing policy,
+/// then `collector report usage --month 2026-03 -o json`. Each call is answered for 30 s;
+/// by hand from the CSV: London (+4420, 10/min, 60/60) 60 s, cost 10; mobile (+447700,
+/// 30/min, 30/6, minimum 30 s, fee 5) 30 s, 5 + 15 = 20; Berlin (+4930, 8/min, 1/1) 30 s,
+/// ceil(240 / 60) = 4; United Kingdom (+44, 12/min, 60/60) 60 s, cost 12; France (+33) has no
+/// row: listed unrated. No full callee number in the store, the spool or the report.
+#[test]
+fn usage_report_from_the_collector_equals_the_hand_sums() {
+    use std::net::SocketAddr;
+
+    use crate::support::{free_port, wait_listening, Proc};
+    let dir = tempfile::tempdir().unwrap();
+    let config = agent_config(dir.path());
+    let capture = dir.path().join("billing.pcap");
+    write_capture(&capture);
+    let db = dir.path().join("cdr.db");
+    let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let mut cmd = collector();
+    cmd.arg("server").args([
+        "--listen",
+        &addr.to_string(),
+        "--db",
+        &format!("sqlite://{}", db.display()),
+    ]);
+    let _server = Proc::spawn("collector server", cmd, &dir.path().join("server.log"));
+    wait_listening(addr, Duration::from_secs(30));
+    let url = format!("http://{addr}");
+    let rates = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../testdata/billing/rates.csv");
+    let ok = |out: std::process::Output| {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let imported = ok(collector()
+        .args(["rates", "import"])
+        .arg(&rates)
+        .args(["--server", &url])
+        .output()
+        .unwrap());
+    assert!(imported.contains("4 rows"), "{imported}");
+    let spool = dir.path().join("spool");
+    ok(collector()
+        .arg("replay")
+        .arg(&capture)
+        .arg("--config")
+        .arg(&config)
+        .args(["--server", &url])
+        .arg("--spool-dir")
+        .arg(&spool)
+        .output()
+        .unwrap());
+    let report = ok(collector()
+        .args(["report", "usage", "--month", "2026-03", "-o", "json"])
+        .args(["--server", &url])
+        .output()
+        .unwrap());
+    canary("report", &report);
+    let v: serde_json::Value = serde_json::from_str(&report).unwrap();
+    let dest: Vec<(String, u64, u64, u64, u64)> = v["destinations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["destination"].as_str().unwrap().to_owned(),
+                d["calls"].as_u64().unwrap(),
+                d["answered"].as_u64().unwrap(),
+                d["billable_secs"].as_u64().unwrap(),
+                d["cost_minor"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let row = |n: &str, secs, cost| (n.to_owned(), 1, 1, secs, cost);
+    assert_eq!(
+        dest,
+        vec![
+            row("Germany, Berlin", 30, 4),
+            row("United Kingdom", 60, 12),
+            row("United Kingdom, London", 60, 10),
+            row("United Kingdom, mobile", 30, 20),
+        ]
+    );
+    assert_eq!(
+        v["unrated"],
+        serde_json::json!([{"destination_prefix": "+33", "answered_calls": 1,
+            "answered_ms": 30_000}])
+    );
+    // The store (the database file with its WAL) and the spool hold no callee number.
+    for entry in walk(dir.path()) {
+        let name = entry.file_name().unwrap().to_string_lossy().into_owned();
+        if name.starts_with("cdr.db") || entry.starts_with(&spool) {
+            canary(
+                &name,
+                &String::from_utf8_lossy(&std::fs::read(&entry).unwrap()),
+            );
+        }
+    }
+}
+
+/// Every file below `dir`.
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
 }

@@ -8,6 +8,7 @@
 #[macro_use]
 mod support;
 mod billing_policy;
+mod billing_store;
 mod cli;
 mod crash;
 mod fuzz_regressions;

@@ -580,12 +580,12 @@ async fn schema_is_versioned_and_indexed(b: Backend) {
         .await;
     let indexes = match &b {
         Backend::Sqlite(_) => {
-            assert_eq!(versions, [["1"], ["2"], ["3"], ["4"]]);
+            assert_eq!(versions, [["1"], ["2"], ["3"], ["4"], ["5"]]);
             b.select("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'cdrs'")
                 .await
         }
         Backend::Postgres(_) => {
-            assert_eq!(versions, [["1"], ["2"], ["3"]]);
+            assert_eq!(versions, [["1"], ["2"], ["3"], ["4"]]);
             b.select("SELECT indexname::text FROM pg_indexes WHERE tablename = 'cdrs'")
                 .await
         }
@@ -593,6 +593,7 @@ async fn schema_is_versioned_and_indexed(b: Backend) {
     let names: Vec<&str> = indexes.iter().map(|r| r[0].as_str()).collect();
     for want in [
         "cdrs_start_time",
+        "cdrs_tenant_start",
         "cdrs_call_id",
         "cdrs_caller_user",
         "cdrs_callee_user",

@@ -22,6 +22,7 @@
 //! disposition and codec) in the same transaction, so long-term reports survive the
 //! deletion and nothing is counted twice or lost if the job is interrupted.
 pub mod aggregate;
+pub mod billing;
 pub mod postgres;
 pub mod sqlite;
 
@@ -98,6 +99,9 @@ pub enum StoreError {
     /// The worker running the blocking database call went away.
     #[error("database worker failed")]
     Worker(#[source] tokio::task::JoinError),
+    /// A stored rate table no longer parses (it was validated at import).
+    #[error("stored rate table unusable: {0}")]
+    StoredRates(String),
     /// A thread panicked while holding the connection.
     #[error("database connection lock poisoned")]
     Poisoned,
@@ -135,6 +139,8 @@ pub struct IngestOutcome {
     pub stored: u64,
     /// Records skipped because their sequence was already stored.
     pub duplicates: u64,
+    /// Answered CDRs stored unrated (no prefix, no table or no matching rate row).
+    pub unrated: u64,
     /// Interim records not stored because a later record of the same call is stored or
     /// in the batch (its final one, or a newer interim).
     pub superseded: u64,
@@ -295,6 +301,26 @@ pub trait Store: Send + Sync + 'static {
 
     /// Counts and cursors.
     async fn stats(&self) -> Result<StoreStats, StoreError>;
+
+    /// Stores a validated rate table (`csv`, whose hash is `version`) as the newest version of
+    /// `tenant`'s table; every version is kept. Returns false when that version was already
+    /// stored (it then becomes the newest again).
+    async fn store_rates(
+        &self,
+        tenant: &str,
+        version: &str,
+        csv: &str,
+        now_ms: u64,
+    ) -> Result<bool, StoreError>;
+
+    /// The usage groups of `tenant`'s final CDRs that started in `from_ms..to_ms`
+    /// ([`billing::USAGE_SQL`]; [`billing::usage_report`] makes the report).
+    async fn usage(
+        &self,
+        tenant: &str,
+        from_ms: u64,
+        to_ms: u64,
+    ) -> Result<Vec<billing::UsageGroup>, StoreError>;
 }
 
 /// Opens the store named by `url`: `sqlite://PATH` (created if missing, mode 0600) or

@@ -34,6 +34,10 @@ use prost::Message as _;
 use tokio_postgres::{types::ToSql, NoTls};
 use tokio_stream::StreamExt as _;
 
+use super::billing::{
+    billing_schema, rate_cdr, CdrRating, RateCache, RatingState, UsageGroup, DEFAULT_TENANT,
+    USAGE_SQL,
+};
 use super::{
     aggregate::{AggregateKey, FoldRow},
     codec_of, day_of, max_loss_pct, min_mos, supersede, validate_batch, AgentCursor, AuditAction,
@@ -138,6 +142,9 @@ pub const MIGRATIONS: &[&str] = &[
     r#"
     CREATE INDEX cdrs_agent_cdr_id ON cdrs (agent_id, cdr_id);
     "#,
+    // v4: billing (issue 24): every imported rate-table version per tenant, and the rating
+    // of each CDR at ingest beside it ([`super::billing`]).
+    billing_schema!("BIGSERIAL PRIMARY KEY"),
 ];
 
 /// The schema version whose migration adds `correlation_id`: rows stored before it get the
@@ -192,6 +199,8 @@ pub struct PgStore {
     /// Days whose partition this process knows to exist (cleared on an insert failure,
     /// since another collector's retention may have dropped one).
     partitions: Mutex<HashSet<u64>>,
+    /// The parsed newest rate table.
+    rates: RateCache,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -225,6 +234,7 @@ impl PgStore {
         let store = Self {
             pool,
             partitions: Mutex::new(HashSet::new()),
+            rates: RateCache::default(),
         };
         store.migrate().await?;
         Ok(store)
@@ -363,6 +373,26 @@ impl PgStore {
         }
     }
 
+    /// The newest rate table of the default tenant, read in the ingest transaction.
+    async fn newest_rates(
+        &self,
+        tx: &deadpool_postgres::Transaction<'_>,
+    ) -> Result<Option<std::sync::Arc<crate::billing::RateTable>>, StoreError> {
+        let row = tx
+            .query_opt(
+                "SELECT version, csv FROM rate_tables WHERE tenant = $1
+                 ORDER BY imported_ms DESC, id DESC LIMIT 1",
+                &[&DEFAULT_TENANT],
+            )
+            .await
+            .map_err(pg("reading the rate table"))?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let version: String = col(&row, 0)?;
+        self.rates.table(Some(&version), || col(&row, 1))
+    }
+
     async fn ingest_tx(
         &self,
         agent_id: &str,
@@ -432,6 +462,7 @@ impl PgStore {
         }
         let refs: Vec<&Cdr> = fresh.iter().map(|(_, c)| c).collect();
         let plan = supersede(&refs, &prior);
+        let table = self.newest_rates(&tx).await?;
         if !plan.delete_interims.is_empty() {
             tx.execute(
                 "DELETE FROM cdrs WHERE agent_id = $1 AND cdr_id = ANY($2) AND interim",
@@ -443,7 +474,7 @@ impl PgStore {
         let mut cols = Columns::default();
         for ((seq, cdr), keep) in fresh.iter().zip(&plan.keep) {
             if *keep {
-                cols.push(*seq, cdr)?;
+                cols.push(*seq, cdr, rate_cdr(table.as_deref(), cdr))?;
             }
         }
         let highest = fresh.last().map_or(cursor, |(s, _)| *s).max(cursor);
@@ -454,12 +485,15 @@ impl PgStore {
                 "INSERT INTO cdrs (agent_id, sequence, cdr_id, call_id, caller_user,
                     caller_domain, caller_display, callee_user, callee_domain, callee_display,
                     start_time_ms, end_time_ms, duration_ms, billable_ms, disposition,
-                    final_code, max_loss_pct, min_mos, interim, codec, cdr, correlation_id)
-                 SELECT $1, * FROM UNNEST($2::bigint[], $3::text[], $4::text[], $5::text[],
-                    $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::bigint[],
-                    $12::bigint[], $13::bigint[], $14::bigint[], $15::int[], $16::bigint[],
-                    $17::float8[], $18::float8[], $19::bool[], $20::text[], $21::bytea[],
-                    $22::text[])
+                    final_code, max_loss_pct, min_mos, interim, codec, cdr, correlation_id,
+                    destination_prefix, rating, destination, rated_prefix, billable_secs, cost,
+                    currency, rate_version, tenant)
+                 SELECT $1, *, $31 FROM UNNEST($2::bigint[], $3::text[], $4::text[],
+                    $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[],
+                    $11::bigint[], $12::bigint[], $13::bigint[], $14::bigint[], $15::int[],
+                    $16::bigint[], $17::float8[], $18::float8[], $19::bool[], $20::text[],
+                    $21::bytea[], $22::text[], $23::text[], $24::bigint[], $25::text[],
+                    $26::text[], $27::bigint[], $28::bigint[], $29::text[], $30::text[])
                  ON CONFLICT DO NOTHING",
                 &[
                     &agent_id,
@@ -484,6 +518,15 @@ impl PgStore {
                     &cols.codec,
                     &cols.blob,
                     &cols.correlation_id,
+                    &cols.destination_prefix,
+                    &cols.rating,
+                    &cols.destination,
+                    &cols.rated_prefix,
+                    &cols.billable_secs,
+                    &cols.cost,
+                    &cols.currency,
+                    &cols.rate_version,
+                    &DEFAULT_TENANT,
                 ],
             )
             .await
@@ -501,6 +544,7 @@ impl PgStore {
             highest_sequence: highest.unsigned_abs(),
             stored,
             duplicates,
+            unrated: cols.unrated,
             superseded: plan.dropped(),
         })
     }
@@ -674,10 +718,32 @@ struct Columns {
     codec: Vec<String>,
     blob: Vec<Vec<u8>>,
     correlation_id: Vec<String>,
+    destination_prefix: Vec<String>,
+    rating: Vec<i64>,
+    destination: Vec<String>,
+    rated_prefix: Vec<String>,
+    billable_secs: Vec<i64>,
+    cost: Vec<i64>,
+    currency: Vec<String>,
+    rate_version: Vec<String>,
+    unrated: u64,
 }
 
 impl Columns {
-    fn push(&mut self, seq: i64, cdr: &Cdr) -> Result<(), StoreError> {
+    fn push(&mut self, seq: i64, cdr: &Cdr, rating: CdrRating) -> Result<(), StoreError> {
+        // A cost beyond i64::MAX minor units must not make the batch unstorable: saturate.
+        let clamp = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        if rating.state == RatingState::Unrated {
+            self.unrated += 1;
+        }
+        self.destination_prefix.push(rating.destination_prefix);
+        self.rating.push(rating.state.code());
+        self.destination.push(rating.destination);
+        self.rated_prefix.push(rating.rated_prefix);
+        self.billable_secs.push(clamp(rating.billable_secs));
+        self.cost.push(clamp(rating.cost));
+        self.currency.push(rating.currency);
+        self.rate_version.push(rating.rate_version);
         let caller = cdr.caller.clone().unwrap_or_default();
         let callee = cdr.callee.clone().unwrap_or_default();
         self.seq.push(seq);
@@ -1073,6 +1139,74 @@ impl Store for PgStore {
             out.push(a);
         }
         Ok(out)
+    }
+
+    async fn store_rates(
+        &self,
+        tenant: &str,
+        version: &str,
+        csv: &str,
+        now_ms: u64,
+    ) -> Result<bool, StoreError> {
+        let client = self.client().await?;
+        let now = int(now_ms)?;
+        let inserted = client
+            .execute(
+                "INSERT INTO rate_tables (tenant, version, csv, imported_ms)
+                 VALUES ($1, $2, $3, $4) ON CONFLICT (tenant, version) DO NOTHING",
+                &[&tenant, &version, &csv, &now],
+            )
+            .await
+            .map_err(pg("storing the rate table"))?;
+        if inserted == 0 {
+            // Re-importing an older version makes it the newest again.
+            client
+                .execute(
+                    "UPDATE rate_tables SET imported_ms = $3 WHERE tenant = $1 AND version = $2",
+                    &[&tenant, &version, &now],
+                )
+                .await
+                .map_err(pg("storing the rate table"))?;
+        }
+        Ok(inserted == 1)
+    }
+
+    async fn usage(
+        &self,
+        tenant: &str,
+        from_ms: u64,
+        to_ms: u64,
+    ) -> Result<Vec<UsageGroup>, StoreError> {
+        let client = self.client().await?;
+        // PostgreSQL sums BIGINT as NUMERIC: cast back (a month's cost fits in i64).
+        let sql = USAGE_SQL
+            .replace("?1", "$1")
+            .replace("?2", "$2")
+            .replace("?3", "$3")
+            .replace(
+                "COUNT(*), SUM(billable_ms), SUM(billable_secs), SUM(cost)",
+                "COUNT(*), SUM(billable_ms)::BIGINT, SUM(billable_secs)::BIGINT, SUM(cost)::BIGINT",
+            );
+        let rows = client
+            .query(sql.as_str(), &[&tenant, &int(from_ms)?, &int(to_ms)?])
+            .await
+            .map_err(pg("usage query"))?;
+        let u = |v: Option<i64>| v.map_or(0, i64::unsigned_abs);
+        rows.iter()
+            .map(|r| {
+                Ok(UsageGroup {
+                    destination: col(r, 0)?,
+                    currency: col(r, 1)?,
+                    rating: col(r, 2)?,
+                    destination_prefix: col(r, 3)?,
+                    answered: col(r, 4)?,
+                    calls: col_u64(r, 5)?,
+                    answered_ms: u(col(r, 6)?),
+                    billable_secs: u(col(r, 7)?),
+                    cost: u(col(r, 8)?),
+                })
+            })
+            .collect()
     }
 
     async fn stats(&self) -> Result<StoreStats, StoreError> {

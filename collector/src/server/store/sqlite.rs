@@ -25,6 +25,9 @@ use rusqlite::{
     params, params_from_iter, types::Value, Connection, OptionalExtension, TransactionBehavior,
 };
 
+use super::billing::{
+    billing_schema, rate_cdr, RateCache, RatingState, UsageGroup, DEFAULT_TENANT, USAGE_SQL,
+};
 use super::{
     aggregate::{AggregateKey, FoldRow},
     codec_of, max_loss_pct, min_mos, supersede, validate_batch, AgentCursor, AuditAction,
@@ -137,6 +140,9 @@ pub const MIGRATIONS: &[&str] = &[
     r#"
     CREATE INDEX cdrs_agent_cdr_id ON cdrs (agent_id, cdr_id);
     "#,
+    // v5: billing (issue 24): every imported rate-table version per tenant, and the rating
+    // of each CDR at ingest beside it ([`super::billing`]).
+    billing_schema!("INTEGER PRIMARY KEY"),
 ];
 
 /// The schema version whose migration adds `correlation_id`: rows stored before it get the
@@ -170,6 +176,7 @@ fn db(what: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
 pub struct SqliteStore {
     writer: Arc<Mutex<Connection>>,
     reader: Arc<Mutex<Connection>>,
+    rates: Arc<RateCache>,
 }
 
 impl SqliteStore {
@@ -189,6 +196,7 @@ impl SqliteStore {
         Ok(Self {
             writer: Arc::new(Mutex::new(writer)),
             reader: Arc::new(Mutex::new(reader)),
+            rates: Arc::new(RateCache::default()),
         })
     }
 }
@@ -284,14 +292,109 @@ fn int(v: u64) -> Result<i64, StoreError> {
     i64::try_from(v).map_err(|_| StoreError::InvalidBatch("a value exceeds the storable range"))
 }
 
+/// The newest rate table of the default tenant, read in the ingest transaction.
+fn newest_rates(
+    tx: &Connection,
+    cache: &RateCache,
+) -> Result<Option<Arc<crate::billing::RateTable>>, StoreError> {
+    let version: Option<String> = tx
+        .query_row(
+            "SELECT version FROM rate_tables WHERE tenant = ?1 ORDER BY imported_ms DESC, id DESC
+             LIMIT 1",
+            [DEFAULT_TENANT],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(db("reading the rate table version"))?;
+    cache.table(version.as_deref(), || {
+        tx.query_row(
+            "SELECT csv FROM rate_tables WHERE tenant = ?1 AND version = ?2",
+            params![DEFAULT_TENANT, version],
+            |r| r.get(0),
+        )
+        .map_err(db("reading the rate table"))
+    })
+}
+
+/// A billing amount as a SQLite integer, saturating (a cost beyond `i64::MAX` minor units
+/// needs a call of millions of years; it must not make the batch unstorable).
+fn clamp(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn store_rates_blocking(
+    conn: &mut Connection,
+    tenant: &str,
+    version: &str,
+    csv: &str,
+    now_ms: u64,
+) -> Result<bool, StoreError> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(db("begin"))?;
+    let now = int(now_ms)?;
+    let new = tx
+        .execute(
+            "INSERT INTO rate_tables (tenant, version, csv, imported_ms) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (tenant, version) DO NOTHING",
+            params![tenant, version, csv, now],
+        )
+        .map_err(db("storing the rate table"))?
+        == 1;
+    if !new {
+        // Re-importing an older version makes it the newest again.
+        tx.execute(
+            "UPDATE rate_tables SET imported_ms = ?3 WHERE tenant = ?1 AND version = ?2",
+            params![tenant, version, now],
+        )
+        .map_err(db("storing the rate table"))?;
+    }
+    tx.commit().map_err(db("commit"))?;
+    Ok(new)
+}
+
+fn usage_blocking(
+    conn: &mut Connection,
+    tenant: &str,
+    from_ms: u64,
+    to_ms: u64,
+) -> Result<Vec<UsageGroup>, StoreError> {
+    let mut stmt = conn
+        .prepare_cached(USAGE_SQL)
+        .map_err(db("preparing the usage query"))?;
+    let mut rows = stmt
+        .query(params![tenant, int(from_ms)?, int(to_ms)?])
+        .map_err(db("usage query"))?;
+    let mut out = Vec::new();
+    let u = |v: Option<i64>| v.map_or(0, i64::unsigned_abs);
+    while let Some(r) = rows.next().map_err(db("usage query"))? {
+        let get = |i| r.get::<_, Option<i64>>(i).map_err(db("usage query"));
+        out.push(UsageGroup {
+            destination: r.get(0).map_err(db("usage query"))?,
+            currency: r.get(1).map_err(db("usage query"))?,
+            rating: r.get(2).map_err(db("usage query"))?,
+            destination_prefix: r.get(3).map_err(db("usage query"))?,
+            answered: r.get(4).map_err(db("usage query"))?,
+            calls: u(get(5)?),
+            answered_ms: u(get(6)?),
+            billable_secs: u(get(7)?),
+            cost: u(get(8)?),
+        });
+    }
+    Ok(out)
+}
+
 fn ingest_blocking(
     conn: &mut Connection,
+    rates: &RateCache,
     agent_id: &str,
     batch: &[CdrRecord],
 ) -> Result<IngestOutcome, StoreError> {
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(db("begin"))?;
+    let table = newest_rates(&tx, rates)?;
+    let mut unrated = 0u64;
     let cursor: i64 = tx
         .query_row(
             "SELECT highest_seq FROM ingest_cursor WHERE agent_id = ?1",
@@ -360,9 +463,11 @@ fn ingest_blocking(
                 "INSERT INTO cdrs (agent_id, sequence, cdr_id, call_id, caller_user, caller_domain,
                     caller_display, callee_user, callee_domain, callee_display, start_time_ms,
                     end_time_ms, duration_ms, billable_ms, disposition, final_code, max_loss_pct,
-                    min_mos, interim, cdr, codec, correlation_id)
+                    min_mos, interim, cdr, codec, correlation_id, tenant, destination_prefix,
+                    rating, destination, rated_prefix, billable_secs, cost, currency,
+                    rate_version)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
-                    ?17, ?18, ?19, ?20, ?21, ?22)
+                    ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31)
                  ON CONFLICT (agent_id, sequence) DO NOTHING",
             )
             .map_err(db("preparing insert"))?;
@@ -372,6 +477,7 @@ fn ingest_blocking(
             }
             let caller = cdr.caller.clone().unwrap_or_default();
             let callee = cdr.callee.clone().unwrap_or_default();
+            let rating = rate_cdr(table.as_deref(), cdr);
             let changed = insert
                 .execute(params![
                     agent_id,
@@ -396,6 +502,15 @@ fn ingest_blocking(
                     cdr.encode_to_vec(),
                     codec_of(cdr),
                     cdr.correlation_id,
+                    DEFAULT_TENANT,
+                    rating.destination_prefix,
+                    rating.state.code(),
+                    rating.destination,
+                    rating.rated_prefix,
+                    clamp(rating.billable_secs),
+                    clamp(rating.cost),
+                    rating.currency,
+                    rating.rate_version,
                 ])
                 .map_err(db("inserting cdr"))?;
             if changed == 0 {
@@ -403,6 +518,9 @@ fn ingest_blocking(
                 continue;
             }
             stored += 1;
+            if rating.state == RatingState::Unrated {
+                unrated += 1;
+            }
         }
     }
     tx.execute(
@@ -416,6 +534,7 @@ fn ingest_blocking(
         highest_sequence: highest.unsigned_abs(),
         stored,
         duplicates,
+        unrated,
         superseded: plan.dropped(),
     })
 }
@@ -837,7 +956,11 @@ impl Store for SqliteStore {
     ) -> Result<IngestOutcome, StoreError> {
         validate_batch(&batch)?;
         let agent = agent_id.to_string();
-        run(&self.writer, move |c| ingest_blocking(c, &agent, &batch)).await
+        let rates = Arc::clone(&self.rates);
+        run(&self.writer, move |c| {
+            ingest_blocking(c, &rates, &agent, &batch)
+        })
+        .await
     }
 
     async fn cursor(&self, agent_id: &str) -> Result<u64, StoreError> {
@@ -903,5 +1026,32 @@ impl Store for SqliteStore {
 
     async fn stats(&self) -> Result<StoreStats, StoreError> {
         run(&self.reader, stats_blocking).await
+    }
+
+    async fn store_rates(
+        &self,
+        tenant: &str,
+        version: &str,
+        csv: &str,
+        now_ms: u64,
+    ) -> Result<bool, StoreError> {
+        let (tenant, version, csv) = (tenant.to_owned(), version.to_owned(), csv.to_owned());
+        run(&self.writer, move |c| {
+            store_rates_blocking(c, &tenant, &version, &csv, now_ms)
+        })
+        .await
+    }
+
+    async fn usage(
+        &self,
+        tenant: &str,
+        from_ms: u64,
+        to_ms: u64,
+    ) -> Result<Vec<UsageGroup>, StoreError> {
+        let tenant = tenant.to_owned();
+        run(&self.reader, move |c| {
+            usage_blocking(c, &tenant, from_ms, to_ms)
+        })
+        .await
     }
 }
