@@ -184,22 +184,24 @@ fn test(no_privileged: bool, filter: Option<String>) -> Result<()> {
             )
             .map(|()| String::new())
         });
-        let clippy_cmd = || {
-            let mut c = cargo();
-            // In the release profile, like every build and test here: the build scripts and
-            // proc macros it needs are then those already built (a dev profile would compile
-            // them all again).
-            c.args([
-                "clippy",
-                "--release",
-                "--workspace",
-                "--all-targets",
-                "--",
-                "-D",
-                "warnings",
-            ]);
-            c
-        };
+        step("clippy", &mut || {
+            run(
+                // In the release profile, like every build and test here: the build
+                // scripts and proc macros it needs are then those already built (a dev
+                // profile would compile them all again).
+                cargo().args([
+                    "clippy",
+                    "--release",
+                    "--workspace",
+                    "--all-targets",
+                    "--",
+                    "-D",
+                    "warnings",
+                ]),
+                "cargo clippy",
+            )
+            .map(|()| String::new())
+        });
         step("unit tests", &mut || {
             run(
                 cargo().args([
@@ -217,63 +219,27 @@ fn test(no_privileged: bool, filter: Option<String>) -> Result<()> {
         });
         if no_privileged {
             println!("xtask: privileged integration tests skipped (--no-privileged)");
-            step("clippy", &mut || {
-                run(&mut clippy_cmd(), "cargo clippy").map(|()| String::new())
-            });
         } else {
-            // Clippy runs beside the privileged tests, at the lowest CPU priority: the tests
-            // spend most of their time waiting for calls to be made, and anything of theirs
-            // that wants the CPU comes first. Its output is shown after them.
-            // Asked before clippy takes the target directory's lock.
-            let privileged = privileged_test_bin();
-            let log = root().join("target/xtask-clippy.log");
-            let clippy = std::fs::File::create(&log).and_then(|out| {
-                let err = out.try_clone()?;
-                let mut c = clippy_cmd();
-                c.stdout(out).stderr(err);
-                // SAFETY: setpriority only changes the scheduling priority of this child.
-                unsafe {
-                    std::os::unix::process::CommandExt::pre_exec(&mut c, || {
-                        libc::setpriority(libc::PRIO_PROCESS, 0, 19);
-                        Ok(())
-                    });
-                }
-                c.spawn()
-            });
             step("integration tests (root, netns)", &mut || {
                 // SAFETY: geteuid has no preconditions.
                 if unsafe { libc::geteuid() } != 0 {
                     bail!("the integration tests attach eBPF programs and create network namespaces: run as root (or pass --no-privileged)");
                 }
-                // The binary built by the build step, run directly: a `cargo test` would
-                // wait for clippy's lock on the target directory.
-                let bin = privileged.as_ref().map_err(|e| anyhow::anyhow!("{e:#}"))?;
-                let mut c = Command::new(bin);
-                c.current_dir(root().join("tests"))
-                    .env("COLLECTOR_BIN", collector_bin());
-                // Two at a time: most of a test's time is waiting for calls to be made
-                // (sipp, baresip), each test's namespaces and programs are its own (see
+                let mut c = cargo();
+                c.env("COLLECTOR_BIN", collector_bin())
+                    .args(["test", "--workspace", "--release"]);
+                // One binary, `tests/tests/privileged/`, selected by name so that the run
+                // keeps the workspace's feature resolution.
+                c.args(["--test", "privileged"]);
+                // Two at a time: their namespaces and programs are their own (see
                 // tests/tests/privileged/main.rs), and no packet to an offerer is lost
                 // while its answer is bound however late the agent reads it (the seeded
-                // entries), so the contention of two tests and clippy on two cores changes
-                // no count.
-                c.arg("--test-threads=2");
+                // entries), so the contention of two tests on two cores changes no count.
+                c.args(["--", "--test-threads=2"]);
                 if let Some(f) = &filter {
                     c.arg(f);
                 }
                 run(&mut c, "integration tests").map(|()| String::new())
-            });
-            let mut clippy = clippy;
-            step("clippy (beside the tests)", &mut || {
-                let child = clippy
-                    .as_mut()
-                    .map_err(|e| anyhow::anyhow!("starting cargo clippy: {e}"))?;
-                let status = child.wait().context("waiting for cargo clippy")?;
-                print!("{}", std::fs::read_to_string(&log).unwrap_or_default());
-                if !status.success() {
-                    bail!("cargo clippy failed ({status})");
-                }
-                Ok(String::new())
             });
         }
     }
@@ -314,32 +280,6 @@ fn test_build() -> Result<()> {
         t.elapsed()
     );
     Ok(())
-}
-
-/// Path of the privileged test binary (`tests/tests/privileged/`) that the build step
-/// made, as cargo reports it (`Executable tests/privileged/main.rs (PATH)`).
-fn privileged_test_bin() -> Result<PathBuf> {
-    let out = cargo()
-        .args([
-            "test",
-            "--workspace",
-            "--release",
-            "--test",
-            "privileged",
-            "--no-run",
-        ])
-        .output()
-        .context("asking cargo for the privileged test binary")?;
-    let text = String::from_utf8_lossy(&out.stderr);
-    let path = text
-        .lines()
-        .find_map(|l| {
-            l.trim()
-                .strip_prefix("Executable tests/privileged/main.rs (")
-        })
-        .and_then(|rest| rest.strip_suffix(')'))
-        .with_context(|| format!("no privileged test binary in cargo's answer:\n{text}"))?;
-    Ok(root().join(path))
 }
 
 /// Builds one program of the `collector-tools` package (demo, bench, soak) in release;
