@@ -241,15 +241,14 @@ impl EmulatedMedia {
             return UdpVerdict::NoMatch;
         }
         let key = media_key(src, dst);
-        let pending = MediaKey::pending(&key.dst, key.dport);
         if self.media.contains_key(&key) {
-            return self.rtp_hit(&key, &pending, ts_ns, payload);
+            return self.rtp_hit(&key, &key, ts_ns, payload);
         }
         if let Some(ep) = self.endpoints.get(&endpoint_key(dst)).copied() {
-            return self.endpoint_hit(&ep, true, &pending, ts_ns, payload);
+            return self.endpoint_hit(&ep, true, &key, ts_ns, payload);
         }
         if let Some(ep) = self.endpoints.get(&endpoint_key(src)).copied() {
-            return self.endpoint_hit(&ep, false, &pending, ts_ns, payload);
+            return self.endpoint_hit(&ep, false, &key, ts_ns, payload);
         }
         UdpVerdict::NoMatch
     }
@@ -258,7 +257,7 @@ impl EmulatedMedia {
         &mut self,
         ep: &EndpointValue,
         as_dst: bool,
-        pending: &MediaKey,
+        packet: &MediaKey,
         ts_ns: u64,
         payload: &[u8],
     ) -> UdpVerdict {
@@ -267,18 +266,18 @@ impl EmulatedMedia {
         }
         let key = if as_dst { ep.to_key } else { ep.from_key };
         if self.media.contains_key(&key) {
-            self.rtp_hit(&key, pending, ts_ns, payload)
+            self.rtp_hit(&key, packet, ts_ns, payload)
         } else {
             UdpVerdict::NoMatch
         }
     }
 
-    /// As the kernel: counts one packet in entry `key`, which first takes over the entry
-    /// `pending` (the pending key of the packet's destination) when it is due to.
+    /// As the kernel: counts one packet (addresses `packet`) in entry `key`, which first
+    /// takes over the pending entry of the packet's destination when it is due to.
     fn rtp_hit(
         &mut self,
         key: &MediaKey,
-        pending: &MediaKey,
+        packet: &MediaKey,
         ts_ns: u64,
         payload: &[u8],
     ) -> UdpVerdict {
@@ -287,7 +286,8 @@ impl EmulatedMedia {
             .get(key)
             .is_some_and(|v| v.flags & MediaValue::FLAG_SEED != 0)
         {
-            let seed = self.media.get(pending).copied();
+            let pending = MediaKey::pending(&packet.dst, packet.dport);
+            let seed = self.media.get(&pending).copied();
             if let Some(v) = self.media.get_mut(key) {
                 v.take_seed(seed.as_ref());
             }
