@@ -199,8 +199,8 @@ fn bpf_stats(ids: &[u32]) -> Result<(u64, u64)> {
 /// One offered rate, `secs` seconds of messages.
 fn run(rate: u64, secs: f64) -> Result<LoadRow> {
     let pair = VethPair::new(11)?;
-    let dir = tempfile_dir()?;
-    let cfg = agent_config(&dir, "bench", "")?;
+    let dir = tempfile::tempdir()?;
+    let cfg = agent_config(dir.path(), "bench", "")?;
     let agent = Agent::start(&pair.b.name, &[&pair.if_b], &["--config", &cfg])?;
     let ids = agent.program_ids()?;
     let a: [u8; 4] = pair.addr_a.parse::<std::net::Ipv4Addr>()?.octets();
@@ -234,7 +234,6 @@ fn run(rate: u64, secs: f64) -> Result<LoadRow> {
         peak_rss_mib: peak_kib as f64 / 1024.0,
         clean: ring_full == 0 && complete == calls,
     };
-    let _ = std::fs::remove_dir_all(&dir);
     eprintln!(
         "bench: SIP load {:>7} msg/s offered ({:>7.0} sent): {} of {} calls complete, ring_full {}, agent {:.2} µs/msg, RSS {:.0} MiB",
         row.offered,
@@ -246,12 +245,6 @@ fn run(rate: u64, secs: f64) -> Result<LoadRow> {
         row.peak_rss_mib
     );
     Ok(row)
-}
-
-fn tempfile_dir() -> Result<std::path::PathBuf> {
-    let dir = std::env::temp_dir().join(format!("collector-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    Ok(dir)
 }
 
 /// The offered rates in order, stopping after the second rate that loses something; each
