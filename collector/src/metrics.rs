@@ -127,6 +127,8 @@ pub enum StorageOp {
     Query,
     /// Erasing a subject.
     Erase,
+    /// Re-rating a tenant's CDRs.
+    Rerate,
 }
 
 impl StorageOp {
@@ -135,6 +137,7 @@ impl StorageOp {
             StorageOp::Ingest => "ingest",
             StorageOp::Query => "query",
             StorageOp::Erase => "erase",
+            StorageOp::Rerate => "rerate",
         }
     }
 }

@@ -2,11 +2,13 @@
 //! table CSV to the collector (`Admin.ImportRates`, an `admin` token), which validates it (an
 //! error names the line), stores it as a new version of the tenant's table and rates the
 //! answered CDRs ingested afterwards with it. Prints the version (a hash of the content).
+//! `rerate` re-rates a tenant's CDRs since a date with its newest table (`Admin.Rerate`, an
+//! `admin` token; recorded in the audit log).
 use std::io::{self, Write as _};
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
-use collector_proto::v1::{admin_client::AdminClient, ImportRatesRequest};
+use collector_proto::v1::{admin_client::AdminClient, ImportRatesRequest, RerateRequest};
 
 use super::ConnectArgs;
 
@@ -23,6 +25,23 @@ pub struct RatesArgs {
 pub enum RatesCommand {
     /// Import a rate-table CSV as the newest version of a tenant's table.
     Import(ImportArgs),
+    /// Re-rate a tenant's CDRs since a date with its newest rate table (after importing a
+    /// corrected table). Audited.
+    Rerate(RerateArgs),
+}
+
+/// `collector rates rerate`.
+#[derive(Debug, Args)]
+pub struct RerateArgs {
+    /// The first day re-rated, `YYYY-MM-DD` (UTC): final CDRs that started on it or later.
+    #[arg(long)]
+    pub since: String,
+    /// The tenant whose CDRs and table are used.
+    #[arg(long, default_value = "default")]
+    pub tenant: String,
+    /// Collector connection (needs an `admin` token).
+    #[command(flatten)]
+    pub conn: ConnectArgs,
 }
 
 /// `collector rates import`.
@@ -43,26 +62,76 @@ pub struct ImportArgs {
 pub fn run(args: RatesArgs) -> anyhow::Result<()> {
     match args.command {
         RatesCommand::Import(a) => import(a),
+        RatesCommand::Rerate(a) => rerate(a),
     }
+}
+
+/// Makes one `Admin` call on a runtime of its own; a refusal reads `{refused}: {message}`.
+fn admin_call<T, F, Fut>(conn: &ConnectArgs, refused: &str, call: F) -> anyhow::Result<T>
+where
+    F: FnOnce(AdminClient<crate::rpc::connect::AuthChannel>) -> Fut,
+    Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+{
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let client = AdminClient::new(conn.connect().await?);
+        let resp = call(client)
+            .await
+            .map_err(|s| anyhow::anyhow!("{refused}: {}", s.message()))?;
+        anyhow::Ok(resp.into_inner())
+    })
+}
+
+/// Midnight (UTC) of `YYYY-MM-DD`, Unix ms.
+pub fn day_start_ms(day: &str) -> Option<u64> {
+    let mut parts = day.split('-');
+    let (y, m, d) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() || y.len() != 4 || m.len() != 2 || d.len() != 2 {
+        return None;
+    }
+    let month = time::Month::try_from(m.parse::<u8>().ok()?).ok()?;
+    let date = time::Date::from_calendar_date(y.parse().ok()?, month, d.parse().ok()?).ok()?;
+    u64::try_from(date.midnight().assume_utc().unix_timestamp())
+        .ok()?
+        .checked_mul(1000)
+}
+
+fn rerate(args: RerateArgs) -> anyhow::Result<()> {
+    let since_ms = day_start_ms(&args.since)
+        .with_context(|| format!("--since {:?} is not YYYY-MM-DD", args.since))?;
+    let request = RerateRequest {
+        tenant: args.tenant.clone(),
+        since_ms,
+    };
+    let resp = admin_call(&args.conn, "re-rating refused", |mut c| async move {
+        c.rerate(request).await
+    })?;
+    let mut out = io::stdout().lock();
+    let version = if resp.version.is_empty() {
+        "no rate table".to_owned()
+    } else {
+        format!("rate table {}", resp.version)
+    };
+    writeln!(
+        out,
+        "tenant {}: {} CDRs since {} re-rated with {version}: {} changed, {} answered unrated",
+        args.tenant, resp.cdrs, args.since, resp.changed, resp.unrated
+    )?;
+    Ok(())
 }
 
 fn import(args: ImportArgs) -> anyhow::Result<()> {
     let csv = std::fs::read_to_string(&args.file)
         .with_context(|| format!("reading {}", args.file.display()))?;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let resp = rt.block_on(async {
-        let mut client = AdminClient::new(args.conn.connect().await?);
-        let resp = client
-            .import_rates(ImportRatesRequest {
-                tenant: args.tenant.clone(),
-                csv,
-            })
-            .await
-            .map_err(|s| anyhow::anyhow!("{}: {}", args.file.display(), s.message()))
-            .context("import refused")?;
-        anyhow::Ok(resp.into_inner())
+    let request = ImportRatesRequest {
+        tenant: args.tenant.clone(),
+        csv,
+    };
+    let refused = format!("{}: import refused", args.file.display());
+    let resp = admin_call(&args.conn, &refused, |mut c| async move {
+        c.import_rates(request).await
     })?;
     let mut out = io::stdout().lock();
     let what = if resp.new_version {

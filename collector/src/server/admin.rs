@@ -8,14 +8,14 @@ use std::{
 
 use collector_proto::v1::{
     admin_server::Admin, AgentStats, EraseRequest, EraseResponse, ImportRatesRequest,
-    ImportRatesResponse, RetentionStatusRequest, RetentionStatusResponse, StatsRequest,
-    StatsResponse,
+    ImportRatesResponse, RerateRequest, RerateResponse, RetentionStatusRequest,
+    RetentionStatusResponse, StatsRequest, StatsResponse,
 };
 use tonic::{Request, Response, Status};
 
 use super::{
     auth::Caller,
-    store::{billing, Erasure, Store},
+    store::{billing, AuditAction, AuditEntry, Erasure, Store},
     ServerError,
 };
 
@@ -66,15 +66,12 @@ fn validate(req: &EraseRequest) -> Result<(), ServerError> {
 /// Largest rate-table CSV accepted, in bytes (well under the gRPC message limit).
 pub const MAX_RATES_BYTES: usize = 32 << 20;
 
-/// Validates an import: the tenant name, the size, and the table itself (errors name the
-/// line). Returns the tenant and the parsed table.
-pub fn validate_import(
-    req: &ImportRatesRequest,
-) -> Result<(String, crate::billing::RateTable), ServerError> {
-    let tenant = if req.tenant.is_empty() {
+/// The tenant a request names (empty = the default tenant), validated.
+fn tenant_of(name: &str) -> Result<&str, ServerError> {
+    let tenant = if name.is_empty() {
         billing::DEFAULT_TENANT
     } else {
-        req.tenant.as_str()
+        name
     };
     if !billing::valid_tenant(tenant) {
         return Err(ServerError::Invalid(format!(
@@ -82,6 +79,15 @@ pub fn validate_import(
             billing::MAX_TENANT_LEN
         )));
     }
+    Ok(tenant)
+}
+
+/// Validates an import: the tenant name, the size, and the table itself (errors name the
+/// line). Returns the tenant and the parsed table.
+pub fn validate_import(
+    req: &ImportRatesRequest,
+) -> Result<(String, crate::billing::RateTable), ServerError> {
+    let tenant = tenant_of(&req.tenant)?;
     if req.csv.len() > MAX_RATES_BYTES {
         return Err(ServerError::Invalid(format!(
             "rate table larger than {MAX_RATES_BYTES} bytes"
@@ -163,6 +169,47 @@ impl Admin for AdminService {
             version: table.version().to_owned(),
             rows: table.len() as u64,
             new_version,
+        }))
+    }
+
+    async fn rerate(
+        &self,
+        request: Request<RerateRequest>,
+    ) -> Result<Response<RerateResponse>, Status> {
+        let caller = Caller::of(&request);
+        let req = request.into_inner();
+        let tenant = tenant_of(&req.tenant)?.to_owned();
+        let since_ms = req.since_ms;
+        let out = self
+            .store
+            .rerate(
+                &tenant,
+                since_ms,
+                AuditEntry {
+                    time_ms: now_ms(),
+                    action: AuditAction::Rerate,
+                    actor: caller.subject,
+                    subjects: Vec::new(),
+                    reference: format!("tenant={tenant} since_ms={since_ms}"),
+                    affected: 0,
+                },
+            )
+            .await
+            .map_err(ServerError::from)?;
+        tracing::info!(
+            tenant,
+            since_ms,
+            version = out.version.as_deref().unwrap_or(""),
+            cdrs = out.cdrs,
+            changed = out.changed,
+            unrated = out.unrated,
+            "cdrs re-rated"
+        );
+        Ok(Response::new(RerateResponse {
+            version: out.version.unwrap_or_default(),
+            cdrs: out.cdrs,
+            changed: out.changed,
+            unrated: out.unrated,
         }))
     }
 

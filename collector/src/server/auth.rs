@@ -140,9 +140,9 @@ pub fn access(path: &str) -> Access {
         | "/collector.v1.Watch/Flows"
         | "/collector.v1.Admin/Stats"
         | "/collector.v1.Admin/RetentionStatus" => Access::Roles(READERS),
-        "/collector.v1.Admin/Erase" | "/collector.v1.Admin/ImportRates" => {
-            Access::Roles(&[Role::Admin])
-        }
+        "/collector.v1.Admin/Erase"
+        | "/collector.v1.Admin/ImportRates"
+        | "/collector.v1.Admin/Rerate" => Access::Roles(&[Role::Admin]),
         _ => Access::Unknown,
     }
 }
@@ -342,6 +342,8 @@ mod tests {
         assert_eq!(code("/collector.v1.Admin/Erase", Role::Read), deny);
         assert_eq!(code("/collector.v1.Admin/Erase", Role::Ingest), deny);
         assert_eq!(code("/collector.v1.Admin/Erase", Role::Admin), None);
+        assert_eq!(code("/collector.v1.Admin/Rerate", Role::Read), deny);
+        assert_eq!(code("/collector.v1.Admin/Rerate", Role::Admin), None);
         assert_eq!(code("/collector.v1.Admin/Stats", Role::Read), None);
         assert_eq!(code("/collector.v1.Admin/NewThing", Role::Admin), deny);
         let caller = authorize(

@@ -129,4 +129,16 @@ impl Store for MeteredStore {
         self.took(StorageOp::Query, start);
         out
     }
+
+    async fn rerate(
+        &self,
+        tenant: &str,
+        since_ms: u64,
+        audit: super::store::AuditEntry,
+    ) -> Result<super::store::billing::RerateOutcome, StoreError> {
+        let start = Instant::now();
+        let out = self.inner.rerate(tenant, since_ms, audit).await;
+        self.took(StorageOp::Rerate, start);
+        out
+    }
 }

@@ -235,6 +235,14 @@ impl Store for AckLosingStore {
     ) -> Result<Vec<super::store::billing::UsageGroup>, StoreError> {
         self.inner.usage(tenant, from_ms, to_ms).await
     }
+    async fn rerate(
+        &self,
+        tenant: &str,
+        since_ms: u64,
+        audit: super::store::AuditEntry,
+    ) -> Result<super::store::billing::RerateOutcome, StoreError> {
+        self.inner.rerate(tenant, since_ms, audit).await
+    }
 }
 
 async fn send(
@@ -760,7 +768,7 @@ fn schema_is_versioned_and_a_newer_database_is_refused() {
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap();
-    assert_eq!(versions, vec![1, 2, 3, 4, 5]);
+    assert_eq!(versions, vec![1, 2, 3, 4, 5, 6]);
     let mode: String = c
         .query_row("PRAGMA journal_mode", [], |r| r.get(0))
         .unwrap();
@@ -777,7 +785,7 @@ fn schema_is_versioned_and_a_newer_database_is_refused() {
         SqliteStore::open(p),
         Err(StoreError::SchemaTooNew {
             found: 99,
-            supported: 5
+            supported: 6
         })
     ));
 }

@@ -14,7 +14,7 @@ use collector::server::{
 };
 use collector_proto::v1::{
     admin_client::AdminClient, query_client::QueryClient, Cdr, CdrRecord, DestinationUsage,
-    Disposition, ImportRatesRequest, UnratedUsage, UsageReportRequest,
+    Disposition, ImportRatesRequest, RerateRequest, UnratedUsage, UsageReportRequest,
 };
 
 /// The rate table: +44 12/min 60/60; +4420 London 10/min 60/60; +447700 mobile 30/min 30/6,
@@ -287,6 +287,147 @@ async fn rates_import_and_usage_report_over_grpc() {
         .into_inner();
     assert_eq!((report.destinations, report.unrated), expected());
 
+    // Re-rating with the table the CDRs were rated with changes nothing; f1 and n1 stay
+    // unrated. A bad tenant is refused.
+    let rerate = admin
+        .rerate(RerateRequest {
+            tenant: String::new(),
+            since_ms: NOV,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (rerate.version, rerate.cdrs, rerate.changed, rerate.unrated),
+        (table_version(RATES), 10, 0, 2)
+    );
+    let refused = admin
+        .rerate(RerateRequest {
+            tenant: "a b".into(),
+            since_ms: NOV,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+
     let _ = stop.send(());
     task.await.unwrap();
 }
+
+/// 2026-11-20T00:00:00Z.
+const NOV_20: u64 = 1_795_132_800_000;
+
+/// Usage reports outlive the CDRs: retention folds the final CDRs it deletes into the daily
+/// usage aggregates, and the month's report is still the hand-computed one of [`expected`].
+async fn usage_reports_outlive_retention(b: Backend) {
+    let s = b.open().await;
+    s.store_rates("default", &table_version(RATES), RATES, NOV_10)
+        .await
+        .unwrap();
+    s.ingest("A", records(month())).await.unwrap();
+    let run = s.retain(DEC, DEC).await.unwrap().unwrap();
+    assert_eq!(run.deleted, 10, "every November record, the interim too");
+    let left = b.select("SELECT cdr_id FROM cdrs ORDER BY cdr_id").await;
+    assert_eq!(left, vec![vec!["d1".to_string()]]);
+    let report = usage_report(&s.usage("default", NOV, DEC).await.unwrap());
+    assert_eq!((report.destinations, report.unrated), expected());
+    // A second run folds nothing twice.
+    s.retain(DEC, DEC + 1).await.unwrap().unwrap();
+    let report = usage_report(&s.usage("default", NOV, DEC).await.unwrap());
+    assert_eq!((report.destinations, report.unrated), expected());
+    // December's call is still stored and reported from its CDR: London 600 s -> 100.
+    let dec = usage_report(
+        &s.usage("default", DEC, DEC + 31 * 86_400_000)
+            .await
+            .unwrap(),
+    );
+    assert_eq!(
+        dec.destinations,
+        vec![dest("United Kingdom, London", (1, 1, 600_000), 600, 100)]
+    );
+}
+
+/// The corrected table: London 20/min instead of 10, and France added at 6/min 60/60.
+fn corrected_rates() -> String {
+    RATES.replace(
+        "+4420,\"United Kingdom, London\",10,",
+        "+4420,\"United Kingdom, London\",20,",
+    ) + "+33,France,6,EUR,60/60,0,0,2026-01-01\n"
+}
+
+/// A corrected table re-rates the period asked for, and only it; each run is audited.
+async fn rerate_applies_the_newest_table_since_a_date(b: Backend) {
+    let s = b.open().await;
+    s.store_rates("default", &table_version(RATES), RATES, NOV_10)
+        .await
+        .unwrap();
+    let mut cdrs = month();
+    let mut l4 = call("l4", "+4420", Answered, 61_000);
+    l4.start_time_ms = NOV_20 + 3_600_000;
+    cdrs.push(l4);
+    s.ingest("A", records(cdrs)).await.unwrap();
+    let fixed = corrected_rates();
+    let v2 = table_version(&fixed);
+    s.store_rates("default", &v2, &fixed, NOV_20).await.unwrap();
+
+    let audit = |since: u64| collector::server::store::AuditEntry {
+        time_ms: DEC,
+        action: collector::server::store::AuditAction::Rerate,
+        actor: "billing-admin".into(),
+        subjects: Vec::new(),
+        reference: format!("since {since}"),
+        affected: 0,
+    };
+    // Since 20 November: l4 (London 61 s -> 120 s at 20/min = 40) and d1 (600 s -> 200).
+    let out = s.rerate("default", NOV_20, audit(NOV_20)).await.unwrap();
+    assert_eq!(
+        (out.version.as_deref(), out.cdrs, out.changed, out.unrated),
+        (Some(v2.as_str()), 2, 2, 0)
+    );
+    let rows = b
+        .select("SELECT cdr_id, cost, rate_version FROM cdrs WHERE cdr_id IN ('l1', 'l4') ORDER BY cdr_id")
+        .await;
+    assert_eq!(
+        rows,
+        vec![
+            vec!["l1".into(), "20".into(), table_version(RATES)],
+            vec!["l4".into(), "40".into(), v2.clone()],
+        ]
+    );
+    // The whole month: every rated or destined final CDR before the 20th takes the new
+    // version (l1 l2 l3 m1 m2 b1 b2) and f1 is now France; n1 (no prefix) stays unrated.
+    let out = s.rerate("default", NOV, audit(NOV)).await.unwrap();
+    assert_eq!((out.cdrs, out.changed, out.unrated), (11, 8, 1));
+    // London: l1 120 s -> 40, l2 60 s -> 20, l3 busy, l4 120 s -> 40: 4 calls, 3 answered,
+    // 181 001 ms, 300 s, 100. France: f1 90 s -> 120 s at 6/min = 12.
+    let report = usage_report(&s.usage("default", NOV, DEC).await.unwrap());
+    assert_eq!(
+        report.destinations,
+        vec![
+            dest("France", (1, 1, 90_000), 120, 12),
+            dest("Germany, Berlin", (2, 1, 45_200), 46, 7),
+            dest("United Kingdom, London", (4, 3, 181_001), 300, 100),
+            dest("United Kingdom, mobile", (2, 2, 36_000), 66, 43),
+        ]
+    );
+    assert_eq!(
+        report.unrated,
+        vec![UnratedUsage {
+            destination_prefix: String::new(),
+            calls: 1,
+            answered_ms: 10_000,
+        }]
+    );
+    let log = s.audit_log(10).await.unwrap();
+    let reruns: Vec<(u64, &str)> = log
+        .iter()
+        .filter(|e| e.action == collector::server::store::AuditAction::Rerate)
+        .map(|e| (e.affected, e.actor.as_str()))
+        .collect();
+    assert_eq!(reruns, vec![(8, "billing-admin"), (2, "billing-admin")]);
+}
+
+both_backends!(
+    usage_reports_outlive_retention,
+    rerate_applies_the_newest_table_since_a_date,
+);

@@ -580,12 +580,12 @@ async fn schema_is_versioned_and_indexed(b: Backend) {
         .await;
     let indexes = match &b {
         Backend::Sqlite(_) => {
-            assert_eq!(versions, [["1"], ["2"], ["3"], ["4"], ["5"]]);
+            assert_eq!(versions, [["1"], ["2"], ["3"], ["4"], ["5"], ["6"]]);
             b.select("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'cdrs'")
                 .await
         }
         Backend::Postgres(_) => {
-            assert_eq!(versions, [["1"], ["2"], ["3"], ["4"]]);
+            assert_eq!(versions, [["1"], ["2"], ["3"], ["4"], ["5"]]);
             b.select("SELECT indexname::text FROM pg_indexes WHERE tablename = 'cdrs'")
                 .await
         }

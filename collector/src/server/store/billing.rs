@@ -51,6 +51,12 @@ pub const DEFAULT_TENANT: &str = "default";
 /// Longest tenant name accepted, in bytes.
 pub const MAX_TENANT_LEN: usize = 64;
 
+/// A billing amount as a database integer, saturating (a cost beyond `i64::MAX` minor units
+/// needs a call of millions of years; it must not make the batch unstorable).
+pub fn clamp(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
 /// The version of a rate table: the first 16 bytes of the SHA-256 of its CSV, in hex.
 pub fn table_version(csv: &str) -> String {
     let digest = Sha256::digest(csv.as_bytes());
@@ -85,6 +91,16 @@ impl RatingState {
             RatingState::NotBillable => 0,
             RatingState::Rated => 1,
             RatingState::Unrated => 2,
+        }
+    }
+
+    /// The state of a stored `rating` value (an unknown value reads as unrated: it must be
+    /// looked at, never billed as free).
+    pub const fn from_code(code: i64) -> Self {
+        match code {
+            0 => RatingState::NotBillable,
+            1 => RatingState::Rated,
+            _ => RatingState::Unrated,
         }
     }
 }
@@ -217,14 +233,124 @@ pub struct UsageGroup {
     pub cost: u64,
 }
 
-/// The usage query both backends run (placeholders 1 to 3: tenant, from, to, written `?N`;
-/// PostgreSQL swaps them for `$N`).
-pub const USAGE_SQL: &str = "SELECT destination, currency, rating,
-        CASE WHEN destination = '' THEN destination_prefix ELSE '' END AS dp,
-        disposition = 1 AS answered, COUNT(*), SUM(billable_ms), SUM(billable_secs), SUM(cost)
-    FROM cdrs
-    WHERE tenant = ?1 AND start_time_ms >= ?2 AND start_time_ms < ?3 AND NOT interim
+/// The migration of the daily usage aggregates (both backends): what the usage report needs
+/// of the final CDRs that retention deletes, per tenant, day and usage group. Destination
+/// names, rate-table prefixes and currencies only: nothing that identifies a party.
+pub const USAGE_DAILY_SCHEMA: &str = "
+    CREATE TABLE usage_daily (
+        tenant        TEXT    NOT NULL,
+        day           BIGINT  NOT NULL, -- days since the Unix epoch (UTC) of the calls' start
+        destination   TEXT    NOT NULL,
+        currency      TEXT    NOT NULL,
+        rating        BIGINT  NOT NULL,
+        dp            TEXT    NOT NULL, -- the destination prefix, when no destination matched
+        answered      BOOLEAN NOT NULL,
+        calls         BIGINT  NOT NULL,
+        answered_ms   BIGINT  NOT NULL,
+        billable_secs BIGINT  NOT NULL,
+        cost          BIGINT  NOT NULL,
+        PRIMARY KEY (tenant, day, destination, currency, rating, dp, answered)
+    );
+";
+
+/// Folds the final CDRs that started before the cutoff (placeholder 1) into `usage_daily`,
+/// in retention's transaction before it deletes them (both backends; PostgreSQL writes `$1`).
+pub const USAGE_FOLD_SQL: &str = "INSERT INTO usage_daily (tenant, day, destination, currency,
+        rating, dp, answered, calls, answered_ms, billable_secs, cost)
+    SELECT tenant, start_time_ms / 86400000, destination, currency, rating,
+        CASE WHEN destination = '' THEN destination_prefix ELSE '' END, disposition = 1,
+        COUNT(*), CAST(SUM(billable_ms) AS BIGINT), CAST(SUM(billable_secs) AS BIGINT),
+        CAST(SUM(cost) AS BIGINT)
+    FROM cdrs WHERE start_time_ms < ?1 AND NOT interim
+    GROUP BY 1, 2, 3, 4, 5, 6, 7
+    ON CONFLICT (tenant, day, destination, currency, rating, dp, answered) DO UPDATE SET
+        calls = usage_daily.calls + excluded.calls,
+        answered_ms = usage_daily.answered_ms + excluded.answered_ms,
+        billable_secs = usage_daily.billable_secs + excluded.billable_secs,
+        cost = usage_daily.cost + excluded.cost";
+
+/// The usage query both backends run: the final CDRs still stored and the daily usage
+/// aggregates of those retention deleted, summed per group. Placeholders 1 to 5: tenant,
+/// from and to (Unix ms), and the same range in days ([`usage_days`]); written `?N`,
+/// PostgreSQL swaps them for `$N`.
+pub const USAGE_SQL: &str = "SELECT destination, currency, rating, dp, answered,
+        CAST(SUM(calls) AS BIGINT), CAST(SUM(answered_ms) AS BIGINT),
+        CAST(SUM(billable_secs) AS BIGINT), CAST(SUM(cost) AS BIGINT)
+    FROM (
+        SELECT destination, currency, rating,
+            CASE WHEN destination = '' THEN destination_prefix ELSE '' END AS dp,
+            disposition = 1 AS answered, 1 AS calls, billable_ms AS answered_ms,
+            billable_secs, cost
+        FROM cdrs
+        WHERE tenant = ?1 AND start_time_ms >= ?2 AND start_time_ms < ?3 AND NOT interim
+        UNION ALL
+        SELECT destination, currency, rating, dp, answered, calls, answered_ms, billable_secs,
+            cost
+        FROM usage_daily WHERE tenant = ?1 AND day >= ?4 AND day < ?5
+    ) AS u
     GROUP BY destination, currency, rating, dp, answered";
+
+/// The days `from..to` of a usage query over `from_ms..to_ms`: the days that start in the
+/// range (a month's range is whole days, so its folded days are exactly its own).
+pub fn usage_days(from_ms: u64, to_ms: u64) -> (u64, u64) {
+    (
+        from_ms.div_ceil(super::DAY_MS),
+        to_ms.div_ceil(super::DAY_MS),
+    )
+}
+
+/// The final CDRs a re-rating reads (placeholders: tenant, since in Unix ms), with the key
+/// the backend updates them by first (SQLite `id`; PostgreSQL `agent_id, sequence`).
+pub const RERATE_COLUMNS: &str = "destination_prefix, disposition, billable_ms, start_time_ms,
+    rating, destination, rated_prefix, billable_secs, cost, currency, rate_version";
+
+/// The rating columns a re-rating writes, in [`CdrRating::values`]' order.
+pub const RATING_SET: &str = "rating = ?1, destination = ?2, rated_prefix = ?3,
+    billable_secs = ?4, cost = ?5, currency = ?6, rate_version = ?7";
+
+/// The stored fields of one final CDR that rating reads, and its current rating.
+#[derive(Debug, Clone)]
+pub struct RatedRow {
+    /// Destination prefix from the agent.
+    pub destination_prefix: String,
+    /// Disposition value.
+    pub disposition: i32,
+    /// Billable ms.
+    pub billable_ms: u64,
+    /// Start, Unix ms.
+    pub start_time_ms: u64,
+    /// The rating stored now.
+    pub current: CdrRating,
+}
+
+impl RatedRow {
+    /// Its rating with `table`, when that differs from the stored one.
+    pub fn rerated(&self, table: Option<&RateTable>) -> Option<CdrRating> {
+        let cdr = Cdr {
+            destination_prefix: self.destination_prefix.clone(),
+            disposition: self.disposition,
+            billable_ms: self.billable_ms,
+            start_time_ms: self.start_time_ms,
+            ..Default::default()
+        };
+        let new = rate_cdr(table, &cdr);
+        (new != self.current).then_some(new)
+    }
+}
+
+/// What a re-rating did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RerateOutcome {
+    /// The rate-table version applied (`None`: the tenant has no table; every answered CDR
+    /// of the period is then unrated).
+    pub version: Option<String>,
+    /// Final CDRs of the period read.
+    pub cdrs: u64,
+    /// Of those, CDRs whose rating changed.
+    pub changed: u64,
+    /// Answered CDRs of the period left unrated.
+    pub unrated: u64,
+}
 
 /// Folds the usage groups into the report: destinations ordered by name then currency, the
 /// unrated answered calls by prefix.

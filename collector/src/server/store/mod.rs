@@ -185,6 +185,8 @@ pub enum AuditAction {
     Erase,
     /// CDRs were read.
     Query,
+    /// A tenant's CDRs were re-rated with its newest rate table.
+    Rerate,
 }
 
 impl AuditAction {
@@ -193,6 +195,7 @@ impl AuditAction {
         match self {
             AuditAction::Erase => "erase",
             AuditAction::Query => "query",
+            AuditAction::Rerate => "rerate",
         }
     }
 
@@ -201,6 +204,7 @@ impl AuditAction {
         match name {
             "erase" => Some(AuditAction::Erase),
             "query" => Some(AuditAction::Query),
+            "rerate" => Some(AuditAction::Rerate),
             _ => None,
         }
     }
@@ -313,7 +317,8 @@ pub trait Store: Send + Sync + 'static {
         now_ms: u64,
     ) -> Result<bool, StoreError>;
 
-    /// The usage groups of `tenant`'s final CDRs that started in `from_ms..to_ms`
+    /// The usage groups of `tenant`'s final CDRs that started in `from_ms..to_ms`, those
+    /// still stored and those retention folded into the daily usage aggregates
     /// ([`billing::USAGE_SQL`]; [`billing::usage_report`] makes the report).
     async fn usage(
         &self,
@@ -321,6 +326,17 @@ pub trait Store: Send + Sync + 'static {
         from_ms: u64,
         to_ms: u64,
     ) -> Result<Vec<billing::UsageGroup>, StoreError>;
+
+    /// Re-rates `tenant`'s final CDRs that started at or after `since_ms` with the tenant's
+    /// newest rate table (each by the rate valid on its start date), and records `audit`
+    /// (its `affected` set to the CDRs changed) in the same transaction. CDRs that retention
+    /// already folded into the daily usage aggregates keep the rating they had.
+    async fn rerate(
+        &self,
+        tenant: &str,
+        since_ms: u64,
+        audit: AuditEntry,
+    ) -> Result<billing::RerateOutcome, StoreError>;
 }
 
 /// Opens the store named by `url`: `sqlite://PATH` (created if missing, mode 0600) or

@@ -35,8 +35,9 @@ use tokio_postgres::{types::ToSql, NoTls};
 use tokio_stream::StreamExt as _;
 
 use super::billing::{
-    billing_schema, rate_cdr, CdrRating, RateCache, RatingState, UsageGroup, DEFAULT_TENANT,
-    USAGE_SQL,
+    billing_schema, clamp, rate_cdr, usage_days, CdrRating, RateCache, RatedRow, RatingState,
+    RerateOutcome, UsageGroup, DEFAULT_TENANT, RATING_SET, RERATE_COLUMNS, USAGE_DAILY_SCHEMA,
+    USAGE_FOLD_SQL, USAGE_SQL,
 };
 use super::{
     aggregate::{AggregateKey, FoldRow},
@@ -145,6 +146,9 @@ pub const MIGRATIONS: &[&str] = &[
     // v4: billing (issue 24): every imported rate-table version per tenant, and the rating
     // of each CDR at ingest beside it ([`super::billing`]).
     billing_schema!("BIGSERIAL PRIMARY KEY"),
+    // v5: the daily usage aggregates retention folds final CDRs into, so usage reports
+    // outlive the CDRs ([`super::billing::USAGE_DAILY_SCHEMA`]).
+    USAGE_DAILY_SCHEMA,
 ];
 
 /// The schema version whose migration adds `correlation_id`: rows stored before it get the
@@ -373,16 +377,17 @@ impl PgStore {
         }
     }
 
-    /// The newest rate table of the default tenant, read in the ingest transaction.
+    /// The newest rate table of `tenant`, read in the caller's transaction.
     async fn newest_rates(
         &self,
         tx: &deadpool_postgres::Transaction<'_>,
+        tenant: &str,
     ) -> Result<Option<std::sync::Arc<crate::billing::RateTable>>, StoreError> {
         let row = tx
             .query_opt(
                 "SELECT version, csv FROM rate_tables WHERE tenant = $1
                  ORDER BY imported_ms DESC, id DESC LIMIT 1",
-                &[&DEFAULT_TENANT],
+                &[&tenant],
             )
             .await
             .map_err(pg("reading the rate table"))?;
@@ -462,7 +467,7 @@ impl PgStore {
         }
         let refs: Vec<&Cdr> = fresh.iter().map(|(_, c)| c).collect();
         let plan = supersede(&refs, &prior);
-        let table = self.newest_rates(&tx).await?;
+        let table = self.newest_rates(&tx, DEFAULT_TENANT).await?;
         if !plan.delete_interims.is_empty() {
             tx.execute(
                 "DELETE FROM cdrs WHERE agent_id = $1 AND cdr_id = ANY($2) AND interim",
@@ -624,6 +629,9 @@ impl PgStore {
         }
         let (deleted, folded) = (folder.seen(), folder.folded());
         upsert_aggregates(&tx, folder.into_rows()).await?;
+        tx.execute(USAGE_FOLD_SQL.replace("?1", "$1").as_str(), &[&cutoff])
+            .await
+            .map_err(pg("folding usage"))?;
         // Whole days below the cutoff go with their partition; the day the cutoff falls in
         // loses only its older rows.
         for (name, day) in &partitions {
@@ -732,7 +740,6 @@ struct Columns {
 impl Columns {
     fn push(&mut self, seq: i64, cdr: &Cdr, rating: CdrRating) -> Result<(), StoreError> {
         // A cost beyond i64::MAX minor units must not make the batch unstorable: saturate.
-        let clamp = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
         if rating.state == RatingState::Unrated {
             self.unrated += 1;
         }
@@ -899,6 +906,27 @@ fn insert_audit_sql() -> &'static str {
      VALUES ($1, $2, $3, $4, $5, $6)"
 }
 
+/// Appends `e` to the audit log through `c` (a connection or a transaction).
+async fn insert_audit(
+    c: &impl tokio_postgres::GenericClient,
+    e: &AuditEntry,
+) -> Result<(), StoreError> {
+    c.execute(
+        insert_audit_sql(),
+        &[
+            &int(e.time_ms)?,
+            &e.action.as_str(),
+            &e.actor,
+            &e.subjects,
+            &e.reference,
+            &int(e.affected)?,
+        ],
+    )
+    .await
+    .map_err(pg("writing audit log"))?;
+    Ok(())
+}
+
 #[tonic::async_trait]
 impl Store for PgStore {
     async fn ingest(
@@ -1014,21 +1042,7 @@ impl Store for PgStore {
 
     async fn audit(&self, e: AuditEntry) -> Result<(), StoreError> {
         let client = self.client().await?;
-        client
-            .execute(
-                insert_audit_sql(),
-                &[
-                    &int(e.time_ms)?,
-                    &e.action.as_str(),
-                    &e.actor,
-                    &e.subjects,
-                    &e.reference,
-                    &int(e.affected)?,
-                ],
-            )
-            .await
-            .map_err(pg("writing audit log"))?;
-        Ok(())
+        insert_audit(&**client, &e).await
     }
 
     async fn audit_log(&self, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
@@ -1178,17 +1192,21 @@ impl Store for PgStore {
         to_ms: u64,
     ) -> Result<Vec<UsageGroup>, StoreError> {
         let client = self.client().await?;
-        // PostgreSQL sums BIGINT as NUMERIC: cast back (a month's cost fits in i64).
-        let sql = USAGE_SQL
-            .replace("?1", "$1")
-            .replace("?2", "$2")
-            .replace("?3", "$3")
-            .replace(
-                "COUNT(*), SUM(billable_ms), SUM(billable_secs), SUM(cost)",
-                "COUNT(*), SUM(billable_ms)::BIGINT, SUM(billable_secs)::BIGINT, SUM(cost)::BIGINT",
-            );
+        let sql = (1..=5).fold(USAGE_SQL.to_owned(), |q, i| {
+            q.replace(&format!("?{i}"), &format!("${i}"))
+        });
+        let (from_day, to_day) = usage_days(from_ms, to_ms);
         let rows = client
-            .query(sql.as_str(), &[&tenant, &int(from_ms)?, &int(to_ms)?])
+            .query(
+                sql.as_str(),
+                &[
+                    &tenant,
+                    &int(from_ms)?,
+                    &int(to_ms)?,
+                    &int(from_day)?,
+                    &int(to_day)?,
+                ],
+            )
             .await
             .map_err(pg("usage query"))?;
         let u = |v: Option<i64>| v.map_or(0, i64::unsigned_abs);
@@ -1207,6 +1225,83 @@ impl Store for PgStore {
                 })
             })
             .collect()
+    }
+
+    async fn rerate(
+        &self,
+        tenant: &str,
+        since_ms: u64,
+        mut audit: AuditEntry,
+    ) -> Result<RerateOutcome, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg("begin"))?;
+        let table = self.newest_rates(&tx, tenant).await?;
+        let mut out = RerateOutcome {
+            version: table.as_ref().map(|t| t.version().to_owned()),
+            ..Default::default()
+        };
+        let rows = tx
+            .query(
+                &format!(
+                    "SELECT agent_id, sequence, {RERATE_COLUMNS} FROM cdrs
+                     WHERE tenant = $1 AND start_time_ms >= $2 AND NOT interim FOR UPDATE"
+                ),
+                &[&tenant, &int(since_ms)?],
+            )
+            .await
+            .map_err(pg("reading cdrs to re-rate"))?;
+        let set = (1..=7).fold(RATING_SET.to_owned(), |q, i| {
+            q.replace(&format!("?{i}"), &format!("${i}"))
+        });
+        let update = format!("UPDATE cdrs SET {set} WHERE agent_id = $8 AND sequence = $9");
+        for r in &rows {
+            let row = RatedRow {
+                destination_prefix: col(r, 2)?,
+                disposition: col(r, 3)?,
+                billable_ms: col_u64(r, 4)?,
+                start_time_ms: col_u64(r, 5)?,
+                current: CdrRating {
+                    state: RatingState::from_code(col(r, 6)?),
+                    destination_prefix: col(r, 2)?,
+                    destination: col(r, 7)?,
+                    rated_prefix: col(r, 8)?,
+                    billable_secs: col_u64(r, 9)?,
+                    cost: col_u64(r, 10)?,
+                    currency: col(r, 11)?,
+                    rate_version: col(r, 12)?,
+                },
+            };
+            out.cdrs += 1;
+            let new = row.rerated(table.as_deref());
+            let state = new.as_ref().map_or(row.current.state, |n| n.state);
+            if state == RatingState::Unrated {
+                out.unrated += 1;
+            }
+            let Some(n) = new else { continue };
+            let agent: String = col(r, 0)?;
+            let sequence: i64 = col(r, 1)?;
+            tx.execute(
+                update.as_str(),
+                &[
+                    &n.state.code(),
+                    &n.destination,
+                    &n.rated_prefix,
+                    &clamp(n.billable_secs),
+                    &clamp(n.cost),
+                    &n.currency,
+                    &n.rate_version,
+                    &agent,
+                    &sequence,
+                ],
+            )
+            .await
+            .map_err(pg("re-rating"))?;
+            out.changed += 1;
+        }
+        audit.affected = out.changed;
+        insert_audit(&*tx, &audit).await?;
+        tx.commit().await.map_err(pg("commit"))?;
+        Ok(out)
     }
 
     async fn stats(&self) -> Result<StoreStats, StoreError> {

@@ -26,7 +26,9 @@ use rusqlite::{
 };
 
 use super::billing::{
-    billing_schema, rate_cdr, RateCache, RatingState, UsageGroup, DEFAULT_TENANT, USAGE_SQL,
+    billing_schema, clamp, rate_cdr, usage_days, CdrRating, RateCache, RatedRow, RatingState,
+    RerateOutcome, UsageGroup, DEFAULT_TENANT, RATING_SET, RERATE_COLUMNS, USAGE_DAILY_SCHEMA,
+    USAGE_FOLD_SQL, USAGE_SQL,
 };
 use super::{
     aggregate::{AggregateKey, FoldRow},
@@ -143,6 +145,9 @@ pub const MIGRATIONS: &[&str] = &[
     // v5: billing (issue 24): every imported rate-table version per tenant, and the rating
     // of each CDR at ingest beside it ([`super::billing`]).
     billing_schema!("INTEGER PRIMARY KEY"),
+    // v6: the daily usage aggregates retention folds final CDRs into, so usage reports
+    // outlive the CDRs ([`super::billing::USAGE_DAILY_SCHEMA`]).
+    USAGE_DAILY_SCHEMA,
 ];
 
 /// The schema version whose migration adds `correlation_id`: rows stored before it get the
@@ -292,16 +297,17 @@ fn int(v: u64) -> Result<i64, StoreError> {
     i64::try_from(v).map_err(|_| StoreError::InvalidBatch("a value exceeds the storable range"))
 }
 
-/// The newest rate table of the default tenant, read in the ingest transaction.
+/// The newest rate table of `tenant`, read in the caller's transaction.
 fn newest_rates(
     tx: &Connection,
     cache: &RateCache,
+    tenant: &str,
 ) -> Result<Option<Arc<crate::billing::RateTable>>, StoreError> {
     let version: Option<String> = tx
         .query_row(
             "SELECT version FROM rate_tables WHERE tenant = ?1 ORDER BY imported_ms DESC, id DESC
              LIMIT 1",
-            [DEFAULT_TENANT],
+            [tenant],
             |r| r.get(0),
         )
         .optional()
@@ -309,17 +315,11 @@ fn newest_rates(
     cache.table(version.as_deref(), || {
         tx.query_row(
             "SELECT csv FROM rate_tables WHERE tenant = ?1 AND version = ?2",
-            params![DEFAULT_TENANT, version],
+            params![tenant, version],
             |r| r.get(0),
         )
         .map_err(db("reading the rate table"))
     })
-}
-
-/// A billing amount as a SQLite integer, saturating (a cost beyond `i64::MAX` minor units
-/// needs a call of millions of years; it must not make the batch unstorable).
-fn clamp(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
 }
 
 fn store_rates_blocking(
@@ -363,7 +363,13 @@ fn usage_blocking(
         .prepare_cached(USAGE_SQL)
         .map_err(db("preparing the usage query"))?;
     let mut rows = stmt
-        .query(params![tenant, int(from_ms)?, int(to_ms)?])
+        .query(params![
+            tenant,
+            int(from_ms)?,
+            int(to_ms)?,
+            int(usage_days(from_ms, to_ms).0)?,
+            int(usage_days(from_ms, to_ms).1)?
+        ])
         .map_err(db("usage query"))?;
     let mut out = Vec::new();
     let u = |v: Option<i64>| v.map_or(0, i64::unsigned_abs);
@@ -393,7 +399,7 @@ fn ingest_blocking(
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(db("begin"))?;
-    let table = newest_rates(&tx, rates)?;
+    let table = newest_rates(&tx, rates, DEFAULT_TENANT)?;
     let mut unrated = 0u64;
     let cursor: i64 = tx
         .query_row(
@@ -834,6 +840,8 @@ fn retain_blocking(
     }
     let folded = folder.folded();
     upsert_aggregates(&tx, folder.into_rows())?;
+    tx.execute(USAGE_FOLD_SQL, [cutoff])
+        .map_err(db("folding usage"))?;
     let deleted = tx
         .execute("DELETE FROM cdrs WHERE start_time_ms < ?1", [cutoff])
         .map_err(db("deleting expired cdrs"))? as u64;
@@ -850,6 +858,90 @@ fn retain_blocking(
     .map_err(db("recording retention run"))?;
     tx.commit().map_err(db("commit"))?;
     Ok(run)
+}
+
+fn rerate_blocking(
+    conn: &mut Connection,
+    rates: &RateCache,
+    tenant: &str,
+    since_ms: u64,
+    mut audit: AuditEntry,
+) -> Result<RerateOutcome, StoreError> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(db("begin"))?;
+    let table = newest_rates(&tx, rates, tenant)?;
+    let mut out = RerateOutcome {
+        version: table.as_ref().map(|t| t.version().to_owned()),
+        ..Default::default()
+    };
+    let mut changes: Vec<(i64, CdrRating)> = Vec::new();
+    {
+        let mut stmt = tx
+            .prepare(&format!(
+                "SELECT id, {RERATE_COLUMNS} FROM cdrs
+                 WHERE tenant = ?1 AND start_time_ms >= ?2 AND NOT interim"
+            ))
+            .map_err(db("reading cdrs to re-rate"))?;
+        let mut rows = stmt
+            .query(params![tenant, int(since_ms)?])
+            .map_err(db("reading cdrs to re-rate"))?;
+        while let Some(r) = rows.next().map_err(db("reading cdrs to re-rate"))? {
+            let e = |source| StoreError::Database {
+                what: "reading cdrs to re-rate",
+                source,
+            };
+            let u = |i: usize| r.get::<_, i64>(i).map(i64::unsigned_abs);
+            let row = RatedRow {
+                destination_prefix: r.get(1).map_err(e)?,
+                disposition: r.get(2).map_err(e)?,
+                billable_ms: u(3).map_err(e)?,
+                start_time_ms: u(4).map_err(e)?,
+                current: CdrRating {
+                    state: RatingState::from_code(r.get(5).map_err(e)?),
+                    destination_prefix: r.get(1).map_err(e)?,
+                    destination: r.get(6).map_err(e)?,
+                    rated_prefix: r.get(7).map_err(e)?,
+                    billable_secs: u(8).map_err(e)?,
+                    cost: u(9).map_err(e)?,
+                    currency: r.get(10).map_err(e)?,
+                    rate_version: r.get(11).map_err(e)?,
+                },
+            };
+            out.cdrs += 1;
+            let new = row.rerated(table.as_deref());
+            let state = new.as_ref().map_or(row.current.state, |n| n.state);
+            if state == RatingState::Unrated {
+                out.unrated += 1;
+            }
+            if let Some(new) = new {
+                changes.push((r.get(0).map_err(e)?, new));
+            }
+        }
+    }
+    {
+        let mut upd = tx
+            .prepare(&format!("UPDATE cdrs SET {RATING_SET} WHERE id = ?8"))
+            .map_err(db("re-rating"))?;
+        for (id, n) in &changes {
+            upd.execute(params![
+                n.state.code(),
+                n.destination,
+                n.rated_prefix,
+                clamp(n.billable_secs),
+                clamp(n.cost),
+                n.currency,
+                n.rate_version,
+                id
+            ])
+            .map_err(db("re-rating"))?;
+        }
+    }
+    out.changed = changes.len() as u64;
+    audit.affected = out.changed;
+    insert_audit(&tx, &audit)?;
+    tx.commit().map_err(db("commit"))?;
+    Ok(out)
 }
 
 fn retention_state_blocking(conn: &mut Connection) -> Result<RetentionState, StoreError> {
@@ -1051,6 +1143,20 @@ impl Store for SqliteStore {
         let tenant = tenant.to_owned();
         run(&self.reader, move |c| {
             usage_blocking(c, &tenant, from_ms, to_ms)
+        })
+        .await
+    }
+
+    async fn rerate(
+        &self,
+        tenant: &str,
+        since_ms: u64,
+        audit: AuditEntry,
+    ) -> Result<RerateOutcome, StoreError> {
+        let tenant = tenant.to_owned();
+        let rates = Arc::clone(&self.rates);
+        run(&self.writer, move |c| {
+            rerate_blocking(c, &rates, &tenant, since_ms, audit)
         })
         .await
     }
