@@ -150,6 +150,7 @@ impl<'a> StreamContext<'a> {
         input.rtt = self.call.media.rtcp.rtt;
         if rtcp {
             input.rtcp_report = self.call.media.rtcp.report_for(s.ssrc);
+            input.rtcp_xr = self.call.media.rtcp.voip_metrics_for(s.ssrc);
         }
         quality::assess(&input)
     }
@@ -178,6 +179,51 @@ fn scored(
         .find(|b| matches!(b.policy, BufferPolicy::Adaptive { .. }))
         .or(q.buffers.first());
     (b.and_then(|b| b.emodel.as_ref()), b)
+}
+
+/// The far end's view of a stream: its latest report block and its latest XR VoIP Metrics
+/// block, each beside our figures; `None` when neither was seen.
+fn far_end(q: &quality::DirectionQuality) -> Option<FarEndReport> {
+    if q.rtcp_check.is_none() && q.xr_check.is_none() {
+        return None;
+    }
+    let rb = q.rtcp_check.as_ref();
+    let xr = q.xr_check.as_ref();
+    let reasons: Vec<&str> = [
+        (rb.is_some_and(|c| c.loss_disagrees), "loss"),
+        (rb.is_some_and(|c| c.jitter_disagrees), "jitter"),
+        (xr.is_some_and(|c| c.loss_disagrees), "xr_loss"),
+    ]
+    .into_iter()
+    .filter_map(|(d, r)| d.then_some(r))
+    .collect();
+    let mut fe = FarEndReport {
+        disagreement: !reasons.is_empty(),
+        disagreement_reason: reasons.join(","),
+        ..FarEndReport::default()
+    };
+    if let Some(c) = rb {
+        fe.fraction_lost_pct = c.rtcp_fraction_lost_pct;
+        fe.cumulative_lost = c.rtcp_cumulative_lost;
+        fe.ext_highest_seq = c.rtcp_ext_highest_seq;
+        fe.jitter_ms = c.rtcp_jitter_ms.unwrap_or(0.0);
+        fe.loss_pct = c.rtcp_loss_pct.unwrap_or(0.0);
+        fe.rtt_ms = q.rtt_ms.unwrap_or(0.0);
+    }
+    if let Some(c) = xr {
+        let m = &c.metrics;
+        fe.xr_present = true;
+        fe.xr_loss_pct = c.xr_loss_pct;
+        fe.xr_discard_pct = m.discard_pct();
+        fe.xr_burst_density_pct = m.burst_density_pct();
+        fe.xr_gap_density_pct = m.gap_density_pct();
+        fe.xr_round_trip_ms = u32::from(m.round_trip_delay_ms);
+        fe.xr_end_system_delay_ms = u32::from(m.end_system_delay_ms);
+        fe.xr_r_factor = m.r().map(u32::from);
+        fe.xr_mos_lq = m.mos_lq_value();
+        fe.xr_mos_cq = m.mos_cq_value();
+    }
+    Some(fe)
 }
 
 /// How much of a stream's 10-second intervals a leg carries.
@@ -251,22 +297,7 @@ pub(crate) fn leg(call: &Call, snap: &Snapshot, s: &RtpStream, intervals: Interv
         }
         .to_owned();
     }
-    leg.far_end = q.rtcp_check.as_ref().map(|c| {
-        let reasons: Vec<&str> = [(c.loss_disagrees, "loss"), (c.jitter_disagrees, "jitter")]
-            .into_iter()
-            .filter_map(|(d, r)| d.then_some(r))
-            .collect();
-        FarEndReport {
-            fraction_lost_pct: c.rtcp_fraction_lost_pct,
-            cumulative_lost: c.rtcp_cumulative_lost,
-            ext_highest_seq: c.rtcp_ext_highest_seq,
-            jitter_ms: c.rtcp_jitter_ms.unwrap_or(0.0),
-            loss_pct: c.rtcp_loss_pct.unwrap_or(0.0),
-            rtt_ms: q.rtt_ms.unwrap_or(0.0),
-            disagreement: !reasons.is_empty(),
-            disagreement_reason: reasons.join(","),
-        }
-    });
+    leg.far_end = far_end(&q);
     let track = call.media.interval_track(snap.hop, key, s.ssrc);
     let summary = match (intervals, track) {
         (Intervals::Closed, Some(t)) => t.closed(),

@@ -37,7 +37,7 @@ use collector_common::{
 };
 use thiserror::Error;
 
-use crate::media::rtcp::{self, ReportBlock};
+use crate::media::rtcp::{self, ReportBlock, VoipMetrics};
 use crate::sip::sdp::{self, Direction, SdpLimits};
 
 /// Errors of a [`MediaTable`].
@@ -832,7 +832,8 @@ impl Pending {
     }
 }
 
-/// Most report blocks kept per call (one per SSRC reported on).
+/// Most report blocks kept per call (one per SSRC reported on); as many XR VoIP Metrics
+/// blocks again.
 const MAX_REPORTS: usize = 8;
 /// Most sender reports remembered per call for the observed round trip.
 const MAX_SRS: usize = 16;
@@ -842,6 +843,8 @@ const MAX_SRS: usize = 16;
 pub struct RtcpState {
     /// The latest report block about each SSRC.
     pub reports: Vec<ReportBlock>,
+    /// The latest XR VoIP Metrics block (RFC 3611 §4.7) about each SSRC.
+    pub voip_metrics: Vec<VoipMetrics>,
     /// Sender reports seen: (NTP middle 32 bits, arrival ns).
     srs: VecDeque<(u32, u64)>,
     /// The latest round trip measured from the observation point.
@@ -874,11 +877,10 @@ impl RtcpState {
                     self.rtt = Some(rtt);
                 }
             }
-            if let Some(slot) = self.reports.iter_mut().find(|r| r.ssrc == rb.ssrc) {
-                *slot = *rb;
-            } else if self.reports.len() < MAX_REPORTS {
-                self.reports.push(*rb);
-            }
+            keep_latest(&mut self.reports, rb, |r| r.ssrc);
+        }
+        for (_, m) in c.voip_metrics() {
+            keep_latest(&mut self.voip_metrics, m, |m| m.ssrc);
         }
         true
     }
@@ -886,5 +888,20 @@ impl RtcpState {
     /// The latest report about `ssrc`.
     pub fn report_for(&self, ssrc: u32) -> Option<&ReportBlock> {
         self.reports.iter().find(|r| r.ssrc == ssrc)
+    }
+
+    /// The latest XR VoIP Metrics block about `ssrc` (its SSRC of source).
+    pub fn voip_metrics_for(&self, ssrc: u32) -> Option<&VoipMetrics> {
+        self.voip_metrics.iter().find(|m| m.ssrc == ssrc)
+    }
+}
+
+/// Replaces the entry of `kept` about the same SSRC as `new`, or adds `new` while fewer
+/// than [`MAX_REPORTS`] are kept (later SSRCs are then ignored).
+fn keep_latest<T: Copy>(kept: &mut Vec<T>, new: &T, ssrc: impl Fn(&T) -> u32) {
+    if let Some(slot) = kept.iter_mut().find(|k| ssrc(k) == ssrc(new)) {
+        *slot = *new;
+    } else if kept.len() < MAX_REPORTS {
+        kept.push(*new);
     }
 }

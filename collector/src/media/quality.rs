@@ -23,7 +23,7 @@ use serde::Serialize;
 
 use super::emodel::{self, EModelResult};
 use super::jitterbuf::{self, BufferOutcome, BufferPolicy, Method};
-use super::rtcp::ReportBlock;
+use super::rtcp::{ReportBlock, VoipMetrics};
 
 /// Loss percentages further apart than this many points (and than half the larger) disagree.
 pub const LOSS_DISAGREE_POINTS: f64 = 2.0;
@@ -45,6 +45,9 @@ pub struct QualityInput<'a> {
     pub rtt: Option<Duration>,
     /// The latest RTCP report block about this SSRC, from its receiver.
     pub rtcp_report: Option<&'a ReportBlock>,
+    /// The latest RTCP-XR VoIP Metrics block about this SSRC (RFC 3611 §4.7), from its
+    /// receiver.
+    pub rtcp_xr: Option<&'a VoipMetrics>,
     /// Per-packet jitter-buffer outcomes ([`jitterbuf::Simulator`]) for this direction; when
     /// absent the kernel's delay histogram gives an estimate.
     pub per_packet: Option<&'a [BufferOutcome]>,
@@ -60,6 +63,7 @@ impl<'a> QualityInput<'a> {
             ptime_ms: None,
             rtt: None,
             rtcp_report: None,
+            rtcp_xr: None,
             per_packet: None,
         }
     }
@@ -114,6 +118,19 @@ pub struct RtcpCrossCheck {
     pub jitter_disagrees: bool,
 }
 
+/// The receiver's RTCP-XR VoIP Metrics (RFC 3611 §4.7) against our figures.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct XrCrossCheck {
+    /// The block as received.
+    pub metrics: VoipMetrics,
+    /// Its loss rate, percent (8-bit field / 256).
+    pub xr_loss_pct: f64,
+    /// Our cumulative loss, percent.
+    pub our_loss_pct: f64,
+    /// The loss figures disagree strongly (the tolerance of [`LOSS_DISAGREE_POINTS`]).
+    pub loss_disagrees: bool,
+}
+
 /// Quality of one direction of one SSRC.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DirectionQuality {
@@ -160,6 +177,8 @@ pub struct DirectionQuality {
     pub buffers: Vec<BufferQuality>,
     /// Cross-check against the receiver's RTCP report, when one was given.
     pub rtcp_check: Option<RtcpCrossCheck>,
+    /// Cross-check against the receiver's RTCP-XR VoIP Metrics, when given.
+    pub xr_check: Option<XrCrossCheck>,
 }
 
 /// Mean interarrival jitter (RFC 3550 A.8) over the packets that had a predecessor, ms:
@@ -245,6 +264,17 @@ pub fn assess(input: &QualityInput<'_>) -> DirectionQuality {
     let rtcp_check = input
         .rtcp_report
         .map(|rb| cross_check(s, rb, input.clock_rate, loss_pct, jitter_last_ms));
+    let xr_check = input.rtcp_xr.map(|m| {
+        let xr_loss_pct = m.loss_pct();
+        XrCrossCheck {
+            metrics: *m,
+            xr_loss_pct,
+            our_loss_pct: loss_pct,
+            // A block about another SSRC is reported, not compared (as for report blocks).
+            loss_disagrees: m.ssrc == s.ssrc
+                && disagree(loss_pct, xr_loss_pct, LOSS_DISAGREE_POINTS),
+        }
+    });
 
     DirectionQuality {
         ssrc: s.ssrc,
@@ -271,6 +301,7 @@ pub fn assess(input: &QualityInput<'_>) -> DirectionQuality {
             .map(|e| e.model),
         buffers,
         rtcp_check,
+        xr_check,
     }
 }
 
@@ -484,6 +515,59 @@ mod tests {
         input.rtcp_report = Some(&other);
         let c = assess(&input).rtcp_check.unwrap();
         assert!(!c.ssrc_matches && !c.loss_disagrees && !c.jitter_disagrees);
+    }
+
+    // Cross-check with an XR VoIP Metrics block about this SSRC: our loss is 20 in 1000 (2 %).
+    #[test]
+    fn xr_cross_check_flags_loss_disagreement() {
+        let (s, _) = feed(1000, |i| i % 50 == 25, |i| u64::from(i) * 20);
+        let agreeing = VoipMetrics {
+            ssrc: SSRC,
+            loss_rate: 5, // 1.95 %
+            discard_rate: 0,
+            burst_density: 0,
+            gap_density: 0,
+            burst_duration_ms: 0,
+            gap_duration_ms: 0,
+            round_trip_delay_ms: 0,
+            end_system_delay_ms: 0,
+            signal_level: 127,
+            noise_level: 127,
+            rerl: 127,
+            gmin: 16,
+            r_factor: 127,
+            ext_r_factor: 127,
+            mos_lq: 127,
+            mos_cq: 127,
+            rx_config: 0,
+            jb_nominal_ms: 0,
+            jb_maximum_ms: 0,
+            jb_abs_max_ms: 0,
+        };
+        let mut input = QualityInput::new(&s, 8000, "PCMU");
+        input.rtcp_xr = Some(&agreeing);
+        let q = assess(&input);
+        assert!(q.rtcp_check.is_none());
+        let c = q.xr_check.unwrap();
+        assert!(close(c.xr_loss_pct, 5.0 / 2.56, 1e-12));
+        assert!(close(c.our_loss_pct, 2.0, 1e-12));
+        assert!(!c.loss_disagrees);
+
+        // 10.2 % against our 2 %: more than 2 points and half the larger apart.
+        let downstream = VoipMetrics {
+            loss_rate: 26,
+            ..agreeing
+        };
+        input.rtcp_xr = Some(&downstream);
+        assert!(assess(&input).xr_check.unwrap().loss_disagrees);
+
+        // About another SSRC: reported, not compared.
+        let other = VoipMetrics {
+            ssrc: 7,
+            ..downstream
+        };
+        input.rtcp_xr = Some(&other);
+        assert!(!assess(&input).xr_check.unwrap().loss_disagrees);
     }
 
     #[test]

@@ -475,6 +475,148 @@ fn heplify_tcp_far_end_rtcp_equals_tshark() {
     assert!(back.ta_ms > rtt / 2.0, "{}", back.ta_ms);
 }
 
+/// One XR VoIP Metrics block of the last section of `F.oracle.txt` (tshark's decoding, raw
+/// field values as tshark prints them; see testdata/corpus/synthetic/make_rtcp_xr.sh).
+#[derive(Debug)]
+struct OracleXr {
+    frame: u64,
+    /// SSRC of source: the stream the block is about.
+    ssrc: u32,
+    loss: f64,
+    discard: f64,
+    burst_density: f64,
+    gap_density: f64,
+    rt_delay: u32,
+    es_delay: u32,
+    r_factor: u32,
+    mos_lq: f64,
+    mos_cq: f64,
+}
+
+fn oracle_xr(name: &str) -> Vec<OracleXr> {
+    let p = path(&format!("{name}.oracle.txt"));
+    let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("test data {p:?}: {e}"));
+    let section = text
+        .split("## ")
+        .find(|s| s.contains("rtcp.xr.bt == 7"))
+        .unwrap_or_else(|| panic!("{p:?}: no XR section"));
+    let mut lines = section.lines().skip(1);
+    let cols: Vec<&str> = lines
+        .next()
+        .and_then(|h| h.strip_prefix("# "))
+        .unwrap()
+        .split('\t')
+        .collect();
+    lines
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            let get = |c: &str| f[cols.iter().position(|x| *x == c).unwrap()];
+            let num = |c: &str| get(c).parse::<f64>().unwrap();
+            OracleXr {
+                frame: get("frame.number").parse().unwrap(),
+                ssrc: u32::from_str_radix(get("rtcp.ssrc.identifier").trim_start_matches("0x"), 16)
+                    .unwrap(),
+                loss: num("rtcp.ssrc.fraction"),
+                discard: num("rtcp.ssrc.discarded"),
+                burst_density: num("rtcp.xr.voipmetrics.burstdensity"),
+                gap_density: num("rtcp.xr.voipmetrics.gapdensity"),
+                rt_delay: get("rtcp.xr.voipmetrics.rtdelay").parse().unwrap(),
+                es_delay: get("rtcp.xr.voipmetrics.esdelay").parse().unwrap(),
+                r_factor: get("rtcp.xr.voipmetrics.rfactor").parse().unwrap(),
+                mos_lq: num("rtcp.xr.voipmetrics.moslq"),
+                mos_cq: num("rtcp.xr.voipmetrics.moscq"),
+            }
+        })
+        .collect()
+}
+
+// RTCP-XR VoIP Metrics (RFC 3611 §4.7) in the CDR against tshark 4.0.17's decoding of the
+// same blocks (the last section of the oracle). The capture is synthetic (the corpus has no
+// XR; testdata/corpus/synthetic/make_rtcp_xr.py): one call, RTP both ways, each receiver
+// sending two compound RR + SDES + XR datagrams to the RTP port + 1. Each leg carries the
+// latest block about its SSRC; rates are tshark's 8-bit values / 256 in percent, MOS
+// tshark's value, and 127 ("unavailable" in R factor and MOS) is absent.
+#[test]
+fn synthetic_rtcp_xr_far_end_equals_tshark() {
+    let name = "synthetic_rtcp_xr.pcap";
+    let opts = ReplayOptions {
+        sip_ports: header_decode_as_ports(name),
+        calls: CallsConfig {
+            interim_interval_ms: 0,
+            ..CallsConfig::default()
+        },
+        ..ReplayOptions::default()
+    };
+    let out = replay_file(&path(name), &opts, |_| {}).unwrap();
+    assert_eq!(out.cdrs.len(), 1);
+    let cdr = &out.cdrs[0];
+    let xr = oracle_xr(name);
+    assert_eq!(xr.len(), 4, "{xr:?}");
+    let streams = oracle_streams(name);
+    assert_eq!(cdr.media.len(), streams.len());
+    let pct = |v: f64| v * 100.0 / 256.0;
+    let unavailable = |v: f64| (v != 127.0).then_some(v);
+    for leg in &cdr.media {
+        // Our own counts are tshark's `rtp,streams`.
+        let s = streams.iter().find(|s| s.ssrc == leg.ssrc).unwrap();
+        assert_eq!(
+            (leg.packets, leg.lost),
+            (s.packets, s.lost),
+            "{:#x}",
+            leg.ssrc
+        );
+        // The latest block about this stream (frames are in capture order).
+        let want = xr.iter().rev().find(|x| x.ssrc == leg.ssrc).unwrap();
+        let fe = leg.far_end.as_ref().expect("a far-end view");
+        let ctx = format!("{:#x}, oracle frame {}", leg.ssrc, want.frame);
+        assert!(fe.xr_present, "{ctx}");
+        assert_eq!(fe.xr_loss_pct, pct(want.loss), "{ctx}");
+        assert_eq!(fe.xr_discard_pct, pct(want.discard), "{ctx}");
+        assert_eq!(fe.xr_burst_density_pct, pct(want.burst_density), "{ctx}");
+        assert_eq!(fe.xr_gap_density_pct, pct(want.gap_density), "{ctx}");
+        assert_eq!(fe.xr_round_trip_ms, want.rt_delay, "{ctx}");
+        assert_eq!(fe.xr_end_system_delay_ms, want.es_delay, "{ctx}");
+        assert_eq!(
+            fe.xr_r_factor,
+            (want.r_factor != 127).then_some(want.r_factor),
+            "{ctx}"
+        );
+        // tshark prints MOS as a 32-bit float (4.1 is 4.0999999).
+        let mos = |v: Option<f64>| v.map(|v| (v * 10.0).round());
+        assert_eq!(mos(fe.xr_mos_lq), mos(unavailable(want.mos_lq)), "{ctx}");
+        assert_eq!(mos(fe.xr_mos_cq), mos(unavailable(want.mos_cq)), "{ctx}");
+        // The XR loss rate against ours, with the report block's tolerance.
+        let far = pct(want.loss);
+        let apart = (far - leg.loss_pct).abs() > 2.0_f64.max(0.5 * far.max(leg.loss_pct));
+        assert_eq!(
+            fe.disagreement_reason.split(',').any(|r| r == "xr_loss"),
+            apart,
+            "{ctx}: ours {} % vs {far} %: {:?}",
+            leg.loss_pct,
+            fe.disagreement_reason
+        );
+        assert_eq!(fe.disagreement, !fe.disagreement_reason.is_empty());
+    }
+    // Each direction as the capture was built: alice's stream (2 % lost on the wire) has a
+    // report block as well and agrees; bob's (none lost) has only XR blocks, the latest
+    // with R and MOS unavailable, and a loss rate of 10.2 %: the far end is there, from XR
+    // alone, and disagrees.
+    let a = cdr.media.iter().find(|l| l.ssrc == 0x1a2b_3c4d).unwrap();
+    let fa = a.far_end.as_ref().unwrap();
+    assert!(fa.ext_highest_seq > 0 && !fa.disagreement, "{fa:?}");
+    assert!(fa.xr_r_factor.is_some() && fa.xr_mos_lq.is_some());
+    let b = cdr.media.iter().find(|l| l.ssrc == 0x5e6f_7081).unwrap();
+    let fb = b.far_end.as_ref().unwrap();
+    assert_eq!(fb.ext_highest_seq, 0, "no report block about it");
+    assert_eq!(fb.disagreement_reason, "xr_loss");
+    assert!(fb.xr_r_factor.is_none() && fb.xr_mos_lq.is_none() && fb.xr_mos_cq.is_none());
+    // In the JSON CDR line, unavailable is null, not 12.7.
+    let json = serde_json::to_value(b).unwrap();
+    assert!(json["far_end"]["xr_mos_lq"].is_null(), "{json}");
+    assert_eq!(json["far_end"]["xr_present"], true);
+}
+
 #[test]
 fn heplify_tcp_retransmissions_register() {
     check("heplify_sip_ipv4_tcp_retrans.pcap");

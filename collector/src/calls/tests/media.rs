@@ -5,7 +5,7 @@
 //! port + 1, RFC 3550 §11, or RFC 3605 `a=rtcp`), and removal without leaks.
 use collector_common::{rtp::Outcome, MediaValue};
 
-use super::sipgen::{addr, rtcp_rr, rtp, sdp};
+use super::sipgen::{addr, rtcp_rr, rtcp_rr_xr, rtp, sdp};
 use crate::calls::media::{
     endpoint_key, media_key, EmulatedMedia, MediaTable, Pending, Plan, SdpMedia, UdpVerdict, Way,
 };
@@ -383,4 +383,27 @@ fn pending_entries_count_rtp_to_the_offerer_until_the_plan_takes_over() {
     )
     .unwrap();
     assert!(p.install(1, &mut full).is_err());
+}
+
+#[test]
+fn rtcp_state_keeps_the_latest_xr_block_per_ssrc_bounded() {
+    let mut s = crate::calls::media::RtcpState::default();
+    assert!(s.observe(1, &rtcp_rr_xr(1, 0xaa, 5, 90)));
+    assert!(s.observe(2, &rtcp_rr_xr(1, 0xaa, 7, 127)));
+    let m = s.voip_metrics_for(0xaa).unwrap();
+    assert_eq!((m.loss_rate, m.r()), (7, None));
+    assert!(s.report_for(0xaa).is_none());
+    // As many SSRCs as report blocks are kept; later ones are left out, known ones updated.
+    for ssrc in 0..20 {
+        assert!(s.observe(3, &rtcp_rr_xr(1, ssrc, 1, 80)));
+    }
+    assert_eq!(s.voip_metrics.len(), 8);
+    assert!(s.voip_metrics_for(19).is_none());
+    assert_eq!(s.voip_metrics_for(0xaa).unwrap().loss_rate, 7);
+    // A truncated XR is counted, not kept.
+    let mut bad = rtcp_rr_xr(1, 0xbb, 1, 80);
+    bad.truncate(bad.len() - 4);
+    assert!(!s.observe(4, &bad));
+    assert_eq!(s.errors, 1);
+    assert!(s.voip_metrics_for(0xbb).is_none());
 }

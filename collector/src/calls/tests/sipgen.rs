@@ -143,6 +143,22 @@ pub fn rtcp_rr(ssrc: u32, about: u32) -> Vec<u8> {
     rtcp_rr_with(ssrc, about, 0, 100, 16)
 }
 
+/// An RR without report blocks and an XR with one VoIP Metrics block about `about`
+/// (RFC 3611 §4.7), loss rate `loss` and R factor `r`, the other fields 0.
+pub fn rtcp_rr_xr(sender: u32, about: u32, loss: u8, r: u8) -> Vec<u8> {
+    let mut p = vec![0x80, 201, 0, 1];
+    p.extend_from_slice(&sender.to_be_bytes());
+    p.extend_from_slice(&[0x80, 207, 0, 10]);
+    p.extend_from_slice(&sender.to_be_bytes());
+    p.extend_from_slice(&[7, 0, 0, 8]);
+    p.extend_from_slice(&about.to_be_bytes());
+    let mut words = [0u8; 28];
+    words[0] = loss;
+    words[16] = r;
+    p.extend_from_slice(&words);
+    p
+}
+
 /// A receiver report from `ssrc` about `about` saying `lost` packets lost in all (fraction
 /// 0), `ext_highest` received at most, `jitter` timestamp units.
 pub fn rtcp_rr_with(ssrc: u32, about: u32, lost: u32, ext_highest: u32, jitter: u32) -> Vec<u8> {

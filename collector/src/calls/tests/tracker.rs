@@ -2,11 +2,11 @@
 //! expected values worked out from RFC 3261 (dialogs, CANCEL, forking, retransmissions),
 //! RFC 4028 (session timers), RFC 6076 (post-dial delay) and the disposition table.
 use collector_proto::v1::{
-    flow_event, CallStateKind as K, Cdr, Disposition as D, FlowEvent, HangupSide as H,
-    MediaDirection,
+    flow_event, CallStateKind as K, Cdr, Disposition as D, FarEndReport, FlowEvent,
+    HangupSide as H, MediaDirection,
 };
 
-use super::sipgen::{addr, rtcp_rr, rtcp_rr_with, rtp, sdp, Msg, CALLEE, CALLER};
+use super::sipgen::{addr, rtcp_rr, rtcp_rr_with, rtcp_rr_xr, rtp, sdp, Msg, CALLEE, CALLER};
 use crate::calls::{
     media::{endpoint_key, media_key, EmulatedMedia, MediaTable, UdpVerdict},
     tracker::CdrIds,
@@ -951,19 +951,14 @@ fn talk(h: &mut H1, n: u16) {
     }
 }
 
-/// An answered call with 200 packets each way, none lost, and one receiver report from the
-/// callee about the caller's stream (SSRC 7) saying `lost` of sequence 0..=199 were lost;
-/// the alerts raised by its end.
-fn call_with_receiver_report(lost: u32) -> Vec<String> {
+/// An answered call with 200 packets each way, none lost, and one RTCP datagram `rtcp`
+/// from the callee about the caller's stream (SSRC 7); its far-end view and the alerts
+/// raised by its end.
+fn call_with_rtcp(rtcp: &[u8]) -> (FarEndReport, Vec<String>) {
     let mut h = H1::new();
     answered(&mut h, "c1");
     talk(&mut h, 200);
-    let v = h.udp(
-        60_500,
-        "198.51.100.20:5001",
-        "192.0.2.10:4001",
-        &rtcp_rr_with(9, 7, lost, 199, 16),
-    );
+    let v = h.udp(60_500, "198.51.100.20:5001", "192.0.2.10:4001", rtcp);
     assert_eq!(v, UdpVerdict::Rtcp);
     h.tick(7_000);
     h.up(8_000, &bye_from_caller("c1", 2));
@@ -978,11 +973,17 @@ fn call_with_receiver_report(lost: u32) -> Vec<String> {
         .find(|l| l.ssrc == 7)
         .cloned()
         .unwrap();
-    let fe = leg.far_end.unwrap();
+    (leg.far_end.unwrap(), h.alerts())
+}
+
+/// [`call_with_rtcp`] with a receiver report saying `lost` of sequence 0..=199 were lost.
+fn call_with_receiver_report(lost: u32) -> Vec<String> {
+    let (fe, alerts) = call_with_rtcp(&rtcp_rr_with(9, 7, lost, 199, 16));
     // 200 expected from sequence 0 to 199; the report's loss over that range.
     assert!((fe.loss_pct - f64::from(lost) / 2.0).abs() < 1e-9, "{fe:?}");
     assert_eq!(fe.cumulative_lost, lost as i32);
-    h.alerts()
+    assert!(!fe.xr_present);
+    alerts
 }
 
 #[test]
@@ -993,6 +994,26 @@ fn rtcp_disagreeing_with_our_measurement_is_an_alert_once() {
     assert_eq!(alerts, ["rtcp_disagreement"]);
     // 1 of 200 (0.5 %) is within the tolerance (2 points): no alert.
     assert!(call_with_receiver_report(1).is_empty());
+}
+
+#[test]
+fn rtcp_xr_loss_disagreeing_with_ours_is_an_alert() {
+    // Only an XR (an RR without report blocks): the far end is there, from XR alone.
+    // Loss rate 64/256 (25 %) where the capture point saw none lost.
+    let (fe, alerts) = call_with_rtcp(&rtcp_rr_xr(9, 7, 64, 127));
+    assert!(fe.xr_present && fe.disagreement, "{fe:?}");
+    assert_eq!(fe.disagreement_reason, "xr_loss");
+    assert_eq!(fe.xr_loss_pct, 25.0);
+    assert_eq!((fe.xr_r_factor, fe.ext_highest_seq), (None, 0));
+    assert_eq!(alerts, ["rtcp_disagreement"]);
+    // 3/256 (1.2 %) is within the tolerance: no alert; R 93 is kept.
+    let (fe, alerts) = call_with_rtcp(&rtcp_rr_xr(9, 7, 3, 93));
+    assert!(
+        !fe.disagreement && fe.disagreement_reason.is_empty(),
+        "{fe:?}"
+    );
+    assert_eq!(fe.xr_r_factor, Some(93));
+    assert!(alerts.is_empty());
 }
 
 #[test]

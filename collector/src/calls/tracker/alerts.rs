@@ -197,10 +197,15 @@ impl Tracker {
                     ALERT_RTCP,
                     "rtcp_disagreement",
                     format!(
-                        "{dir}: the receiver reports {:.1} % loss and {:.1} ms jitter, we \
+                        "{dir}: the receiver reports {:.1} % loss and {:.1} ms jitter{}, we \
                          measured {:.1} % and {:.1} ms ({})",
                         fe.loss_pct,
                         fe.jitter_ms,
+                        if fe.xr_present {
+                            format!(" (RTCP-XR loss rate {:.1} %)", fe.xr_loss_pct)
+                        } else {
+                            String::new()
+                        },
                         l.loss_pct,
                         l.mean_jitter_ms,
                         fe.disagreement_reason
