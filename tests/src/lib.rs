@@ -454,15 +454,33 @@ pub fn programs_still_loaded(ids: &[u32]) -> Result<Vec<u32>> {
 /// sender's TC egress and arrive at the peer's XDP exactly as built, VLAN tags included.
 /// `gap` is slept after each frame.
 pub fn send_raw(ns: &Netns, ifname: &str, frames: Vec<Vec<u8>>, gap: Duration) -> Result<()> {
-    send_paced(ns, ifname, frames, Pace::After(gap))
+    send_paced(ns, ifname, frames, Pace::After(gap)).map(drop)
 }
 
 /// Like [`send_raw`], each frame sent at its offset from the start (offsets in order): a
 /// real-time schedule such as RTP every 20 ms, paced by absolute deadlines so that the
 /// sender's own delays do not accumulate.
 pub fn send_raw_at(ns: &Netns, ifname: &str, frames: Vec<(Duration, Vec<u8>)>) -> Result<()> {
+    send_raw_at_timed(ns, ifname, frames).map(drop)
+}
+
+/// [`send_raw_at`], returning how late each frame went out: the time its `sendto`
+/// returned less its offset. On a veth the peer's XDP program has run by then, so this
+/// bounds the lateness the receiver saw that the schedule did not ask for (a test that
+/// judges arrival times checks it against its margins: a stalled sender is not the code's
+/// fault).
+pub fn send_raw_at_timed(
+    ns: &Netns,
+    ifname: &str,
+    frames: Vec<(Duration, Vec<u8>)>,
+) -> Result<Vec<Duration>> {
     let (at, frames): (Vec<Duration>, Vec<Vec<u8>>) = frames.into_iter().unzip();
-    send_paced(ns, ifname, frames, Pace::At(at))
+    let sent = send_paced(ns, ifname, frames, Pace::At(at.clone()))?;
+    Ok(sent
+        .iter()
+        .zip(at)
+        .map(|(s, a)| s.saturating_sub(a))
+        .collect())
 }
 
 /// How [`send_paced`] spaces its frames.
@@ -473,10 +491,12 @@ enum Pace {
     At(Vec<Duration>),
 }
 
-fn send_paced(ns: &Netns, ifname: &str, frames: Vec<Vec<u8>>, pace: Pace) -> Result<()> {
+/// Sends the frames; returns when each `sendto` returned, from the start.
+fn send_paced(ns: &Netns, ifname: &str, frames: Vec<Vec<u8>>, pace: Pace) -> Result<Vec<Duration>> {
     let ifname = ifname.to_owned();
     ns.run(move || {
         let c = std::ffi::CString::new(ifname.clone())?;
+        let mut sent = Vec::with_capacity(frames.len());
         // SAFETY: plain libc calls on values we own; errors are checked.
         unsafe {
             let idx = libc::if_nametoindex(c.as_ptr());
@@ -513,6 +533,7 @@ fn send_paced(ns: &Netns, ifname: &str, frames: Vec<Vec<u8>>, pace: Pace) -> Res
                     libc::close(fd);
                     bail!("sendto: {e}");
                 }
+                sent.push(start.elapsed());
                 if let Pace::After(gap) = pace {
                     if !gap.is_zero() {
                         std::thread::sleep(gap);
@@ -521,6 +542,6 @@ fn send_paced(ns: &Netns, ifname: &str, frames: Vec<Vec<u8>>, pace: Pace) -> Res
             }
             libc::close(fd);
         }
-        Ok(())
+        Ok(sent)
     })
 }

@@ -38,6 +38,18 @@ pub fn sip_frame(src: [u8; 4], dst: [u8; 4], text: &str) -> Vec<u8> {
 }
 
 impl RawCall {
+    /// Call `i` of several run side by side between `a` and `b`: Call-ID
+    /// `{tag}{i}@{a}`, RTP ports `first_ports` + 10·i (even; RTCP on the next odd one).
+    pub fn nth(a: [u8; 4], b: [u8; 4], i: u16, tag: &str, first_ports: (u16, u16)) -> Self {
+        Self {
+            a,
+            b,
+            i: usize::from(i),
+            call_id: format!("{tag}{i}@{}", dotted(a)),
+            rtp_ports: (first_ports.0 + 10 * i, first_ports.1 + 10 * i),
+        }
+    }
+
     /// A request (`from_a`) or response of this call as a frame.
     pub fn frame(&self, from_a: bool, text: &str) -> Vec<u8> {
         let (src, dst) = if from_a {
@@ -95,6 +107,23 @@ impl RawCall {
             ),
             self.frame(true, &self.msg(&ack, "1 ACK", true, None)),
         ]
+    }
+
+    /// One G.711 µ-law RTP packet (20 ms, 160 bytes of payload) of this call's media, from
+    /// the caller's RTP port to the callee's (`from_a`) or back.
+    pub fn rtp(&self, from_a: bool, ssrc: u32, seq: u16, ts: u32) -> Vec<u8> {
+        let mut b = vec![0x80, 0];
+        b.extend_from_slice(&seq.to_be_bytes());
+        b.extend_from_slice(&ts.to_be_bytes());
+        b.extend_from_slice(&ssrc.to_be_bytes());
+        b.extend_from_slice(&[0xff; 160]);
+        let (pa, pb) = self.rtp_ports;
+        let (src, dst, sp, dp) = if from_a {
+            (self.a, self.b, pa, pb)
+        } else {
+            (self.b, self.a, pb, pa)
+        };
+        eth(0x0800, &ipv4(17, src, dst, &[], 7, 0, &udp(sp, dp, &b)))
     }
 
     /// BYE and its 200: the call is over.

@@ -67,6 +67,30 @@ pub fn scrape_until(
     }
 }
 
+/// Scrapes until the sample `series` equals `want`, at most `within`; an error saying
+/// `what` did not happen (with the last body) otherwise. Returns the last body.
+pub fn await_sample(
+    ns: &Netns,
+    addr: &str,
+    series: &str,
+    want: f64,
+    within: Duration,
+    what: &str,
+) -> Result<String> {
+    let body = scrape_until(ns, addr, within, |b| sample(b, series) == Some(want))?;
+    if sample(&body, series) != Some(want) {
+        bail!("{what}: {series} is not {want} after {within:?}: {body}");
+    }
+    Ok(body)
+}
+
+/// Waits (at most 10 s) until the agent has produced `n` CDRs; returns the last body.
+pub fn await_cdrs(ns: &Netns, addr: &str, n: usize) -> Result<String> {
+    let series = r#"collector_cdrs_total{stage="produced"}"#;
+    let within = Duration::from_secs(10);
+    await_sample(ns, addr, series, n as f64, within, "every CDR made")
+}
+
 /// The series of the kernel counter `reason`.
 pub fn kernel(reason: &str) -> String {
     format!(r#"collector_kernel_packets_total{{reason="{reason}"}}"#)

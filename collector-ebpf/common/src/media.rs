@@ -116,8 +116,7 @@ impl MediaValue {
     /// A fresh entry for a stream with the given clock rate and telephone-event PT. A rate
     /// of 0 or outside `MIN_CLOCK_RATE..=MAX_CLOCK_RATE` means "jitter unknown".
     pub const fn new(cookie: u64, clock_rate: u32, te_pt: u8, flags: u8) -> Self {
-        let known = clock_rate >= Self::MIN_CLOCK_RATE && clock_rate <= Self::MAX_CLOCK_RATE;
-        let q4_rate = clock_rate as u64 * 16;
+        let timing = crate::rtp::Timing::new(clock_rate);
         Self {
             cookie,
             clock_rate,
@@ -126,16 +125,8 @@ impl MediaValue {
             _pad: 0,
             ssrc_overflow: 0,
             sample_countdown: 0,
-            q4_per_ns_q32: if known {
-                ((q4_rate << 32) + 500_000_000) / 1_000_000_000
-            } else {
-                0
-            },
-            ns_per_q4_q8: if known {
-                1_000_000_000 * 256 / q4_rate
-            } else {
-                0
-            },
+            q4_per_ns_q32: timing.q4_per_ns_q32,
+            ns_per_q4_q8: timing.ns_per_q4_q8,
             slots: [RtpStream::EMPTY; SSRC_SLOTS],
         }
     }
@@ -187,8 +178,46 @@ impl MediaKey {
 pub const DELAY_BUCKETS_MS: [u32; 7] = [50, 70, 90, 120, 150, 200, 300];
 /// Number of delay-variation buckets (one more than the bounds: the open one).
 pub const DELAY_BUCKET_COUNT: usize = 8;
+/// Buckets of the playout-delay histogram (`RtpStream::late_hist`), upper bounds in ms,
+/// inclusive (the last bucket is open): a packet `d` ms behind the playout anchor is in the
+/// first bucket whose bound is ≥ `d`. 50 and 200 are bounds, so a fixed buffer of either
+/// depth discards exactly the packets of the buckets above its bound (a packet exactly
+/// `depth` behind is played, as the per-packet simulation judges).
+pub const LATE_BUCKETS_MS: [u32; 5] = [20, 50, 100, 200, 400];
+/// Number of playout-delay buckets (one more than the bounds: the open one).
+pub const LATE_BUCKET_COUNT: usize = 6;
+/// Length of one epoch of the playout anchor, ns (see [`PlayoutAnchor`]).
+pub const ANCHOR_EPOCH_NS: u64 = 10_000_000_000;
 /// Loss bursts of 1..=9 packets, then 10 or more.
 pub const LOSS_BURST_BUCKETS: usize = 10;
+
+/// Where a fixed jitter buffer schedules playout: the smallest transit (arrival ns − media
+/// ns since the stream's first packet) of the packets of the current epoch and of the one
+/// before it. That covers at least the last [`ANCHOR_EPOCH_NS`] and at most twice that,
+/// with constant work per packet (a sliding 10 s minimum would need the window's packets).
+/// An epoch ends at the first packet [`ANCHOR_EPOCH_NS`] or more after it began; when
+/// twice that has passed (a pause, a hold), the ending epoch is forgotten too and the
+/// anchor starts afresh from the packet. The kernel and the per-packet simulation in
+/// userspace run this same rule (`PlayoutAnchor::observe`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct PlayoutAnchor {
+    /// Start of the current epoch, ns (arrival of its first packet; 0: none yet).
+    pub epoch_ns: u64,
+    /// Smallest transit of the current epoch, ns.
+    pub cur_ns: i64,
+    /// Smallest transit of the previous epoch, ns (`i64::MAX`: none).
+    pub prev_ns: i64,
+}
+
+impl PlayoutAnchor {
+    /// No packet seen.
+    pub const EMPTY: Self = Self {
+        epoch_ns: 0,
+        cur_ns: 0,
+        prev_ns: 0,
+    };
+}
 
 /// RTP state of one SSRC in one direction (RFC 3550 A.1 and A.8), updated per packet.
 #[repr(C)]
@@ -250,6 +279,15 @@ pub struct RtpStream {
     pub delay_hist: [u32; DELAY_BUCKET_COUNT],
     /// Histogram of loss bursts: `[i]` counts gaps of `i + 1` packets (the last: 10+).
     pub loss_bursts: [u32; LOSS_BURST_BUCKETS],
+    /// RTP timestamp units from the first packet that fed the jitter to the last one,
+    /// extended past the 32-bit wrap (each step is the signed 32-bit difference).
+    pub media_units: i64,
+    /// The playout anchor: the fastest recent packet.
+    pub anchor: PlayoutAnchor,
+    /// Histogram of each packet's playout delay, its transit minus the anchor, in the
+    /// [`LATE_BUCKETS_MS`] (duplicates, telephone events and streams of unknown clock rate
+    /// are left out): what a fixed jitter buffer discards on.
+    pub late_hist: [u32; LATE_BUCKET_COUNT],
 }
 
 impl RtpStream {
@@ -283,11 +321,15 @@ impl RtpStream {
         seen_bits: 0,
         delay_hist: [0; DELAY_BUCKET_COUNT],
         loss_bursts: [0; LOSS_BURST_BUCKETS],
+        media_units: 0,
+        anchor: PlayoutAnchor::EMPTY,
+        late_hist: [0; LATE_BUCKET_COUNT],
     };
 }
 
 const _: () = assert!(core::mem::size_of::<MediaKey>() == 36);
 const _: () = assert!(core::mem::size_of::<EndpointKey>() == 20);
 const _: () = assert!(core::mem::size_of::<EndpointValue>() == 16 + 2 * 36);
-const _: () = assert!(core::mem::size_of::<RtpStream>() == 200);
-const _: () = assert!(core::mem::size_of::<MediaValue>() == 40 + SSRC_SLOTS * 200);
+const _: () = assert!(core::mem::size_of::<PlayoutAnchor>() == 24);
+const _: () = assert!(core::mem::size_of::<RtpStream>() == 256);
+const _: () = assert!(core::mem::size_of::<MediaValue>() == 40 + SSRC_SLOTS * 256);

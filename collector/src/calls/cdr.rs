@@ -226,6 +226,14 @@ fn far_end(q: &quality::DirectionQuality) -> Option<FarEndReport> {
     Some(fe)
 }
 
+/// Packets the buffer `policy` of `q` discards as late (0 when `q` has no such buffer).
+fn discarded(q: &quality::DirectionQuality, policy: BufferPolicy) -> u64 {
+    q.buffers
+        .iter()
+        .find(|b| b.policy == policy)
+        .map_or(0, |b| b.discarded)
+}
+
 /// How much of a stream's 10-second intervals a leg carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Intervals {
@@ -274,6 +282,7 @@ pub(crate) fn leg(call: &Call, snap: &Snapshot, s: &RtpStream, intervals: Interv
         max_gap_ms: q.max_gap_ms,
         loss_bursts: s.loss_bursts.to_vec(),
         delay_hist: s.delay_hist.to_vec(),
+        late_hist: s.late_hist.to_vec(),
         mos: if te_only {
             0.0
         } else {
@@ -290,6 +299,15 @@ pub(crate) fn leg(call: &Call, snap: &Snapshot, s: &RtpStream, intervals: Interv
         if let Some(b) = scored {
             leg.ta_ms = b.ta_ms;
         }
+        leg.fixed_50ms_discarded = discarded(&q, BufferPolicy::FIXED_50);
+        leg.fixed_200ms_discarded = discarded(&q, BufferPolicy::FIXED_200);
+        leg.adaptive_discarded = discarded(&q, BufferPolicy::ADAPTIVE_500);
+        leg.discard_methods = q
+            .buffers
+            .iter()
+            .map(|b| format!("{:?}", b.method))
+            .collect::<Vec<_>>()
+            .join(",");
         leg.delay_source = if q.rtt_ms.is_some() {
             "rtcp_rtt"
         } else {

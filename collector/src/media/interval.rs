@@ -198,6 +198,9 @@ pub fn delta(base: &RtpStream, cur: &RtpStream) -> Option<RtpStream> {
     for (x, b) in d.delay_hist.iter_mut().zip(base.delay_hist) {
         *x = x.saturating_sub(b);
     }
+    for (x, b) in d.late_hist.iter_mut().zip(base.late_hist) {
+        *x = x.saturating_sub(b);
+    }
     for (x, b) in d.loss_bursts.iter_mut().zip(base.loss_bursts) {
         *x = x.saturating_sub(b);
     }

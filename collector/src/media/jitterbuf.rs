@@ -6,16 +6,24 @@
 //! Two inputs:
 //! - per packet ([`Simulator`], [`simulate`]): `(arrival_ns, rtp_timestamp, seq)` in arrival
 //!   order, from offline replay or a full capture;
-//! - the kernel's summary ([`estimate_from_delay_hist`]): the histogram of |D| between
-//!   consecutive packets in `collector_common::media::DELAY_BUCKETS_MS`, when per-packet data
-//!   is not kept. An approximation; its limits are documented on the function.
+//! - the kernel's per-stream histograms ([`outcomes_from_kernel`]), when per-packet data is
+//!   not kept: the fixed buffers are **exact** from `late_hist`, the histogram of each
+//!   packet's delay behind the same anchor as here, whose bucket bounds include 50 and
+//!   200 ms ([`Method::KernelAnchor`]); the adaptive buffer is an **estimate** from the
+//!   histogram of |D| between consecutive packets ([`estimate_from_delay_hist`],
+//!   [`Method::DelayHistogram`]): its depth depends on the order of the delays, which no
+//!   histogram keeps.
 //!
 //! Buffer models (playout is scheduled at anchor + RTP time + depth):
-//! - **Anchor**: the smallest transit seen in the last [`ANCHOR_WINDOW_NS`] (10 s). A fixed
-//!   buffer plays every packet `depth` after the fastest one; a packet whose transit exceeds
-//!   the anchor by more than `depth` misses its slot and is discarded. The window lets the
-//!   buffer follow a lasting route change or clock drift instead of counting the rest of the
-//!   call late, as real buffers do by resynchronising between talkspurts.
+//! - **Anchor**: the smallest transit of the current and the previous 10 s epoch
+//!   (`collector_common::media::PlayoutAnchor`, the kernel's own rule, run here by the same
+//!   code: at least the last 10 s, at most the last 20 s). A fixed buffer plays every packet
+//!   `depth` after the fastest one; a packet whose transit exceeds the anchor by more than
+//!   `depth` misses its slot and is discarded. The epochs let the buffer follow a lasting
+//!   route change or clock drift instead of counting the rest of the call late, as real
+//!   buffers do by resynchronising between talkspurts. Transit is computed with the
+//!   kernel's fixed-point conversion of RTP time ([`Timing`]) for clock rates the kernel
+//!   knows, so replay and kernel give the same counts.
 //! - **Fixed**: `depth` never changes.
 //! - **Adaptive**: starts at 40 ms, kept within 20..=max ms. After each packet the target is
 //!   the 95th percentile (nearest rank) of the last 128 relative delays plus 5 ms. It grows
@@ -24,20 +32,19 @@
 //!   20 ms packet interval) toward a lower target. Each packet is judged against the depth
 //!   in force when it arrives, before the update: a buffer cannot wait retroactively.
 //!
-//! Duplicates (same sequence number within the last 128) are skipped. Early packets never
-//! overflow the buffer: buffer capacity is not modelled.
+//! Duplicates (same sequence number within the last 128; the kernel looks 64 back) are
+//! skipped. Early packets never overflow the buffer: buffer capacity is not modelled.
 #![deny(clippy::indexing_slicing, clippy::panic)]
 
 use std::collections::VecDeque;
 
-use collector_common::media::{DELAY_BUCKETS_MS, DELAY_BUCKET_COUNT};
+use collector_common::{
+    media::{PlayoutAnchor, RtpStream, DELAY_BUCKETS_MS, DELAY_BUCKET_COUNT, LATE_BUCKETS_MS},
+    rtp::Timing,
+};
 use serde::Serialize;
 use thiserror::Error;
 
-/// Window over which the playout anchor (smallest transit) is taken.
-pub const ANCHOR_WINDOW_NS: u64 = 10_000_000_000;
-/// Most transit samples kept for the anchor window (bounded memory at any packet rate).
-pub const ANCHOR_MAX_SAMPLES: usize = 8192;
 /// Relative delays the adaptive buffer's percentile looks at.
 pub const ADAPTIVE_WINDOW: usize = 128;
 /// Percentile of recent relative delay the adaptive buffer targets.
@@ -114,6 +121,9 @@ impl BufferPolicy {
 pub enum Method {
     /// Simulated packet by packet.
     PerPacket,
+    /// Exact from the kernel's histogram of each packet's delay behind the playout anchor
+    /// (`late_hist`): the packets of the buckets above the buffer's depth.
+    KernelAnchor,
     /// Estimated from the kernel's delay-variation histogram (approximate).
     DelayHistogram,
 }
@@ -231,13 +241,15 @@ fn percentile(values: &VecDeque<f64>, p: f64) -> f64 {
 #[derive(Debug, Clone)]
 pub struct Simulator {
     clock_rate: u32,
-    started: bool,
+    /// The kernel's conversion of RTP time (zeros outside the rates it knows).
+    timing: Timing,
     last_ts: u32,
+    /// RTP units since the first packet, extended past the wrap.
     ext_ts: i64,
     highest_seq: i64,
     seen: u128,
-    /// (arrival, transit) with increasing transit: the front is the window's minimum.
-    anchor: VecDeque<(u64, i128)>,
+    /// The playout anchor (None before the first packet).
+    anchor: Option<PlayoutAnchor>,
     buffers: Vec<BufferState>,
     packets: u64,
     duplicates: u64,
@@ -251,12 +263,12 @@ impl Simulator {
         }
         Ok(Self {
             clock_rate,
-            started: false,
+            timing: Timing::new(clock_rate),
             last_ts: 0,
             ext_ts: 0,
             highest_seq: 0,
             seen: 0,
-            anchor: VecDeque::new(),
+            anchor: None,
             buffers: policies.iter().copied().map(BufferState::new).collect(),
             packets: 0,
             duplicates: 0,
@@ -274,34 +286,30 @@ impl Simulator {
             self.duplicates += 1;
             return;
         }
-        if self.started {
+        if self.anchor.is_some() {
             self.ext_ts = self
                 .ext_ts
-                .saturating_add(i64::from(p.rtp_ts.wrapping_sub(self.last_ts) as i32));
-        } else {
-            self.ext_ts = i64::from(p.rtp_ts);
-            self.started = true;
+                .wrapping_add(i64::from(p.rtp_ts.wrapping_sub(self.last_ts) as i32));
         }
         self.last_ts = p.rtp_ts;
         self.packets += 1;
 
-        let media_ns = i128::from(self.ext_ts) * 1_000_000_000 / i128::from(self.clock_rate);
-        let transit = i128::from(p.arrival_ns) - media_ns;
-        while self.anchor.back().is_some_and(|&(_, t)| t >= transit) {
-            self.anchor.pop_back();
-        }
-        self.anchor.push_back((p.arrival_ns, transit));
-        while self.anchor.len() > ANCHOR_MAX_SAMPLES
-            || (self.anchor.len() > 1
-                && self
-                    .anchor
-                    .front()
-                    .is_some_and(|&(at, _)| at.saturating_add(ANCHOR_WINDOW_NS) < p.arrival_ns))
-        {
-            self.anchor.pop_front();
-        }
-        let min = self.anchor.front().map_or(transit, |&(_, t)| t);
-        let rel_ms = (transit - min) as f64 / 1e6;
+        // The kernel's arithmetic (`RtpStream::update`), so both judge a packet alike.
+        let media_ns = if self.timing.ns_per_q4_q8 != 0 {
+            self.timing.units_to_ns(self.ext_ts)
+        } else {
+            let ns = i128::from(self.ext_ts) * 1_000_000_000 / i128::from(self.clock_rate);
+            i64::try_from(ns).unwrap_or(if ns < 0 { i64::MIN } else { i64::MAX })
+        };
+        let transit = (p.arrival_ns as i64).wrapping_sub(media_ns);
+        let rel_ns = match &mut self.anchor {
+            Some(a) => a.observe(p.arrival_ns, transit),
+            None => {
+                self.anchor = Some(PlayoutAnchor::starting(p.arrival_ns, transit));
+                0
+            }
+        };
+        let rel_ms = rel_ns as f64 / 1e6;
         for b in &mut self.buffers {
             b.push(rel_ms);
         }
@@ -364,6 +372,39 @@ pub fn simulate(
         sim.push(p);
     }
     Ok(sim.outcomes())
+}
+
+/// [`BufferPolicy::STANDARD`] outcomes from the kernel's per-stream histograms: each fixed
+/// buffer whose depth is a bound of `LATE_BUCKETS_MS` (50 and 200 ms are) exactly from
+/// `late_hist` ([`Method::KernelAnchor`]), the adaptive one (and a fixed one of another
+/// depth) estimated from `delay_hist` ([`estimate_from_delay_hist`]).
+pub fn outcomes_from_kernel(s: &RtpStream) -> Vec<BufferOutcome> {
+    let estimates = estimate_from_delay_hist(&s.delay_hist);
+    let played: u64 = s.late_hist.iter().map(|&c| u64::from(c)).sum();
+    estimates
+        .into_iter()
+        .map(|e| match e.policy {
+            BufferPolicy::Fixed { depth_ms } => match late_from_late_hist(&s.late_hist, depth_ms) {
+                Some(late) => BufferOutcome {
+                    method: Method::KernelAnchor,
+                    packets: played,
+                    late,
+                    ..e
+                },
+                None => e,
+            },
+            BufferPolicy::Adaptive { .. } => e,
+        })
+        .collect()
+}
+
+/// Packets more than `depth_ms` behind the anchor: the buckets above the bound equal to
+/// `depth_ms`; None when `depth_ms` is not a bound.
+pub fn late_from_late_hist(hist: &[u32], depth_ms: f64) -> Option<u64> {
+    let i = LATE_BUCKETS_MS
+        .iter()
+        .position(|&b| f64::from(b) == depth_ms)?;
+    Some(hist.iter().skip(i + 1).map(|&c| u64::from(c)).sum::<u64>())
 }
 
 /// Estimates [`BufferPolicy::STANDARD`] outcomes from the kernel's histogram of |D|, the
@@ -565,17 +606,93 @@ mod tests {
     }
 
     // The anchor follows a lasting shift: after a route change adding 300 ms for 30 s, a
-    // fixed 50 ms buffer loses the packets of the first 10 s (the anchor window), then
-    // re-anchors. 2000 packets at 50/s; the shift starts at packet 500.
+    // fixed buffer loses the packets until the anchor's epochs have moved past the
+    // pre-shift transit, then re-anchors. 2000 packets at 50/s; the shift starts at packet
+    // 500.
     #[test]
     fn anchor_follows_a_lasting_shift() {
         let out = simulate(&stream(2000, 0, |i| if i >= 500 { 300 } else { 0 }), 8000).unwrap();
-        // Packets 500.. arrive 300 ms late. The last pre-shift transit (packet 499, arrived
-        // at 1000 + 9980 + 30 = 11 010 ms) leaves the window once an arrival is more than
-        // 10 s after it: 1000 + 20·i + 330 > 21 010 ms, i.e. i ≥ 985. So packets 500..=984
-        // (485) are late in the 50 ms buffer, and in the 200 ms one too.
-        assert_eq!(out[0].late, 485);
-        assert_eq!(out[1].late, 485);
+        // Packet i arrives at 1030 + 20·i ms (+ 300 from 500 on). The first epoch began with
+        // packet 0 (1030 ms); the first arrival 10 s or more after it is packet 500's
+        // (11 330 ms): the second epoch, whose end comes at the first arrival at or after
+        // 21 330 ms, 1330 + 20·i ≥ 21 330, i ≥ 1000. Until then the first epoch's minimum
+        // (pre-shift) is the anchor: packets 500..=999 (500) are 300 ms behind it, late in
+        // both fixed buffers.
+        assert_eq!(out[0].late, 500);
+        assert_eq!(out[1].late, 500);
+    }
+
+    /// Packet `i` of `n` (8 kHz, 20 ms, seq and timestamp from 0) arriving at
+    /// 1 s + 20·i ms + `extra_ms(i)`, in arrival order.
+    fn shaped(n: u16, extra_ms: impl Fn(u16) -> u64) -> Vec<PacketTiming> {
+        let mut v: Vec<_> = (0..n)
+            .map(|i| PacketTiming {
+                arrival_ns: 1_000 * MS + u64::from(i) * 20 * MS + extra_ms(i) * MS,
+                rtp_ts: u32::from(i) * 160,
+                seq: i,
+            })
+            .collect();
+        v.sort_by_key(|p| (p.arrival_ns, p.seq));
+        v
+    }
+
+    // The kernel's histograms (the shared `RtpStream` update over the same packets) and the
+    // per-packet simulation agree on the fixed buffers, on a stream whose discards are known
+    // by construction. 1500 packets (30 s): every 10th (i % 10 == 5, 150) 120 ms late, every
+    // 25th (i % 25 == 12, 60) 300 ms late, and from packet 700 on a lasting +60 ms (a route
+    // change) under the spikes too.
+    //
+    // Epochs (arrivals 1000 + 20·i ms + extra): the first from packet 0; the second from the
+    // first arrival ≥ 11 000 ms, packet 500 (on time, exactly 11 000); the third from the
+    // first arrival ≥ 21 000, packet 997 (1000 + 19 940 + 60; late spikes of lower index
+    // arrive later: 995 at 21 080, 987 at 21 100); the fourth from the first arrival
+    // ≥ 31 000, packet 1497. Until packet 1497 the second epoch's pre-shift minimum anchors,
+    // so the on-time packets 700..=1496 (797 less 80 + 32 spikes: 685) are 60 ms behind;
+    // 1497..=1499 are on the new anchor. The 120 ms spikes are 120 or 180 ms behind, the
+    // 300 ms ones 300 or 360.
+    // Fixed 50 ms: 685 + 150 + 60 = 895. Fixed 200 ms: the 60 spikes of 300 ms.
+    #[test]
+    fn kernel_histogram_and_per_packet_simulation_agree() {
+        use collector_common::{rtp::RtpFields, MediaValue};
+        let pkts = shaped(1500, |i| {
+            let shift = if i >= 700 { 60 } else { 0 };
+            shift
+                + match (i % 10, i % 25) {
+                    (5, _) => 120,
+                    (_, 12) => 300,
+                    _ => 0,
+                }
+        });
+        let mut kernel = MediaValue::new(1, 8000, 0xff, 0);
+        let mut sim = Simulator::standard(8000).unwrap();
+        for p in &pkts {
+            let f = RtpFields {
+                pt: 0,
+                seq: p.seq,
+                ts: p.rtp_ts,
+                ssrc: 9,
+            };
+            kernel.update(&f, 172, p.arrival_ns);
+            sim.push(*p);
+        }
+        let from_kernel = outcomes_from_kernel(&kernel.slots[0]);
+        let per_packet = sim.outcomes();
+        assert_eq!(late(&from_kernel)[..2], [895, 60]);
+        assert_eq!(late(&per_packet)[..2], [895, 60]);
+        assert_eq!(from_kernel[0].method, Method::KernelAnchor);
+        assert_eq!(from_kernel[1].method, Method::KernelAnchor);
+        assert_eq!(from_kernel[2].method, Method::DelayHistogram);
+        assert_eq!(from_kernel[0].packets, 1500);
+    }
+
+    #[test]
+    fn late_hist_sums_the_buckets_above_the_depth() {
+        let hist = [7, 6, 5, 4, 3, 2];
+        assert_eq!(late_from_late_hist(&hist, 20.0), Some(6 + 5 + 4 + 3 + 2));
+        assert_eq!(late_from_late_hist(&hist, 50.0), Some(5 + 4 + 3 + 2));
+        assert_eq!(late_from_late_hist(&hist, 200.0), Some(3 + 2));
+        assert_eq!(late_from_late_hist(&hist, 400.0), Some(2));
+        assert_eq!(late_from_late_hist(&hist, 60.0), None);
     }
 
     // Histogram estimate against the per-packet truth of the patterns above.

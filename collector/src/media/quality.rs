@@ -18,7 +18,9 @@
 
 use std::time::Duration;
 
-use collector_common::media::{RtpStream, DELAY_BUCKET_COUNT, LOSS_BURST_BUCKETS};
+use collector_common::media::{
+    RtpStream, DELAY_BUCKET_COUNT, LATE_BUCKET_COUNT, LOSS_BURST_BUCKETS,
+};
 use serde::Serialize;
 
 use super::emodel::{self, EModelResult};
@@ -49,7 +51,8 @@ pub struct QualityInput<'a> {
     /// receiver.
     pub rtcp_xr: Option<&'a VoipMetrics>,
     /// Per-packet jitter-buffer outcomes ([`jitterbuf::Simulator`]) for this direction; when
-    /// absent the kernel's delay histogram gives an estimate.
+    /// absent they come from the kernel's histograms ([`jitterbuf::outcomes_from_kernel`]:
+    /// the fixed buffers exact, the adaptive one an estimate).
     pub per_packet: Option<&'a [BufferOutcome]>,
 }
 
@@ -76,7 +79,8 @@ pub struct BufferQuality {
     pub policy: BufferPolicy,
     /// Its short name (`fixed-50ms`, ...).
     pub label: String,
-    /// Simulated per packet or estimated from the histogram.
+    /// Simulated per packet, exact from the kernel's playout-delay histogram, or estimated
+    /// from its delay-variation histogram.
     pub method: Method,
     /// Packets it would discard as late.
     pub discarded: u64,
@@ -167,6 +171,9 @@ pub struct DirectionQuality {
     /// Histogram of |D| between consecutive packets (bounds in
     /// `collector_common::media::DELAY_BUCKETS_MS`).
     pub delay_hist: [u32; DELAY_BUCKET_COUNT],
+    /// Histogram of each packet's delay behind the playout anchor (bounds, inclusive, in
+    /// `collector_common::media::LATE_BUCKETS_MS`).
+    pub late_hist: [u32; LATE_BUCKET_COUNT],
     /// Burst ratio of the network loss.
     pub burst_r: f64,
     /// Round-trip time used, ms.
@@ -234,7 +241,7 @@ pub fn assess(input: &QualityInput<'_>) -> DirectionQuality {
 
     let outcomes = match input.per_packet {
         Some(o) if !o.is_empty() => o.to_vec(),
-        _ => jitterbuf::estimate_from_delay_hist(&s.delay_hist),
+        _ => jitterbuf::outcomes_from_kernel(s),
     };
     let buffers: Vec<BufferQuality> = outcomes
         .into_iter()
@@ -293,6 +300,7 @@ pub fn assess(input: &QualityInput<'_>) -> DirectionQuality {
         max_gap_ms: s.max_gap_ns as f64 / 1e6,
         loss_bursts: s.loss_bursts,
         delay_hist: s.delay_hist,
+        late_hist: s.late_hist,
         burst_r,
         rtt_ms,
         model: buffers
@@ -422,8 +430,15 @@ mod tests {
             (240.0, 73.5502, 3.7588),
             (90.0, 83.8696, 4.1615),
         ];
-        for (b, (ta, r, mos)) in q.buffers.iter().zip(want) {
-            assert_eq!(b.method, Method::DelayHistogram);
+        let methods = [
+            Method::KernelAnchor,
+            Method::KernelAnchor,
+            Method::DelayHistogram,
+        ];
+        // 980 packets on time: all on the anchor.
+        assert_eq!(q.late_hist, [980, 0, 0, 0, 0, 0]);
+        for ((b, (ta, r, mos)), method) in q.buffers.iter().zip(want).zip(methods) {
+            assert_eq!(b.method, method);
             assert_eq!(b.discarded, 0);
             assert!(close(b.effective_loss_pct, 2.0, 1e-12));
             assert!(close(b.ta_ms, ta, 1e-9), "{} Ta {}", b.label, b.ta_ms);

@@ -90,7 +90,7 @@ const fn field(
 }
 
 /// Every CDR field, in CDR order.
-pub static CDR_FIELDS: [FieldSpec; 45] = [
+pub static CDR_FIELDS: [FieldSpec; 46] = [
     field(
         "agent_id",
         Technical,
@@ -239,6 +239,12 @@ pub static CDR_FIELDS: [FieldSpec; 45] = [
         "media_delay_source",
         Technical,
         "where the E-model's network delay came from (RTCP round trip or none)",
+        KEPT,
+    ),
+    field(
+        "media_discard_methods",
+        Technical,
+        "how each jitter buffer's discards were obtained (exact, estimated or simulated)",
         KEPT,
     ),
     field(
@@ -551,7 +557,7 @@ mod tests {
 
     /// The field list, in order (the comparison with the proto itself is in
     /// `privacy::apply`'s tests).
-    const EXPECTED: [&str; 45] = [
+    const EXPECTED: [&str; 46] = [
         "agent_id",
         "cdr_id",
         "call_id",
@@ -587,6 +593,7 @@ mod tests {
         "media_codec",
         "media_quality_model",
         "media_delay_source",
+        "media_discard_methods",
         "user_agent_caller",
         "user_agent_callee",
         "coverage",
@@ -695,7 +702,7 @@ mod tests {
         let json: serde_json::Value = serde_json::from_str(&render_json(&config).unwrap()).unwrap();
         assert_eq!(json["policy"]["scope"], "t1");
         let fields = json["fields"].as_array().unwrap();
-        assert_eq!(fields.len(), 45);
+        assert_eq!(fields.len(), 46);
         let callee = fields.iter().find(|f| f["name"] == "callee_user").unwrap();
         assert_eq!(callee["policy"]["keep_prefix"]["digits"], 5);
         assert_eq!(callee["category"], "direct_identifier");

@@ -29,7 +29,7 @@ use anyhow::{ensure, Context, Result};
 use collector_tests::{
     agent_config, collector_bin, ns_exec,
     rawsip::RawCall,
-    scrape::{sample, scrape_until},
+    scrape::await_cdrs,
     send_raw, send_raw_at,
     wire::{eth, ipv4, udp},
     Agent, VethPair,
@@ -86,14 +86,7 @@ fn calls() -> Vec<TestCall> {
         .zip(1u16..)
         .map(|(&(case, name, expect), i)| TestCall {
             case,
-            call: RawCall {
-                a: A,
-                b: B,
-                i: usize::from(i),
-                call_id: format!("alerts-{name}-7c1e{i}@198.18.{NET}.1"),
-                // Even RTP ports; RTCP on the next odd one.
-                rtp_ports: (41_000 + 10 * i, 51_000 + 10 * i),
-            },
+            call: RawCall::nth(A, B, i, &format!("alerts-{name}-7c1e"), (41_000, 51_000)),
             expect,
             ssrc_a: 0x0a1e_0000 + u32::from(i),
             ssrc_b: 0x0b1e_0000 + u32::from(i),
@@ -104,18 +97,7 @@ fn calls() -> Vec<TestCall> {
 /// One G.711 RTP packet of `c`, from the caller (`from_a`) or the callee.
 fn rtp(c: &TestCall, from_a: bool, seq: u16, ts: u32) -> Vec<u8> {
     let ssrc = if from_a { c.ssrc_a } else { c.ssrc_b };
-    let mut b = vec![0x80, 0];
-    b.extend_from_slice(&seq.to_be_bytes());
-    b.extend_from_slice(&ts.to_be_bytes());
-    b.extend_from_slice(&ssrc.to_be_bytes());
-    b.extend_from_slice(&[0xff; 160]);
-    let (pa, pb) = c.call.rtp_ports;
-    let (src, dst, sp, dp) = if from_a {
-        (A, B, pa, pb)
-    } else {
-        (B, A, pb, pa)
-    };
-    eth(0x0800, &ipv4(17, src, dst, &[], 7, 0, &udp(sp, dp, &b)))
+    c.call.rtp(from_a, ssrc, seq, ts)
 }
 
 /// An RTCP receiver report (RFC 3550 §6.4.2) from the callee about the caller's SSRC
@@ -295,12 +277,7 @@ fn each_quality_alert_is_raised_once_for_its_call() -> Result<()> {
     send_raw(&pair.a, &pair.if_a, teardown, GAP)?;
 
     // Every CDR made: the alerts judged at the end went out with them.
-    let cdrs = r#"collector_cdrs_total{stage="produced"}"#;
-    let n = calls.len() as f64;
-    let body = scrape_until(&pair.b, METRICS_ADDR, Duration::from_secs(10), |b| {
-        sample(b, cdrs) == Some(n)
-    })?;
-    ensure!(sample(&body, cdrs) == Some(n), "CDRs: {body}");
+    await_cdrs(&pair.b, METRICS_ADDR, calls.len())?;
     let text = flows_text(&pair)?;
     let events = parse_lines(&text)?;
     let lines = agent.stop()?;

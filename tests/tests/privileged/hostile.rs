@@ -392,12 +392,17 @@ fn cdr_of<'a>(lines: &'a [Value], call_id: Option<&str>) -> Result<&'a Value> {
 
 /// Identifiers, and the media fields measured from arrival times besides the times
 /// themselves (every field in milliseconds, `*_ms`): the scores computed from jitter, the
-/// delay histogram, and the 10-second intervals (cut at the agent's statistics polls, so
-/// their packet counts follow the wall clock). The two runs cannot share them.
+/// delay and playout-delay histograms and the jitter-buffer discards drawn from them, and
+/// the 10-second intervals (cut at the agent's statistics polls, so their packet counts
+/// follow the wall clock). The two runs cannot share them.
 const NOT_COMPARED: &[&str] = &[
     "cdr_id",
     "correlation_id",
     "delay_hist",
+    "late_hist",
+    "fixed_50ms_discarded",
+    "fixed_200ms_discarded",
+    "adaptive_discarded",
     "mos",
     "r_factor",
     "intervals",

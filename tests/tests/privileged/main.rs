@@ -13,6 +13,7 @@ mod datapath;
 mod e2e_baresip;
 mod e2e_sbc;
 mod hostile;
+mod jitter_buffers;
 mod live_view;
 mod privacy_e2e;
 mod rtp_kernel;

@@ -505,3 +505,106 @@ fn header_len_counts_the_csrc_list_and_the_extension() {
     assert_eq!(RtpFields::header_len(0x82, 0xffff), 20);
     assert_eq!(RtpFields::header_len(0x90, 0xffff), 12 + 4 + 4 * 0xffff);
 }
+
+/// `n` 20 ms G.711 packets from seq 0 and timestamp `ts0`, packet `i` arriving
+/// `extra_ms(i)` after its nominal time (1 s + 20·i ms), in arrival order.
+fn delayed(n: u16, ts0: u32, extra_ms: impl Fn(u16) -> u64) -> Vec<Pkt> {
+    let mut v: Vec<Pkt> = (0..n)
+        .map(|i| Pkt {
+            seq: i,
+            ts: ts0.wrapping_add(u32::from(i) * 160),
+            at_ns: 1_000_000_000 + u64::from(i) * 20_000_000 + extra_ms(i) * 1_000_000,
+            ssrc: 7,
+        })
+        .collect();
+    v.sort_by_key(|p| p.at_ns);
+    v
+}
+
+fn late_hist_of(pkts: &[Pkt], te_pt: u8) -> [u32; LATE_BUCKET_COUNT] {
+    let mut v = MediaValue::new(1, 8000, te_pt, 0);
+    for p in pkts {
+        let f = RtpFields {
+            pt: if p.ts == u32::MAX { te_pt } else { 8 },
+            seq: p.seq,
+            ts: p.ts,
+            ssrc: p.ssrc,
+        };
+        v.update(&f, 172, p.at_ns);
+    }
+    v.slots[0].late_hist
+}
+
+// Known by construction: of 500 packets, every 10th (i % 10 == 5: 50) arrives 120 ms late
+// and every 25th (i % 25 == 12: 20) 300 ms late, the rest on time, so the fastest recent
+// packet is an on-time one: 430 packets 0 ms behind it (bucket ≤ 20 ms), 50 in (100, 200],
+// 20 in (200, 400]. Across the 32-bit timestamp wrap too. A late duplicate is left out, and
+// so is a telephone event (in place of an on-time packet: one fewer on time).
+#[test]
+fn playout_delay_of_known_late_packets() {
+    let pattern = |i: u16| match (i % 10, i % 25) {
+        (5, _) => 120,
+        (_, 12) => 300,
+        _ => 0,
+    };
+    // (`u32::MAX` marks the telephone event: no audio packet has it.)
+    for ts0 in [0, u32::MAX - 160 * 250 + 1] {
+        let mut pkts = delayed(500, ts0, pattern);
+        assert_eq!(late_hist_of(&pkts, 0xff), [430, 0, 0, 50, 20, 0]);
+        let mut dup = pkts[100];
+        dup.at_ns += 150_000_000;
+        pkts.insert(110, dup);
+        // An on-time packet sent as a telephone event instead.
+        let te = pkts.iter_mut().find(|p| p.seq == 201).unwrap();
+        te.ts = u32::MAX;
+        assert_eq!(late_hist_of(&pkts, 101), [429, 0, 0, 50, 20, 0]);
+    }
+}
+
+// Bucket bounds are inclusive: a packet exactly 50 ms behind is played by a 50 ms buffer.
+#[test]
+fn late_buckets_include_their_upper_bound() {
+    const MS: u64 = 1_000_000;
+    assert_eq!(late_bucket(0), 0);
+    assert_eq!(late_bucket(20 * MS), 0);
+    assert_eq!(late_bucket(20 * MS + 1), 1);
+    assert_eq!(late_bucket(50 * MS), 1);
+    assert_eq!(late_bucket(50 * MS + 1), 2);
+    assert_eq!(late_bucket(200 * MS), 3);
+    assert_eq!(late_bucket(200 * MS + 1), 4);
+    assert_eq!(late_bucket(400 * MS + 1), 5);
+    assert_eq!(late_bucket(u64::MAX), 5);
+}
+
+// The anchor's two epochs: a route change adds 300 ms from packet 500 (1 s + 10.3 s) of a
+// 2000-packet stream. The first epoch began with packet 0 (at 1 s); packet 500 is the first
+// 10 s or more after it, so it opens the second epoch; the first epoch's minimum (the
+// pre-shift transit) still anchors until the second epoch ends, at the first packet 10 s or
+// more after packet 500: 1 s + 20·i ms + 300 ms ≥ 1 s + 10 300 ms + 10 s, i ≥ 1000. So
+// packets 500..=999 (500) are 300 ms behind, the rest on the anchor.
+#[test]
+fn the_anchor_follows_a_lasting_shift_after_two_epochs() {
+    let h = late_hist_of(&delayed(2000, 0, |i| if i >= 500 { 300 } else { 0 }), 0xff);
+    assert_eq!(h, [1500, 0, 0, 0, 500, 0]);
+}
+
+// A pause of two epochs or more (a hold of 25 s with the RTP clock running on, the media
+// resuming 100 ms slower): the anchor starts afresh at the first packet after it, so nothing
+// is behind. A 15 s pause keeps the previous epoch: 100 ms behind, each packet until the
+// epoch that began at the resumption ends (10 s of packets: 500).
+#[test]
+fn a_long_pause_forgets_the_anchor() {
+    let resume = |pause_ms: u64| {
+        let mut pkts = delayed(100, 0, |_| 0);
+        let gap = pause_ms / 20;
+        pkts.extend((0..1000u64).map(|k| Pkt {
+            seq: 100 + k as u16,
+            ts: (100 + gap + k) as u32 * 160,
+            at_ns: 1_000_000_000 + (100 + gap + k) * 20_000_000 + 100_000_000,
+            ssrc: 7,
+        }));
+        late_hist_of(&pkts, 0xff)
+    };
+    assert_eq!(resume(25_000), [1100, 0, 0, 0, 0, 0]);
+    assert_eq!(resume(15_000), [600, 0, 500, 0, 0, 0]);
+}

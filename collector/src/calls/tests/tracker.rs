@@ -783,31 +783,38 @@ fn media_stats_every_poll_for_each_stream_that_moved() {
 /// polled every second as the agent and replay do, BYE at 33 s; `lose(i)` drops packet `i`
 /// of the caller's direction. Returns the CDR.
 fn thirty_second_call(lose: impl Fn(u32) -> bool) -> Cdr {
+    thirty_second_call_shaped(|i| (!lose(i)).then_some(0))
+}
+
+/// [`thirty_second_call`] with the caller's packet `i` arriving `caller_late_ms(i)` after
+/// its nominal time (None: lost); the callee's are all on time.
+fn thirty_second_call_shaped(caller_late_ms: impl Fn(u32) -> Option<u64>) -> Cdr {
     let mut h = H1::new();
     answered(&mut h, "c1");
     let start_x10 = 20_100u64; // 2.01 s
-    let mut next_tick = 3_000u64;
+                               // (arrival in 0.1 ms, from the caller, packet index), in arrival order.
+    let mut packets: Vec<(u64, bool, u32)> = Vec::new();
     for i in 0..1500u32 {
         let t = start_x10 + u64::from(i) * 200;
+        if let Some(late) = caller_late_ms(i) {
+            packets.push((t + late * 10, true, i));
+        }
+        packets.push((t, false, i));
+    }
+    packets.sort();
+    let mut next_tick = 3_000u64;
+    for (t, from_caller, i) in packets {
         while t / 10 >= next_tick {
             h.tick(next_tick);
             next_tick += 1_000;
         }
         let (seq, ts) = (i as u16, i * 160);
-        if !lose(i) {
-            h.udp(
-                t,
-                "192.0.2.10:4000",
-                "198.51.100.20:5000",
-                &rtp(8, seq, ts, 7),
-            );
-        }
-        h.udp(
-            t,
-            "198.51.100.20:5000",
-            "192.0.2.10:4000",
-            &rtp(8, seq, ts, 9),
-        );
+        let (src, dst, ssrc) = if from_caller {
+            ("192.0.2.10:4000", "198.51.100.20:5000", 7)
+        } else {
+            ("198.51.100.20:5000", "192.0.2.10:4000", 9)
+        };
+        h.udp(t, src, dst, &rtp(8, seq, ts, ssrc));
     }
     h.tick(32_100);
     h.up(33_000, &bye_from_caller("c1", 2));
@@ -818,6 +825,38 @@ fn thirty_second_call(lose: impl Fn(u32) -> bool) -> Cdr {
     h.finish(40_000);
     assert_eq!(h.cdrs.len(), 1);
     h.cdrs.remove(0)
+}
+
+// The fixed buffers' discards in the CDR, known by construction: of the caller's 1500
+// packets every 10th (i % 10 == 5: 150) arrives 120 ms late and every 25th (i % 25 == 12:
+// 60) 300 ms late; the fastest recent packet is always an on-time one. A 50 ms buffer
+// discards all 210, a 200 ms buffer the 60. The callee's direction is on time: 0 and 0.
+#[test]
+fn fixed_buffer_discards_of_known_late_packets() {
+    let cdr = thirty_second_call_shaped(|i| {
+        Some(match (i % 10, i % 25) {
+            (5, _) => 120,
+            (_, 12) => 300,
+            _ => 0,
+        })
+    });
+    let leg = |d: MediaDirection| cdr.media.iter().find(|l| l.direction() == d).unwrap();
+    let late = leg(MediaDirection::CallerToCallee);
+    assert_eq!(
+        (late.fixed_50ms_discarded, late.fixed_200ms_discarded),
+        (210, 60)
+    );
+    assert_eq!(late.late_hist, [1290, 0, 0, 150, 60, 0]);
+    assert_eq!(
+        late.discard_methods,
+        "KernelAnchor,KernelAnchor,DelayHistogram"
+    );
+    let clean = leg(MediaDirection::CalleeToCaller);
+    assert_eq!(
+        (clean.fixed_50ms_discarded, clean.fixed_200ms_discarded),
+        (0, 0)
+    );
+    assert_eq!(clean.late_hist, [1500, 0, 0, 0, 0, 0]);
 }
 
 #[test]
