@@ -382,7 +382,8 @@ mod tests {
 
     #[test]
     fn reads_netstrings() {
-        let mut r = BufReader::new(&b"13:{\"event\":true},2:{},"[..]);
+        // `{"event":true}` is 14 bytes.
+        let mut r = BufReader::new(&b"14:{\"event\":true},2:{},"[..]);
         assert_eq!(
             read_netstring(&mut r).unwrap(),
             Some(serde_json::json!({"event": true}))

@@ -214,6 +214,15 @@ fn test(no_privileged: bool, filter: Option<String>) -> Result<()> {
                     "--release",
                 ]),
                 "unit tests",
+            )?;
+            // The test helpers' own unit tests (templates, parsers of sipp's, tshark's and
+            // baresip's output); the crate's privileged binary runs in the next step. Every
+            // library's, selected with `--workspace --lib` to keep the workspace's feature
+            // resolution (`-p collector-tests` alone would compile the collector again); the
+            // collector's own run again, in two seconds.
+            run(
+                cargo().args(["test", "--workspace", "--release", "--lib"]),
+                "the libraries' unit tests, the test helpers' included",
             )
             .map(|()| String::new())
         });

@@ -146,3 +146,155 @@ fn injected_loss_lowers_mos_and_bursts_hurt_more_than_random_loss() {
     );
     assert!(m_ten < 3.7, "10% loss must be well below 4, got {m_ten}");
 }
+
+/// A 30-second G.711 call written as a capture (SIP over UDP, PCMU RTP both ways every
+/// 20 ms from 0.1 s, 1,500 packets each way), with the caller's packets `lose(i)` left out.
+fn thirty_second_capture(path: &Path, lose: impl Fn(usize) -> bool) {
+    use etherparse::PacketBuilder;
+    use pcap_file::pcap::PcapPacket;
+    use std::time::Duration;
+    const T0_MS: u64 = 1_796_119_200_000; // 2026-12-01 10:00:00 UTC
+    let (a, b) = ([198, 18, 7, 1], [198, 18, 7, 2]);
+    let sdp = |ip: &str, port: u16| {
+        format!(
+            "v=0\r\no=x 1 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\n\
+             m=audio {port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=ptime:20\r\na=sendrecv\r\n"
+        )
+    };
+    let sip = |first: &str, cseq: &str, to_tag: bool, body: String| {
+        let ctype = if body.is_empty() {
+            ""
+        } else {
+            "Content-Type: application/sdp\r\n"
+        };
+        format!(
+            "{first}\r\nVia: SIP/2.0/UDP 198.18.7.1:5060;branch=z9hG4bK-{}\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:alice@198.18.7.1>;tag=a1\r\n\
+             To: <sip:bob@198.18.7.2>{}\r\nCall-ID: window-call@198.18.7.1\r\nCSeq: {cseq}\r\n\
+             Contact: <sip:x@198.18.7.1:5060>\r\n{ctype}Content-Length: {}\r\n\r\n{body}",
+            cseq.replace(' ', "-"),
+            if to_tag { ";tag=b1" } else { "" },
+            body.len()
+        )
+        .into_bytes()
+    };
+    let invite = "INVITE sip:bob@198.18.7.2 SIP/2.0";
+    // (ms, from the caller, ports, payload)
+    type Datagram = (u64, bool, (u16, u16), Vec<u8>);
+    let mut pkts: Vec<Datagram> = vec![
+        (
+            0,
+            true,
+            (5060, 5060),
+            sip(invite, "1 INVITE", false, sdp("198.18.7.1", 40000)),
+        ),
+        (
+            50,
+            false,
+            (5060, 5060),
+            sip("SIP/2.0 200 OK", "1 INVITE", true, sdp("198.18.7.2", 50000)),
+        ),
+        (
+            60,
+            true,
+            (5060, 5060),
+            sip(
+                "ACK sip:bob@198.18.7.2 SIP/2.0",
+                "1 ACK",
+                true,
+                String::new(),
+            ),
+        ),
+    ];
+    for i in 0..1500usize {
+        let t = 100 + 20 * i as u64;
+        let rtp = |seq: u16, ts: u32, ssrc: u32| {
+            let mut p = vec![0x80, 0];
+            p.extend_from_slice(&seq.to_be_bytes());
+            p.extend_from_slice(&ts.to_be_bytes());
+            p.extend_from_slice(&ssrc.to_be_bytes());
+            p.extend_from_slice(&[0xff; 160]);
+            p
+        };
+        let (seq, ts) = (1000 + i as u16, 160 * i as u32);
+        if !lose(i) {
+            pkts.push((t, true, (40000, 50000), rtp(seq, ts, 0x1a2b_3c4d)));
+        }
+        pkts.push((t + 1, false, (50000, 40000), rtp(seq, ts, 0x5e6f_7081)));
+    }
+    let bye = "BYE sip:bob@198.18.7.2 SIP/2.0";
+    pkts.push((
+        30_200,
+        true,
+        (5060, 5060),
+        sip(bye, "2 BYE", true, String::new()),
+    ));
+    pkts.push((
+        30_210,
+        false,
+        (5060, 5060),
+        sip("SIP/2.0 200 OK", "2 BYE", true, String::new()),
+    ));
+    let mut w = PcapWriter::new(std::fs::File::create(path).unwrap()).unwrap();
+    for (ms, from_caller, (sport, dport), payload) in pkts {
+        let (src, dst) = if from_caller { (a, b) } else { (b, a) };
+        let mut data = Vec::new();
+        PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+            .ipv4(src, dst, 64)
+            .udp(sport, dport)
+            .write(&mut data, &payload)
+            .unwrap();
+        let len = u32::try_from(data.len()).unwrap();
+        let ts = Duration::from_millis(T0_MS + ms);
+        w.write_packet(&PcapPacket::new(ts, len, &data)).unwrap();
+    }
+}
+
+/// The worst moment from a capture: a clean 30-second call, and the same call with every
+/// tenth caller packet from 12.1 s to 18.1 s left out (30 lost, all inside the second
+/// 10-second interval whatever the poll's exact instant). The minimum interval MOS is that
+/// window's, clearly under the average; the clean windows score as the clean call's do.
+#[test]
+fn loss_confined_to_one_window_is_the_worst_ten_seconds() {
+    let dir = tempfile::tempdir().unwrap();
+    let (clean_pcap, lossy_pcap) = (dir.path().join("clean.pcap"), dir.path().join("lossy.pcap"));
+    thirty_second_capture(&clean_pcap, |_| false);
+    thirty_second_capture(&lossy_pcap, |i| (600..900).contains(&i) && i % 10 == 0);
+    let leg = |path: &Path| {
+        let out = replay_file(path, &ReplayOptions::default(), |_| {}).unwrap();
+        assert_eq!(out.cdrs.len(), 1);
+        out.cdrs[0]
+            .media
+            .iter()
+            .find(|l| l.direction() == MediaDirection::CallerToCallee)
+            .cloned()
+            .expect("caller leg")
+    };
+    let (c, l) = (leg(&clean_pcap), leg(&lossy_pcap));
+    assert_eq!((c.lost, l.lost), (0, 30));
+    assert_eq!(l.intervals.len(), 3, "{:?}", l.intervals);
+    let lost: Vec<i64> = l.intervals.iter().map(|i| i.lost).collect();
+    assert_eq!(lost, [0, 30, 0]);
+    let worst = &l.intervals[1];
+    assert_eq!(l.min_interval_start_ms, worst.start_ms);
+    let t0 = 1_796_119_200_000;
+    assert!(worst.start_ms <= t0 + 100 + 20 * 600);
+    assert!(worst.start_ms + u64::from(worst.duration_ms) >= t0 + 100 + 20 * 899);
+    assert!((l.min_interval_mos - worst.mos).abs() < 1e-12);
+    assert!(
+        l.min_interval_mos < l.mean_interval_mos - 0.2,
+        "min {} mean {}",
+        l.min_interval_mos,
+        l.mean_interval_mos
+    );
+    for (a, b) in [
+        (&l.intervals[0], &c.intervals[0]),
+        (&l.intervals[2], &c.intervals[2]),
+    ] {
+        assert!((a.mos - b.mos).abs() < 1e-9, "{a:?} vs {b:?}");
+    }
+    assert!(
+        c.intervals.iter().all(|i| (i.mos - c.mos).abs() < 0.05),
+        "{c:?}"
+    );
+}
