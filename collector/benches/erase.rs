@@ -129,6 +129,7 @@ async fn bench(name: &str, url: &str, rows: u64) {
             reference: "bench".into(),
             actor: "bench".into(),
             now_ms: now,
+            tenant: None,
         })
         .await
         .unwrap();
@@ -137,7 +138,7 @@ async fn bench(name: &str, url: &str, rows: u64) {
         deleted, subject,
         "erasure must delete exactly the subject's CDRs"
     );
-    let left = s.stats().await.unwrap().cdrs_stored;
+    let left = s.stats(None).await.unwrap().cdrs_stored;
     assert_eq!(left, rows - subject);
     println!(
         "  ERASE of 2 pseudonyms over {rows} CDRs: deleted {deleted} in {:.1} ms ({})",

@@ -126,6 +126,7 @@ pub fn ingest_validation(data: &[u8]) {
         let mut agent = crate::server::auth::StreamAgent::new(crate::server::auth::Caller {
             subject: "sbc-1".into(),
             role: Some(crate::server::token::Role::Ingest),
+            tenant: Some(crate::server::token::DEFAULT_TENANT.into()),
         });
         let _ = crate::server::ingest::validate_request(&req, &mut agent);
     }

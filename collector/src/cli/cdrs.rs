@@ -104,6 +104,7 @@ pub fn build_query(
         min_loss_pct: args.min_loss,
         max_mos: args.max_mos,
         limit: args.limit,
+        tenant: args.tenant.clone(),
         ..Default::default()
     })
 }

@@ -24,6 +24,7 @@ pub fn run(args: EraseArgs) -> anyhow::Result<()> {
             .erase(EraseRequest {
                 pseudonyms: pseudonyms.clone(),
                 reference: args.reference.clone(),
+                tenant: args.tenant.clone(),
             })
             .await
             .context("erasure refused")?;

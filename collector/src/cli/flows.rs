@@ -552,6 +552,7 @@ mod tests {
     fn events() -> Vec<FlowEvent> {
         vec![
             FlowEvent {
+                tenant: String::new(),
                 time_ms: T,
                 agent_id: "edge-1".into(),
                 call_id: "cid_k1_aaaa".into(),
@@ -572,6 +573,7 @@ mod tests {
                 })),
             },
             FlowEvent {
+                tenant: String::new(),
                 time_ms: T + 5_000,
                 agent_id: "edge-1".into(),
                 call_id: "cid_k1_aaaa".into(),
@@ -589,6 +591,7 @@ mod tests {
                 })),
             },
             FlowEvent {
+                tenant: String::new(),
                 time_ms: T + 6_000,
                 agent_id: "edge-1".into(),
                 call_id: "cid_k1_aaaa".into(),
@@ -604,6 +607,7 @@ mod tests {
                 })),
             },
             FlowEvent {
+                tenant: String::new(),
                 time_ms: T + 7_000,
                 agent_id: "edge-1".into(),
                 call_id: "cid_k1_aaaa".into(),
@@ -623,6 +627,7 @@ mod tests {
                 })),
             },
             FlowEvent {
+                tenant: String::new(),
                 time_ms: T + 8_000,
                 agent_id: "core".into(),
                 call_id: String::new(),
@@ -633,6 +638,7 @@ mod tests {
                 })),
             },
             FlowEvent {
+                tenant: String::new(),
                 time_ms: T + 9_000,
                 agent_id: String::new(),
                 call_id: String::new(),

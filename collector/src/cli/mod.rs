@@ -23,6 +23,7 @@ pub mod erase;
 pub mod rates;
 pub mod report;
 pub mod ship_spool;
+pub mod tenants;
 pub mod token;
 
 pub use connect::{ConnectArgs, SubjectArgs};
@@ -65,6 +66,8 @@ pub enum Command {
     Report(report::ReportArgs),
     /// Issue a bearer token for the collector (or create its signing secret).
     Token(TokenArgs),
+    /// List the collector's tenants with their CDR counts and retention (provider token).
+    Tenants(TenantsArgs),
     /// Ship a spool directory to a collector (test and recovery tool).
     #[command(hide = true)]
     ShipSpool(ShipSpoolArgs),
@@ -228,6 +231,10 @@ pub struct CdrsArgs {
     /// table or json).
     #[arg(long)]
     pub by_call: bool,
+    /// Only CDRs of this tenant (a provider token reads every tenant unless it names one; a
+    /// tenant's token always reads its own).
+    #[arg(long, default_value = "")]
+    pub tenant: String,
 }
 
 /// `collector erase`.
@@ -243,6 +250,10 @@ pub struct EraseArgs {
     /// Reference for the audit log (e.g. the request's ticket number; no identifiers).
     #[arg(long, default_value = "")]
     pub reference: String,
+    /// Erase in this tenant only (a provider token erases in every tenant unless it names
+    /// one; a tenant's token always erases in its own).
+    #[arg(long, default_value = "")]
+    pub tenant: String,
 }
 
 /// `collector token`.
@@ -252,11 +263,17 @@ pub struct TokenArgs {
     #[arg(long)]
     pub secret: std::path::PathBuf,
     /// Create the secret file (mode 0600; refuses to overwrite) instead of issuing a token.
-    #[arg(long, conflicts_with_all = ["role", "ttl", "subject"])]
+    #[arg(long, conflicts_with_all = ["role", "ttl", "subject", "tenant"])]
     pub init: bool,
-    /// What the token allows: ingest (agents), read (queries), admin (queries, erasure).
+    /// What the token allows: ingest (agents), read (queries), admin (queries, erasure,
+    /// rates), all three confined to one tenant; provider (the provider's own operators:
+    /// admin over every tenant, and the tenant list).
     #[arg(long, required_unless_present = "init")]
     pub role: Option<String>,
+    /// The tenant (customer) the token is confined to: an agent's CDRs are stored under it,
+    /// a reader sees only its CDRs and live flows (default: `default`; not for `provider`).
+    #[arg(long)]
+    pub tenant: Option<String>,
     /// Lifetime (e.g. `12h`, `30d`).
     #[arg(long, default_value = "30d")]
     pub ttl: String,
@@ -264,6 +281,14 @@ pub struct TokenArgs {
     /// role name.
     #[arg(long)]
     pub subject: Option<String>,
+}
+
+/// `collector tenants`: the tenant list, for the provider's operators.
+#[derive(Debug, Args)]
+pub struct TenantsArgs {
+    /// Collector connection (needs a `provider` token).
+    #[command(flatten)]
+    pub conn: ConnectArgs,
 }
 
 /// `collector ship-spool` (hidden): ships a spool directory, optionally appending generated
@@ -356,6 +381,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Rates(a) => rates::run(a),
         Command::Report(a) => report::run(a),
         Command::Token(a) => token::run(&a),
+        Command::Tenants(a) => tenants::run(&a),
         Command::ShipSpool(a) => ship_spool::run(a),
         Command::Keygen(a) => keygen::run(&a),
         Command::Pseudonym(a) => pseudonym::run(&a),

@@ -36,8 +36,8 @@ pub struct RerateArgs {
     /// The first day re-rated, `YYYY-MM-DD` (UTC): final CDRs that started on it or later.
     #[arg(long)]
     pub since: String,
-    /// The tenant whose CDRs and table are used.
-    #[arg(long, default_value = "default")]
+    /// The tenant (default: the token's own; a provider token names it, else `default`).
+    #[arg(long, default_value = "")]
     pub tenant: String,
     /// Collector connection (needs an `admin` token).
     #[command(flatten)]
@@ -50,8 +50,8 @@ pub struct ImportArgs {
     /// The rate-table CSV (header `prefix,destination,price_per_minute,currency,increments,
     /// minimum_secs,connection_fee,valid_from`).
     pub file: std::path::PathBuf,
-    /// The tenant the table belongs to (a plain name).
-    #[arg(long, default_value = "default")]
+    /// The tenant (default: the token's own; a provider token names it, else `default`).
+    #[arg(long, default_value = "")]
     pub tenant: String,
     /// Collector connection (needs an `admin` token).
     #[command(flatten)]

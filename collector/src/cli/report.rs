@@ -35,8 +35,8 @@ pub struct UsageArgs {
     /// The month, `YYYY-MM` (UTC).
     #[arg(long)]
     pub month: String,
-    /// The tenant (a plain name).
-    #[arg(long, default_value = "default")]
+    /// The tenant (default: the token's own; a provider token names it, else `default`).
+    #[arg(long, default_value = "")]
     pub tenant: String,
     /// Output format.
     #[arg(long = "output", short = 'o', value_enum, default_value_t = OutputFormat::Table)]

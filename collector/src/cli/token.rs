@@ -40,7 +40,14 @@ pub fn issue(args: &TokenArgs, now_s: u64) -> anyhow::Result<String> {
     }
     let secret = TokenSecret::load(&args.secret)?;
     let subject = args.subject.as_deref().unwrap_or(role.as_str());
-    Ok(token::issue(&secret, subject, role, now_s, ttl_s)?)
+    Ok(token::issue_for(
+        &secret,
+        subject,
+        role,
+        args.tenant.as_deref(),
+        now_s,
+        ttl_s,
+    )?)
 }
 
 #[cfg(test)]
@@ -58,6 +65,7 @@ mod tests {
             role: None,
             ttl: "30d".into(),
             subject: None,
+            tenant: None,
         };
         run(&args).unwrap();
         args.init = false;
@@ -69,6 +77,18 @@ mod tests {
         assert_eq!(claims.sub, "ops-alice");
         assert_eq!(claims.role, Role::Read);
         assert_eq!(claims.exp, 1_000 + 7_200);
+        assert_eq!(claims.tenant, None);
+        args.tenant = Some("acme".into());
+        let t = issue(&args, 1_000).unwrap();
+        let claims = token::verify(&TokenSecret::load(&secret).unwrap(), &t, 1_001).unwrap();
+        assert_eq!(claims.scope().as_deref(), Some("acme"));
+        args.role = Some("provider".into());
+        assert!(
+            issue(&args, 1_000).is_err(),
+            "a provider token names no tenant"
+        );
+        args.tenant = None;
+        args.role = Some("read".into());
         args.role = Some("root".into());
         assert!(issue(&args, 1_000).is_err());
     }

@@ -773,6 +773,7 @@ mod tests {
 
     fn cs(t: u64, call: &str, state: CallStateKind, a: &str, b: &str) -> FlowEvent {
         FlowEvent {
+            tenant: String::new(),
             time_ms: t,
             agent_id: "edge-1".into(),
             call_id: call.into(),
@@ -793,6 +794,7 @@ mod tests {
 
     fn ms(t: u64, call: &str, dir: MediaDirection, loss: f64, jitter: f64, mos: f64) -> FlowEvent {
         FlowEvent {
+            tenant: String::new(),
             time_ms: t,
             agent_id: "edge-1".into(),
             call_id: call.into(),
@@ -820,6 +822,7 @@ mod tests {
         sdp: bool,
     ) -> FlowEvent {
         FlowEvent {
+            tenant: String::new(),
             time_ms: t,
             agent_id: "edge-1".into(),
             call_id: call.into(),

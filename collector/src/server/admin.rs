@@ -9,7 +9,8 @@ use std::{
 use collector_proto::v1::{
     admin_server::Admin, AgentStats, EraseRequest, EraseResponse, ImportRatesRequest,
     ImportRatesResponse, RerateRequest, RerateResponse, RetentionStatusRequest,
-    RetentionStatusResponse, StatsRequest, StatsResponse,
+    RetentionStatusResponse, StatsRequest, StatsResponse, TenantSummary, TenantsRequest,
+    TenantsResponse,
 };
 use tonic::{Request, Response, Status};
 
@@ -66,28 +67,9 @@ fn validate(req: &EraseRequest) -> Result<(), ServerError> {
 /// Largest rate-table CSV accepted, in bytes (well under the gRPC message limit).
 pub const MAX_RATES_BYTES: usize = 32 << 20;
 
-/// The tenant a request names (empty = the default tenant), validated.
-fn tenant_of(name: &str) -> Result<&str, ServerError> {
-    let tenant = if name.is_empty() {
-        billing::DEFAULT_TENANT
-    } else {
-        name
-    };
-    if !billing::valid_tenant(tenant) {
-        return Err(ServerError::Invalid(format!(
-            "tenant must be 1..={} letters, digits, '-', '_' or '.'",
-            billing::MAX_TENANT_LEN
-        )));
-    }
-    Ok(tenant)
-}
-
-/// Validates an import: the tenant name, the size, and the table itself (errors name the
-/// line). Returns the tenant and the parsed table.
-pub fn validate_import(
-    req: &ImportRatesRequest,
-) -> Result<(String, crate::billing::RateTable), ServerError> {
-    let tenant = tenant_of(&req.tenant)?;
+/// Validates an import: the size, and the table itself (errors name the line). Returns the
+/// parsed table.
+pub fn validate_import(req: &ImportRatesRequest) -> Result<crate::billing::RateTable, ServerError> {
     if req.csv.len() > MAX_RATES_BYTES {
         return Err(ServerError::Invalid(format!(
             "rate table larger than {MAX_RATES_BYTES} bytes"
@@ -96,7 +78,7 @@ pub fn validate_import(
     let version = billing::table_version(&req.csv);
     let table = crate::billing::RateTable::parse(&version, &req.csv)
         .map_err(|e| ServerError::Invalid(format!("rate table: {e}")))?;
-    Ok((tenant.to_owned(), table))
+    Ok(table)
 }
 
 fn now_ms() -> u64 {
@@ -114,6 +96,7 @@ impl Admin for AdminService {
         let caller = Caller::of(&request);
         let req = request.into_inner();
         validate(&req)?;
+        let tenant = caller.scope(&req.tenant)?;
         let count = req.pseudonyms.len();
         let deleted = self
             .store
@@ -122,6 +105,7 @@ impl Admin for AdminService {
                 reference: req.reference,
                 actor: caller.subject,
                 now_ms: now_ms(),
+                tenant,
             })
             .await
             .map_err(ServerError::from)?;
@@ -151,8 +135,9 @@ impl Admin for AdminService {
         &self,
         request: Request<ImportRatesRequest>,
     ) -> Result<Response<ImportRatesResponse>, Status> {
+        let tenant = Caller::of(&request).one_tenant(&request.get_ref().tenant)?;
         let req = request.into_inner();
-        let (tenant, table) = validate_import(&req)?;
+        let table = validate_import(&req)?;
         let new_version = self
             .store
             .store_rates(&tenant, table.version(), &req.csv, now_ms())
@@ -178,7 +163,7 @@ impl Admin for AdminService {
     ) -> Result<Response<RerateResponse>, Status> {
         let caller = Caller::of(&request);
         let req = request.into_inner();
-        let tenant = tenant_of(&req.tenant)?.to_owned();
+        let tenant = caller.one_tenant(&req.tenant)?;
         let since_ms = req.since_ms;
         let out = self
             .store
@@ -192,6 +177,7 @@ impl Admin for AdminService {
                     subjects: Vec::new(),
                     reference: format!("tenant={tenant} since_ms={since_ms}"),
                     affected: 0,
+                    tenant: Some(tenant.clone()),
                 },
             )
             .await
@@ -215,9 +201,14 @@ impl Admin for AdminService {
 
     async fn stats(
         &self,
-        _request: Request<StatsRequest>,
+        request: Request<StatsRequest>,
     ) -> Result<Response<StatsResponse>, Status> {
-        let s = self.store.stats().await.map_err(ServerError::from)?;
+        let tenant = Caller::of(&request).scope(&request.get_ref().tenant)?;
+        let s = self
+            .store
+            .stats(tenant.as_deref())
+            .await
+            .map_err(ServerError::from)?;
         Ok(Response::new(StatsResponse {
             cdrs_stored: s.cdrs_stored,
             agents: s
@@ -226,6 +217,24 @@ impl Admin for AdminService {
                 .map(|a| AgentStats {
                     agent_id: a.agent_id,
                     highest_sequence: a.highest_sequence,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn tenants(
+        &self,
+        _request: Request<TenantsRequest>,
+    ) -> Result<Response<TenantsResponse>, Status> {
+        let tenants = self.store.tenants().await.map_err(ServerError::from)?;
+        Ok(Response::new(TenantsResponse {
+            tenants: tenants
+                .into_iter()
+                .map(|t| TenantSummary {
+                    tenant: t.tenant,
+                    cdrs_stored: t.cdrs_stored,
+                    agents: t.agents,
+                    retention_days: self.retention_days,
                 })
                 .collect(),
         }))

@@ -24,7 +24,9 @@ use std::{
 use tonic::Status;
 use tower::{Layer, Service};
 
-use super::token::{self, Role, TokenError, TokenSecret};
+use super::token::{
+    self, valid_tenant, Role, TokenError, TokenSecret, DEFAULT_TENANT, MAX_TENANT_LEN,
+};
 
 /// Who made a call, as the services see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,6 +35,10 @@ pub struct Caller {
     pub subject: String,
     /// Token role (`None` when authentication is off).
     pub role: Option<Role>,
+    /// The tenant every read, write and erasure of this caller is confined to: the token's
+    /// tenant; `None` for a provider token, and when authentication is off (loopback), where
+    /// the caller sees every tenant and an agent's CDRs go to [`DEFAULT_TENANT`].
+    pub tenant: Option<String>,
 }
 
 /// The actor recorded when the server runs without authentication (loopback only).
@@ -45,10 +51,49 @@ impl Caller {
             .extensions()
             .get::<Caller>()
             .cloned()
-            .unwrap_or(Caller {
-                subject: ANONYMOUS.into(),
-                role: None,
-            })
+            .unwrap_or_else(Caller::anonymous)
+    }
+
+    /// The caller when authentication is off.
+    pub fn anonymous() -> Caller {
+        Caller {
+            subject: ANONYMOUS.into(),
+            role: None,
+            tenant: None,
+        }
+    }
+
+    /// The tenant this caller's agent streams write to.
+    pub fn ingest_tenant(&self) -> &str {
+        self.tenant.as_deref().unwrap_or(DEFAULT_TENANT)
+    }
+
+    /// The tenant a request of this caller works on when the request may name one
+    /// (`requested`, empty = none): a tenant-scoped caller gets its own tenant, and naming
+    /// another is refused; a provider (or anonymous) caller gets the one it names, or `None`
+    /// (every tenant) when it names none.
+    pub fn scope(&self, requested: &str) -> Result<Option<String>, Status> {
+        if !requested.is_empty() && !valid_tenant(requested) {
+            return Err(Status::invalid_argument(format!(
+                "tenant must be 1..={MAX_TENANT_LEN} letters, digits, '-', '_' or '.'"
+            )));
+        }
+        match &self.tenant {
+            Some(own) if requested.is_empty() || requested == own => Ok(Some(own.clone())),
+            Some(_) => Err(Status::permission_denied(
+                "this token may only see its own tenant",
+            )),
+            None if requested.is_empty() => Ok(None),
+            None => Ok(Some(requested.to_owned())),
+        }
+    }
+
+    /// [`Caller::scope`] for a request that acts on exactly one tenant (rates, usage,
+    /// re-rating): a provider must name it; with none named the default tenant is meant.
+    pub fn one_tenant(&self, requested: &str) -> Result<String, Status> {
+        Ok(self
+            .scope(requested)?
+            .unwrap_or_else(|| DEFAULT_TENANT.to_owned()))
     }
 }
 
@@ -123,7 +168,8 @@ pub enum Access {
     Unknown,
 }
 
-const READERS: &[Role] = &[Role::Read, Role::Admin];
+const READERS: &[Role] = &[Role::Read, Role::Admin, Role::Provider];
+const ADMINS: &[Role] = &[Role::Admin, Role::Provider];
 
 /// The access rule of a gRPC method path (`/package.Service/Method`).
 pub fn access(path: &str) -> Access {
@@ -142,7 +188,8 @@ pub fn access(path: &str) -> Access {
         | "/collector.v1.Admin/RetentionStatus" => Access::Roles(READERS),
         "/collector.v1.Admin/Erase"
         | "/collector.v1.Admin/ImportRates"
-        | "/collector.v1.Admin/Rerate" => Access::Roles(&[Role::Admin]),
+        | "/collector.v1.Admin/Rerate" => Access::Roles(ADMINS),
+        "/collector.v1.Admin/Tenants" => Access::Roles(&[Role::Provider]),
         _ => Access::Unknown,
     }
 }
@@ -157,16 +204,10 @@ pub fn authorize(
 ) -> Result<Caller, Status> {
     let rule = access(path);
     let Some(secret) = secret else {
-        return Ok(Caller {
-            subject: ANONYMOUS.into(),
-            role: None,
-        });
+        return Ok(Caller::anonymous());
     };
     if rule == Access::Public {
-        return Ok(Caller {
-            subject: ANONYMOUS.into(),
-            role: None,
-        });
+        return Ok(Caller::anonymous());
     }
     let value = headers
         .get(http::header::AUTHORIZATION)
@@ -196,6 +237,7 @@ pub fn authorize(
         )));
     }
     Ok(Caller {
+        tenant: claims.scope(),
         subject: claims.sub,
         role: Some(claims.role),
     })
@@ -293,6 +335,7 @@ mod tests {
         let ingest = |sub: &str| Caller {
             subject: sub.into(),
             role: Some(Role::Ingest),
+            tenant: Some(DEFAULT_TENANT.into()),
         };
         let mut a = StreamAgent::new(ingest("sbc-1"));
         assert_eq!(a.check("sbc-2"), Err(AgentIdError::NotTokenSubject));
@@ -308,10 +351,7 @@ mod tests {
             Code::PermissionDenied
         );
         // Without authentication (loopback) the first message fixes the agent.
-        let mut anon = StreamAgent::new(Caller {
-            subject: ANONYMOUS.into(),
-            role: None,
-        });
+        let mut anon = StreamAgent::new(Caller::anonymous());
         assert_eq!(anon.check("sbc-2"), Ok(()));
         assert_eq!(anon.check("sbc-3"), Err(AgentIdError::Changed));
         assert_eq!(
@@ -346,6 +386,15 @@ mod tests {
         assert_eq!(code("/collector.v1.Admin/Rerate", Role::Admin), None);
         assert_eq!(code("/collector.v1.Admin/Stats", Role::Read), None);
         assert_eq!(code("/collector.v1.Admin/NewThing", Role::Admin), deny);
+        // The provider's operators may read and administer, never stream as an agent;
+        // only they list the tenants.
+        assert_eq!(code("/collector.v1.Query/ListCdrs", Role::Provider), None);
+        assert_eq!(code("/collector.v1.Watch/Flows", Role::Provider), None);
+        assert_eq!(code("/collector.v1.Admin/Erase", Role::Provider), None);
+        assert_eq!(code("/collector.v1.Ingest/Stream", Role::Provider), deny);
+        assert_eq!(code("/collector.v1.Admin/Tenants", Role::Provider), None);
+        assert_eq!(code("/collector.v1.Admin/Tenants", Role::Admin), deny);
+        assert_eq!(code("/collector.v1.Admin/Tenants", Role::Read), deny);
         let caller = authorize(
             Some(&s),
             "/collector.v1.Admin/Erase",
@@ -354,6 +403,35 @@ mod tests {
         )
         .unwrap();
         assert_eq!(caller.subject, "who");
+    }
+
+    #[test]
+    fn a_tenant_token_is_confined_to_its_tenant_a_provider_token_to_none() {
+        let s = TokenSecret::from_bytes(&[3; 32]);
+        let path = "/collector.v1.Query/ListCdrs";
+        let t = token::issue_for(&s, "ops", Role::Read, Some("acme"), 100, 60).unwrap();
+        let acme = authorize(Some(&s), path, &headers(&t), 110).unwrap();
+        assert_eq!(acme.tenant.as_deref(), Some("acme"));
+        assert_eq!(acme.scope("").unwrap().as_deref(), Some("acme"));
+        assert_eq!(acme.scope("acme").unwrap().as_deref(), Some("acme"));
+        assert_eq!(
+            acme.scope("globex").unwrap_err().code(),
+            Code::PermissionDenied
+        );
+        assert_eq!(acme.one_tenant("").unwrap(), "acme");
+        // Tokens from before tenants belong to the default tenant.
+        let old = token::issue(&s, "ops", Role::Admin, 100, 60).unwrap();
+        let old = authorize(Some(&s), path, &headers(&old), 110).unwrap();
+        assert_eq!(old.tenant.as_deref(), Some(DEFAULT_TENANT));
+        let p = token::issue_for(&s, "noc", Role::Provider, None, 100, 60).unwrap();
+        let noc = authorize(Some(&s), path, &headers(&p), 110).unwrap();
+        assert_eq!(noc.scope("").unwrap(), None);
+        assert_eq!(noc.scope("globex").unwrap().as_deref(), Some("globex"));
+        assert_eq!(noc.one_tenant("").unwrap(), DEFAULT_TENANT);
+        assert_eq!(
+            noc.scope("no tenant").unwrap_err().code(),
+            Code::InvalidArgument
+        );
     }
 
     #[test]

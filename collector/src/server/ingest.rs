@@ -52,7 +52,10 @@ impl Ingest for IngestService {
         &self,
         request: Request<Streaming<IngestRequest>>,
     ) -> Result<Response<Self::StreamStream>, Status> {
-        let mut agent = StreamAgent::new(Caller::of(&request));
+        let caller = Caller::of(&request);
+        // Tenancy comes from the credential, never from the payload.
+        let tenant = caller.ingest_tenant().to_owned();
+        let mut agent = StreamAgent::new(caller);
         let mut inbound = request.into_inner();
         let store = Arc::clone(&self.store);
         let (tx, rx) = mpsc::channel(ACK_QUEUE);
@@ -61,7 +64,7 @@ impl Ingest for IngestService {
                 let result = match msg {
                     Ok(req) => match validate_request(&req, &mut agent) {
                         Ok(()) => store
-                            .ingest(&req.agent_id, req.batch)
+                            .ingest_into(&req.agent_id, &tenant, req.batch)
                             .await
                             .map(|o| IngestAck {
                                 highest_sequence: o.highest_sequence,

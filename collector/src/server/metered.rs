@@ -10,7 +10,7 @@ use collector_proto::v1::{Cdr, CdrRecord};
 
 use super::store::{
     AuditEntry, CdrFilter, DailyAggregate, Erasure, IngestOutcome, RetentionRun, RetentionState,
-    Store, StoreError, StoreStats,
+    Store, StoreError, StoreStats, TenantStats,
 };
 use crate::metrics::{Metrics, StorageOp};
 
@@ -35,13 +35,14 @@ impl MeteredStore {
 
 #[tonic::async_trait]
 impl Store for MeteredStore {
-    async fn ingest(
+    async fn ingest_into(
         &self,
         agent_id: &str,
+        tenant: &str,
         batch: Vec<CdrRecord>,
     ) -> Result<IngestOutcome, StoreError> {
         let start = Instant::now();
-        let out = self.inner.ingest(agent_id, batch).await;
+        let out = self.inner.ingest_into(agent_id, tenant, batch).await;
         self.took(StorageOp::Ingest, start);
         if let Ok(o) = &out {
             self.metrics.ingested(o.stored);
@@ -104,8 +105,12 @@ impl Store for MeteredStore {
         self.inner.aggregates(from_day, to_day).await
     }
 
-    async fn stats(&self) -> Result<StoreStats, StoreError> {
-        self.inner.stats().await
+    async fn stats(&self, tenant: Option<&str>) -> Result<StoreStats, StoreError> {
+        self.inner.stats(tenant).await
+    }
+
+    async fn tenants(&self) -> Result<Vec<TenantStats>, StoreError> {
+        self.inner.tenants().await
     }
 
     async fn store_rates(

@@ -99,25 +99,17 @@ pub fn validate(q: CdrQuery) -> Result<CdrFilter, ServerError> {
             0 => DEFAULT_QUERY_LIMIT,
             n => n.min(MAX_QUERY_LIMIT),
         },
+        tenant: None,
     })
 }
 
-/// Validates a usage request: returns the tenant (default when empty). The range must be
-/// non-empty; a report holds counts and sums per destination only, no identifier, so it is
-/// not written to the audit log.
-pub fn validate_usage(q: &UsageReportRequest) -> Result<String, ServerError> {
-    let tenant = if q.tenant.is_empty() {
-        billing::DEFAULT_TENANT
-    } else {
-        q.tenant.as_str()
-    };
-    if !billing::valid_tenant(tenant) {
-        return Err(ServerError::Invalid("invalid tenant name".into()));
-    }
+/// Validates a usage request: the range must be non-empty. A report holds counts and sums
+/// per destination only, no identifier, so it is not written to the audit log.
+pub fn validate_usage(q: &UsageReportRequest) -> Result<(), ServerError> {
     if q.to_ms <= q.from_ms {
         return Err(ServerError::Invalid("to_ms must be after from_ms".into()));
     }
-    Ok(tenant.to_owned())
+    Ok(())
 }
 
 /// Which view a read asked for (recorded in the audit log).
@@ -167,7 +159,9 @@ impl QueryService {
     /// returned, legs of every call included) before anything is answered.
     async fn read(&self, request: Request<CdrQuery>, view: View) -> Result<Vec<Cdr>, Status> {
         let caller = Caller::of(&request);
-        let filter = validate(request.into_inner())?;
+        let tenant = caller.scope(&request.get_ref().tenant)?;
+        let mut filter = validate(request.into_inner())?;
+        filter.tenant.clone_from(&tenant);
         let subjects = filter.pseudonyms.clone();
         let reference = describe(&filter, view);
         let cdrs = match view {
@@ -183,6 +177,7 @@ impl QueryService {
                 subjects,
                 reference,
                 affected: cdrs.len() as u64,
+                tenant,
             })
             .await
             .map_err(ServerError::from)?;
@@ -209,8 +204,9 @@ impl Query for QueryService {
         &self,
         request: Request<UsageReportRequest>,
     ) -> Result<Response<UsageReport>, Status> {
+        let tenant = Caller::of(&request).one_tenant(&request.get_ref().tenant)?;
         let q = request.into_inner();
-        let tenant = validate_usage(&q)?;
+        validate_usage(&q)?;
         let groups = self
             .store
             .usage(&tenant, q.from_ms, q.to_ms)

@@ -16,6 +16,9 @@ impl From<ServerError> for Status {
             ServerError::Store(StoreError::InvalidBatch(why)) => {
                 Status::invalid_argument(format!("invalid batch: {why}"))
             }
+            ServerError::Store(StoreError::AgentTenant { .. }) => {
+                Status::permission_denied("this agent id is bound to another tenant")
+            }
             ServerError::Store(e) => {
                 tracing::error!(error = %display_chain(&e), "storage failed");
                 Status::new(Code::Unavailable, "storage failed; retry later")

@@ -30,7 +30,7 @@ use tonic::Code;
 
 use super::store::{
     self, sqlite::SqliteStore, AuditEntry, CdrFilter, DailyAggregate, Erasure, IngestOutcome,
-    RetentionRun, RetentionState, Store, StoreError, StoreStats,
+    RetentionRun, RetentionState, Store, StoreError, StoreStats, TenantStats,
 };
 use super::ServeOptions;
 
@@ -171,13 +171,14 @@ pub(crate) struct AckLosingStore {
 
 #[tonic::async_trait]
 impl Store for AckLosingStore {
-    async fn ingest(
+    async fn ingest_into(
         &self,
         agent_id: &str,
+        tenant: &str,
         batch: Vec<CdrRecord>,
     ) -> Result<IngestOutcome, StoreError> {
         let empty = batch.is_empty();
-        let out = self.inner.ingest(agent_id, batch).await?;
+        let out = self.inner.ingest_into(agent_id, tenant, batch).await?;
         if !empty
             && self
                 .allow
@@ -215,8 +216,11 @@ impl Store for AckLosingStore {
     async fn aggregates(&self, from: u64, to: u64) -> Result<Vec<DailyAggregate>, StoreError> {
         self.inner.aggregates(from, to).await
     }
-    async fn stats(&self) -> Result<StoreStats, StoreError> {
-        self.inner.stats().await
+    async fn stats(&self, tenant: Option<&str>) -> Result<StoreStats, StoreError> {
+        self.inner.stats(tenant).await
+    }
+    async fn tenants(&self) -> Result<Vec<TenantStats>, StoreError> {
+        self.inner.tenants().await
     }
     async fn store_rates(
         &self,
@@ -383,6 +387,7 @@ async fn erase_deletes_exactly_the_subjects_cdrs_and_audits_the_pseudonym() {
     let mut a = AdminClient::connect(server.url()).await.unwrap();
     let resp = a
         .erase(EraseRequest {
+            tenant: String::new(),
             pseudonyms: vec!["P-alice".into()],
             reference: "ticket-42".into(),
         })
@@ -427,6 +432,7 @@ async fn erase_deletes_exactly_the_subjects_cdrs_and_audits_the_pseudonym() {
 
     let err = a
         .erase(EraseRequest {
+            tenant: String::new(),
             pseudonyms: vec![],
             reference: String::new(),
         })
@@ -707,7 +713,7 @@ async fn health_serves_watch_is_unimplemented_and_retention_status_answers() {
     // The default policy (90 days) keeps the fixture's CDR, started now.
     assert_eq!(status.retention_days, 90);
     assert_eq!(status.oldest_start_time_ms, start);
-    let stats = a.stats(StatsRequest {}).await.unwrap().into_inner();
+    let stats = a.stats(StatsRequest::default()).await.unwrap().into_inner();
     assert_eq!(stats.cdrs_stored, 1);
     assert_eq!(
         (
@@ -768,7 +774,7 @@ fn schema_is_versioned_and_a_newer_database_is_refused() {
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap();
-    assert_eq!(versions, vec![1, 2, 3, 4, 5, 6]);
+    assert_eq!(versions, vec![1, 2, 3, 4, 5, 6, 7]);
     let mode: String = c
         .query_row("PRAGMA journal_mode", [], |r| r.get(0))
         .unwrap();
@@ -785,7 +791,7 @@ fn schema_is_versioned_and_a_newer_database_is_refused() {
         SqliteStore::open(p),
         Err(StoreError::SchemaTooNew {
             found: 99,
-            supported: 6
+            supported: 7
         })
     ));
 }

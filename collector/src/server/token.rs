@@ -44,6 +44,9 @@ pub enum Role {
     Read,
     /// Administrators: everything `read` may, plus erasure.
     Admin,
+    /// The provider's own operators: everything `admin` may, for every tenant at once, and
+    /// the tenant list. A provider token names no tenant.
+    Provider,
 }
 
 impl Role {
@@ -53,6 +56,7 @@ impl Role {
             Role::Ingest => "ingest",
             Role::Read => "read",
             Role::Admin => "admin",
+            Role::Provider => "provider",
         }
     }
 }
@@ -65,6 +69,7 @@ impl std::str::FromStr for Role {
             "ingest" => Ok(Role::Ingest),
             "read" => Ok(Role::Read),
             "admin" => Ok(Role::Admin),
+            "provider" => Ok(Role::Provider),
             _ => Err(TokenError::UnknownRole(s.to_string())),
         }
     }
@@ -81,6 +86,39 @@ pub struct Claims {
     pub iat: u64,
     /// Expiry, Unix seconds: the token is refused at and after this instant.
     pub exp: u64,
+    /// The tenant (customer) the holder belongs to; absent in tokens issued before tenants
+    /// existed, which belong to [`DEFAULT_TENANT`]. A provider token carries none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+}
+
+/// The tenant of tokens and agents that name none.
+pub const DEFAULT_TENANT: &str = "default";
+/// Longest tenant name, in bytes.
+pub const MAX_TENANT_LEN: usize = 64;
+
+/// A tenant name is 1..=[`MAX_TENANT_LEN`] ASCII letters, digits, `-`, `_` or `.`.
+pub fn valid_tenant(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_TENANT_LEN
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+impl Claims {
+    /// The tenant the token confines its holder to: `None` for a provider token (every
+    /// tenant), else the token's tenant or [`DEFAULT_TENANT`].
+    pub fn scope(&self) -> Option<String> {
+        match self.role {
+            Role::Provider => None,
+            _ => Some(
+                self.tenant
+                    .clone()
+                    .unwrap_or_else(|| DEFAULT_TENANT.to_owned()),
+            ),
+        }
+    }
 }
 
 /// Why a token or a secret cannot be used.
@@ -102,11 +140,14 @@ pub enum TokenError {
     #[error("token expired")]
     Expired,
     /// A role name that does not exist.
-    #[error("unknown role {0:?}: use ingest, read or admin")]
+    #[error("unknown role {0:?}: use ingest, read, admin or provider")]
     UnknownRole(String),
     /// The subject is empty or too long.
     #[error("token subject must be 1..={MAX_SUBJECT_LEN} bytes")]
     Subject,
+    /// The tenant name is not valid, or a provider token was given one.
+    #[error("tenant must be 1..={MAX_TENANT_LEN} letters, digits, '-', '_' or '.' (and a provider token names none)")]
+    Tenant,
     /// The secret file cannot be read or written.
     #[error("token secret file {path}")]
     Io {
@@ -256,7 +297,8 @@ pub fn jws_verify(secret: &TokenSecret, token: &str) -> Result<Vec<u8>, TokenErr
     decode(p)
 }
 
-/// Issues a token for `sub` with `role`, valid from `now_s` for `ttl_s` seconds.
+/// Issues a token for `sub` with `role` in the default tenant, valid from `now_s` for
+/// `ttl_s` seconds.
 pub fn issue(
     secret: &TokenSecret,
     sub: &str,
@@ -264,14 +306,31 @@ pub fn issue(
     now_s: u64,
     ttl_s: u64,
 ) -> Result<String, TokenError> {
+    issue_for(secret, sub, role, None, now_s, ttl_s)
+}
+
+/// Issues a token for `sub` with `role` in `tenant` (`None`: the default tenant; must be
+/// `None` for a provider token), valid from `now_s` for `ttl_s` seconds.
+pub fn issue_for(
+    secret: &TokenSecret,
+    sub: &str,
+    role: Role,
+    tenant: Option<&str>,
+    now_s: u64,
+    ttl_s: u64,
+) -> Result<String, TokenError> {
     if sub.is_empty() || sub.len() > MAX_SUBJECT_LEN {
         return Err(TokenError::Subject);
+    }
+    if tenant.is_some_and(|t| !valid_tenant(t) || role == Role::Provider) {
+        return Err(TokenError::Tenant);
     }
     let claims = Claims {
         sub: sub.to_string(),
         role,
         iat: now_s,
         exp: now_s.saturating_add(ttl_s),
+        tenant: tenant.map(str::to_owned),
     };
     let header = serde_json::to_vec(&Header {
         alg: "HS256".into(),
@@ -287,6 +346,13 @@ pub fn verify(secret: &TokenSecret, token: &str, now_s: u64) -> Result<Claims, T
     let payload = jws_verify(secret, token)?;
     let claims: Claims = serde_json::from_slice(&payload).map_err(|_| TokenError::Claims)?;
     if claims.sub.is_empty() || claims.sub.len() > MAX_SUBJECT_LEN {
+        return Err(TokenError::Claims);
+    }
+    if claims
+        .tenant
+        .as_deref()
+        .is_some_and(|t| !valid_tenant(t) || claims.role == Role::Provider)
+    {
         return Err(TokenError::Claims);
     }
     if now_s >= claims.exp {
@@ -349,11 +415,42 @@ mod tests {
                 sub: "sbc-1".into(),
                 role: Role::Ingest,
                 iat: 1_000,
-                exp: 1_060
+                exp: 1_060,
+                tenant: None,
             }
         );
+        assert_eq!(c.scope().as_deref(), Some(DEFAULT_TENANT));
         assert!(matches!(verify(&s, &t, 1_060), Err(TokenError::Expired)));
         assert!(issue(&s, "", Role::Read, 0, 1).is_err());
+    }
+
+    #[test]
+    fn tokens_name_their_tenant_and_a_provider_token_names_none() {
+        let s = TokenSecret::from_bytes(&[1; 32]);
+        let t = issue_for(&s, "ops", Role::Read, Some("acme"), 0, 60).unwrap();
+        let c = verify(&s, &t, 1).unwrap();
+        assert_eq!(c.tenant.as_deref(), Some("acme"));
+        assert_eq!(c.scope().as_deref(), Some("acme"));
+        let p = issue_for(&s, "noc", Role::Provider, None, 0, 60).unwrap();
+        assert_eq!(verify(&s, &p, 1).unwrap().scope(), None);
+        assert!(matches!(
+            issue_for(&s, "noc", Role::Provider, Some("acme"), 0, 60),
+            Err(TokenError::Tenant)
+        ));
+        for bad in ["", "a b", "x/y", &"t".repeat(MAX_TENANT_LEN + 1)] {
+            assert!(matches!(
+                issue_for(&s, "ops", Role::Read, Some(bad), 0, 60),
+                Err(TokenError::Tenant)
+            ));
+        }
+        // A signed token whose tenant claim is not a valid name is refused.
+        let header = br#"{"alg":"HS256","typ":"JWT"}"#;
+        let forged = jws_sign(
+            &s,
+            header,
+            br#"{"sub":"x","role":"read","iat":0,"exp":99,"tenant":"a'b"}"#,
+        );
+        assert!(matches!(verify(&s, &forged, 1), Err(TokenError::Claims)));
     }
 
     #[test]

@@ -54,6 +54,9 @@ pub struct Filter {
 pub struct Selector {
     allow: Vec<Filter>,
     deny: Vec<Filter>,
+    /// The only tenant whose events pass, whatever the filters (the caller's token's); the
+    /// relay's own lost-event notices, which name no tenant, pass too.
+    tenant: Option<String>,
 }
 
 fn check_strings(field: &str, values: &[String]) -> Result<(), WatchError> {
@@ -252,7 +255,14 @@ impl Selector {
                 .iter()
                 .map(|f| Filter::compile(f, pz))
                 .collect::<Result<_, _>>()?,
+            tenant: None,
         })
+    }
+
+    /// Confines the selector to `tenant`'s events (`None`: every tenant's).
+    pub fn confine(mut self, tenant: Option<String>) -> Self {
+        self.tenant = tenant;
+        self
     }
 
     /// A selector that lets every event through.
@@ -262,6 +272,13 @@ impl Selector {
 
     /// Whether `s` passes.
     pub fn matches(&self, s: &Stored) -> bool {
+        if let Some(t) = &self.tenant {
+            let relay_notice =
+                matches!(&s.event.event, Some(Event::LostEvents(_))) && s.event.tenant.is_empty();
+            if !relay_notice && s.event.tenant != *t {
+                return false;
+            }
+        }
         if let Some(Event::LostEvents(_)) = &s.event.event {
             let agent = s.event.agent_id.as_str();
             return (self.allow.is_empty()

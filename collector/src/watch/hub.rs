@@ -639,6 +639,7 @@ mod tests {
 
     fn state(call: &str, kind: CallStateKind) -> FlowEvent {
         FlowEvent {
+            tenant: String::new(),
             time_ms: 1,
             agent_id: "a".into(),
             call_id: call.into(),
@@ -655,6 +656,7 @@ mod tests {
 
     fn stats(call: &str) -> FlowEvent {
         FlowEvent {
+            tenant: String::new(),
             time_ms: 1,
             agent_id: "a".into(),
             call_id: call.into(),

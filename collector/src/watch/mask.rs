@@ -23,7 +23,7 @@ pub const MAX_PATHS: usize = 64;
 pub const MAX_PATH_LEN: usize = 128;
 
 /// The top-level scalar fields of `FlowEvent`.
-const SCALARS: [&str; 3] = ["time_ms", "agent_id", "call_id"];
+const SCALARS: [&str; 4] = ["time_ms", "agent_id", "call_id", "tenant"];
 /// Key under which serde places the `FlowEvent.event` oneof.
 const ONEOF_KEY: &str = "event";
 

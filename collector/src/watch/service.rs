@@ -57,7 +57,8 @@ pub struct Plan {
 
 impl Plan {
     /// Validates `req` (see the proto for the rules); `pz` resolves number filters, and
-    /// `last_n` is capped at the `history` the hub keeps.
+    /// `last_n` is capped at the `history` the hub keeps. Every tenant's events are
+    /// selected: [`WatchService::start`] confines a tenant's caller.
     pub fn validate(
         req: &WatchRequest,
         pz: Option<&Pseudonymizer>,
@@ -144,12 +145,15 @@ impl WatchService {
         &self.hub
     }
 
-    /// Starts streaming `req`'s events into a channel, after validating it.
+    /// Starts streaming `req`'s events into a channel, after validating it; only `tenant`'s
+    /// events when it is set (the caller's token's tenant).
     pub fn start(
         &self,
         req: &WatchRequest,
+        tenant: Option<String>,
     ) -> Result<mpsc::Receiver<Result<FlowEvent, Status>>, WatchError> {
-        let plan = Plan::validate(req, self.pz.as_deref(), self.hub.config().history)?;
+        let mut plan = Plan::validate(req, self.pz.as_deref(), self.hub.config().history)?;
+        plan.selector = Arc::new((*plan.selector).clone().confine(tenant));
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         if plan.follow {
             let mut sub = self
@@ -204,7 +208,8 @@ impl Watch for WatchService {
         &self,
         request: Request<WatchRequest>,
     ) -> Result<Response<Self::FlowsStream>, Status> {
-        let rx = self.start(request.get_ref())?;
+        let tenant = Caller::of(&request).tenant;
+        let rx = self.start(request.get_ref(), tenant)?;
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
@@ -215,7 +220,10 @@ impl Watch for WatchService {
         if self.role == Role::Agent {
             return Err(WatchError::NotRelay.into());
         }
-        let mut agent = StreamAgent::new(Caller::of(&request));
+        let caller = Caller::of(&request);
+        // Tenancy comes from the credential, never from the payload.
+        let tenant = caller.ingest_tenant().to_owned();
+        let mut agent = StreamAgent::new(caller);
         let mut stream = request.into_inner();
         let mut accepted = 0u64;
         loop {
@@ -227,6 +235,7 @@ impl Watch for WatchService {
             check_agent(&req, &mut agent)?;
             for mut e in req.events {
                 e.agent_id.clone_from(&req.agent_id);
+                e.tenant.clone_from(&tenant);
                 self.hub.publish(e);
                 accepted = accepted.saturating_add(1);
             }

@@ -55,6 +55,7 @@ fn call_state(
     b: &str,
 ) -> FlowEvent {
     FlowEvent {
+        tenant: String::new(),
         time_ms: t,
         agent_id: agent.into(),
         call_id: call.into(),
@@ -81,6 +82,7 @@ fn call_state(
 
 fn media(t: u64, agent: &str, call: &str, mos: f64, loss: f64, src: &str) -> FlowEvent {
     FlowEvent {
+        tenant: String::new(),
         time_ms: t,
         agent_id: agent.into(),
         call_id: call.into(),
@@ -101,6 +103,7 @@ fn media(t: u64, agent: &str, call: &str, mos: f64, loss: f64, src: &str) -> Flo
 
 fn alert(t: u64, agent: &str, text: &str) -> FlowEvent {
     FlowEvent {
+        tenant: String::new(),
         time_ms: t,
         agent_id: agent.into(),
         call_id: String::new(),
@@ -1072,6 +1075,7 @@ async fn forwarder_relays_agent_events_and_reports_what_it_could_not_carry() {
 async fn agent_service_serves_flows_and_refuses_publish() {
     let h = Arc::new(hub(100, 16));
     h.publish(FlowEvent {
+        tenant: String::new(),
         time_ms: 1,
         agent_id: "edge".into(),
         call_id: "c9".into(),

@@ -377,6 +377,7 @@ async fn rerate_applies_the_newest_table_since_a_date(b: Backend) {
         subjects: Vec::new(),
         reference: format!("since {since}"),
         affected: 0,
+        tenant: Some("default".into()),
     };
     // Since 20 November: l4 (London 61 s -> 120 s at 20/min = 40) and d1 (600 s -> 200).
     let out = s.rerate("default", NOV_20, audit(NOV_20)).await.unwrap();

@@ -22,9 +22,10 @@ use collector::{
     spool::{Spool, SpoolOptions},
 };
 use collector_proto::v1::{
-    admin_client::AdminClient, ingest_client::IngestClient, query_client::QueryClient, Cdr,
-    CdrQuery, CdrRecord, Disposition, EraseRequest, IngestRequest, Party, RetentionStatusRequest,
-    StatsRequest,
+    admin_client::AdminClient, flow_event, ingest_client::IngestClient, query_client::QueryClient,
+    watch_client::WatchClient, Alert, Cdr, CdrQuery, CdrRecord, Disposition, EraseRequest,
+    FlowEvent, IngestRequest, Party, PublishRequest, RetentionStatusRequest, StatsRequest,
+    TenantsRequest, WatchRequest,
 };
 use prost::Message as _;
 use tokio_stream::StreamExt as _;
@@ -235,12 +236,13 @@ async fn tokens_and_roles_are_checked_on_every_call(b: Backend) {
     let erase = EraseRequest {
         pseudonyms: vec!["P-alice".into()],
         reference: "ticket-1".into(),
+        tenant: String::new(),
     };
     let mut admin_as_reader = AdminClient::new(conn(reader.clone()).await.unwrap());
     let err = admin_as_reader.erase(erase.clone()).await.unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
     let stats = admin_as_reader
-        .stats(StatsRequest {})
+        .stats(StatsRequest::default())
         .await
         .unwrap()
         .into_inner();
@@ -381,9 +383,232 @@ async fn mutual_tls_refuses_certificates_from_another_ca(b: Backend) {
     srv.stop().await;
 }
 
+fn tenant_tok(secret: &TokenSecret, sub: &str, role: Role, tenant: &str) -> Option<String> {
+    Some(token::issue_for(secret, sub, role, Some(tenant), now_s(), 600).unwrap())
+}
+
+fn linked(id: &str, caller: &str, correlation: &str) -> Cdr {
+    Cdr {
+        correlation_id: correlation.into(),
+        ..cdr(id, caller)
+    }
+}
+
+async fn ids(ch: AuthChannel, q: CdrQuery) -> Result<Vec<String>, tonic::Status> {
+    let mut v = list(ch, q).await?;
+    v.sort();
+    Ok(v)
+}
+
+fn flow(call: &str, claimed_tenant: &str) -> FlowEvent {
+    FlowEvent {
+        time_ms: collector::server::retention::now_ms(),
+        call_id: call.into(),
+        tenant: claimed_tenant.into(),
+        event: Some(flow_event::Event::Alert(Alert::default())),
+        ..Default::default()
+    }
+}
+
+/// Two customers' agents stream into one collector. Each tenant's tokens see and erase
+/// exactly their own CDRs, calls, statistics and live flows, whatever the request names;
+/// an agent id of one tenant cannot be taken over by another's token; the provider sees
+/// every tenant and lists them. Known by construction: which CDR went in under which
+/// token.
+async fn each_tenant_sees_only_its_own(b: Backend) {
+    let pki = Pki::new();
+    let secret = TokenSecret::from_bytes(&[7; 32]);
+    let srv = start(&b, &pki, &secret, false).await;
+    let conn = |token: Option<String>| channel(srv.addr, tls(&pki, "ca.pem", None), token);
+    let acme_agent = tenant_tok(&secret, "sbc-a", Role::Ingest, "acme");
+    let globex_agent = tenant_tok(&secret, "sbc-g", Role::Ingest, "globex");
+    // The same correlation id in both tenants: agents make them, so they may collide.
+    let acme_cdrs = vec![cdr("a1", "P-alice"), linked("a2", "P-shared", "corr-1")];
+    let globex_cdrs = vec![cdr("g1", "P-bob"), linked("g2", "P-shared", "corr-1")];
+    ingest(
+        conn(acme_agent.clone()).await.unwrap(),
+        batch("sbc-a", acme_cdrs),
+    )
+    .await
+    .unwrap();
+    ingest(
+        conn(globex_agent.clone()).await.unwrap(),
+        batch("sbc-g", globex_cdrs),
+    )
+    .await
+    .unwrap();
+
+    let acme = tenant_tok(&secret, "ops-acme", Role::Read, "acme");
+    let globex = tenant_tok(&secret, "ops-globex", Role::Read, "globex");
+    let provider =
+        Some(token::issue_for(&secret, "noc", Role::Provider, None, now_s(), 600).unwrap());
+    let read = |token: &Option<String>, q: CdrQuery| {
+        let c = conn(token.clone());
+        async move { ids(c.await.unwrap(), q).await }
+    };
+    let all = CdrQuery::default();
+    assert_eq!(
+        read(&acme, all.clone()).await.unwrap(),
+        ["a1", "a2"],
+        "{}",
+        b.name()
+    );
+    assert_eq!(read(&globex, all.clone()).await.unwrap(), ["g1", "g2"]);
+    // Naming the other tenant's agent or pseudonym finds nothing; naming the other tenant
+    // is refused.
+    let other_agent = CdrQuery {
+        agent_id: "sbc-g".into(),
+        ..Default::default()
+    };
+    assert!(read(&acme, other_agent).await.unwrap().is_empty());
+    let other_party = CdrQuery {
+        pseudonym: "P-bob".into(),
+        ..Default::default()
+    };
+    assert!(read(&acme, other_party).await.unwrap().is_empty());
+    let other_tenant = CdrQuery {
+        tenant: "globex".into(),
+        ..Default::default()
+    };
+    let err = read(&acme, other_tenant.clone()).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    // The call view takes sibling legs from the caller's tenant only.
+    let shared = CdrQuery {
+        pseudonym: "P-shared".into(),
+        ..Default::default()
+    };
+    let mut q = QueryClient::new(conn(acme.clone()).await.unwrap());
+    let calls: Vec<_> = q
+        .list_calls(shared.clone())
+        .await
+        .unwrap()
+        .into_inner()
+        .collect::<Result<Vec<_>, _>>()
+        .await
+        .unwrap();
+    let legs: Vec<&str> = calls
+        .iter()
+        .flat_map(|c| c.legs.iter().map(|l| l.cdr_id.as_str()))
+        .collect();
+    assert_eq!(legs, ["a2"], "{}", b.name());
+    // The provider sees every tenant, or the one it names.
+    assert_eq!(
+        read(&provider, all.clone()).await.unwrap(),
+        ["a1", "a2", "g1", "g2"]
+    );
+    assert_eq!(read(&provider, other_tenant).await.unwrap(), ["g1", "g2"]);
+
+    // An ingest token of another tenant cannot write as acme's agent.
+    let hijack = tenant_tok(&secret, "sbc-a", Role::Ingest, "globex");
+    let err = ingest(
+        conn(hijack).await.unwrap(),
+        IngestRequest {
+            agent_id: "sbc-a".into(),
+            batch: vec![CdrRecord {
+                sequence: 9,
+                cdr: Some(cdr("x9", "P-x")),
+            }],
+        },
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{}", b.name());
+
+    // Erasure is confined to the admin's tenant: globex's leg with the same pseudonym stays.
+    let acme_admin = tenant_tok(&secret, "dpo-acme", Role::Admin, "acme");
+    let erase = EraseRequest {
+        pseudonyms: vec!["P-shared".into()],
+        reference: "t-1".into(),
+        tenant: String::new(),
+    };
+    let mut admin = AdminClient::new(conn(acme_admin.clone()).await.unwrap());
+    assert_eq!(admin.erase(erase).await.unwrap().into_inner().deleted, 1);
+    assert_eq!(read(&globex, all.clone()).await.unwrap(), ["g1", "g2"]);
+    assert_eq!(read(&acme, all.clone()).await.unwrap(), ["a1"]);
+    // Statistics of the caller's tenant only; the tenant list is the provider's.
+    let stats = admin
+        .stats(StatsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(stats.cdrs_stored, 1);
+    let agents: Vec<&str> = stats.agents.iter().map(|a| a.agent_id.as_str()).collect();
+    assert_eq!(agents, ["sbc-a"]);
+    let err = admin.tenants(TenantsRequest {}).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    let mut noc = AdminClient::new(conn(provider.clone()).await.unwrap());
+    let tenants = noc
+        .tenants(TenantsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .tenants;
+    let rows: Vec<(&str, u64, u32)> = tenants
+        .iter()
+        .map(|t| (t.tenant.as_str(), t.cdrs_stored, t.agents))
+        .collect();
+    assert_eq!(rows, [("acme", 1, 1), ("globex", 2, 1)], "{}", b.name());
+    // The audit log names the tenant each read and erasure was confined to.
+    let log = srv.store.audit_log(100).await.unwrap();
+    let erase_entry = log.iter().find(|e| e.action == AuditAction::Erase).unwrap();
+    assert_eq!(erase_entry.tenant.as_deref(), Some("acme"));
+    assert!(log
+        .iter()
+        .any(|e| e.action == AuditAction::Query && e.actor == "noc" && e.tenant.is_none()));
+
+    // Live flows through the relay: the tenant comes from the publishing agent's token,
+    // whatever the event claims; each reader sees its own tenant's events.
+    for (token, agent, call, claim) in [
+        (&acme_agent, "sbc-a", "call-a", "globex"),
+        (&globex_agent, "sbc-g", "call-g", ""),
+    ] {
+        let mut w = WatchClient::new(conn(token.clone()).await.unwrap());
+        let req = PublishRequest {
+            agent_id: agent.into(),
+            events: vec![flow(call, claim)],
+        };
+        assert_eq!(
+            w.publish(tokio_stream::iter(vec![req]))
+                .await
+                .unwrap()
+                .into_inner()
+                .accepted,
+            1
+        );
+    }
+    let seen = |token: Option<String>| async {
+        let mut w = WatchClient::new(conn(token).await.unwrap());
+        let req = WatchRequest {
+            last_n: 100,
+            ..Default::default()
+        };
+        let events: Vec<FlowEvent> = w
+            .flows(req)
+            .await
+            .unwrap()
+            .into_inner()
+            .collect::<Result<Vec<_>, _>>()
+            .await
+            .unwrap();
+        let mut v: Vec<(String, String)> =
+            events.into_iter().map(|e| (e.call_id, e.tenant)).collect();
+        v.sort();
+        v
+    };
+    let s = |a: &str, b: &str| (a.to_owned(), b.to_owned());
+    assert_eq!(seen(acme.clone()).await, [s("call-a", "acme")]);
+    assert_eq!(seen(globex.clone()).await, [s("call-g", "globex")]);
+    assert_eq!(
+        seen(provider.clone()).await,
+        [s("call-a", "acme"), s("call-g", "globex")]
+    );
+    srv.stop().await;
+}
+
 both_backends!(
     tokens_and_roles_are_checked_on_every_call,
     mutual_tls_refuses_certificates_from_another_ca,
+    each_tenant_sees_only_its_own,
 );
 
 /// TLS to PostgreSQL (the scale-out path crosses a network): with the database's CA the

@@ -129,7 +129,7 @@ async fn ingest_is_exactly_once_per_agent_and_sequence(b: Backend) {
         .chain((1..=3).map(|i| ("B".to_string(), i, format!("c{i}"))))
         .collect();
     assert_eq!(stored, want, "{}", b.name());
-    let stats = s.stats().await.unwrap();
+    let stats = s.stats(None).await.unwrap();
     assert_eq!(stats.cdrs_stored, 18);
     // Sequences out of order are refused before anything is stored.
     let mut bad = batch(16, 18);
@@ -361,6 +361,7 @@ async fn erasure_removes_all_of_a_subjects_cdrs_and_nothing_else(b: Backend) {
             reference: "ticket-7".into(),
             actor: "dpo".into(),
             now_ms: NOW + 10,
+            tenant: None,
         })
         .await
         .unwrap();
@@ -390,6 +391,7 @@ async fn erasure_removes_all_of_a_subjects_cdrs_and_nothing_else(b: Backend) {
             reference: String::new(),
             actor: "dpo".into(),
             now_ms: NOW + 11,
+            tenant: None,
         })
         .await
         .unwrap();
@@ -580,12 +582,12 @@ async fn schema_is_versioned_and_indexed(b: Backend) {
         .await;
     let indexes = match &b {
         Backend::Sqlite(_) => {
-            assert_eq!(versions, [["1"], ["2"], ["3"], ["4"], ["5"], ["6"]]);
+            assert_eq!(versions, [["1"], ["2"], ["3"], ["4"], ["5"], ["6"], ["7"]]);
             b.select("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'cdrs'")
                 .await
         }
         Backend::Postgres(_) => {
-            assert_eq!(versions, [["1"], ["2"], ["3"], ["4"], ["5"]]);
+            assert_eq!(versions, [["1"], ["2"], ["3"], ["4"], ["5"], ["6"]]);
             b.select("SELECT indexname::text FROM pg_indexes WHERE tablename = 'cdrs'")
                 .await
         }

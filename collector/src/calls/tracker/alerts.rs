@@ -31,6 +31,7 @@ impl Tracker {
             _ => 0,
         };
         let event = FlowEvent {
+            tenant: String::new(),
             time_ms: now / MS,
             agent_id: self.agent_id.clone(),
             call_id: c.call_id.clone(),
@@ -65,6 +66,7 @@ impl Tracker {
         };
         let cseq = msg.cseq();
         let event = FlowEvent {
+            tenant: String::new(),
             time_ms: pkt.ts_ns / MS,
             agent_id: self.agent_id.clone(),
             call_id: c.call_id.clone(),
@@ -94,6 +96,7 @@ impl Tracker {
             return;
         };
         let event = FlowEvent {
+            tenant: String::new(),
             time_ms: now / MS,
             agent_id: self.agent_id.clone(),
             call_id: c.call_id.clone(),

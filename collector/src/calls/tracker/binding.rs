@@ -492,6 +492,7 @@ impl Tracker {
                     .filter(|s| s.in_use != 0 && s.packets > 0)
                 {
                     let event = FlowEvent {
+                        tenant: String::new(),
                         time_ms: now / MS,
                         agent_id: self.agent_id.clone(),
                         call_id: call.call_id.clone(),

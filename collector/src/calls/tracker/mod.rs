@@ -821,6 +821,7 @@ impl Tracker {
     fn flush_registrations(&mut self) {
         for (at, call_id, reg) in std::mem::take(&mut self.reg_out) {
             let event = FlowEvent {
+                tenant: String::new(),
                 time_ms: at / MS,
                 agent_id: self.agent_id.clone(),
                 call_id,

@@ -199,6 +199,7 @@ fn flow_events_are_protected_too() {
     let pz = pz(POLICY);
     let cp = pz.call(Consent::NotDeclined);
     let mut state = FlowEvent {
+        tenant: String::new(),
         time_ms: 1,
         agent_id: "sbc-1".into(),
         call_id: "leg-a@10.0.0.1".into(),

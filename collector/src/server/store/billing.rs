@@ -7,7 +7,10 @@
 //! row is found by the CDR's `destination_prefix` on its start date; an answered call gets
 //! billable seconds and a cost, an answered call with no prefix, no table or no matching row is
 //! marked [`RatingState::Unrated`] (listed and counted, never priced as free).
-use std::sync::{Arc, Mutex};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
 
 use collector_proto::v1::{Cdr, Disposition};
 use sha2::{Digest as _, Sha256};
@@ -46,10 +49,7 @@ macro_rules! billing_schema {
 }
 pub(crate) use billing_schema;
 
-/// The tenant of every CDR until CDRs carry their tenant.
-pub const DEFAULT_TENANT: &str = "default";
-/// Longest tenant name accepted, in bytes.
-pub const MAX_TENANT_LEN: usize = 64;
+pub use crate::server::token::{valid_tenant, DEFAULT_TENANT, MAX_TENANT_LEN};
 
 /// A billing amount as a database integer, saturating (a cost beyond `i64::MAX` minor units
 /// needs a call of millions of years; it must not make the batch unstorable).
@@ -61,16 +61,6 @@ pub fn clamp(v: u64) -> i64 {
 pub fn table_version(csv: &str) -> String {
     let digest = Sha256::digest(csv.as_bytes());
     digest.iter().take(16).map(|b| format!("{b:02x}")).collect()
-}
-
-/// Whether a tenant name is acceptable: 1 to [`MAX_TENANT_LEN`] ASCII letters, digits, `-`,
-/// `_` or `.`.
-pub fn valid_tenant(tenant: &str) -> bool {
-    !tenant.is_empty()
-        && tenant.len() <= MAX_TENANT_LEN
-        && tenant
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
 /// How a stored CDR was rated (the `rating` column).
@@ -165,15 +155,20 @@ pub fn rate_cdr(table: Option<&RateTable>, cdr: &Cdr) -> CdrRating {
     out
 }
 
-/// The parsed newest rate table of the default tenant, re-parsed only when its version changes.
+/// Most parsed rate tables kept (one per tenant's newest version in use; when more are
+/// needed the cache starts over, which costs a re-parse, never a wrong rate).
+pub const RATE_CACHE_TABLES: usize = 256;
+
+/// The parsed rate tables in use, by version (a hash of the CSV, so tenants with the same
+/// table share it), re-parsed only when a tenant's newest version changes.
 #[derive(Debug, Default)]
 pub struct RateCache {
-    current: Mutex<Option<Arc<RateTable>>>,
+    tables: Mutex<HashMap<String, Arc<RateTable>>>,
 }
 
 impl RateCache {
-    /// The table of `version`: the cached one if it is that version, else `load()` parsed.
-    /// `None` when no table is stored.
+    /// The table of `version`: the cached one, else `load()` parsed. `None` when no table is
+    /// stored.
     pub fn table<F>(
         &self,
         version: Option<&str>,
@@ -185,15 +180,18 @@ impl RateCache {
         let Some(version) = version else {
             return Ok(None);
         };
-        let mut current = self.current.lock().map_err(|_| StoreError::Poisoned)?;
-        if let Some(t) = current.as_ref().filter(|t| t.version() == version) {
+        let mut tables = self.tables.lock().map_err(|_| StoreError::Poisoned)?;
+        if let Some(t) = tables.get(version) {
             return Ok(Some(Arc::clone(t)));
         }
         let csv = load()?;
         let table = Arc::new(
             RateTable::parse(version, &csv).map_err(|e| StoreError::StoredRates(e.to_string()))?,
         );
-        *current = Some(Arc::clone(&table));
+        if tables.len() >= RATE_CACHE_TABLES {
+            tables.clear();
+        }
+        tables.insert(version.to_owned(), Arc::clone(&table));
         Ok(Some(table))
     }
 }

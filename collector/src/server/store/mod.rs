@@ -105,7 +105,26 @@ pub enum StoreError {
     /// A thread panicked while holding the connection.
     #[error("database connection lock poisoned")]
     Poisoned,
+    /// The agent already streams into another tenant: an agent id belongs to exactly one
+    /// tenant, so one customer's token cannot write into (or supersede the records of)
+    /// another customer's agent.
+    #[error("agent {agent_id:?} belongs to another tenant")]
+    AgentTenant {
+        /// The agent.
+        agent_id: String,
+    },
 }
+
+/// The audit log's name for an entry made by a caller who sees every tenant.
+pub const ALL_TENANTS: &str = "*";
+
+/// Every tenant with its stored CDRs and bound agents, by name (both backends).
+pub const TENANTS_SQL: &str = "
+    SELECT tenant, CAST(SUM(cdrs) AS BIGINT), CAST(SUM(agents) AS BIGINT) FROM (
+        SELECT tenant, COUNT(*) AS cdrs, 0 AS agents FROM cdrs GROUP BY tenant
+        UNION ALL
+        SELECT tenant, 0, COUNT(*) FROM ingest_cursor GROUP BY tenant
+    ) t GROUP BY tenant ORDER BY tenant";
 
 /// Filters of a CDR query (every set filter must match). Mirrors `collector.v1.CdrQuery`
 /// after validation.
@@ -128,6 +147,9 @@ pub struct CdrFilter {
     pub max_mos: Option<f64>,
     /// At most this many CDRs, newest first.
     pub limit: u32,
+    /// Tenant equals (`None`: every tenant, for the provider's operators only). The server
+    /// sets it from the caller's token on every read.
+    pub tenant: Option<String>,
 }
 
 /// Result of storing a batch.
@@ -176,6 +198,19 @@ pub struct Erasure {
     pub actor: String,
     /// When (Unix ms).
     pub now_ms: u64,
+    /// Only this tenant's CDRs are erased (`None`: every tenant's, for the provider).
+    pub tenant: Option<String>,
+}
+
+/// One tenant as the provider sees it ([`Store::tenants`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantStats {
+    /// The tenant.
+    pub tenant: String,
+    /// CDRs stored for it.
+    pub cdrs_stored: u64,
+    /// Agents bound to it (those that streamed into it).
+    pub agents: u32,
 }
 
 /// What an audit entry records.
@@ -226,6 +261,9 @@ pub struct AuditEntry {
     pub reference: String,
     /// CDRs erased or returned.
     pub affected: u64,
+    /// The tenant the action was confined to (`None`: every tenant, a provider's action;
+    /// stored as [`ALL_TENANTS`]).
+    pub tenant: Option<String>,
 }
 
 /// Result of one retention run.
@@ -254,13 +292,27 @@ pub struct RetentionState {
 /// atomic per batch (records and cursor together).
 #[tonic::async_trait]
 pub trait Store: Send + Sync + 'static {
-    /// Stores the records above the agent's cursor and advances the cursor, in one durable
-    /// transaction. Records must have strictly increasing sequences.
+    /// Stores the records above the agent's cursor under `tenant` and advances the cursor,
+    /// in one durable transaction. Records must have strictly increasing sequences. The
+    /// agent's first batch binds it to `tenant`; a batch of the same agent id for another
+    /// tenant is refused ([`StoreError::AgentTenant`]). Answered CDRs are rated with the
+    /// tenant's newest rate table.
+    async fn ingest_into(
+        &self,
+        agent_id: &str,
+        tenant: &str,
+        batch: Vec<CdrRecord>,
+    ) -> Result<IngestOutcome, StoreError>;
+
+    /// [`Store::ingest_into`] the default tenant.
     async fn ingest(
         &self,
         agent_id: &str,
         batch: Vec<CdrRecord>,
-    ) -> Result<IngestOutcome, StoreError>;
+    ) -> Result<IngestOutcome, StoreError> {
+        self.ingest_into(agent_id, billing::DEFAULT_TENANT, batch)
+            .await
+    }
 
     /// The agent's cursor (0 if it never sent anything).
     async fn cursor(&self, agent_id: &str) -> Result<u64, StoreError>;
@@ -275,9 +327,10 @@ pub trait Store: Send + Sync + 'static {
     /// in no particular order: [`crate::callview::group`] makes the calls.
     async fn query_call_legs(&self, filter: CdrFilter) -> Result<Vec<Cdr>, StoreError>;
 
-    /// Deletes every CDR in which any of the pseudonyms is a party field, and records the
-    /// request (pseudonyms, reference, actor, count) in the audit log in the same
-    /// transaction. Returns the number of CDRs deleted.
+    /// Deletes every CDR (of `erasure.tenant`, or of every tenant) in which any of the
+    /// pseudonyms is a party field, and records the request (pseudonyms, reference, actor,
+    /// tenant, count) in the audit log in the same transaction. Returns the number of CDRs
+    /// deleted.
     async fn erase(&self, erasure: Erasure) -> Result<u64, StoreError>;
 
     /// Appends an entry to the audit log.
@@ -303,8 +356,12 @@ pub trait Store: Send + Sync + 'static {
         to_day: u64,
     ) -> Result<Vec<DailyAggregate>, StoreError>;
 
-    /// Counts and cursors.
-    async fn stats(&self) -> Result<StoreStats, StoreError>;
+    /// Counts and cursors, of `tenant` (its CDRs and the agents bound to it) or of every
+    /// tenant.
+    async fn stats(&self, tenant: Option<&str>) -> Result<StoreStats, StoreError>;
+
+    /// Every tenant with an agent bound to it or a CDR stored, by name.
+    async fn tenants(&self) -> Result<Vec<TenantStats>, StoreError>;
 
     /// Stores a validated rate table (`csv`, whose hash is `version`) as the newest version of
     /// `tenant`'s table; every version is kept. Returns false when that version was already

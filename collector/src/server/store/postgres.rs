@@ -36,15 +36,16 @@ use tokio_stream::StreamExt as _;
 
 use super::billing::{
     billing_schema, clamp, rate_cdr, usage_days, CdrRating, RateCache, RatedRow, RatingState,
-    RerateOutcome, UsageGroup, DEFAULT_TENANT, RATING_SET, RERATE_COLUMNS, USAGE_DAILY_SCHEMA,
-    USAGE_FOLD_SQL, USAGE_SQL,
+    RerateOutcome, UsageGroup, RATING_SET, RERATE_COLUMNS, USAGE_DAILY_SCHEMA, USAGE_FOLD_SQL,
+    USAGE_SQL,
 };
+use super::sqlite::TENANCY_SCHEMA;
 use super::{
     aggregate::{AggregateKey, FoldRow},
     codec_of, day_of, max_loss_pct, min_mos, supersede, validate_batch, AgentCursor, AuditAction,
     AuditEntry, CdrFilter, DailyAggregate, Erasure, Folder, IngestOutcome, RetentionRun,
-    RetentionState, Store, StoreError, StoreStats, StoredCall, DAY_MS, LOSS_BUCKETS, MAX_CALL_LEGS,
-    MOS_BUCKETS,
+    RetentionState, Store, StoreError, StoreStats, StoredCall, TenantStats, ALL_TENANTS, DAY_MS,
+    LOSS_BUCKETS, MAX_CALL_LEGS, MOS_BUCKETS, TENANTS_SQL,
 };
 
 /// Connections kept in the pool.
@@ -149,6 +150,9 @@ pub const MIGRATIONS: &[&str] = &[
     // v5: the daily usage aggregates retention folds final CDRs into, so usage reports
     // outlive the CDRs ([`super::billing::USAGE_DAILY_SCHEMA`]).
     USAGE_DAILY_SCHEMA,
+    // v6: tenants (issue 23): agents bound to a tenant, the audit log's tenant
+    // ([`super::sqlite::TENANCY_SCHEMA`]).
+    TENANCY_SCHEMA,
 ];
 
 /// The schema version whose migration adds `correlation_id`: rows stored before it get the
@@ -401,26 +405,33 @@ impl PgStore {
     async fn ingest_tx(
         &self,
         agent_id: &str,
+        tenant: &str,
         batch: &[CdrRecord],
     ) -> Result<IngestOutcome, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg("begin"))?;
         tx.execute(
-            "INSERT INTO ingest_cursor (agent_id, highest_seq) VALUES ($1, 0)
+            "INSERT INTO ingest_cursor (agent_id, highest_seq, tenant) VALUES ($1, 0, $2)
              ON CONFLICT (agent_id) DO NOTHING",
-            &[&agent_id],
+            &[&agent_id, &tenant],
         )
         .await
         .map_err(pg("creating cursor"))?;
         // Serialises every collector ingesting for this agent until commit.
         let row = tx
             .query_one(
-                "SELECT highest_seq FROM ingest_cursor WHERE agent_id = $1 FOR UPDATE",
+                "SELECT highest_seq, tenant FROM ingest_cursor WHERE agent_id = $1 FOR UPDATE",
                 &[&agent_id],
             )
             .await
             .map_err(pg("reading cursor"))?;
         let cursor: i64 = col(&row, 0)?;
+        let bound: String = col(&row, 1)?;
+        if bound != tenant {
+            return Err(StoreError::AgentTenant {
+                agent_id: agent_id.to_owned(),
+            });
+        }
         let mut duplicates = 0u64;
         // The records above the cursor.
         let mut fresh: Vec<(i64, Cdr)> = Vec::with_capacity(batch.len());
@@ -467,7 +478,7 @@ impl PgStore {
         }
         let refs: Vec<&Cdr> = fresh.iter().map(|(_, c)| c).collect();
         let plan = supersede(&refs, &prior);
-        let table = self.newest_rates(&tx, DEFAULT_TENANT).await?;
+        let table = self.newest_rates(&tx, tenant).await?;
         if !plan.delete_interims.is_empty() {
             tx.execute(
                 "DELETE FROM cdrs WHERE agent_id = $1 AND cdr_id = ANY($2) AND interim",
@@ -531,7 +542,7 @@ impl PgStore {
                     &cols.cost,
                     &cols.currency,
                     &cols.rate_version,
-                    &DEFAULT_TENANT,
+                    &tenant,
                 ],
             )
             .await
@@ -848,6 +859,10 @@ type Param = Box<dyn ToSql + Sync + Send>;
 fn filter_clause(f: &CdrFilter) -> Result<(String, Vec<Param>), StoreError> {
     let mut clauses: Vec<String> = Vec::new();
     let mut params: Vec<Param> = Vec::new();
+    if let Some(t) = &f.tenant {
+        params.push(Box::new(t.clone()));
+        clauses.push(format!("tenant = ${}", params.len()));
+    }
     if let Some(v) = f.start_from_ms {
         params.push(Box::new(int(v)?));
         clauses.push(format!("start_time_ms >= ${}", params.len()));
@@ -902,8 +917,8 @@ impl PgStore {
 }
 
 fn insert_audit_sql() -> &'static str {
-    "INSERT INTO audit_log (time_ms, action, actor, subjects, reference, affected)
-     VALUES ($1, $2, $3, $4, $5, $6)"
+    "INSERT INTO audit_log (time_ms, action, actor, subjects, reference, affected, tenant)
+     VALUES ($1, $2, $3, $4, $5, $6, $7)"
 }
 
 /// Appends `e` to the audit log through `c` (a connection or a transaction).
@@ -920,6 +935,7 @@ async fn insert_audit(
             &e.subjects,
             &e.reference,
             &int(e.affected)?,
+            &e.tenant.as_deref().unwrap_or(ALL_TENANTS),
         ],
     )
     .await
@@ -929,9 +945,10 @@ async fn insert_audit(
 
 #[tonic::async_trait]
 impl Store for PgStore {
-    async fn ingest(
+    async fn ingest_into(
         &self,
         agent_id: &str,
+        tenant: &str,
         batch: Vec<CdrRecord>,
     ) -> Result<IngestOutcome, StoreError> {
         validate_batch(&batch)?;
@@ -943,7 +960,7 @@ impl Store for PgStore {
         days.sort_unstable();
         days.dedup();
         self.ensure_partitions(&days).await?;
-        let out = self.ingest_tx(agent_id, &batch).await;
+        let out = self.ingest_tx(agent_id, tenant, &batch).await;
         if out.is_err() {
             // A partition may have been dropped by retention meanwhile: look again next time
             // (the agent resends the batch).
@@ -984,6 +1001,15 @@ impl Store for PgStore {
         let limit = params.len();
         params.push(Box::new(i64::from(MAX_CALL_LEGS)));
         let max_legs = params.len();
+        // Siblings come from the caller's tenant only: correlation ids are made by agents,
+        // and two customers' agents may make the same one.
+        let same_tenant = match &f.tenant {
+            Some(t) => {
+                params.push(Box::new(t.clone()));
+                format!("AND c.tenant = ${}", params.len())
+            }
+            None => String::new(),
+        };
         let sql = format!(
             "WITH calls AS (
                 SELECT correlation_id AS cid,
@@ -1000,7 +1026,7 @@ impl Store for PgStore {
                     PARTITION BY c.correlation_id
                     ORDER BY c.start_time_ms, c.agent_id, c.sequence) AS n
                 FROM calls JOIN cdrs c ON c.correlation_id = calls.cid
-                WHERE calls.lone_agent IS NULL
+                WHERE calls.lone_agent IS NULL {same_tenant}
             )
             SELECT cdr FROM siblings WHERE n <= ${max_legs}
             UNION ALL
@@ -1016,10 +1042,10 @@ impl Store for PgStore {
         let deleted = tx
             .execute(
                 &format!(
-                    "DELETE FROM cdrs WHERE {}",
+                    "DELETE FROM cdrs WHERE {} AND ($2::TEXT IS NULL OR tenant = $2)",
                     any_of_clause(&PARTY_COLUMNS, "$1")
                 ),
-                &[&e.pseudonyms],
+                &[&e.pseudonyms, &e.tenant],
             )
             .await
             .map_err(pg("erasing"))?;
@@ -1032,6 +1058,7 @@ impl Store for PgStore {
                 &e.pseudonyms,
                 &e.reference,
                 &int(deleted)?,
+                &e.tenant.as_deref().unwrap_or(ALL_TENANTS),
             ],
         )
         .await
@@ -1049,8 +1076,8 @@ impl Store for PgStore {
         let client = self.client().await?;
         let rows = client
             .query(
-                "SELECT time_ms, action, actor, subjects, reference, affected FROM audit_log
-                 ORDER BY id DESC LIMIT $1",
+                "SELECT time_ms, action, actor, subjects, reference, affected, tenant
+                 FROM audit_log ORDER BY id DESC LIMIT $1",
                 &[&i64::from(limit)],
             )
             .await
@@ -1067,6 +1094,7 @@ impl Store for PgStore {
                 subjects: col(r, 3)?,
                 reference: col(r, 4)?,
                 affected: col_u64(r, 5)?,
+                tenant: Some(col::<String>(r, 6)?).filter(|t| t != ALL_TENANTS),
             });
         }
         Ok(out)
@@ -1304,17 +1332,21 @@ impl Store for PgStore {
         Ok(out)
     }
 
-    async fn stats(&self) -> Result<StoreStats, StoreError> {
+    async fn stats(&self, tenant: Option<&str>) -> Result<StoreStats, StoreError> {
         let client = self.client().await?;
         let row = client
-            .query_one("SELECT COUNT(*) FROM cdrs", &[])
+            .query_one(
+                "SELECT COUNT(*) FROM cdrs WHERE $1::TEXT IS NULL OR tenant = $1",
+                &[&tenant],
+            )
             .await
             .map_err(pg("counting cdrs"))?;
         let cdrs = col_u64(&row, 0)?;
         let agents = client
             .query(
-                "SELECT agent_id, highest_seq FROM ingest_cursor ORDER BY agent_id",
-                &[],
+                "SELECT agent_id, highest_seq FROM ingest_cursor
+                 WHERE $1::TEXT IS NULL OR tenant = $1 ORDER BY agent_id",
+                &[&tenant],
             )
             .await
             .map_err(pg("reading cursors"))?
@@ -1330,6 +1362,23 @@ impl Store for PgStore {
             cdrs_stored: cdrs,
             agents,
         })
+    }
+
+    async fn tenants(&self) -> Result<Vec<TenantStats>, StoreError> {
+        let client = self.client().await?;
+        client
+            .query(TENANTS_SQL, &[])
+            .await
+            .map_err(pg("listing tenants"))?
+            .iter()
+            .map(|r| {
+                Ok(TenantStats {
+                    tenant: col(r, 0)?,
+                    cdrs_stored: col_u64(r, 1)?,
+                    agents: u32::try_from(col_u64(r, 2)?).unwrap_or(u32::MAX),
+                })
+            })
+            .collect()
     }
 }
 

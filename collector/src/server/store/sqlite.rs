@@ -27,15 +27,15 @@ use rusqlite::{
 
 use super::billing::{
     billing_schema, clamp, rate_cdr, usage_days, CdrRating, RateCache, RatedRow, RatingState,
-    RerateOutcome, UsageGroup, DEFAULT_TENANT, RATING_SET, RERATE_COLUMNS, USAGE_DAILY_SCHEMA,
-    USAGE_FOLD_SQL, USAGE_SQL,
+    RerateOutcome, UsageGroup, RATING_SET, RERATE_COLUMNS, USAGE_DAILY_SCHEMA, USAGE_FOLD_SQL,
+    USAGE_SQL,
 };
 use super::{
     aggregate::{AggregateKey, FoldRow},
     codec_of, max_loss_pct, min_mos, supersede, validate_batch, AgentCursor, AuditAction,
     AuditEntry, CdrFilter, DailyAggregate, Erasure, Folder, IngestOutcome, RetentionRun,
-    RetentionState, Store, StoreError, StoreStats, StoredCall, LOSS_BUCKETS, MAX_CALL_LEGS,
-    MOS_BUCKETS,
+    RetentionState, Store, StoreError, StoreStats, StoredCall, TenantStats, ALL_TENANTS,
+    LOSS_BUCKETS, MAX_CALL_LEGS, MOS_BUCKETS, TENANTS_SQL,
 };
 
 /// Ordered schema migrations; migration `i` brings the schema to version `i + 1`.
@@ -148,7 +148,18 @@ pub const MIGRATIONS: &[&str] = &[
     // v6: the daily usage aggregates retention folds final CDRs into, so usage reports
     // outlive the CDRs ([`super::billing::USAGE_DAILY_SCHEMA`]).
     USAGE_DAILY_SCHEMA,
+    // v7: tenants (issue 23). Each agent is bound to the tenant of its first batch (the
+    // cursor row); the audit log names the tenant an action was confined to ('*' = all).
+    // Reads of one tenant go through the (tenant, start time) index of v5. Rows stored
+    // before belong to the default tenant.
+    TENANCY_SCHEMA,
 ];
+
+/// The tenancy migration (the same SQL for both backends).
+pub const TENANCY_SCHEMA: &str = r#"
+    ALTER TABLE ingest_cursor ADD COLUMN tenant TEXT NOT NULL DEFAULT 'default';
+    ALTER TABLE audit_log ADD COLUMN tenant TEXT NOT NULL DEFAULT 'default';
+"#;
 
 /// The schema version whose migration adds `correlation_id`: rows stored before it get the
 /// column filled from their stored CDR.
@@ -394,22 +405,28 @@ fn ingest_blocking(
     conn: &mut Connection,
     rates: &RateCache,
     agent_id: &str,
+    tenant: &str,
     batch: &[CdrRecord],
 ) -> Result<IngestOutcome, StoreError> {
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(db("begin"))?;
-    let table = newest_rates(&tx, rates, DEFAULT_TENANT)?;
-    let mut unrated = 0u64;
-    let cursor: i64 = tx
+    let bound: Option<(i64, String)> = tx
         .query_row(
-            "SELECT highest_seq FROM ingest_cursor WHERE agent_id = ?1",
+            "SELECT highest_seq, tenant FROM ingest_cursor WHERE agent_id = ?1",
             [agent_id],
-            |r| r.get(0),
+            |r| Ok((r.get(0)?, r.get(1)?)),
         )
         .optional()
-        .map_err(db("reading cursor"))?
-        .unwrap_or(0);
+        .map_err(db("reading cursor"))?;
+    if bound.as_ref().is_some_and(|(_, t)| t != tenant) {
+        return Err(StoreError::AgentTenant {
+            agent_id: agent_id.to_owned(),
+        });
+    }
+    let cursor = bound.map_or(0, |(c, _)| c);
+    let table = newest_rates(&tx, rates, tenant)?;
+    let mut unrated = 0u64;
     let mut highest = cursor;
     let (mut stored, mut duplicates) = (0u64, 0u64);
     // The records above the cursor.
@@ -508,7 +525,7 @@ fn ingest_blocking(
                     cdr.encode_to_vec(),
                     codec_of(cdr),
                     cdr.correlation_id,
-                    DEFAULT_TENANT,
+                    tenant,
                     rating.destination_prefix,
                     rating.state.code(),
                     rating.destination,
@@ -530,9 +547,9 @@ fn ingest_blocking(
         }
     }
     tx.execute(
-        "INSERT INTO ingest_cursor (agent_id, highest_seq) VALUES (?1, ?2)
+        "INSERT INTO ingest_cursor (agent_id, highest_seq, tenant) VALUES (?1, ?2, ?3)
          ON CONFLICT (agent_id) DO UPDATE SET highest_seq = MAX(highest_seq, excluded.highest_seq)",
-        params![agent_id, highest],
+        params![agent_id, highest, tenant],
     )
     .map_err(db("advancing cursor"))?;
     tx.commit().map_err(db("commit"))?;
@@ -559,6 +576,10 @@ fn any_of_clause(columns: &[&str], placeholders: &[String]) -> String {
 fn filter_clause(f: &CdrFilter) -> Result<(String, Vec<Value>), StoreError> {
     let mut clauses: Vec<String> = Vec::new();
     let mut args: Vec<Value> = Vec::new();
+    if let Some(t) = &f.tenant {
+        args.push(Value::Text(t.clone()));
+        clauses.push(format!("tenant = ?{}", args.len()));
+    }
     if let Some(v) = f.start_from_ms {
         args.push(Value::Integer(int(v)?));
         clauses.push(format!("start_time_ms >= ?{}", args.len()));
@@ -636,6 +657,15 @@ fn query_call_legs_blocking(conn: &mut Connection, f: &CdrFilter) -> Result<Vec<
     let limit = args.len();
     args.push(Value::Integer(i64::from(MAX_CALL_LEGS)));
     let max_legs = args.len();
+    // Siblings come from the caller's tenant only: correlation ids are made by agents, and
+    // two customers' agents may make the same one.
+    let same_tenant = match &f.tenant {
+        Some(t) => {
+            args.push(Value::Text(t.clone()));
+            format!("AND c.tenant = ?{}", args.len())
+        }
+        None => String::new(),
+    };
     let sql = format!(
         "WITH calls AS (
             SELECT correlation_id AS cid,
@@ -649,7 +679,7 @@ fn query_call_legs_blocking(conn: &mut Connection, f: &CdrFilter) -> Result<Vec<
             SELECT c.cdr, ROW_NUMBER() OVER (
                 PARTITION BY c.correlation_id ORDER BY c.start_time_ms, c.id) AS n
             FROM calls JOIN cdrs c ON c.correlation_id = calls.cid
-            WHERE calls.lone IS NULL
+            WHERE calls.lone IS NULL {same_tenant}
         )
         SELECT cdr FROM siblings WHERE n <= ?{max_legs}
         UNION ALL
@@ -661,15 +691,16 @@ fn query_call_legs_blocking(conn: &mut Connection, f: &CdrFilter) -> Result<Vec<
 fn insert_audit(conn: &Connection, e: &AuditEntry) -> Result<(), StoreError> {
     let subjects = serde_json::to_string(&e.subjects).unwrap_or_else(|_| "[]".into());
     conn.execute(
-        "INSERT INTO audit_log (time_ms, action, actor, subjects, reference, affected)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        "INSERT INTO audit_log (time_ms, action, actor, subjects, reference, affected, tenant)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         params![
             int(e.time_ms)?,
             e.action.as_str(),
             e.actor,
             subjects,
             e.reference,
-            int(e.affected)?
+            int(e.affected)?,
+            e.tenant.as_deref().unwrap_or(ALL_TENANTS),
         ],
     )
     .map_err(db("writing audit log"))?;
@@ -683,14 +714,15 @@ fn erase_blocking(conn: &mut Connection, e: &Erasure) -> Result<u64, StoreError>
     let mut deleted = 0u64;
     {
         // One statement per pseudonym keeps each an index lookup per party column.
+        // `?2` NULL: every tenant.
         let mut del = tx
             .prepare(&format!(
-                "DELETE FROM cdrs WHERE {}",
+                "DELETE FROM cdrs WHERE {} AND (?2 IS NULL OR tenant = ?2)",
                 any_of_clause(&PARTY_COLUMNS, &["?1".to_string()])
             ))
             .map_err(db("preparing erase"))?;
         for p in &e.pseudonyms {
-            deleted += del.execute([p]).map_err(db("erasing"))? as u64;
+            deleted += del.execute(params![p, e.tenant]).map_err(db("erasing"))? as u64;
         }
     }
     insert_audit(
@@ -702,6 +734,7 @@ fn erase_blocking(conn: &mut Connection, e: &Erasure) -> Result<u64, StoreError>
             subjects: e.pseudonyms.clone(),
             reference: e.reference.clone(),
             affected: deleted,
+            tenant: e.tenant.clone(),
         },
     )?;
     tx.commit().map_err(db("commit"))?;
@@ -715,7 +748,7 @@ fn erase_blocking(conn: &mut Connection, e: &Erasure) -> Result<u64, StoreError>
 fn audit_log_blocking(conn: &mut Connection, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
     let mut stmt = conn
         .prepare(
-            "SELECT time_ms, action, actor, subjects, reference, affected FROM audit_log
+            "SELECT time_ms, action, actor, subjects, reference, affected, tenant FROM audit_log
              ORDER BY id DESC LIMIT ?1",
         )
         .map_err(db("reading audit log"))?;
@@ -728,12 +761,13 @@ fn audit_log_blocking(conn: &mut Connection, limit: u32) -> Result<Vec<AuditEntr
                 r.get::<_, String>(3)?,
                 r.get::<_, String>(4)?,
                 r.get::<_, i64>(5)?,
+                r.get::<_, String>(6)?,
             ))
         })
         .map_err(db("reading audit log"))?;
     let mut out = Vec::new();
     for row in rows {
-        let (time, action, actor, subjects, reference, affected) =
+        let (time, action, actor, subjects, reference, affected, tenant) =
             row.map_err(db("reading audit log"))?;
         let Some(action) = AuditAction::from_name(&action) else {
             continue;
@@ -745,6 +779,7 @@ fn audit_log_blocking(conn: &mut Connection, limit: u32) -> Result<Vec<AuditEntr
             subjects: serde_json::from_str(&subjects).unwrap_or_default(),
             reference,
             affected: affected.unsigned_abs(),
+            tenant: (tenant != ALL_TENANTS).then_some(tenant),
         });
     }
     Ok(out)
@@ -1016,15 +1051,23 @@ fn aggregates_blocking(
     }
     Ok(out)
 }
-fn stats_blocking(conn: &mut Connection) -> Result<StoreStats, StoreError> {
+fn stats_blocking(conn: &mut Connection, tenant: Option<&str>) -> Result<StoreStats, StoreError> {
+    // `?1` NULL: every tenant.
     let cdrs: i64 = conn
-        .query_row("SELECT COUNT(*) FROM cdrs", [], |r| r.get(0))
+        .query_row(
+            "SELECT COUNT(*) FROM cdrs WHERE ?1 IS NULL OR tenant = ?1",
+            [tenant],
+            |r| r.get(0),
+        )
         .map_err(db("counting cdrs"))?;
     let mut stmt = conn
-        .prepare("SELECT agent_id, highest_seq FROM ingest_cursor ORDER BY agent_id")
+        .prepare(
+            "SELECT agent_id, highest_seq FROM ingest_cursor WHERE ?1 IS NULL OR tenant = ?1
+             ORDER BY agent_id",
+        )
         .map_err(db("reading cursors"))?;
     let agents = stmt
-        .query_map([], |r| {
+        .query_map([tenant], |r| {
             Ok(AgentCursor {
                 agent_id: r.get(0)?,
                 highest_sequence: r.get::<_, i64>(1)?.unsigned_abs(),
@@ -1039,18 +1082,34 @@ fn stats_blocking(conn: &mut Connection) -> Result<StoreStats, StoreError> {
     })
 }
 
+fn tenants_blocking(conn: &mut Connection) -> Result<Vec<TenantStats>, StoreError> {
+    let mut stmt = conn.prepare(TENANTS_SQL).map_err(db("listing tenants"))?;
+    let rows = stmt
+        .query_map([], |r| {
+            Ok(TenantStats {
+                tenant: r.get(0)?,
+                cdrs_stored: r.get::<_, i64>(1)?.unsigned_abs(),
+                agents: u32::try_from(r.get::<_, i64>(2)?).unwrap_or(u32::MAX),
+            })
+        })
+        .map_err(db("listing tenants"))?;
+    rows.collect::<Result<Vec<_>, _>>()
+        .map_err(db("listing tenants"))
+}
+
 #[tonic::async_trait]
 impl Store for SqliteStore {
-    async fn ingest(
+    async fn ingest_into(
         &self,
         agent_id: &str,
+        tenant: &str,
         batch: Vec<CdrRecord>,
     ) -> Result<IngestOutcome, StoreError> {
         validate_batch(&batch)?;
-        let agent = agent_id.to_string();
+        let (agent, tenant) = (agent_id.to_string(), tenant.to_string());
         let rates = Arc::clone(&self.rates);
         run(&self.writer, move |c| {
-            ingest_blocking(c, &rates, &agent, &batch)
+            ingest_blocking(c, &rates, &agent, &tenant, &batch)
         })
         .await
     }
@@ -1116,8 +1175,13 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn stats(&self) -> Result<StoreStats, StoreError> {
-        run(&self.reader, stats_blocking).await
+    async fn stats(&self, tenant: Option<&str>) -> Result<StoreStats, StoreError> {
+        let tenant = tenant.map(str::to_owned);
+        run(&self.reader, move |c| stats_blocking(c, tenant.as_deref())).await
+    }
+
+    async fn tenants(&self) -> Result<Vec<TenantStats>, StoreError> {
+        run(&self.reader, tenants_blocking).await
     }
 
     async fn store_rates(
