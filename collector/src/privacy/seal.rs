@@ -29,10 +29,10 @@
 
 use std::{
     fmt,
-    fs::{self, DirBuilder, File, OpenOptions},
-    io::{self, Read as _, Write as _},
-    os::unix::fs::{DirBuilderExt as _, MetadataExt as _, OpenOptionsExt as _},
-    path::{Path, PathBuf},
+    fs::{self, DirBuilder},
+    io,
+    os::unix::fs::DirBuilderExt as _,
+    path::Path,
 };
 
 use aes_gcm_siv::{
@@ -42,6 +42,8 @@ use aes_gcm_siv::{
 use aes_siv::siv::Aes256Siv;
 use data_encoding::{BASE64URL_NOPAD, HEXLOWER, HEXLOWER_PERMISSIVE};
 use zeroize::{Zeroize as _, Zeroizing};
+
+use super::keys::{self, KeyError};
 
 /// The environment variable that conventionally holds a master key as hex (the caller reads
 /// it and passes the value to [`MasterKey::from_hex`]).
@@ -68,8 +70,6 @@ const GCM_TAG_BYTES: usize = 16;
 const NONCE_BYTES: usize = 12;
 /// Version byte and key id: the part of a record header that is authenticated as data.
 const RECORD_HEADER_BYTES: usize = 5;
-/// Largest master key file read: the hex, a newline and some slack for white space.
-const KEY_FILE_MAX_BYTES: u64 = 4 * MASTER_KEY_BYTES as u64;
 
 /// Why sealing, opening or a key file failed.
 #[derive(Debug, thiserror::Error)]
@@ -90,31 +90,11 @@ pub enum SealError {
     /// A keyring needs at least one key.
     #[error("a keyring needs at least one data key")]
     EmptyKeyring,
-    /// A key file cannot be read, created or written.
-    #[error("key file {path}")]
-    File {
-        /// The file.
-        path: PathBuf,
-        /// The cause.
-        #[source]
-        source: io::Error,
-    },
-    /// Group or others have some access to a key file.
-    #[error(
-        "key file {path} has mode {mode:04o}: group and others must have no access (chmod 600)"
-    )]
-    Permissions {
-        /// The file.
-        path: PathBuf,
-        /// Its permission bits.
-        mode: u32,
-    },
-    /// The key path is not a regular file.
-    #[error("key file {path} is not a regular file")]
-    NotAFile {
-        /// The path.
-        path: PathBuf,
-    },
+    /// A key file cannot be read, created or written, is not a regular file, or group or
+    /// others have some access to it (the checks and errors of the pseudonymization key
+    /// file, which name the path and the mode).
+    #[error(transparent)]
+    KeyFile(#[from] KeyError),
     /// A master key is not 128 hex digits; `origin` names the file or the variable.
     #[error("master key in {origin} must be {n} hex digits", n = 2 * MASTER_KEY_BYTES)]
     KeyFormat {
@@ -221,29 +201,7 @@ impl MasterKey {
     /// must have no access; the mode of the file itself is checked, not access, since the
     /// agent often runs as root).
     pub fn load(path: &Path) -> Result<Self, SealError> {
-        let io = |source| SealError::File {
-            path: path.to_path_buf(),
-            source,
-        };
-        let file = File::open(path).map_err(io)?;
-        let meta = file.metadata().map_err(io)?;
-        if !meta.is_file() {
-            return Err(SealError::NotAFile {
-                path: path.to_path_buf(),
-            });
-        }
-        let mode = meta.mode() & 0o7777;
-        if mode & 0o077 != 0 {
-            return Err(SealError::Permissions {
-                path: path.to_path_buf(),
-                mode,
-            });
-        }
-        // Reserved up front so reading never reallocates and leaves an unwiped copy behind.
-        let mut text = Zeroizing::new(String::with_capacity(KEY_FILE_MAX_BYTES as usize));
-        file.take(KEY_FILE_MAX_BYTES)
-            .read_to_string(&mut text)
-            .map_err(io)?;
+        let text = keys::read_key_file(path)?;
         Self::parse(&text, || path.display().to_string())
     }
 
@@ -252,9 +210,9 @@ impl MasterKey {
     /// fails if `path` exists (so a crash never leaves a half-written key file). A missing
     /// parent directory is created with mode 0700.
     pub fn create(path: &Path) -> Result<Self, SealError> {
-        let io = |source| SealError::File {
-            path: path.to_path_buf(),
-            source,
+        let write_err = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| KeyError::Write { path, source }
         };
         let key = Self::generate()?;
         let dir = match path.parent() {
@@ -266,19 +224,24 @@ impl MasterKey {
                 .recursive(true)
                 .mode(0o700)
                 .create(dir)
-                .map_err(io)?;
+                .map_err(write_err(dir))?;
         }
         let mut tag = [0u8; 8];
         random_fill(&mut tag)?;
         let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
         tmp_name.push(format!(".{}.tmp", HEXLOWER.encode(&tag)));
         let tmp = dir.join(tmp_name);
-        let written = write_new_private(&tmp, &key).and_then(|()| fs::hard_link(&tmp, path));
+        let mut text = Zeroizing::new(String::with_capacity(2 * MASTER_KEY_BYTES + 1));
+        HEXLOWER.encode_append(&*key.0, &mut text);
+        text.push('\n');
+        let written = keys::create_private(&tmp)
+            .and_then(|mut f| keys::write_all_synced(&mut f, &tmp, &text))
+            .and_then(|()| fs::hard_link(&tmp, path).map_err(write_err(path)));
         // The temporary name goes in every case; the link (if made) keeps the key.
-        let removed = fs::remove_file(&tmp);
-        written.map_err(io)?;
-        removed.map_err(io)?;
-        File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
+        let removed = fs::remove_file(&tmp).map_err(write_err(&tmp));
+        written?;
+        removed?;
+        keys::sync_dir(path)?;
         Ok(key)
     }
 
@@ -287,7 +250,7 @@ impl MasterKey {
     pub fn load_or_create(path: &Path) -> Result<(Self, bool), SealError> {
         match Self::create(path) {
             Ok(k) => Ok((k, true)),
-            Err(SealError::File { source, .. })
+            Err(SealError::KeyFile(KeyError::Write { source, .. }))
                 if source.kind() == io::ErrorKind::AlreadyExists =>
             {
                 Self::load(path).map(|k| (k, false))
@@ -295,18 +258,6 @@ impl MasterKey {
             Err(e) => Err(e),
         }
     }
-}
-
-fn write_new_private(path: &Path, key: &MasterKey) -> io::Result<()> {
-    let mut text = Zeroizing::new(String::with_capacity(2 * MASTER_KEY_BYTES + 1));
-    HEXLOWER.encode_append(&*key.0, &mut text);
-    text.push('\n');
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
-    f.write_all(text.as_bytes()).and_then(|()| f.sync_all())
 }
 
 /// A data key: what seals fields and records of one scope (zeroized on drop; `Debug` shows
@@ -598,7 +549,7 @@ pub fn open_record(ring: &Keyring, aad: &[u8], bytes: &[u8]) -> Result<Vec<u8>, 
     reason = "tests"
 )]
 mod tests {
-    use std::os::unix::fs::PermissionsExt as _;
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 
     use aes_siv::{aead::KeyInit as _, siv::Aes128Siv};
 
@@ -704,7 +655,7 @@ mod tests {
     fn tampered_or_malformed_fields_are_errors() {
         let ring = Keyring::new("t", vec![key(1)]).unwrap();
         let a = ring.current().seal_field("caller", b"+4420");
-        let mut raw = BASE64URL_NOPAD.decode(a[5..].as_bytes()).unwrap();
+        let mut raw = BASE64URL_NOPAD.decode(&a.as_bytes()[5..]).unwrap();
         raw[20] ^= 1;
         let flipped = format!("s1.1.{}", BASE64URL_NOPAD.encode(&raw));
         assert!(matches!(
@@ -842,7 +793,7 @@ mod tests {
         assert_eq!(*k1.0, *k2.0);
         // O_EXCL: an explicit create over an existing file fails and leaves it alone.
         match MasterKey::create(&path) {
-            Err(SealError::File { source, .. }) => {
+            Err(SealError::KeyFile(KeyError::Write { source, .. })) => {
                 assert_eq!(source.kind(), io::ErrorKind::AlreadyExists)
             }
             other => panic!("{other:?}"),
@@ -862,7 +813,7 @@ mod tests {
         for mode in [0o644, 0o640, 0o604, 0o620, 0o602] {
             fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
             match MasterKey::load(&path) {
-                Err(e @ SealError::Permissions { mode: m, .. }) => {
+                Err(e @ SealError::KeyFile(KeyError::Permissions { mode: m, .. })) => {
                     assert_eq!(m, mode);
                     assert!(e.to_string().contains(&path.display().to_string()), "{e}");
                     assert!(e.to_string().contains(&format!("{mode:04o}")), "{e}");
@@ -881,7 +832,9 @@ mod tests {
         ));
         assert!(matches!(
             MasterKey::load(dir.path()),
-            Err(SealError::NotAFile { .. } | SealError::File { .. })
+            Err(SealError::KeyFile(
+                KeyError::NotAFile { .. } | KeyError::Read { .. }
+            ))
         ));
     }
 
