@@ -242,13 +242,16 @@ impl SecuredCollector {
     }
 
     /// The flags of `collector agent` streaming here: its configuration (id, scope, key
-    /// file), a spool, and the connection with the ingest token.
+    /// file), a sealed spool and its key, and the connection with the ingest token.
     pub fn agent_args(&self) -> Vec<String> {
         let mut args = vec![
             "--config".into(),
             self.arg("agent.toml"),
             "--spool-dir".into(),
             self.arg("spool"),
+            // Sealed, with the master key beside the spool rather than in /etc/collector.
+            "--spool-key".into(),
+            self.arg("spool.key"),
         ];
         args.extend(self.client_args(Token::Ingest));
         args

@@ -558,8 +558,9 @@ async fn agent_loop(args: super::AgentArgs) -> anyhow::Result<()> {
     let spool = match args.ship.connect_args() {
         Some(conn) => {
             let server = &conn.server;
+            let key_path = (!args.spool_unsealed).then_some(args.spool_key.as_path());
             let spool: SharedSpool = Arc::new(std::sync::Mutex::new(
-                Spool::open(&args.spool_dir, SpoolOptions::default())
+                Spool::open_with_key_file(&args.spool_dir, SpoolOptions::default(), key_path)
                     .with_context(|| format!("opening the spool {}", args.spool_dir.display()))?,
             ));
             let security = conn.security()?;

@@ -99,6 +99,15 @@ pub struct AgentArgs {
     /// what the collector has not acknowledged is resent after any restart.
     #[arg(long, default_value = "/var/lib/collector/spool")]
     pub spool_dir: std::path::PathBuf,
+    /// Master key file that seals the spool at rest (128 hex digits; created with mode 0600
+    /// if missing; refused inside the spool directory). Deleting it makes the spool
+    /// unreadable.
+    #[arg(long, value_name = "PATH", default_value = "/etc/collector/spool.key")]
+    pub spool_key: std::path::PathBuf,
+    /// Write the spool in clear, without a key (a spool already holding sealed records is
+    /// refused).
+    #[arg(long)]
+    pub spool_unsealed: bool,
     /// Serve the agent's own live flows (Watch API, for `collector flows`/`top`) here.
     #[arg(long)]
     pub watch_listen: Option<String>,
@@ -298,6 +307,10 @@ pub struct ShipSpoolArgs {
     /// The spool directory.
     #[arg(long)]
     pub spool: std::path::PathBuf,
+    /// Master key file of a sealed spool (the agent's `--spool-key`; created with mode 0600
+    /// if missing). Without it the spool is written in clear and a sealed one is refused.
+    #[arg(long, value_name = "PATH")]
+    pub spool_key: Option<std::path::PathBuf>,
     /// Collector connection (needs an `ingest` token).
     #[command(flatten)]
     pub conn: ConnectArgs,
@@ -362,6 +375,10 @@ pub struct ReplayArgs {
     /// Spool directory for `--server` (kept, so an interrupted load resumes).
     #[arg(long, default_value = "replay-spool")]
     pub spool_dir: std::path::PathBuf,
+    /// Seal the `--server` spool with this master key file (created with mode 0600 if
+    /// missing; outside the spool directory). Without it the spool is written in clear.
+    #[arg(long, value_name = "PATH")]
+    pub spool_key: Option<std::path::PathBuf>,
     /// Agent id the CDRs are stored under (default: `replay-` and the file's name).
     #[arg(long)]
     pub agent_id: Option<String>,

@@ -231,7 +231,8 @@ fn load_into(
                 .unwrap_or_default()
         ),
     };
-    let spool = Spool::open(&args.spool_dir, SpoolOptions::default())
+    let key_path = args.spool_key.as_deref();
+    let spool = Spool::open_with_key_file(&args.spool_dir, SpoolOptions::default(), key_path)
         .with_context(|| format!("opening the spool {}", args.spool_dir.display()))?;
     let spool = std::sync::Arc::new(std::sync::Mutex::new(spool));
     // A capture already spooled here (a rerun, or a resumed interrupted load) is not

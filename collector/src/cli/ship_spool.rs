@@ -64,8 +64,12 @@ pub fn generated_cdr(agent_id: &str, seq: u64, start_ms: u64) -> Cdr {
 
 /// Runs the verb.
 pub fn run(args: ShipSpoolArgs) -> anyhow::Result<()> {
-    let spool = Spool::open(&args.spool, SpoolOptions::default())
-        .with_context(|| format!("opening spool {}", args.spool.display()))?;
+    let spool = Spool::open_with_key_file(
+        &args.spool,
+        SpoolOptions::default(),
+        args.spool_key.as_deref(),
+    )
+    .with_context(|| format!("opening spool {}", args.spool.display()))?;
     let stats = spool.stats();
     eprintln!(
         "{}",

@@ -382,7 +382,7 @@ struct RawKey {
 }
 
 /// Reads a key file after checking the opened file's type, mode bits and size.
-fn read_key_file(path: &Path) -> Result<Zeroizing<String>, KeyError> {
+pub(crate) fn read_key_file(path: &Path) -> Result<Zeroizing<String>, KeyError> {
     let read_err = |source| KeyError::Read {
         path: path.to_owned(),
         source,
@@ -506,7 +506,7 @@ fn render(keys: &[Key]) -> Result<Zeroizing<String>, KeyError> {
     Ok(out)
 }
 
-fn write_all_synced(file: &mut File, path: &Path, text: &str) -> Result<(), KeyError> {
+pub(crate) fn write_all_synced(file: &mut File, path: &Path, text: &str) -> Result<(), KeyError> {
     file.write_all(text.as_bytes())
         .and_then(|()| file.sync_all())
         .map_err(|source| KeyError::Write {
@@ -515,7 +515,7 @@ fn write_all_synced(file: &mut File, path: &Path, text: &str) -> Result<(), KeyE
         })
 }
 
-fn create_private(path: &Path) -> Result<File, KeyError> {
+pub(crate) fn create_private(path: &Path) -> Result<File, KeyError> {
     OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -527,7 +527,7 @@ fn create_private(path: &Path) -> Result<File, KeyError> {
         })
 }
 
-fn sync_dir(path: &Path) -> Result<(), KeyError> {
+pub(crate) fn sync_dir(path: &Path) -> Result<(), KeyError> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),

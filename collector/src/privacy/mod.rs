@@ -8,6 +8,7 @@
 //! - [`policy`]: the `[privacy]` configuration and the [`Pseudonymizer`], the one place the
 //!   agent applies the policy.
 //! - [`inventory`]: the register of every CDR field and its protection.
+//! - [`seal`]: encryption at rest (deterministic fields, records, wrapped data keys).
 //!
 //! Nothing here logs: identifiers in clear must never reach a log line.
 #![forbid(unsafe_code)]
@@ -18,6 +19,7 @@ pub mod keys;
 pub mod normalize;
 pub mod policy;
 pub mod pseudonym;
+pub mod seal;
 
 pub use keys::{KeyError, KeyRing};
 pub use policy::{CallPrivacy, ConfigError, Consent, FieldPolicy, PrivacyConfig, Pseudonymizer};

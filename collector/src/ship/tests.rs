@@ -21,11 +21,14 @@ use tonic::Code;
 use super::*;
 use crate::{
     server::tests::{cdr, record, rows, sqlite, AckLosingStore, TestServer},
-    spool::{Spool, SpoolOptions},
+    spool::{Spool, SpoolOptions, SpoolSealing},
 };
 
+/// A sealed spool, as the agent opens it by default: what is shipped is opened first.
 fn spool_with(dir: &Path, n: u64) -> SharedSpool {
-    let mut s = Spool::open(dir.join("spool"), SpoolOptions::default()).unwrap();
+    let key = crate::privacy::seal::MasterKey::generate().unwrap();
+    let sealing = SpoolSealing::Sealed(&key);
+    let mut s = Spool::open(dir.join("spool"), SpoolOptions::default(), sealing).unwrap();
     append(&mut s, 1..=n);
     Arc::new(Mutex::new(s))
 }

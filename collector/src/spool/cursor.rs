@@ -10,7 +10,6 @@ use std::{
 
 /// Cursor file name inside the spool directory.
 pub const FILE: &str = "ack";
-const TMP: &str = "ack.tmp";
 
 /// What was found in the cursor file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,21 +43,27 @@ pub fn load(dir: &Path) -> io::Result<Loaded> {
 
 /// Atomically replaces the cursor with `seq`.
 pub fn store(dir: &Path, seq: u64) -> io::Result<()> {
-    let tmp = dir.join(TMP);
     let mut bytes = [0u8; 12];
     let (s, c) = bytes.split_at_mut(8);
     s.copy_from_slice(&seq.to_le_bytes());
     c.copy_from_slice(&crc32c::crc32c(&seq.to_le_bytes()).to_le_bytes());
+    replace_file(dir, FILE, &bytes)
+}
+
+/// Atomically replaces the file `name` in `dir` (mode 0600) with `bytes`: written and
+/// fsynced as `<name>.tmp`, renamed, then the directory fsynced.
+pub fn replace_file(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
+    let tmp = dir.join(format!("{name}.tmp"));
     let mut f = File::options()
         .write(true)
         .create(true)
         .truncate(true)
         .mode(0o600)
         .open(&tmp)?;
-    f.write_all(&bytes)?;
+    f.write_all(bytes)?;
     f.sync_all()?;
     drop(f);
-    fs::rename(&tmp, dir.join(FILE))?;
+    fs::rename(&tmp, dir.join(name))?;
     sync_dir(dir)
 }
 

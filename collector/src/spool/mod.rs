@@ -3,7 +3,15 @@
 //! Layout of the spool directory (mode 0700, refused if group or others have any access,
 //! because it holds call records):
 //! - `seg-<first-seq>.log`: append-only segments of framed records
-//!   (`[len u32][crc32c u32][seq u64][payload]`, see [`frame`]);
+//!   (`[len u32][crc32c u32][seq u64][payload]`, see [`frame`]) whose payloads are in clear;
+//! - `seg-<first-seq>.sealed.log`: the same framing, each payload a sealed record
+//!   (AES-256-GCM-SIV, the sequence as associated data; see [`sealing`]). The suffix makes
+//!   each segment say what it holds, so a spool written in clear by an older agent still
+//!   opens, and turning sealing on continues in a new sealed segment while the segments in
+//!   clear drain and are deleted once acknowledged. A spool holding sealed segments does not
+//!   open without its key;
+//! - `key.wrapped`: the spool's data key, wrapped by the master key file kept outside the
+//!   directory (deleting that file crypto-shreds the spool; see [`sealing`]);
 //! - `ack`: the acknowledgement cursor, the highest sequence the collector confirmed
 //!   (see [`cursor`]);
 //! - `lock`: held with an exclusive lock while a process has the spool open.
@@ -26,6 +34,7 @@
 
 pub mod cursor;
 pub mod frame;
+pub mod sealing;
 pub mod segment;
 
 use std::{
@@ -40,6 +49,8 @@ use std::{
 use serde::Serialize;
 use thiserror::Error;
 
+use crate::privacy::seal::{self, Keyring, SealError};
+pub use sealing::SpoolSealing;
 use segment::{SegmentInfo, SegmentReader};
 
 /// Default size bound: 1 GiB.
@@ -137,6 +148,51 @@ pub enum SpoolError {
     /// A thread panicked while holding the spool lock.
     #[error("spool lock poisoned")]
     Poisoned,
+    /// The spool key (master key file or `key.wrapped`) cannot be used: unreadable, exposed,
+    /// malformed, or (authentication failure) not the key this spool was sealed with.
+    #[error("spool key {path} cannot be used")]
+    Key {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: SealError,
+    },
+    /// The master key file would sit inside the spool directory.
+    #[error("spool key {key} is inside the spool directory {dir}: keep keys apart from the data")]
+    KeyInsideSpool {
+        /// The key file.
+        key: PathBuf,
+        /// The spool directory.
+        dir: PathBuf,
+    },
+    /// The spool holds sealed segments and was opened without a key.
+    #[error("spool {0} holds sealed records: open it with its key (--spool-key)")]
+    SealedWithoutKey(PathBuf),
+    /// The spool holds sealed segments but its wrapped data key is gone.
+    #[error("spool data key {0} is missing: the sealed records cannot be read")]
+    DataKeyMissing(PathBuf),
+    /// A record cannot be sealed (no randomness) or opened (altered after its checksum was
+    /// recomputed, or sealed under another key).
+    #[error("spool record {seq} cannot be sealed or opened")]
+    Seal {
+        /// The record's sequence.
+        seq: u64,
+        /// The cause.
+        #[source]
+        source: SealError,
+    },
+}
+
+/// Largest payload stored in a frame of a segment: a sealed record is larger than its
+/// plaintext by [`seal::RECORD_OVERHEAD`].
+fn frame_limit(max_record_bytes: u32, sealed: bool) -> u32 {
+    if sealed {
+        let overhead = u32::try_from(seal::RECORD_OVERHEAD).unwrap_or(u32::MAX);
+        max_record_bytes.saturating_add(overhead)
+    } else {
+        max_record_bytes
+    }
 }
 
 fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> SpoolError + 'a {
@@ -209,14 +265,22 @@ pub struct Spool {
     full_rejections: u64,
     recovery: RecoveryReport,
     broken: bool,
+    /// The spool's data keys when new records are sealed.
+    keys: Option<Arc<Keyring>>,
     notify: tokio::sync::watch::Sender<u64>,
     _lock: File,
 }
 
 impl Spool {
     /// Opens (creating if needed) the spool in `dir`, scans its segments, cuts damaged tails
-    /// and continues the sequence after the last good record.
-    pub fn open(dir: impl AsRef<Path>, opts: SpoolOptions) -> Result<Self, SpoolError> {
+    /// and continues the sequence after the last good record. `sealing` says whether new
+    /// records are sealed (see [`SpoolSealing`]); a sealed spool opened with another master
+    /// key is refused with [`SpoolError::Key`] before anything is changed.
+    pub fn open(
+        dir: impl AsRef<Path>,
+        opts: SpoolOptions,
+        sealing: SpoolSealing<'_>,
+    ) -> Result<Self, SpoolError> {
         let dir = dir.as_ref().to_path_buf();
         prepare_dir(&dir)?;
         let lock = lock_dir(&dir)?;
@@ -234,18 +298,28 @@ impl Spool {
         let mut names = Vec::new();
         for entry in fs::read_dir(&dir).map_err(io_err("listing", &dir))? {
             let entry = entry.map_err(io_err("listing", &dir))?;
-            if let Some(seq) = entry.file_name().to_str().and_then(segment::parse_name) {
-                names.push((seq, entry.path()));
+            if let Some((seq, sealed)) = entry.file_name().to_str().and_then(segment::parse_name) {
+                names.push((seq, sealed, entry.path()));
             }
         }
-        names.sort_by_key(|(seq, _)| *seq);
+        names.sort_by_key(|(seq, sealed, _)| (*seq, *sealed));
+        let has_sealed = names.iter().any(|(_, sealed, _)| *sealed);
+        let keys = match sealing {
+            SpoolSealing::Sealed(master) => {
+                Some(Arc::new(sealing::keyring(&dir, master, has_sealed)?))
+            }
+            SpoolSealing::Unsealed if has_sealed => return Err(SpoolError::SealedWithoutKey(dir)),
+            SpoolSealing::Unsealed => None,
+        };
+        let sealed = keys.is_some();
 
         let mut segments = Vec::with_capacity(names.len());
         // `high` bounds every sequence ever handed out; `last_good` orders the records.
         let mut high = acked;
         let mut last_good = 0;
-        for (name_seq, path) in names {
-            let scan = segment::recover(&path, name_seq, last_good, opts.max_record_bytes)
+        for (name_seq, seg_sealed, path) in names {
+            let limit = frame_limit(opts.max_record_bytes, seg_sealed);
+            let scan = segment::recover(&path, name_seq, seg_sealed, last_good, limit)
                 .map_err(io_err("scanning segment", &path))?;
             if scan.bytes_removed > 0 {
                 recovery.segments_cut += 1;
@@ -266,8 +340,12 @@ impl Spool {
         let continues = segments
             .last()
             .is_some_and(|s| s.last_seq.map_or(s.name_seq, |l| l + 1) == next_seq);
-        if !continues {
-            segments.push(create_segment(&dir, next_seq)?);
+        match segments.last_mut() {
+            Some(s) if continues && s.sealed == sealed => {}
+            // Sealing turned on or off over an empty segment: rename it (atomically, so its
+            // name keeps carrying the sequence high-water mark).
+            Some(s) if continues && s.records == 0 => relabel_segment(&dir, s, sealed)?,
+            _ => segments.push(create_segment(&dir, next_seq, sealed)?),
         }
         let active_path = segments.last().map(|s| s.path.clone()).unwrap_or_default();
         let active = File::options()
@@ -297,11 +375,25 @@ impl Spool {
             full_rejections: 0,
             recovery,
             broken: false,
+            keys,
             notify,
             _lock: lock,
         };
         spool.delete_acked_segments()?;
         Ok(spool)
+    }
+
+    /// Opens the spool sealed under the master key file `key_path` (created if missing and
+    /// refused inside `dir`, see [`sealing::key_for`]), or in clear without one. The master
+    /// key is dropped once it has unwrapped the spool's data key.
+    pub fn open_with_key_file(
+        dir: impl AsRef<Path>,
+        opts: SpoolOptions,
+        key_path: Option<&Path>,
+    ) -> Result<Self, SpoolError> {
+        let dir = dir.as_ref();
+        let key = sealing::key_for(dir, key_path)?;
+        Self::open(dir, opts, SpoolSealing::with(key.as_ref()))
     }
 
     /// Appends one record and fsyncs it; returns its sequence.
@@ -325,15 +417,27 @@ impl Spool {
         let mut seq = first;
         for p in payloads {
             let p = p.as_ref();
-            let len = u32::try_from(p.len())
-                .ok()
-                .filter(|l| *l <= self.opts.max_record_bytes)
-                .ok_or(SpoolError::RecordTooLarge {
-                    len: p.len(),
-                    max: self.opts.max_record_bytes,
-                })?;
+            let too_large = SpoolError::RecordTooLarge {
+                len: p.len(),
+                max: self.opts.max_record_bytes,
+            };
+            if u32::try_from(p.len()).map_or(true, |l| l > self.opts.max_record_bytes) {
+                return Err(too_large);
+            }
+            let sealed;
+            let stored = match &self.keys {
+                Some(ring) => {
+                    sealed = ring
+                        .current()
+                        .seal_record(&sealing::record_aad(seq), p)
+                        .map_err(|source| SpoolError::Seal { seq, source })?;
+                    sealed.as_slice()
+                }
+                None => p,
+            };
+            let len = u32::try_from(stored.len()).map_err(|_| too_large)?;
             let at = buf.len() as u64;
-            frame::encode(seq, p, len, &mut buf);
+            frame::encode(seq, stored, len, &mut buf);
             frames.push((seq, at, buf.len() as u64 - at));
             seq += 1;
         }
@@ -396,7 +500,7 @@ impl Spool {
         if !full {
             return Ok(());
         }
-        let seg = create_segment(&self.dir, self.next_seq)?;
+        let seg = create_segment(&self.dir, self.next_seq, self.keys.is_some())?;
         self.active = File::options()
             .append(true)
             .open(&seg.path)
@@ -413,7 +517,7 @@ impl Spool {
             .last()
             .is_some_and(|s| s.last_seq.is_some_and(|l| l <= self.acked));
         if acked_active {
-            let seg = create_segment(&self.dir, self.next_seq)?;
+            let seg = create_segment(&self.dir, self.next_seq, self.keys.is_some())?;
             self.active = File::options()
                 .append(true)
                 .open(&seg.path)
@@ -468,13 +572,14 @@ impl Spool {
             .segments
             .iter()
             .filter(|s| s.last_seq.is_some_and(|l| l >= from))
-            .map(|s| (s.path.clone(), s.seek_hint(from), s.len))
+            .map(|s| (s.path.clone(), s.seek_hint(from), s.len, s.sealed))
             .collect();
         Unacked {
             segs,
             from,
             current: None,
-            max_payload: self.opts.max_record_bytes,
+            max_record_bytes: self.opts.max_record_bytes,
+            keys: self.keys.clone(),
         }
     }
 
@@ -498,6 +603,11 @@ impl Spool {
         &self.dir
     }
 
+    /// Whether new records are sealed.
+    pub fn is_sealed(&self) -> bool {
+        self.keys.is_some()
+    }
+
     /// Counters and state.
     pub fn stats(&self) -> SpoolStats {
         SpoolStats {
@@ -514,12 +624,30 @@ impl Spool {
     }
 }
 
-/// Unacknowledged records, oldest first (see [`Spool::unacked_from`]).
+/// Unacknowledged records, oldest first, opened when sealed (see [`Spool::unacked_from`]).
 pub struct Unacked {
-    segs: VecDeque<(PathBuf, u64, u64)>,
+    /// `(path, start offset, durable end, sealed)` of the segments still to read.
+    segs: VecDeque<(PathBuf, u64, u64, bool)>,
     from: u64,
-    current: Option<(PathBuf, SegmentReader)>,
-    max_payload: u32,
+    current: Option<(PathBuf, SegmentReader, bool)>,
+    max_record_bytes: u32,
+    keys: Option<Arc<Keyring>>,
+}
+
+impl Unacked {
+    fn open(&self, seq: u64, sealed: bool, payload: Vec<u8>) -> Result<Vec<u8>, SpoolError> {
+        if !sealed {
+            return Ok(payload);
+        }
+        let Some(ring) = &self.keys else {
+            return Err(SpoolError::Seal {
+                seq,
+                source: SealError::Malformed("sealed segment read without a key"),
+            });
+        };
+        seal::open_record(ring, &sealing::record_aad(seq), &payload)
+            .map_err(|source| SpoolError::Seal { seq, source })
+    }
 }
 
 impl Iterator for Unacked {
@@ -527,10 +655,11 @@ impl Iterator for Unacked {
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
-            if let Some((path, reader)) = self.current.as_mut() {
-                match reader.next_record(self.max_payload) {
+            if let Some((path, reader, sealed)) = self.current.as_mut() {
+                let sealed = *sealed;
+                match reader.next_record(frame_limit(self.max_record_bytes, sealed)) {
                     Ok(Some((seq, payload))) if seq >= self.from => {
-                        return Some(Ok((seq, payload)))
+                        return Some(self.open(seq, sealed, payload).map(|p| (seq, p)))
                     }
                     Ok(Some(_)) => continue,
                     Ok(None) => self.current = None,
@@ -545,9 +674,9 @@ impl Iterator for Unacked {
                     }
                 }
             }
-            let (path, start, end) = self.segs.pop_front()?;
+            let (path, start, end, sealed) = self.segs.pop_front()?;
             match SegmentReader::open(&path, start, end) {
-                Ok(Some(r)) => self.current = Some((path, r)),
+                Ok(Some(r)) => self.current = Some((path, r, sealed)),
                 Ok(None) => {}
                 Err(source) => {
                     return Some(Err(SpoolError::Io {
@@ -604,8 +733,8 @@ fn lock_dir(dir: &Path) -> Result<File, SpoolError> {
     }
 }
 
-fn create_segment(dir: &Path, first_seq: u64) -> Result<SegmentInfo, SpoolError> {
-    let path = dir.join(segment::name(first_seq));
+fn create_segment(dir: &Path, first_seq: u64, sealed: bool) -> Result<SegmentInfo, SpoolError> {
+    let path = dir.join(segment::name(first_seq, sealed));
     File::options()
         .write(true)
         .create_new(true)
@@ -614,7 +743,17 @@ fn create_segment(dir: &Path, first_seq: u64) -> Result<SegmentInfo, SpoolError>
         .and_then(|f| f.sync_all())
         .map_err(io_err("creating segment", &path))?;
     cursor::sync_dir(dir).map_err(io_err("syncing", dir))?;
-    Ok(SegmentInfo::empty(path, first_seq))
+    Ok(SegmentInfo::empty(path, first_seq, sealed))
+}
+
+/// Renames the empty segment `seg` to the name of a segment that is (or is not) sealed.
+fn relabel_segment(dir: &Path, seg: &mut SegmentInfo, sealed: bool) -> Result<(), SpoolError> {
+    let path = dir.join(segment::name(seg.name_seq, sealed));
+    fs::rename(&seg.path, &path).map_err(io_err("renaming segment", &seg.path))?;
+    cursor::sync_dir(dir).map_err(io_err("syncing", dir))?;
+    seg.path = path;
+    seg.sealed = sealed;
+    Ok(())
 }
 
 #[cfg(test)]

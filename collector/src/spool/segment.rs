@@ -36,18 +36,31 @@ const INDEX_EVERY: u64 = 256;
 /// this distance above the last good one (a segment never holds more records than this).
 const PLAUSIBLE_SEQ_GAP: u64 = 1 << 24;
 
-/// File name of the segment whose first sequence is `first_seq`.
-pub fn name(first_seq: u64) -> String {
-    format!("seg-{first_seq:020}.log")
+/// Suffix of a segment whose payloads are sealed records (see [`super::sealing`]).
+const SEALED_SUFFIX: &str = ".sealed.log";
+/// Suffix of a segment whose payloads are in clear.
+const CLEAR_SUFFIX: &str = ".log";
+
+/// File name of the segment whose first sequence is `first_seq`: `seg-<seq>.log` in clear,
+/// `seg-<seq>.sealed.log` sealed.
+pub fn name(first_seq: u64, sealed: bool) -> String {
+    let suffix = if sealed { SEALED_SUFFIX } else { CLEAR_SUFFIX };
+    format!("seg-{first_seq:020}{suffix}")
 }
 
-/// The first sequence encoded in a segment file name, or `None` if it is not one.
-pub fn parse_name(file_name: &str) -> Option<u64> {
-    file_name
-        .strip_prefix("seg-")?
-        .strip_suffix(".log")?
-        .parse()
-        .ok()
+/// The first sequence encoded in a segment file name and whether the segment is sealed, or
+/// `None` if it is not a segment's name.
+pub fn parse_name(file_name: &str) -> Option<(u64, bool)> {
+    let rest = file_name.strip_prefix("seg-")?;
+    let (digits, sealed) = match rest.strip_suffix(SEALED_SUFFIX) {
+        Some(d) => (d, true),
+        None => (rest.strip_suffix(CLEAR_SUFFIX)?, false),
+    };
+    // Digits only: `str::parse` would also take a sign.
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok().map(|seq| (seq, sealed))
 }
 
 /// What the spool knows about one segment file.
@@ -57,6 +70,8 @@ pub struct SegmentInfo {
     pub path: PathBuf,
     /// First sequence allocated when the segment was created (from its name).
     pub name_seq: u64,
+    /// Whether its payloads are sealed records (from its name).
+    pub sealed: bool,
     /// Sequence of its last good record (`None` when it holds none).
     pub last_seq: Option<u64>,
     /// Good records in it.
@@ -69,10 +84,11 @@ pub struct SegmentInfo {
 
 impl SegmentInfo {
     /// A new, empty segment.
-    pub fn empty(path: PathBuf, name_seq: u64) -> Self {
+    pub fn empty(path: PathBuf, name_seq: u64, sealed: bool) -> Self {
         Self {
             path,
             name_seq,
+            sealed,
             last_seq: None,
             records: 0,
             len: 0,
@@ -189,12 +205,19 @@ pub struct Scan {
 }
 
 /// Scans a segment and removes any damage from the file (see the module policy).
-/// `prev_seq` is the last good sequence before this segment.
-pub fn recover(path: &Path, name_seq: u64, prev_seq: u64, max_payload: u32) -> io::Result<Scan> {
+/// `prev_seq` is the last good sequence before this segment; `max_payload` bounds a frame's
+/// payload as stored (sealed records included).
+pub fn recover(
+    path: &Path,
+    name_seq: u64,
+    sealed: bool,
+    prev_seq: u64,
+    max_payload: u32,
+) -> io::Result<Scan> {
     let buf = fs::read(path)?;
     let base = prev_seq.max(name_seq.saturating_sub(1));
     let s = scan_bytes(&buf, base, max_payload);
-    let mut info = SegmentInfo::empty(path.to_path_buf(), name_seq);
+    let mut info = SegmentInfo::empty(path.to_path_buf(), name_seq, sealed);
     let mut offset = 0u64;
     for f in &s.good {
         info.push(f.seq, offset, f.len as u64);
@@ -301,10 +324,19 @@ mod tests {
 
     #[test]
     fn names_sort_like_their_sequences_and_round_trip() {
-        assert_eq!(name(42), "seg-00000000000000000042.log");
-        assert_eq!(parse_name(&name(u64::MAX)), Some(u64::MAX));
-        assert!(name(9) < name(10));
+        assert_eq!(name(42, false), "seg-00000000000000000042.log");
+        assert_eq!(name(42, true), "seg-00000000000000000042.sealed.log");
+        for sealed in [false, true] {
+            assert_eq!(
+                parse_name(&name(u64::MAX, sealed)),
+                Some((u64::MAX, sealed))
+            );
+            assert!(name(9, sealed) < name(10, sealed));
+        }
         assert_eq!(parse_name("seg-12.tmp"), None);
+        assert_eq!(parse_name("seg-12.sealed.log.tmp"), None);
+        assert_eq!(parse_name("seg-+12.log"), None);
+        assert_eq!(parse_name("seg-.sealed.log"), None);
         assert_eq!(parse_name("ack"), None);
     }
 }

@@ -19,7 +19,7 @@ use crate::support::{collector, Backend, Proc};
 use collector::{
     cli::ship_spool::generated_cdr,
     server::token::{self, Role, TokenSecret},
-    spool::{Spool, SpoolOptions},
+    spool::{Spool, SpoolOptions, SpoolSealing},
 };
 use prost::Message as _;
 
@@ -190,7 +190,8 @@ async fn corrupted_spool_tail_is_reported_and_intact_records_delivered(b: Backen
     let env = Env::new(b);
     let spool_dir = env.path("spool");
     {
-        let mut spool = Spool::open(&spool_dir, SpoolOptions::default()).unwrap();
+        let mut spool =
+            Spool::open(&spool_dir, SpoolOptions::default(), SpoolSealing::Unsealed).unwrap();
         let now = collector::server::retention::now_ms();
         for seq in 1..=50u64 {
             let got = spool

@@ -19,7 +19,7 @@ use collector::{
         ServeOptions,
     },
     ship::{ShipOptions, Shipper},
-    spool::{Spool, SpoolOptions},
+    spool::{Spool, SpoolOptions, SpoolSealing},
 };
 use collector_proto::v1::{
     admin_client::AdminClient, flow_event, ingest_client::IngestClient, query_client::QueryClient,
@@ -348,7 +348,8 @@ async fn mutual_tls_refuses_certificates_from_another_ca(b: Backend) {
     // The agent's shipper, with its certificate and an ingest token, gets through.
     let dir = tempfile::tempdir().unwrap();
     let spool_dir = dir.path().join("spool");
-    let mut spool = Spool::open(&spool_dir, SpoolOptions::default()).unwrap();
+    let mut spool =
+        Spool::open(&spool_dir, SpoolOptions::default(), SpoolSealing::Unsealed).unwrap();
     for i in 1..=20u64 {
         spool
             .append(&cdr(&format!("s{i}"), "P-a").encode_to_vec())

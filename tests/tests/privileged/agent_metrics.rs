@@ -95,6 +95,8 @@ fn metrics_count_exactly_what_was_sent() -> Result<()> {
     let config = collector_tests::agent_config(dir.path(), "metrics", "[calls]\nlinger_ms = 300")?;
     let spool = dir.path().join("spool");
     let spool = spool.to_string_lossy().into_owned();
+    let spool_key = dir.path().join("spool.key");
+    let spool_key = spool_key.to_string_lossy().into_owned();
     let agent = Agent::start(
         &pair.b.name,
         &[&pair.if_b],
@@ -108,6 +110,8 @@ fn metrics_count_exactly_what_was_sent() -> Result<()> {
             "http://127.0.0.1:9",
             "--spool-dir",
             &spool,
+            "--spool-key",
+            &spool_key,
         ],
     )?;
 

@@ -155,6 +155,8 @@ fn nothing_that_leaves_the_agent_holds_an_identifier() -> Result<()> {
             .args(["agent", "--iface", &pair.if_b, "--config", &config])
             .args(["--server", "http://127.0.0.1:50061", "--spool-dir"])
             .arg(&spool)
+            .arg("--spool-key")
+            .arg(tmp.join("spool.key"))
             .args(["--watch-listen", "127.0.0.1:50062"])
             .env("COLLECTOR_LOG", "trace")
             .stdout(agent_out)
