@@ -130,6 +130,7 @@ async fn bench(name: &str, url: &str, rows: u64) {
             actor: "bench".into(),
             now_ms: now,
             tenant: None,
+            audited: None,
         })
         .await
         .unwrap();

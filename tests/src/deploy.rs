@@ -196,6 +196,10 @@ impl SecuredCollector {
         let mut server = collector_in(ns);
         server
             .args(["server", "--listen", &format!("127.0.0.1:{}", opts.port)])
+            .arg("--master-key")
+            .arg(path("master.key"))
+            .arg("--tenant-keys")
+            .arg(path("tenant-keys"))
             .arg("--db")
             .arg(format!("sqlite://{}", path("cdr.db").display()))
             .arg("--tls-cert")

@@ -476,5 +476,6 @@ pub(crate) fn build(
         // Written at the privacy boundary, from the callee number, only under the `billing`
         // policy (`privacy::apply::apply_cdr`): the tracker keeps no prefix of its own.
         destination_prefix: String::new(),
+        sealed: Vec::new(),
     }
 }

@@ -18,6 +18,7 @@ pub mod top;
 
 pub use flows::FlowsArgs;
 pub use top::TopArgs;
+pub mod admin;
 pub mod connect;
 pub mod erase;
 pub mod rates;
@@ -68,6 +69,8 @@ pub enum Command {
     Token(TokenArgs),
     /// List the collector's tenants with their CDR counts and retention (provider token).
     Tenants(TenantsArgs),
+    /// Tenant administration: delete a tenant (crypto-shredding), rotate its data key.
+    Admin(admin::AdminArgs),
     /// Ship a spool directory to a collector (test and recovery tool).
     #[command(hide = true)]
     ShipSpool(ShipSpoolArgs),
@@ -198,6 +201,27 @@ pub struct ServerArgs {
     /// Live flow events kept for `collector flows --last/--since`.
     #[arg(long, default_value_t = crate::watch::hub::DEFAULT_HISTORY)]
     pub watch_history: usize,
+    /// The master key that wraps the tenants' data keys (encryption at rest): a file of 128
+    /// hex digits, mode 0600, created if missing; keep it apart from the database and its
+    /// backups. The key itself may come from the environment variable COLLECTOR_MASTER_KEY.
+    #[arg(
+        long,
+        env = "COLLECTOR_MASTER_KEY_FILE",
+        default_value = "/etc/collector/master.key"
+    )]
+    pub master_key: std::path::PathBuf,
+    /// The tenants' data keys, wrapped by the master key (created at the first tenant). Kept
+    /// apart from the database: removing a tenant's keys makes its rows unreadable in every
+    /// copy of the database.
+    #[arg(
+        long,
+        env = "COLLECTOR_TENANT_KEYS",
+        default_value = "/etc/collector/tenant-keys"
+    )]
+    pub tenant_keys: std::path::PathBuf,
+    /// Store CDRs in clear (no encryption at rest). Off only when asked for.
+    #[arg(long, conflicts_with = "master_key")]
+    pub no_encryption: bool,
 }
 
 /// `collector cdrs`.
@@ -399,6 +423,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Report(a) => report::run(a),
         Command::Token(a) => token::run(&a),
         Command::Tenants(a) => tenants::run(&a),
+        Command::Admin(a) => admin::run(a),
         Command::ShipSpool(a) => ship_spool::run(a),
         Command::Keygen(a) => keygen::run(&a),
         Command::Pseudonym(a) => pseudonym::run(&a),

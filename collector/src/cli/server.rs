@@ -7,11 +7,15 @@ use anyhow::Context as _;
 use super::{cdrs::parse_duration_ms, ServerArgs};
 use crate::{
     metrics::Metrics,
-    privacy::{PrivacyConfig, Pseudonymizer},
+    privacy::{
+        seal::{MasterKey, MASTER_KEY_ENV},
+        PrivacyConfig, Pseudonymizer,
+    },
     rpc::listen::Exposure,
     server::{
         metered::MeteredStore,
         retention::RetentionPolicy,
+        store::sealed::{SealedStore, TenantKeys},
         tls::TlsFiles,
         token::TokenSecret,
         watch::{relay, RelayOptions},
@@ -47,6 +51,12 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
                 Some(Arc::new(Pseudonymizer::from_config(&config)?))
             }
             None => None,
+        };
+        let store = if args.no_encryption {
+            tracing::warn!("--no-encryption: CDRs are stored in clear");
+            store
+        } else {
+            SealedStore::wrap(store, Arc::new(tenant_keys(&args)?))
         };
         let metrics = Arc::new(Metrics::new());
         let store = MeteredStore::wrap(store, Arc::clone(&metrics));
@@ -86,6 +96,40 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
         tracing::info!("collector stopped");
         Ok(())
     })
+}
+
+/// The tenants' data keys, unwrapped with the master key from the environment or from its
+/// file (created, and said where, when there is none).
+fn tenant_keys(args: &ServerArgs) -> anyhow::Result<TenantKeys> {
+    let master = match std::env::var(MASTER_KEY_ENV) {
+        Ok(hex) => MasterKey::from_hex(&hex)?,
+        Err(_) => {
+            let (key, created) = MasterKey::load_or_create(&args.master_key)?;
+            if created {
+                tracing::warn!(
+                    path = %args.master_key.display(),
+                    "created a new master key for encryption at rest (mode 0600): back it up apart from the database"
+                );
+            }
+            key
+        }
+    };
+    if args.tenant_keys.starts_with(db_dir(&args.db)) {
+        tracing::warn!(
+            path = %args.tenant_keys.display(),
+            "the tenant key store sits beside the database: keep keys apart from the data"
+        );
+    }
+    TenantKeys::open(&args.tenant_keys, master).context("opening the tenant key store")
+}
+
+/// The directory of a `sqlite://` database (empty for other backends).
+fn db_dir(url: &str) -> std::path::PathBuf {
+    url.strip_prefix("sqlite://")
+        .and_then(|p| std::path::Path::new(p).parent())
+        .filter(|p| !p.as_os_str().is_empty())
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_else(|| std::path::PathBuf::from("/nonexistent-collector-db-dir"))
 }
 
 /// The serving options the flags ask for.

@@ -90,7 +90,7 @@ const fn field(
 }
 
 /// Every CDR field, in CDR order.
-pub static CDR_FIELDS: [FieldSpec; 46] = [
+pub static CDR_FIELDS: [FieldSpec; 47] = [
     field(
         "agent_id",
         Technical,
@@ -306,6 +306,12 @@ pub static CDR_FIELDS: [FieldSpec; 46] = [
             protection: "longest prefix in the billing_rates table (or the country code), \
                          never more",
         },
+    ),
+    field(
+        "sealed",
+        Technical,
+        "the whole record sealed by the collector's store (at rest only, never sent)",
+        Governed::Fixed("empty on the wire; AES-256-GCM-SIV under the tenant's data key at rest"),
     ),
 ];
 
@@ -557,7 +563,7 @@ mod tests {
 
     /// The field list, in order (the comparison with the proto itself is in
     /// `privacy::apply`'s tests).
-    const EXPECTED: [&str; 46] = [
+    const EXPECTED: [&str; 47] = [
         "agent_id",
         "cdr_id",
         "call_id",
@@ -604,6 +610,7 @@ mod tests {
         "correlation_method",
         "interim_seq",
         "destination_prefix",
+        "sealed",
     ];
 
     #[test]
@@ -702,7 +709,7 @@ mod tests {
         let json: serde_json::Value = serde_json::from_str(&render_json(&config).unwrap()).unwrap();
         assert_eq!(json["policy"]["scope"], "t1");
         let fields = json["fields"].as_array().unwrap();
-        assert_eq!(fields.len(), 46);
+        assert_eq!(fields.len(), 47);
         let callee = fields.iter().find(|f| f["name"] == "callee_user").unwrap();
         assert_eq!(callee["policy"]["keep_prefix"]["digits"], 5);
         assert_eq!(callee["category"], "direct_identifier");

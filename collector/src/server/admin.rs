@@ -7,10 +7,10 @@ use std::{
 };
 
 use collector_proto::v1::{
-    admin_server::Admin, AgentStats, EraseRequest, EraseResponse, ImportRatesRequest,
-    ImportRatesResponse, RerateRequest, RerateResponse, RetentionStatusRequest,
-    RetentionStatusResponse, StatsRequest, StatsResponse, TenantSummary, TenantsRequest,
-    TenantsResponse,
+    admin_server::Admin, AgentStats, DeleteTenantRequest, DeleteTenantResponse, EraseRequest,
+    EraseResponse, ImportRatesRequest, ImportRatesResponse, RerateRequest, RerateResponse,
+    RetentionStatusRequest, RetentionStatusResponse, RotateKeyRequest, RotateKeyResponse,
+    StatsRequest, StatsResponse, TenantSummary, TenantsRequest, TenantsResponse,
 };
 use tonic::{Request, Response, Status};
 
@@ -106,6 +106,7 @@ impl Admin for AdminService {
                 actor: caller.subject,
                 now_ms: now_ms(),
                 tenant,
+                audited: None,
             })
             .await
             .map_err(ServerError::from)?;
@@ -220,6 +221,67 @@ impl Admin for AdminService {
                 })
                 .collect(),
         }))
+    }
+
+    async fn delete_tenant(
+        &self,
+        request: Request<DeleteTenantRequest>,
+    ) -> Result<Response<DeleteTenantResponse>, Status> {
+        let caller = Caller::of(&request);
+        let req = request.into_inner();
+        let Some(tenant) = caller.scope(&req.tenant)? else {
+            return Err(ServerError::Invalid("name the tenant to delete".into()).into());
+        };
+        if req.reference.len() > MAX_LEN {
+            return Err(
+                ServerError::Invalid(format!("reference longer than {MAX_LEN} bytes")).into(),
+            );
+        }
+        let deleted = self
+            .store
+            .delete_tenant(
+                &tenant,
+                AuditEntry {
+                    time_ms: now_ms(),
+                    action: AuditAction::TenantDelete,
+                    actor: caller.subject,
+                    subjects: Vec::new(),
+                    reference: req.reference,
+                    affected: 0,
+                    tenant: Some(tenant.clone()),
+                },
+            )
+            .await
+            .map_err(ServerError::from)?;
+        tracing::info!(tenant, deleted, "tenant deleted (keys destroyed)");
+        Ok(Response::new(DeleteTenantResponse { deleted }))
+    }
+
+    async fn rotate_key(
+        &self,
+        request: Request<RotateKeyRequest>,
+    ) -> Result<Response<RotateKeyResponse>, Status> {
+        let caller = Caller::of(&request);
+        let tenant = caller.one_tenant(&request.get_ref().tenant)?;
+        let key_id = self
+            .store
+            .rotate_key(&tenant)
+            .await
+            .map_err(ServerError::from)?;
+        self.store
+            .audit(AuditEntry {
+                time_ms: now_ms(),
+                action: AuditAction::KeyRotate,
+                actor: caller.subject,
+                subjects: Vec::new(),
+                reference: format!("key {key_id:x}"),
+                affected: 0,
+                tenant: Some(tenant.clone()),
+            })
+            .await
+            .map_err(ServerError::from)?;
+        tracing::info!(tenant, key_id, "data key rotated");
+        Ok(Response::new(RotateKeyResponse { key_id }))
     }
 
     async fn tenants(

@@ -189,7 +189,10 @@ pub fn access(path: &str) -> Access {
         "/collector.v1.Admin/Erase"
         | "/collector.v1.Admin/ImportRates"
         | "/collector.v1.Admin/Rerate" => Access::Roles(ADMINS),
-        "/collector.v1.Admin/Tenants" => Access::Roles(&[Role::Provider]),
+        "/collector.v1.Admin/RotateKey" => Access::Roles(ADMINS),
+        "/collector.v1.Admin/Tenants" | "/collector.v1.Admin/DeleteTenant" => {
+            Access::Roles(&[Role::Provider])
+        }
         _ => Access::Unknown,
     }
 }
@@ -395,6 +398,13 @@ mod tests {
         assert_eq!(code("/collector.v1.Admin/Tenants", Role::Provider), None);
         assert_eq!(code("/collector.v1.Admin/Tenants", Role::Admin), deny);
         assert_eq!(code("/collector.v1.Admin/Tenants", Role::Read), deny);
+        assert_eq!(
+            code("/collector.v1.Admin/DeleteTenant", Role::Provider),
+            None
+        );
+        assert_eq!(code("/collector.v1.Admin/DeleteTenant", Role::Admin), deny);
+        assert_eq!(code("/collector.v1.Admin/RotateKey", Role::Admin), None);
+        assert_eq!(code("/collector.v1.Admin/RotateKey", Role::Read), deny);
         let caller = authorize(
             Some(&s),
             "/collector.v1.Admin/Erase",

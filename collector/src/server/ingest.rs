@@ -3,7 +3,7 @@
 //! with the agent's highest stored sequence. An empty batch just asks for that cursor.
 use std::{pin::Pin, sync::Arc};
 
-use collector_proto::v1::{ingest_server::Ingest, IngestAck, IngestRequest};
+use collector_proto::v1::{ingest_server::Ingest, CdrRecord, IngestAck, IngestRequest};
 use tokio::sync::mpsc;
 use tokio_stream::{wrappers::ReceiverStream, Stream, StreamExt as _};
 use tonic::{Request, Response, Status, Streaming};
@@ -44,6 +44,17 @@ pub fn validate_request(req: &IngestRequest, agent: &mut StreamAgent) -> Result<
     Ok(())
 }
 
+/// The batch with [`Cdr::sealed`](collector_proto::v1::Cdr::sealed) cleared: it is the store
+/// layer's own field, never an agent's.
+fn at_rest_only_cleared(mut batch: Vec<CdrRecord>) -> Vec<CdrRecord> {
+    for r in &mut batch {
+        if let Some(c) = r.cdr.as_mut() {
+            c.sealed.clear();
+        }
+    }
+    batch
+}
+
 #[tonic::async_trait]
 impl Ingest for IngestService {
     type StreamStream = Pin<Box<dyn Stream<Item = Result<IngestAck, Status>> + Send + 'static>>;
@@ -64,7 +75,7 @@ impl Ingest for IngestService {
                 let result = match msg {
                     Ok(req) => match validate_request(&req, &mut agent) {
                         Ok(()) => store
-                            .ingest_into(&req.agent_id, &tenant, req.batch)
+                            .ingest_into(&req.agent_id, &tenant, at_rest_only_cleared(req.batch))
                             .await
                             .map(|o| IngestAck {
                                 highest_sequence: o.highest_sequence,

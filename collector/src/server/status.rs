@@ -19,6 +19,9 @@ impl From<ServerError> for Status {
             ServerError::Store(StoreError::AgentTenant { .. }) => {
                 Status::permission_denied("this agent id is bound to another tenant")
             }
+            ServerError::Store(StoreError::NotSealed) => {
+                Status::failed_precondition("encryption at rest is off on this collector")
+            }
             ServerError::Store(e) => {
                 tracing::error!(error = %display_chain(&e), "storage failed");
                 Status::new(Code::Unavailable, "storage failed; retry later")

@@ -222,6 +222,14 @@ impl Store for AckLosingStore {
     async fn tenants(&self) -> Result<Vec<TenantStats>, StoreError> {
         self.inner.tenants().await
     }
+
+    async fn delete_tenant(&self, tenant: &str, audit: AuditEntry) -> Result<u64, StoreError> {
+        self.inner.delete_tenant(tenant, audit).await
+    }
+
+    async fn rotate_key(&self, tenant: &str) -> Result<u32, StoreError> {
+        self.inner.rotate_key(tenant).await
+    }
     async fn store_rates(
         &self,
         tenant: &str,

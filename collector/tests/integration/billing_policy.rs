@@ -321,6 +321,10 @@ fn usage_report_from_the_collector_equals_the_hand_sums() {
         "--db",
         &format!("sqlite://{}", db.display()),
     ]);
+    cmd.arg("--master-key")
+        .arg(dir.path().join("master.key"))
+        .arg("--tenant-keys")
+        .arg(dir.path().join("tenant-keys"));
     let _server = Proc::spawn("collector server", cmd, &dir.path().join("server.log"));
     wait_listening(addr, Duration::from_secs(30));
     let url = format!("http://{addr}");

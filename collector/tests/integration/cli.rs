@@ -125,6 +125,8 @@ async fn erase_and_cdrs_hash_the_number_client_side(b: Backend) {
     let mut cmd = collector();
     cmd.arg("server")
         .args(["--listen", &addr.to_string(), "--db", &b.url()])
+        // The test reads the stored columns directly (encryption at rest: `at_rest`).
+        .arg("--no-encryption")
         .arg("--token-secret")
         .arg(dir.path().join("secret"));
     let _server = Proc::spawn("collector server", cmd, &dir.path().join("server.log"));
@@ -225,7 +227,9 @@ fn replay_loads_a_capture_into_the_collector_once() {
     let addr: SocketAddr = ([127, 0, 0, 1], support::free_port()).into();
     let mut cmd = collector();
     cmd.arg("server")
-        .args(["--listen", &addr.to_string(), "--db", &b.url()]);
+        .args(["--listen", &addr.to_string(), "--db", &b.url()])
+        // The test reads the stored columns directly (encryption at rest: `at_rest`).
+        .arg("--no-encryption");
     let _server = Proc::spawn("collector server", cmd, &dir.path().join("server.log"));
     support::wait_listening(addr, Duration::from_secs(30));
     let capture =
@@ -294,7 +298,11 @@ fn cdrs_by_call_prints_each_call_with_its_legs() {
     let addr: SocketAddr = ([127, 0, 0, 1], support::free_port()).into();
     let mut cmd = collector();
     cmd.arg("server")
-        .args(["--listen", &addr.to_string(), "--db", &b.url()]);
+        .args(["--listen", &addr.to_string(), "--db", &b.url()])
+        .arg("--master-key")
+        .arg(dir.path().join("master.key"))
+        .arg("--tenant-keys")
+        .arg(dir.path().join("tenant-keys"));
     let _server = Proc::spawn("collector server", cmd, &dir.path().join("server.log"));
     support::wait_listening(addr, Duration::from_secs(30));
     let url = format!("http://{addr}");

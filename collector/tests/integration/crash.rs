@@ -50,6 +50,10 @@ impl Env {
         let mut cmd = collector();
         cmd.arg("server")
             .args(["--listen", &self.addr.to_string()])
+            .arg("--master-key")
+            .arg(self.path("master.key"))
+            .arg("--tenant-keys")
+            .arg(self.path("tenant-keys"))
             .args(["--db", &self.b.url()])
             .arg("--token-secret")
             .arg(self.path("secret"));

@@ -7,6 +7,7 @@
 // First: its macros (`both_backends!`) are used by the suites below.
 #[macro_use]
 mod support;
+mod at_rest;
 mod billing_policy;
 mod billing_store;
 mod cli;

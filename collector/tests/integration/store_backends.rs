@@ -362,6 +362,7 @@ async fn erasure_removes_all_of_a_subjects_cdrs_and_nothing_else(b: Backend) {
             actor: "dpo".into(),
             now_ms: NOW + 10,
             tenant: None,
+            audited: None,
         })
         .await
         .unwrap();
@@ -392,6 +393,7 @@ async fn erasure_removes_all_of_a_subjects_cdrs_and_nothing_else(b: Backend) {
             actor: "dpo".into(),
             now_ms: NOW + 11,
             tenant: None,
+            audited: None,
         })
         .await
         .unwrap();

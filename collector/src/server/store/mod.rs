@@ -24,6 +24,7 @@
 pub mod aggregate;
 pub mod billing;
 pub mod postgres;
+pub mod sealed;
 pub mod sqlite;
 
 use std::{collections::HashMap, sync::Arc};
@@ -113,10 +114,30 @@ pub enum StoreError {
         /// The agent.
         agent_id: String,
     },
+    /// A sealed record or identifier cannot be opened: its tenant's data key is gone
+    /// (the tenant was deleted: crypto-shredding) or the data was altered.
+    #[error("sealed data cannot be opened")]
+    Sealed(#[source] crate::privacy::seal::SealError),
+    /// The tenant keys cannot be read or written.
+    #[error("tenant key store {path}")]
+    KeyStore {
+        /// The key store file.
+        path: std::path::PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The operation needs encryption at rest, which this collector runs without.
+    #[error("encryption at rest is off on this collector")]
+    NotSealed,
 }
 
 /// The audit log's name for an entry made by a caller who sees every tenant.
 pub const ALL_TENANTS: &str = "*";
+
+/// The tables `delete_tenant` empties of a tenant's rows besides `cdrs`, in order (both
+/// backends).
+pub const TENANT_TABLES: [&str; 3] = ["ingest_cursor", "usage_daily", "rate_tables"];
 
 /// Every tenant with its stored CDRs and bound agents, by name (both backends).
 pub const TENANTS_SQL: &str = "
@@ -200,6 +221,9 @@ pub struct Erasure {
     pub now_ms: u64,
     /// Only this tenant's CDRs are erased (`None`: every tenant's, for the provider).
     pub tenant: Option<String>,
+    /// What the audit entry names as the subjects, when not `pseudonyms` themselves (the
+    /// store layer that seals identifiers names their sealed form).
+    pub audited: Option<Vec<String>>,
 }
 
 /// One tenant as the provider sees it ([`Store::tenants`]).
@@ -222,6 +246,10 @@ pub enum AuditAction {
     Query,
     /// A tenant's CDRs were re-rated with its newest rate table.
     Rerate,
+    /// A tenant was deleted: its keys destroyed, its rows deleted.
+    TenantDelete,
+    /// A tenant's data key was rotated.
+    KeyRotate,
 }
 
 impl AuditAction {
@@ -231,6 +259,8 @@ impl AuditAction {
             AuditAction::Erase => "erase",
             AuditAction::Query => "query",
             AuditAction::Rerate => "rerate",
+            AuditAction::TenantDelete => "tenant-delete",
+            AuditAction::KeyRotate => "key-rotate",
         }
     }
 
@@ -240,6 +270,8 @@ impl AuditAction {
             "erase" => Some(AuditAction::Erase),
             "query" => Some(AuditAction::Query),
             "rerate" => Some(AuditAction::Rerate),
+            "tenant-delete" => Some(AuditAction::TenantDelete),
+            "key-rotate" => Some(AuditAction::KeyRotate),
             _ => None,
         }
     }
@@ -362,6 +394,19 @@ pub trait Store: Send + Sync + 'static {
 
     /// Every tenant with an agent bound to it or a CDR stored, by name.
     async fn tenants(&self) -> Result<Vec<TenantStats>, StoreError>;
+
+    /// Deletes every row of `tenant` (CDRs, agent bindings, usage aggregates, rate tables)
+    /// and records `audit` (its `affected` set to the CDRs deleted) in the same transaction.
+    /// With encryption at rest the tenant's data keys are destroyed first, so its rows in
+    /// any copy of the database can no longer be read. Returns the CDRs deleted.
+    async fn delete_tenant(&self, tenant: &str, audit: AuditEntry) -> Result<u64, StoreError>;
+
+    /// Starts a new data key for `tenant`: new rows are sealed with it, older ones stay
+    /// readable and searchable. Returns its id ([`StoreError::NotSealed`] without encryption).
+    async fn rotate_key(&self, tenant: &str) -> Result<u32, StoreError> {
+        let _ = tenant;
+        Err(StoreError::NotSealed)
+    }
 
     /// Stores a validated rate table (`csv`, whose hash is `version`) as the newest version of
     /// `tenant`'s table; every version is kept. Returns false when that version was already

@@ -45,7 +45,7 @@ use super::{
     codec_of, day_of, max_loss_pct, min_mos, supersede, validate_batch, AgentCursor, AuditAction,
     AuditEntry, CdrFilter, DailyAggregate, Erasure, Folder, IngestOutcome, RetentionRun,
     RetentionState, Store, StoreError, StoreStats, StoredCall, TenantStats, ALL_TENANTS, DAY_MS,
-    LOSS_BUCKETS, MAX_CALL_LEGS, MOS_BUCKETS, TENANTS_SQL,
+    LOSS_BUCKETS, MAX_CALL_LEGS, MOS_BUCKETS, TENANTS_SQL, TENANT_TABLES,
 };
 
 /// Connections kept in the pool.
@@ -1055,7 +1055,7 @@ impl Store for PgStore {
                 &int(e.now_ms)?,
                 &AuditAction::Erase.as_str(),
                 &e.actor,
-                &e.pseudonyms,
+                e.audited.as_ref().unwrap_or(&e.pseudonyms),
                 &e.reference,
                 &int(deleted)?,
                 &e.tenant.as_deref().unwrap_or(ALL_TENANTS),
@@ -1362,6 +1362,27 @@ impl Store for PgStore {
             cdrs_stored: cdrs,
             agents,
         })
+    }
+
+    async fn delete_tenant(&self, tenant: &str, mut audit: AuditEntry) -> Result<u64, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg("begin"))?;
+        let deleted = tx
+            .execute("DELETE FROM cdrs WHERE tenant = $1", &[&tenant])
+            .await
+            .map_err(pg("deleting a tenant's cdrs"))?;
+        for table in TENANT_TABLES {
+            tx.execute(
+                &format!("DELETE FROM {table} WHERE tenant = $1"),
+                &[&tenant],
+            )
+            .await
+            .map_err(pg("deleting a tenant's rows"))?;
+        }
+        audit.affected = deleted;
+        insert_audit(&*tx, &audit).await?;
+        tx.commit().await.map_err(pg("commit"))?;
+        Ok(deleted)
     }
 
     async fn tenants(&self) -> Result<Vec<TenantStats>, StoreError> {

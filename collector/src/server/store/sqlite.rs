@@ -35,7 +35,7 @@ use super::{
     codec_of, max_loss_pct, min_mos, supersede, validate_batch, AgentCursor, AuditAction,
     AuditEntry, CdrFilter, DailyAggregate, Erasure, Folder, IngestOutcome, RetentionRun,
     RetentionState, Store, StoreError, StoreStats, StoredCall, TenantStats, ALL_TENANTS,
-    LOSS_BUCKETS, MAX_CALL_LEGS, MOS_BUCKETS, TENANTS_SQL,
+    LOSS_BUCKETS, MAX_CALL_LEGS, MOS_BUCKETS, TENANTS_SQL, TENANT_TABLES,
 };
 
 /// Ordered schema migrations; migration `i` brings the schema to version `i + 1`.
@@ -731,7 +731,7 @@ fn erase_blocking(conn: &mut Connection, e: &Erasure) -> Result<u64, StoreError>
             time_ms: e.now_ms,
             action: AuditAction::Erase,
             actor: e.actor.clone(),
-            subjects: e.pseudonyms.clone(),
+            subjects: e.audited.clone().unwrap_or_else(|| e.pseudonyms.clone()),
             reference: e.reference.clone(),
             affected: deleted,
             tenant: e.tenant.clone(),
@@ -1082,6 +1082,29 @@ fn stats_blocking(conn: &mut Connection, tenant: Option<&str>) -> Result<StoreSt
     })
 }
 
+fn delete_tenant_blocking(
+    conn: &mut Connection,
+    tenant: &str,
+    mut audit: AuditEntry,
+) -> Result<u64, StoreError> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(db("begin"))?;
+    let deleted = tx
+        .execute("DELETE FROM cdrs WHERE tenant = ?1", [tenant])
+        .map_err(db("deleting a tenant's cdrs"))? as u64;
+    for table in TENANT_TABLES {
+        tx.execute(&format!("DELETE FROM {table} WHERE tenant = ?1"), [tenant])
+            .map_err(db("deleting a tenant's rows"))?;
+    }
+    audit.affected = deleted;
+    insert_audit(&tx, &audit)?;
+    tx.commit().map_err(db("commit"))?;
+    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+        .map_err(db("checkpoint after deleting a tenant"))?;
+    Ok(deleted)
+}
+
 fn tenants_blocking(conn: &mut Connection) -> Result<Vec<TenantStats>, StoreError> {
     let mut stmt = conn.prepare(TENANTS_SQL).map_err(db("listing tenants"))?;
     let rows = stmt
@@ -1182,6 +1205,14 @@ impl Store for SqliteStore {
 
     async fn tenants(&self) -> Result<Vec<TenantStats>, StoreError> {
         run(&self.reader, tenants_blocking).await
+    }
+
+    async fn delete_tenant(&self, tenant: &str, audit: AuditEntry) -> Result<u64, StoreError> {
+        let tenant = tenant.to_owned();
+        run(&self.writer, move |c| {
+            delete_tenant_blocking(c, &tenant, audit)
+        })
+        .await
     }
 
     async fn store_rates(

@@ -55,6 +55,47 @@ impl Backend {
         }
     }
 
+    /// The directory holding every file of the database (the SQLite file with its journal,
+    /// or the PostgreSQL data directory), after the database wrote what it holds in memory
+    /// to it (PostgreSQL: CHECKPOINT).
+    pub async fn files_on_disk(&self) -> PathBuf {
+        match self {
+            Backend::Sqlite(d) => d.path().to_path_buf(),
+            Backend::Postgres(c) => {
+                c.client()
+                    .await
+                    .execute("CHECKPOINT", &[])
+                    .await
+                    .expect("checkpoint");
+                c.data_dir()
+            }
+        }
+    }
+
+    /// A new, empty backend of the same kind.
+    pub fn new_like(b: &Backend) -> Backend {
+        match b {
+            Backend::Sqlite(_) => Backend::sqlite(),
+            Backend::Postgres(_) => Backend::postgres(),
+        }
+    }
+
+    /// A copy of the database as a backup would hold it: the SQLite file with its journal
+    /// (`None` for PostgreSQL, whose files cannot be copied while it runs).
+    pub fn copy_of_files(&self) -> Option<Backend> {
+        let Backend::Sqlite(d) = self else {
+            return None;
+        };
+        let to = tempfile::tempdir().expect("tempdir");
+        for f in ["cdr.db", "cdr.db-wal", "cdr.db-shm"] {
+            let from = d.path().join(f);
+            if from.exists() {
+                std::fs::copy(&from, to.path().join(f)).expect("copying the database");
+            }
+        }
+        Some(Backend::Sqlite(to))
+    }
+
     /// Opens the store through the code under test.
     pub async fn open(&self) -> Arc<dyn Store> {
         store::open(&self.url()).await.expect("opening the store")

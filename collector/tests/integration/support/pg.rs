@@ -147,7 +147,7 @@ impl PgCluster {
         cluster
     }
 
-    fn data_dir(&self) -> PathBuf {
+    pub fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")
     }
 
