@@ -589,7 +589,7 @@ async fn schema_is_versioned_and_indexed(b: Backend) {
                 .await
         }
         Backend::Postgres(_) => {
-            assert_eq!(versions, [["1"], ["2"], ["3"], ["4"], ["5"], ["6"]]);
+            assert_eq!(versions, [["1"], ["2"], ["3"], ["4"], ["5"], ["6"], ["7"]]);
             b.select("SELECT indexname::text FROM pg_indexes WHERE tablename = 'cdrs'")
                 .await
         }
@@ -882,4 +882,75 @@ async fn two_collectors_share_one_postgres_database() {
         .sum();
     assert_eq!(calls, 199);
     assert_eq!(b.cdr_ids().await.len(), 201);
+}
+
+/// `SELECT cdr_id FROM cdrs` with no condition, as the tenant role with `tenant` set.
+async fn unscoped(c: &mut tokio_postgres::Client, tenant: Option<&str>) -> Vec<String> {
+    let tx = c.transaction().await.unwrap();
+    tx.batch_execute("SET LOCAL ROLE collector_tenant")
+        .await
+        .unwrap();
+    if let Some(t) = tenant {
+        tx.execute("SELECT set_config('collector.tenant', $1, true)", &[&t])
+            .await
+            .unwrap();
+    }
+    let ids = tx
+        .query("SELECT cdr_id FROM cdrs ORDER BY cdr_id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    tx.rollback().await.unwrap();
+    ids
+}
+
+/// Row-level security, the second wall between tenants in PostgreSQL: an unscoped query
+/// (no tenant condition at all, as a buggy query builder would send) run as the tenant
+/// role with one tenant set returns that tenant's rows only, and none with no tenant set;
+/// reads through the store, which run as that role, still find the tenant's rows. Known by
+/// construction: which CDR went into which tenant.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_row_security_confines_an_unscoped_query_to_the_tenant() {
+    let b = Backend::postgres();
+    let s = b.open().await;
+    let acme = records(
+        vec![
+            cdr("a1", NOW, Disposition::Answered),
+            cdr("a2", NOW + 1, Disposition::Answered),
+        ],
+        1,
+    );
+    let globex = records(vec![cdr("g1", NOW + 2, Disposition::Answered)], 1);
+    s.ingest_into("sbc-a", "acme", acme).await.unwrap();
+    s.ingest_into("sbc-g", "globex", globex).await.unwrap();
+    let Backend::Postgres(cluster) = &b else {
+        unreachable!()
+    };
+    let mut c = cluster.client().await;
+    assert_eq!(unscoped(&mut c, Some("acme")).await, ["a1", "a2"]);
+    assert_eq!(unscoped(&mut c, Some("globex")).await, ["g1"]);
+    assert!(unscoped(&mut c, None).await.is_empty());
+    // The collector's own role is not confined (retention, the provider's reads).
+    let all: i64 = c
+        .query_one("SELECT COUNT(*) FROM cdrs", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(all, 3);
+    // Reads of one tenant through the store run as the tenant role and still work.
+    let f = CdrFilter {
+        tenant: Some("globex".into()),
+        limit: 10,
+        ..Default::default()
+    };
+    let ids: Vec<String> = s
+        .query(f)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.cdr_id)
+        .collect();
+    assert_eq!(ids, ["g1"]);
 }

@@ -153,7 +153,39 @@ pub const MIGRATIONS: &[&str] = &[
     // v6: tenants (issue 23): agents bound to a tenant, the audit log's tenant
     // ([`super::sqlite::TENANCY_SCHEMA`]).
     TENANCY_SCHEMA,
+    // v7: row-level security, the second wall between tenants ([`TENANT_ROLE`]).
+    ROW_SECURITY_SCHEMA,
 ];
+
+/// The database role a tenant's reads run as (`SET LOCAL ROLE`, with the tenant in the
+/// `collector.tenant` setting): row-level security shows it the rows of that tenant only,
+/// and none when no tenant is set, so a query missing its tenant condition still cannot
+/// return another tenant's rows. Other roles (the collector's own) are not affected.
+pub const TENANT_ROLE: &str = "collector_tenant";
+
+/// The row-level security migration. The role is made when the collector's database user
+/// may create roles; otherwise reads are confined by their queries only (the collector says
+/// so at start).
+const ROW_SECURITY_SCHEMA: &str = r#"
+    ALTER TABLE cdrs ENABLE ROW LEVEL SECURITY;
+    CREATE POLICY tenant_rows ON cdrs
+        USING (current_user <> 'collector_tenant'
+               OR tenant = current_setting('collector.tenant', true));
+    ALTER TABLE usage_daily ENABLE ROW LEVEL SECURITY;
+    CREATE POLICY tenant_rows ON usage_daily
+        USING (current_user <> 'collector_tenant'
+               OR tenant = current_setting('collector.tenant', true));
+    DO $$
+    BEGIN
+        IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'collector_tenant') THEN
+            CREATE ROLE collector_tenant NOLOGIN;
+        END IF;
+        GRANT collector_tenant TO CURRENT_USER;
+        GRANT SELECT ON cdrs, usage_daily TO collector_tenant;
+    EXCEPTION WHEN insufficient_privilege THEN
+        RAISE NOTICE 'role collector_tenant not made: no row-level security wall';
+    END $$;
+"#;
 
 /// The schema version whose migration adds `correlation_id`: rows stored before it get the
 /// column filled from their stored CDR.
@@ -209,6 +241,8 @@ pub struct PgStore {
     partitions: Mutex<HashSet<u64>>,
     /// The parsed newest rate table.
     rates: RateCache,
+    /// Tenants' reads run as [`TENANT_ROLE`] (row-level security).
+    row_security: bool,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -239,12 +273,31 @@ impl PgStore {
             .max_size(POOL_SIZE)
             .build()
             .map_err(|e| StoreError::Pool(e.to_string()))?;
-        let store = Self {
+        let mut store = Self {
             pool,
             partitions: Mutex::new(HashSet::new()),
             rates: RateCache::default(),
+            row_security: false,
         };
         store.migrate().await?;
+        let row = store
+            .client()
+            .await?
+            .query_one(
+                "SELECT COALESCE((SELECT pg_has_role(current_user, oid, 'MEMBER')
+                    FROM pg_roles WHERE rolname = $1), false)",
+                &[&TENANT_ROLE],
+            )
+            .await
+            .map_err(pg("checking the tenant role"))?;
+        store.row_security = col(&row, 0)?;
+        if !store.row_security {
+            tracing::warn!(
+                role = TENANT_ROLE,
+                "the database user cannot use the tenant role: tenants' reads are confined by \
+                 their queries only, without row-level security"
+            );
+        }
         Ok(store)
     }
 
@@ -902,14 +955,32 @@ fn filter_clause(f: &CdrFilter) -> Result<(String, Vec<Param>), StoreError> {
 }
 
 impl PgStore {
-    /// Runs `sql` (its first column the stored CDR) and decodes the rows.
-    async fn select_cdrs(&self, sql: &str, params: &[Param]) -> Result<Vec<Cdr>, StoreError> {
+    /// Runs `sql` (its first column the stored CDR) and decodes the rows; a read of one
+    /// `tenant` runs as [`TENANT_ROLE`] with that tenant set, so row-level security hides
+    /// every other tenant's rows whatever the query says.
+    async fn select_cdrs(
+        &self,
+        sql: &str,
+        params: &[Param],
+        tenant: Option<&str>,
+    ) -> Result<Vec<Cdr>, StoreError> {
         let refs: Vec<&(dyn ToSql + Sync)> = params
             .iter()
             .map(|p| p.as_ref() as &(dyn ToSql + Sync))
             .collect();
-        let client = self.client().await?;
-        let rows = client.query(sql, &refs).await.map_err(pg("querying"))?;
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg("begin"))?;
+        if let (Some(t), true) = (tenant, self.row_security) {
+            tx.batch_execute(&format!("SET LOCAL ROLE {TENANT_ROLE}"))
+                .await
+                .map_err(pg("taking the tenant role"))?;
+            tx.execute("SELECT set_config('collector.tenant', $1, true)", &[&t])
+                .await
+                .map_err(pg("setting the tenant"))?;
+        }
+        let rows = tx.query(sql, &refs).await.map_err(pg("querying"))?;
+        // The role and the setting end with the transaction.
+        tx.commit().await.map_err(pg("commit"))?;
         rows.iter()
             .map(|r| Cdr::decode(col::<&[u8]>(r, 0)?).map_err(StoreError::Decode))
             .collect()
@@ -989,7 +1060,7 @@ impl Store for PgStore {
              ORDER BY start_time_ms DESC, agent_id DESC, sequence DESC LIMIT ${}",
             params.len()
         );
-        self.select_cdrs(&sql, &params).await
+        self.select_cdrs(&sql, &params, f.tenant.as_deref()).await
     }
 
     async fn query_call_legs(&self, f: CdrFilter) -> Result<Vec<Cdr>, StoreError> {
@@ -1033,7 +1104,7 @@ impl Store for PgStore {
             SELECT c.cdr FROM calls JOIN cdrs c ON c.agent_id = calls.lone_agent
                 AND c.sequence = calls.lone_seq AND c.start_time_ms = calls.lone_start"
         );
-        self.select_cdrs(&sql, &params).await
+        self.select_cdrs(&sql, &params, f.tenant.as_deref()).await
     }
 
     async fn erase(&self, e: Erasure) -> Result<u64, StoreError> {
