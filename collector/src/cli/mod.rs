@@ -219,6 +219,10 @@ pub struct ServerArgs {
         default_value = "/etc/collector/tenant-keys"
     )]
     pub tenant_keys: std::path::PathBuf,
+    /// A tenant whose CDRs are kept fewer days than `--retention-days`: `TENANT=DAYS`
+    /// (repeatable).
+    #[arg(long, value_parser = parse_tenant_days)]
+    pub tenant_retention: Vec<(String, u32)>,
     /// Store CDRs in clear (no encryption at rest). Off only when asked for.
     #[arg(long, conflicts_with = "master_key")]
     pub no_encryption: bool,
@@ -314,6 +318,20 @@ pub struct TokenArgs {
     /// role name.
     #[arg(long)]
     pub subject: Option<String>,
+}
+
+/// `TENANT=DAYS` of `--tenant-retention`.
+fn parse_tenant_days(s: &str) -> Result<(String, u32), String> {
+    let (tenant, days) = s
+        .split_once('=')
+        .ok_or_else(|| "expected TENANT=DAYS".to_owned())?;
+    if !crate::server::token::valid_tenant(tenant) {
+        return Err(format!("{tenant:?} is not a tenant name"));
+    }
+    let days = days
+        .parse()
+        .map_err(|_| format!("{days:?} is not a number of days"))?;
+    Ok((tenant.to_owned(), days))
 }
 
 /// `collector tenants`: the tenant list, for the provider's operators.

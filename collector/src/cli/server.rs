@@ -155,9 +155,14 @@ pub fn options(args: &ServerArgs) -> anyhow::Result<ServeOptions> {
     Ok(ServeOptions {
         token_secret,
         tls,
-        retention: RetentionPolicy {
-            days: args.retention_days,
-            interval,
+        retention: {
+            let policy = RetentionPolicy {
+                days: args.retention_days,
+                interval,
+                tenants: args.tenant_retention.iter().cloned().collect(),
+            };
+            policy.validate()?;
+            policy
         },
     })
 }

@@ -16,6 +16,7 @@ use tonic::{Request, Response, Status};
 
 use super::{
     auth::Caller,
+    retention::RetentionPolicy,
     store::{billing, AuditAction, AuditEntry, Erasure, Store},
     ServerError,
 };
@@ -28,16 +29,13 @@ const MAX_LEN: usize = 256;
 /// The Admin service.
 pub struct AdminService {
     store: Arc<dyn Store>,
-    retention_days: u32,
+    retention: RetentionPolicy,
 }
 
 impl AdminService {
-    /// Serves administration of `store`, whose retention job keeps `retention_days`.
-    pub fn new(store: Arc<dyn Store>, retention_days: u32) -> Self {
-        Self {
-            store,
-            retention_days,
-        }
+    /// Serves administration of `store`, whose retention job runs `retention`.
+    pub fn new(store: Arc<dyn Store>, retention: RetentionPolicy) -> Self {
+        Self { store, retention }
     }
 }
 
@@ -116,8 +114,11 @@ impl Admin for AdminService {
 
     async fn retention_status(
         &self,
-        _request: Request<RetentionStatusRequest>,
+        request: Request<RetentionStatusRequest>,
     ) -> Result<Response<RetentionStatusResponse>, Status> {
+        let retention_days = Caller::of(&request)
+            .tenant
+            .map_or(self.retention.days, |t| self.retention.days_of(&t));
         let state = self
             .store
             .retention_state()
@@ -125,7 +126,7 @@ impl Admin for AdminService {
             .map_err(ServerError::from)?;
         let last = state.last_run;
         Ok(Response::new(RetentionStatusResponse {
-            retention_days: self.retention_days,
+            retention_days,
             oldest_start_time_ms: state.oldest_start_time_ms.unwrap_or(0),
             last_run_ms: last.map_or(0, |r| r.time_ms),
             last_run_deleted: last.map_or(0, |r| r.deleted),
@@ -293,10 +294,10 @@ impl Admin for AdminService {
             tenants: tenants
                 .into_iter()
                 .map(|t| TenantSummary {
+                    retention_days: self.retention.days_of(&t.tenant),
                     tenant: t.tenant,
                     cdrs_stored: t.cdrs_stored,
                     agents: t.agents,
-                    retention_days: self.retention_days,
                 })
                 .collect(),
         }))

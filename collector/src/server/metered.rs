@@ -93,6 +93,15 @@ impl Store for MeteredStore {
         self.inner.retain(cutoff_ms, now_ms).await
     }
 
+    async fn retain_tenant(
+        &self,
+        tenant: &str,
+        cutoff_ms: u64,
+        now_ms: u64,
+    ) -> Result<Option<RetentionRun>, StoreError> {
+        self.inner.retain_tenant(tenant, cutoff_ms, now_ms).await
+    }
+
     async fn retention_state(&self) -> Result<RetentionState, StoreError> {
         self.inner.retention_state().await
     }

@@ -127,7 +127,7 @@ where
     let query = QueryServer::new(query::QueryService::new(Arc::clone(&store)));
     let admin = AdminServer::new(admin::AdminService::new(
         Arc::clone(&store),
-        opts.retention.days,
+        opts.retention.clone(),
     ));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let job = tokio::spawn(retention::run_job(

@@ -180,7 +180,7 @@ async fn retention_deletes_exactly_what_is_older_than_the_limit_and_keeps_aggreg
         days: 90,
         ..Default::default()
     };
-    let run = retention::run_once(s.as_ref(), policy, NOW)
+    let run = retention::run_once(s.as_ref(), &policy, NOW)
         .await
         .unwrap()
         .unwrap();
@@ -248,7 +248,7 @@ async fn retention_deletes_exactly_what_is_older_than_the_limit_and_keeps_aggreg
     }
 
     // A second run finds nothing; the aggregates stay.
-    let again = retention::run_once(s.as_ref(), policy, NOW)
+    let again = retention::run_once(s.as_ref(), &policy, NOW)
         .await
         .unwrap()
         .unwrap();
@@ -262,7 +262,7 @@ async fn retention_deletes_exactly_what_is_older_than_the_limit_and_keeps_aggreg
     late.duration_ms = 10_000;
     late.billable_ms = 5_000;
     s.ingest("A", records(vec![late], 9)).await.unwrap();
-    let run = retention::run_once(s.as_ref(), policy, NOW)
+    let run = retention::run_once(s.as_ref(), &policy, NOW)
         .await
         .unwrap()
         .unwrap();
@@ -285,7 +285,7 @@ async fn retention_deletes_exactly_what_is_older_than_the_limit_and_keeps_aggreg
         days: 0,
         ..Default::default()
     };
-    assert!(retention::run_once(s.as_ref(), off, NOW * 2)
+    assert!(retention::run_once(s.as_ref(), &off, NOW * 2)
         .await
         .unwrap()
         .is_none());
@@ -811,7 +811,56 @@ async fn an_interim_after_its_final_is_not_stored(b: Backend) {
     );
 }
 
+/// A tenant kept 30 days under a collector that keeps 90: the retention run deletes that
+/// tenant's CDRs older than 30 days and no other tenant's younger than 90, and the deleted
+/// ones still count in the tenant's usage (folded). A tenant period not shorter than the
+/// collector's is refused. Known by construction: each CDR's age and tenant.
+async fn a_tenant_with_a_shorter_retention_loses_only_its_own_older_cdrs(b: Backend) {
+    let s = b.open().await;
+    let age = |days: u64| NOW - days * DAY;
+    let answered = Disposition::Answered;
+    let acme = vec![
+        cdr("a10", age(10), answered),
+        cdr("a40", age(40), answered),
+        cdr("a100", age(100), answered),
+    ];
+    let globex = vec![
+        cdr("g40", age(40), answered),
+        cdr("g100", age(100), answered),
+    ];
+    s.ingest_into("sbc-a", "acme", records(acme, 1))
+        .await
+        .unwrap();
+    s.ingest_into("sbc-g", "globex", records(globex, 1))
+        .await
+        .unwrap();
+    let policy = RetentionPolicy {
+        days: 90,
+        tenants: [("acme".to_owned(), 30)].into(),
+        ..Default::default()
+    };
+    policy.validate().unwrap();
+    retention::run_once(s.as_ref(), &policy, NOW).await.unwrap();
+    let mut ids = b.cdr_ids().await;
+    ids.sort();
+    assert_eq!(ids, ["a10", "g40"], "{}", b.name());
+    let calls = |groups: Vec<collector::server::store::billing::UsageGroup>| {
+        groups.iter().map(|g| g.calls).sum::<u64>()
+    };
+    assert_eq!(calls(s.usage("acme", 0, NOW + 1).await.unwrap()), 3);
+    assert_eq!(calls(s.usage("globex", 0, NOW + 1).await.unwrap()), 2);
+    for days in [0, 90, 120] {
+        let longer = RetentionPolicy {
+            days: 90,
+            tenants: [("acme".to_owned(), days)].into(),
+            ..Default::default()
+        };
+        assert!(longer.validate().is_err(), "{days} days accepted");
+    }
+}
+
 both_backends!(
+    a_tenant_with_a_shorter_retention_loses_only_its_own_older_cdrs,
     the_final_record_supersedes_its_interims,
     an_interim_after_its_final_is_not_stored,
     ingest_is_exactly_once_per_agent_and_sequence,
@@ -863,8 +912,8 @@ async fn two_collectors_share_one_postgres_database() {
     };
     let later = NOW + 3 * DAY;
     let (r1, r2) = tokio::join!(
-        retention::run_once(s1.as_ref(), policy, later),
-        retention::run_once(s2.as_ref(), policy, later)
+        retention::run_once(s1.as_ref(), &policy, later),
+        retention::run_once(s2.as_ref(), &policy, later)
     );
     let deleted: u64 = [r1.unwrap(), r2.unwrap()]
         .iter()

@@ -260,6 +260,7 @@ pub const USAGE_FOLD_SQL: &str = "INSERT INTO usage_daily (tenant, day, destinat
         COUNT(*), CAST(SUM(billable_ms) AS BIGINT), CAST(SUM(billable_secs) AS BIGINT),
         CAST(SUM(cost) AS BIGINT)
     FROM cdrs WHERE start_time_ms < ?1 AND NOT interim
+        AND (CAST(?2 AS TEXT) IS NULL OR tenant = ?2)
     GROUP BY 1, 2, 3, 4, 5, 6, 7
     ON CONFLICT (tenant, day, destination, currency, rating, dp, answered) DO UPDATE SET
         calls = usage_daily.calls + excluded.calls,

@@ -377,6 +377,15 @@ pub trait Store: Send + Sync + 'static {
     async fn retain(&self, cutoff_ms: u64, now_ms: u64)
         -> Result<Option<RetentionRun>, StoreError>;
 
+    /// [`Store::retain`] for `tenant`'s CDRs only (a tenant whose retention is shorter than
+    /// the collector's).
+    async fn retain_tenant(
+        &self,
+        tenant: &str,
+        cutoff_ms: u64,
+        now_ms: u64,
+    ) -> Result<Option<RetentionRun>, StoreError>;
+
     /// The oldest stored CDR and the last retention run.
     async fn retention_state(&self) -> Result<RetentionState, StoreError>;
 

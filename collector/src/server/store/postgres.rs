@@ -618,10 +618,13 @@ impl PgStore {
         })
     }
 
+    /// Retention of every tenant (`tenant` `None`: whole days go with their partition) or of
+    /// one tenant (its rows only).
     async fn retain_tx(
         &self,
         cutoff_ms: u64,
         now_ms: u64,
+        tenant: Option<&str>,
     ) -> Result<Option<RetentionRun>, StoreError> {
         let cutoff = int(cutoff_ms)?;
         let mut client = self.client().await?;
@@ -645,7 +648,7 @@ impl PgStore {
             .await
             .map_err(pg("listing partitions"))?;
         let mut partitions: Vec<(String, u64)> = Vec::new();
-        for r in &rows {
+        for r in rows.iter().filter(|_| tenant.is_none()) {
             let name: String = col(r, 0)?;
             if let Some(day) = partition_day(&name) {
                 if day.saturating_mul(DAY_MS) < cutoff_ms {
@@ -664,14 +667,21 @@ impl PgStore {
             .await
             .map_err(pg("locking partitions"))?;
         }
+        if tenant.is_some() {
+            // One tenant's rows are deleted row by row: hold off inserts and erasures in
+            // every partition until commit, so every row deleted is one that was folded.
+            tx.batch_execute("LOCK TABLE cdrs IN SHARE ROW EXCLUSIVE MODE")
+                .await
+                .map_err(pg("locking cdrs"))?;
+        }
         let mut folder = Folder::default();
         {
             let rows = tx
                 .query_raw(
                     "SELECT agent_id, start_time_ms, disposition, codec, duration_ms,
                         billable_ms, min_mos, max_loss_pct, interim
-                     FROM cdrs WHERE start_time_ms < $1",
-                    [&cutoff],
+                     FROM cdrs WHERE start_time_ms < $1 AND ($2::TEXT IS NULL OR tenant = $2)",
+                    [&cutoff as &(dyn ToSql + Sync), &tenant],
                 )
                 .await
                 .map_err(pg("reading expired cdrs"))?;
@@ -693,9 +703,23 @@ impl PgStore {
         }
         let (deleted, folded) = (folder.seen(), folder.folded());
         upsert_aggregates(&tx, folder.into_rows()).await?;
-        tx.execute(USAGE_FOLD_SQL.replace("?1", "$1").as_str(), &[&cutoff])
+        tx.execute(
+            USAGE_FOLD_SQL
+                .replace("?1", "$1")
+                .replace("?2", "$2")
+                .as_str(),
+            &[&cutoff, &tenant],
+        )
+        .await
+        .map_err(pg("folding usage"))?;
+        if let Some(t) = tenant {
+            tx.execute(
+                "DELETE FROM cdrs WHERE start_time_ms < $1 AND tenant = $2",
+                &[&cutoff, &t],
+            )
             .await
-            .map_err(pg("folding usage"))?;
+            .map_err(pg("deleting expired cdrs"))?;
+        }
         // Whole days below the cutoff go with their partition; the day the cutoff falls in
         // loses only its older rows.
         for (name, day) in &partitions {
@@ -1176,7 +1200,16 @@ impl Store for PgStore {
         cutoff_ms: u64,
         now_ms: u64,
     ) -> Result<Option<RetentionRun>, StoreError> {
-        self.retain_tx(cutoff_ms, now_ms).await
+        self.retain_tx(cutoff_ms, now_ms, None).await
+    }
+
+    async fn retain_tenant(
+        &self,
+        tenant: &str,
+        cutoff_ms: u64,
+        now_ms: u64,
+    ) -> Result<Option<RetentionRun>, StoreError> {
+        self.retain_tx(cutoff_ms, now_ms, Some(tenant)).await
     }
 
     async fn retention_state(&self) -> Result<RetentionState, StoreError> {

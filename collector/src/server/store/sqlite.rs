@@ -831,6 +831,7 @@ fn retain_blocking(
     conn: &mut Connection,
     cutoff_ms: u64,
     now_ms: u64,
+    tenant: Option<&str>,
 ) -> Result<RetentionRun, StoreError> {
     let cutoff = int(cutoff_ms)?;
     let tx = conn
@@ -843,10 +844,12 @@ fn retain_blocking(
                 "SELECT agent_id, start_time_ms, disposition, codec,
                     CASE WHEN codec IS NULL THEN cdr END,
                     duration_ms, billable_ms, min_mos, max_loss_pct, interim
-                 FROM cdrs WHERE start_time_ms < ?1",
+                 FROM cdrs WHERE start_time_ms < ?1 AND (?2 IS NULL OR tenant = ?2)",
             )
             .map_err(db("reading expired cdrs"))?;
-        let mut rows = stmt.query([cutoff]).map_err(db("reading expired cdrs"))?;
+        let mut rows = stmt
+            .query(params![cutoff, tenant])
+            .map_err(db("reading expired cdrs"))?;
         while let Some(r) = rows.next().map_err(db("reading expired cdrs"))? {
             let codec = match r.get::<_, Option<String>>(3).map_err(db("reading codec"))? {
                 Some(c) => c,
@@ -875,10 +878,13 @@ fn retain_blocking(
     }
     let folded = folder.folded();
     upsert_aggregates(&tx, folder.into_rows())?;
-    tx.execute(USAGE_FOLD_SQL, [cutoff])
+    tx.execute(USAGE_FOLD_SQL, params![cutoff, tenant])
         .map_err(db("folding usage"))?;
     let deleted = tx
-        .execute("DELETE FROM cdrs WHERE start_time_ms < ?1", [cutoff])
+        .execute(
+            "DELETE FROM cdrs WHERE start_time_ms < ?1 AND (?2 IS NULL OR tenant = ?2)",
+            params![cutoff, tenant],
+        )
         .map_err(db("deleting expired cdrs"))? as u64;
     let run = RetentionRun {
         time_ms: now_ms,
@@ -1178,9 +1184,25 @@ impl Store for SqliteStore {
         cutoff_ms: u64,
         now_ms: u64,
     ) -> Result<Option<RetentionRun>, StoreError> {
-        run(&self.writer, move |c| retain_blocking(c, cutoff_ms, now_ms))
-            .await
-            .map(Some)
+        run(&self.writer, move |c| {
+            retain_blocking(c, cutoff_ms, now_ms, None)
+        })
+        .await
+        .map(Some)
+    }
+
+    async fn retain_tenant(
+        &self,
+        tenant: &str,
+        cutoff_ms: u64,
+        now_ms: u64,
+    ) -> Result<Option<RetentionRun>, StoreError> {
+        let tenant = tenant.to_owned();
+        run(&self.writer, move |c| {
+            retain_blocking(c, cutoff_ms, now_ms, Some(&tenant))
+        })
+        .await
+        .map(Some)
     }
 
     async fn retention_state(&self) -> Result<RetentionState, StoreError> {
