@@ -49,6 +49,10 @@ pub struct RotateKeyArgs {
     /// The tenant (default: the token's own).
     #[arg(long, default_value = "")]
     pub tenant: String,
+    /// Also re-seal every stored row of the tenant under the new key (re-encryption; rows
+    /// stored in clear before encryption was on are sealed too).
+    #[arg(long)]
+    pub reseal: bool,
     /// Collector connection (needs an `admin` or `provider` token).
     #[command(flatten)]
     pub conn: ConnectArgs,
@@ -79,11 +83,17 @@ pub fn run(args: AdminArgs) -> anyhow::Result<()> {
             AdminCommand::RotateKey(a) => {
                 let mut c = AdminClient::new(a.conn.connect().await?);
                 let r = c
-                    .rotate_key(RotateKeyRequest { tenant: a.tenant })
+                    .rotate_key(RotateKeyRequest {
+                        tenant: a.tenant,
+                        reseal: a.reseal,
+                    })
                     .await
                     .context("rotating the key refused")?
                     .into_inner();
-                anyhow::Ok(format!("new data key {:x}", r.key_id))
+                anyhow::Ok(format!(
+                    "new data key {:x}; {} row(s) re-sealed",
+                    r.key_id, r.resealed
+                ))
             }
         }
     })?;

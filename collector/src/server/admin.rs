@@ -264,11 +264,20 @@ impl Admin for AdminService {
     ) -> Result<Response<RotateKeyResponse>, Status> {
         let caller = Caller::of(&request);
         let tenant = caller.one_tenant(&request.get_ref().tenant)?;
+        let reseal = request.get_ref().reseal;
         let key_id = self
             .store
             .rotate_key(&tenant)
             .await
             .map_err(ServerError::from)?;
+        let resealed = if reseal {
+            self.store
+                .reseal(&tenant)
+                .await
+                .map_err(ServerError::from)?
+        } else {
+            0
+        };
         self.store
             .audit(AuditEntry {
                 time_ms: now_ms(),
@@ -276,13 +285,13 @@ impl Admin for AdminService {
                 actor: caller.subject,
                 subjects: Vec::new(),
                 reference: format!("key {key_id:x}"),
-                affected: 0,
+                affected: resealed,
                 tenant: Some(tenant.clone()),
             })
             .await
             .map_err(ServerError::from)?;
-        tracing::info!(tenant, key_id, "data key rotated");
-        Ok(Response::new(RotateKeyResponse { key_id }))
+        tracing::info!(tenant, key_id, resealed, "data key rotated");
+        Ok(Response::new(RotateKeyResponse { key_id, resealed }))
     }
 
     async fn tenants(

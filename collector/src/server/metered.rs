@@ -10,7 +10,7 @@ use collector_proto::v1::{Cdr, CdrRecord};
 
 use super::store::{
     AuditEntry, CdrFilter, DailyAggregate, Erasure, IngestOutcome, RetentionRun, RetentionState,
-    Store, StoreError, StoreStats, TenantStats,
+    RowRewrite, Store, StoreError, StoreStats, TenantStats,
 };
 use crate::metrics::{Metrics, StorageOp};
 
@@ -128,6 +128,14 @@ impl Store for MeteredStore {
 
     async fn rotate_key(&self, tenant: &str) -> Result<u32, StoreError> {
         self.inner.rotate_key(tenant).await
+    }
+
+    async fn rewrite(&self, tenant: &str, f: RowRewrite) -> Result<u64, StoreError> {
+        self.inner.rewrite(tenant, f).await
+    }
+
+    async fn reseal(&self, tenant: &str) -> Result<u64, StoreError> {
+        self.inner.reseal(tenant).await
     }
 
     async fn store_rates(

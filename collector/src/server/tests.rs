@@ -30,7 +30,7 @@ use tonic::Code;
 
 use super::store::{
     self, sqlite::SqliteStore, AuditEntry, CdrFilter, DailyAggregate, Erasure, IngestOutcome,
-    RetentionRun, RetentionState, Store, StoreError, StoreStats, TenantStats,
+    RetentionRun, RetentionState, RowRewrite, Store, StoreError, StoreStats, TenantStats,
 };
 use super::ServeOptions;
 
@@ -238,6 +238,14 @@ impl Store for AckLosingStore {
 
     async fn rotate_key(&self, tenant: &str) -> Result<u32, StoreError> {
         self.inner.rotate_key(tenant).await
+    }
+
+    async fn rewrite(&self, tenant: &str, f: RowRewrite) -> Result<u64, StoreError> {
+        self.inner.rewrite(tenant, f).await
+    }
+
+    async fn reseal(&self, tenant: &str) -> Result<u64, StoreError> {
+        self.inner.reseal(tenant).await
     }
     async fn store_rates(
         &self,

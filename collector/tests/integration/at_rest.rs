@@ -2,7 +2,8 @@
 //! database wrote to disk finds none of a call's pseudonyms, truncated addresses or user
 //! agents when the store seals, and finds them when it is explicitly left in clear (so the
 //! scan can fail); CDRs written before and after a key rotation are all readable and found
-//! by pseudonym; after a tenant is deleted, a copy of the database made before the deletion
+//! by pseudonym, and re-sealing moves every row (those stored in clear too) to the new key;
+//! after a tenant is deleted, a copy of the database made before the deletion
 //! no longer opens under the collector's keys, while the same copy with the key store as it
 //! was before opens (the rows really are in it).
 use std::{path::Path, sync::Arc};
@@ -217,6 +218,32 @@ async fn rotation_keeps_old_rows_and_deletion_shreds_every_copy(b: Backend) {
     ids.sort();
     assert_eq!(ids, ["after", "before"], "{}", b.name());
 
+    // Re-encryption: a row stored in clear before encryption was on (straight into the
+    // backend) and the row sealed under the old key are re-sealed under the new key; the row
+    // already under it is left.
+    b.open()
+        .await
+        .ingest_into("sbc-1", "acme", records(3, vec![canary_cdr("clear")]))
+        .await
+        .unwrap();
+    assert_eq!(store.reseal("acme").await.unwrap(), 2, "{}", b.name());
+    let sealed_under_new = format!("s1.{new:x}.");
+    let callers = b
+        .select("SELECT caller_user FROM cdrs WHERE tenant = 'acme'")
+        .await;
+    assert_eq!(callers.len(), 3);
+    for c in &callers {
+        assert!(c[0].starts_with(&sealed_under_new), "{}: {c:?}", b.name());
+    }
+    assert_eq!(
+        store
+            .query(by_pseudonym(CANARIES[0], Some("acme")))
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
+
     // A copy of the database and of the key store, made before the deletion.
     let copy = tempfile::tempdir().unwrap();
     let old_keys = copy.path().join("tenant-keys.before");
@@ -232,7 +259,7 @@ async fn rotation_keeps_old_rows_and_deletion_shreds_every_copy(b: Backend) {
         affected: 0,
         tenant: Some("acme".into()),
     };
-    assert_eq!(store.delete_tenant("acme", audit).await.unwrap(), 2);
+    assert_eq!(store.delete_tenant("acme", audit).await.unwrap(), 3);
     assert!(keys.key_ids("acme").unwrap().is_empty());
     assert!(store
         .query(by_pseudonym(CANARIES[0], Some("acme")))
@@ -278,7 +305,7 @@ async fn rotation_keeps_old_rows_and_deletion_shreds_every_copy(b: Backend) {
     // really in the copy, only the keys are gone.
     let before = Arc::new(TenantKeys::open(&old_keys, master()).unwrap());
     let readable = SealedStore::wrap(db_copy.open().await, before);
-    assert_eq!(readable.query(acme_rows).await.unwrap().len(), 2);
+    assert_eq!(readable.query(acme_rows).await.unwrap().len(), 3);
 }
 
 both_backends!(

@@ -132,6 +132,42 @@ pub enum StoreError {
     NotSealed,
 }
 
+/// A rewrite of stored rows ([`Store::rewrite`]): the record to store instead of a row's,
+/// or `None` to leave the row.
+pub type RowRewrite = Arc<dyn Fn(&Cdr) -> Result<Option<Cdr>, StoreError> + Send + Sync>;
+
+/// Rows [`Store::rewrite`] reads at a time.
+pub const REWRITE_CHUNK: i64 = 500;
+
+/// The columns [`Store::rewrite`] sets from a record, besides the stored record itself
+/// (numbered from 1 in this order, the record last).
+pub const REWRITE_COLUMNS: [&str; 8] = [
+    "call_id",
+    "correlation_id",
+    "caller_user",
+    "caller_domain",
+    "caller_display",
+    "callee_user",
+    "callee_domain",
+    "callee_display",
+];
+
+/// The values of [`REWRITE_COLUMNS`] of a record.
+pub fn rewrite_values(c: &Cdr) -> [String; 8] {
+    let caller = c.caller.clone().unwrap_or_default();
+    let callee = c.callee.clone().unwrap_or_default();
+    [
+        c.call_id.clone(),
+        c.correlation_id.clone(),
+        caller.user,
+        caller.domain,
+        caller.display,
+        callee.user,
+        callee.domain,
+        callee.display,
+    ]
+}
+
 /// The audit log's name for an entry made by a caller who sees every tenant.
 pub const ALL_TENANTS: &str = "*";
 
@@ -409,6 +445,18 @@ pub trait Store: Send + Sync + 'static {
     /// With encryption at rest the tenant's data keys are destroyed first, so its rows in
     /// any copy of the database can no longer be read. Returns the CDRs deleted.
     async fn delete_tenant(&self, tenant: &str, audit: AuditEntry) -> Result<u64, StoreError>;
+
+    /// Rewrites `tenant`'s stored CDRs with `f`: the identifier columns and the stored record
+    /// of every row `f` returns a record for, in one transaction. Returns the rows changed.
+    async fn rewrite(&self, tenant: &str, f: RowRewrite) -> Result<u64, StoreError>;
+
+    /// Re-seals `tenant`'s rows under its newest data key (and seals rows stored in clear
+    /// before encryption was on). Returns the rows changed ([`StoreError::NotSealed`]
+    /// without encryption).
+    async fn reseal(&self, tenant: &str) -> Result<u64, StoreError> {
+        let _ = tenant;
+        Err(StoreError::NotSealed)
+    }
 
     /// Starts a new data key for `tenant`: new rows are sealed with it, older ones stay
     /// readable and searchable. Returns its id ([`StoreError::NotSealed`] without encryption).

@@ -42,10 +42,11 @@ use super::billing::{
 use super::sqlite::TENANCY_SCHEMA;
 use super::{
     aggregate::{AggregateKey, FoldRow},
-    codec_of, day_of, max_loss_pct, min_mos, supersede, validate_batch, AgentCursor, AuditAction,
-    AuditEntry, CdrFilter, DailyAggregate, Erasure, Folder, IngestOutcome, RetentionRun,
-    RetentionState, Store, StoreError, StoreStats, StoredCall, TenantStats, ALL_TENANTS, DAY_MS,
-    LOSS_BUCKETS, MAX_CALL_LEGS, MOS_BUCKETS, TENANTS_SQL, TENANT_TABLES,
+    codec_of, day_of, max_loss_pct, min_mos, rewrite_values, supersede, validate_batch,
+    AgentCursor, AuditAction, AuditEntry, CdrFilter, DailyAggregate, Erasure, Folder,
+    IngestOutcome, RetentionRun, RetentionState, RowRewrite, Store, StoreError, StoreStats,
+    StoredCall, TenantStats, ALL_TENANTS, DAY_MS, LOSS_BUCKETS, MAX_CALL_LEGS, MOS_BUCKETS,
+    REWRITE_CHUNK, REWRITE_COLUMNS, TENANTS_SQL, TENANT_TABLES,
 };
 
 /// Connections kept in the pool.
@@ -1466,6 +1467,55 @@ impl Store for PgStore {
             cdrs_stored: cdrs,
             agents,
         })
+    }
+
+    async fn rewrite(&self, tenant: &str, f: RowRewrite) -> Result<u64, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg("begin"))?;
+        let sets: Vec<String> = REWRITE_COLUMNS
+            .iter()
+            .zip(1..)
+            .map(|(c, i)| format!("{c} = ${i}"))
+            .collect();
+        let update = format!(
+            "UPDATE cdrs SET {}, cdr = $9
+             WHERE agent_id = $10 AND sequence = $11 AND start_time_ms = $12",
+            sets.join(", ")
+        );
+        let mut last = (String::new(), i64::MIN, i64::MIN);
+        let mut changed = 0u64;
+        loop {
+            let rows = tx
+                .query(
+                    "SELECT agent_id, sequence, start_time_ms, cdr FROM cdrs
+                     WHERE tenant = $1 AND (agent_id, sequence, start_time_ms) > ($2, $3, $4)
+                     ORDER BY agent_id, sequence, start_time_ms LIMIT $5",
+                    &[&tenant, &last.0, &last.1, &last.2, &REWRITE_CHUNK],
+                )
+                .await
+                .map_err(pg("reading cdrs to rewrite"))?;
+            if rows.is_empty() {
+                break;
+            }
+            for r in &rows {
+                let key: (String, i64, i64) = (col(r, 0)?, col(r, 1)?, col(r, 2)?);
+                let stored = Cdr::decode(col::<&[u8]>(r, 3)?).map_err(StoreError::Decode)?;
+                if let Some(new) = f(&stored)? {
+                    let v = rewrite_values(&new);
+                    let blob = new.encode_to_vec();
+                    let mut params: Vec<&(dyn ToSql + Sync)> =
+                        v.iter().map(|s| s as &(dyn ToSql + Sync)).collect();
+                    params.extend([&blob as &(dyn ToSql + Sync), &key.0, &key.1, &key.2]);
+                    tx.execute(update.as_str(), &params)
+                        .await
+                        .map_err(pg("rewriting cdrs"))?;
+                    changed += 1;
+                }
+                last = key;
+            }
+        }
+        tx.commit().await.map_err(pg("commit"))?;
+        Ok(changed)
     }
 
     async fn delete_tenant(&self, tenant: &str, mut audit: AuditEntry) -> Result<u64, StoreError> {

@@ -41,7 +41,7 @@ use prost::Message as _;
 
 use super::{
     billing, AuditEntry, CdrFilter, DailyAggregate, Erasure, IngestOutcome, RetentionRun,
-    RetentionState, Store, StoreError, StoreStats, TenantStats, ALL_TENANTS,
+    RetentionState, RowRewrite, Store, StoreError, StoreStats, TenantStats, ALL_TENANTS,
 };
 use crate::privacy::{
     keys::{read_key_file, KeyError},
@@ -282,6 +282,12 @@ impl TenantKeys {
     }
 }
 
+/// The id of the key a sealed record names (its bytes 1 to 4, big-endian), if it is one.
+fn record_key_id(sealed: &[u8]) -> Option<u32> {
+    let id: [u8; 4] = sealed.get(1..5)?.try_into().ok()?;
+    Some(u32::from_be_bytes(id))
+}
+
 /// The part of `cdr` a backend stores, its identifiers sealed and the whole record sealed
 /// beside them (see the module docs), under `ring`'s current key.
 pub fn skeleton(ring: &Keyring, cdr: &Cdr) -> Result<Cdr, StoreError> {
@@ -514,6 +520,33 @@ impl Store for SealedStore {
 
     async fn rotate_key(&self, tenant: &str) -> Result<u32, StoreError> {
         self.keys.rotate(tenant)
+    }
+
+    async fn rewrite(&self, tenant: &str, f: RowRewrite) -> Result<u64, StoreError> {
+        self.inner.rewrite(tenant, f).await
+    }
+
+    async fn reseal(&self, tenant: &str) -> Result<u64, StoreError> {
+        let current = self
+            .keys
+            .with_ring(tenant, |ring| Ok(ring.current().key_id()))?;
+        let keys = Arc::clone(&self.keys);
+        let owner = tenant.to_owned();
+        let f: RowRewrite = Arc::new(move |stored: &Cdr| {
+            if record_key_id(&stored.sealed) == Some(current) {
+                return Ok(None);
+            }
+            // A row stored in clear is sealed as it is; a sealed one is opened first.
+            let full = if stored.sealed.is_empty() {
+                stored.clone()
+            } else {
+                Cdr::decode(keys.open_record(&stored.sealed)?.as_slice())
+                    .map_err(StoreError::Decode)?
+            };
+            keys.with_ring(&owner, |ring| skeleton(ring, &full))
+                .map(Some)
+        });
+        self.inner.rewrite(tenant, f).await
     }
 
     async fn store_rates(

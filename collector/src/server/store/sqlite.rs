@@ -32,10 +32,11 @@ use super::billing::{
 };
 use super::{
     aggregate::{AggregateKey, FoldRow},
-    codec_of, max_loss_pct, min_mos, supersede, validate_batch, AgentCursor, AuditAction,
-    AuditEntry, CdrFilter, DailyAggregate, Erasure, Folder, IngestOutcome, RetentionRun,
-    RetentionState, Store, StoreError, StoreStats, StoredCall, TenantStats, ALL_TENANTS,
-    LOSS_BUCKETS, MAX_CALL_LEGS, MOS_BUCKETS, TENANTS_SQL, TENANT_TABLES,
+    codec_of, max_loss_pct, min_mos, rewrite_values, supersede, validate_batch, AgentCursor,
+    AuditAction, AuditEntry, CdrFilter, DailyAggregate, Erasure, Folder, IngestOutcome,
+    RetentionRun, RetentionState, RowRewrite, Store, StoreError, StoreStats, StoredCall,
+    TenantStats, ALL_TENANTS, LOSS_BUCKETS, MAX_CALL_LEGS, MOS_BUCKETS, REWRITE_CHUNK,
+    REWRITE_COLUMNS, TENANTS_SQL, TENANT_TABLES,
 };
 
 /// Ordered schema migrations; migration `i` brings the schema to version `i + 1`.
@@ -1088,6 +1089,57 @@ fn stats_blocking(conn: &mut Connection, tenant: Option<&str>) -> Result<StoreSt
     })
 }
 
+fn rewrite_blocking(
+    conn: &mut Connection,
+    tenant: &str,
+    f: &RowRewrite,
+) -> Result<u64, StoreError> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(db("begin"))?;
+    let sets: Vec<String> = REWRITE_COLUMNS
+        .iter()
+        .zip(1..)
+        .map(|(c, i)| format!("{c} = ?{i}"))
+        .collect();
+    let update = format!(
+        "UPDATE cdrs SET {}, cdr = ?9 WHERE id = ?10",
+        sets.join(", ")
+    );
+    let (mut last, mut changed) = (i64::MIN, 0u64);
+    loop {
+        let chunk: Vec<(i64, Vec<u8>)> = tx
+            .prepare_cached(
+                "SELECT id, cdr FROM cdrs WHERE tenant = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
+            )
+            .map_err(db("reading cdrs to rewrite"))?
+            .query_map(params![tenant, last, REWRITE_CHUNK], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .map_err(db("reading cdrs to rewrite"))?
+            .collect::<Result<_, _>>()
+            .map_err(db("reading cdrs to rewrite"))?;
+        let Some((end, _)) = chunk.last() else {
+            break;
+        };
+        last = *end;
+        for (id, blob) in chunk {
+            let stored = Cdr::decode(blob.as_slice()).map_err(StoreError::Decode)?;
+            let Some(new) = f(&stored)? else {
+                continue;
+            };
+            let [a, b, c, d, e, g, h, i] = rewrite_values(&new);
+            tx.prepare_cached(&update)
+                .map_err(db("rewriting cdrs"))?
+                .execute(params![a, b, c, d, e, g, h, i, new.encode_to_vec(), id])
+                .map_err(db("rewriting cdrs"))?;
+            changed += 1;
+        }
+    }
+    tx.commit().map_err(db("commit"))?;
+    Ok(changed)
+}
+
 fn delete_tenant_blocking(
     conn: &mut Connection,
     tenant: &str,
@@ -1227,6 +1279,11 @@ impl Store for SqliteStore {
 
     async fn tenants(&self) -> Result<Vec<TenantStats>, StoreError> {
         run(&self.reader, tenants_blocking).await
+    }
+
+    async fn rewrite(&self, tenant: &str, f: RowRewrite) -> Result<u64, StoreError> {
+        let tenant = tenant.to_owned();
+        run(&self.writer, move |c| rewrite_blocking(c, &tenant, &f)).await
     }
 
     async fn delete_tenant(&self, tenant: &str, audit: AuditEntry) -> Result<u64, StoreError> {
