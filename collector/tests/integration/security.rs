@@ -23,9 +23,9 @@ use collector::{
 };
 use collector_proto::v1::{
     admin_client::AdminClient, flow_event, ingest_client::IngestClient, query_client::QueryClient,
-    watch_client::WatchClient, Alert, Cdr, CdrQuery, CdrRecord, Disposition, EraseRequest,
-    FlowEvent, IngestRequest, Party, PublishRequest, RetentionStatusRequest, StatsRequest,
-    TenantsRequest, WatchRequest,
+    watch_client::WatchClient, Alert, Cdr, CdrQuery, CdrRecord, DeleteTenantRequest, Disposition,
+    EraseRequest, FlowEvent, IngestRequest, Party, PublishRequest, RetentionStatusRequest,
+    RotateKeyRequest, StatsRequest, TenantsRequest, WatchRequest,
 };
 use prost::Message as _;
 use tokio_stream::StreamExt as _;
@@ -603,6 +603,38 @@ async fn each_tenant_sees_only_its_own(b: Backend) {
         seen(provider.clone()).await,
         [s("call-a", "acme"), s("call-g", "globex")]
     );
+
+    // Tenant administration: a tenant's admin may not delete its tenant, the provider may
+    // (every row of that tenant, no other's); this collector runs without encryption at
+    // rest, so rotating a key is a failed precondition (at_rest tests the sealed store).
+    let delete = |tenant: &str| DeleteTenantRequest {
+        tenant: tenant.into(),
+        reference: "T-9".into(),
+    };
+    let err = admin.delete_tenant(delete("acme")).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    let rotate = RotateKeyRequest {
+        tenant: String::new(),
+        reseal: true,
+    };
+    let err = admin.rotate_key(rotate).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{}", b.name());
+    let gone = noc
+        .delete_tenant(delete("acme"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(gone.deleted, 1);
+    assert!(read(&acme, all.clone()).await.unwrap().is_empty());
+    assert_eq!(read(&globex, all.clone()).await.unwrap(), ["g1", "g2"]);
+    let tenants = noc
+        .tenants(TenantsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .tenants;
+    let names: Vec<&str> = tenants.iter().map(|t| t.tenant.as_str()).collect();
+    assert_eq!(names, ["globex"], "{}", b.name());
     srv.stop().await;
 }
 
