@@ -57,12 +57,13 @@ pub struct Plan {
 
 impl Plan {
     /// Validates `req` (see the proto for the rules); `pz` resolves number filters, and
-    /// `last_n` is capped at the `history` the hub keeps. Every tenant's events are
-    /// selected: [`WatchService::start`] confines a tenant's caller.
+    /// `last_n` is capped at the `history` the hub keeps. Only `tenant`'s events are
+    /// selected when it is set (the caller's token's tenant).
     pub fn validate(
         req: &WatchRequest,
         pz: Option<&Pseudonymizer>,
         history: usize,
+        tenant: Option<String>,
     ) -> Result<Self, WatchError> {
         if req.follow && req.until_ms != 0 {
             return Err(WatchError::Invalid(
@@ -74,7 +75,7 @@ impl Plan {
                 "since_ms must be before until_ms".into(),
             ));
         }
-        let selector = Selector::compile(&req.allow, &req.deny, pz)?;
+        let selector = Selector::compile(&req.allow, &req.deny, pz)?.confine(tenant);
         let mask = FieldMask::compile(&req.field_mask)?;
         let last_n = usize::try_from(req.last_n)
             .unwrap_or(usize::MAX)
@@ -152,8 +153,7 @@ impl WatchService {
         req: &WatchRequest,
         tenant: Option<String>,
     ) -> Result<mpsc::Receiver<Result<FlowEvent, Status>>, WatchError> {
-        let mut plan = Plan::validate(req, self.pz.as_deref(), self.hub.config().history)?;
-        plan.selector = Arc::new((*plan.selector).clone().confine(tenant));
+        let plan = Plan::validate(req, self.pz.as_deref(), self.hub.config().history, tenant)?;
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         if plan.follow {
             let mut sub = self

@@ -849,6 +849,34 @@ async fn a_tenant_with_a_shorter_retention_loses_only_its_own_older_cdrs(b: Back
     };
     assert_eq!(calls(s.usage("acme", 0, NOW + 1).await.unwrap()), 3);
     assert_eq!(calls(s.usage("globex", 0, NOW + 1).await.unwrap()), 2);
+    // Deleting the tenant takes its agents' daily aggregates too, and no other tenant's.
+    let agents = |aggs: Vec<DailyAggregate>| {
+        let mut a: Vec<String> = aggs.into_iter().map(|a| a.key.agent_id).collect();
+        a.sort();
+        a.dedup();
+        a
+    };
+    assert_eq!(
+        agents(s.aggregates(0, u64::MAX).await.unwrap()),
+        ["sbc-a", "sbc-g"]
+    );
+    let audit = collector::server::store::AuditEntry {
+        time_ms: NOW,
+        action: AuditAction::TenantDelete,
+        actor: "noc".into(),
+        subjects: Vec::new(),
+        reference: "T-1".into(),
+        affected: 0,
+        tenant: Some("acme".into()),
+    };
+    assert_eq!(s.delete_tenant("acme", audit).await.unwrap(), 1);
+    assert_eq!(
+        agents(s.aggregates(0, u64::MAX).await.unwrap()),
+        ["sbc-g"],
+        "{}",
+        b.name()
+    );
+    assert_eq!(calls(s.usage("acme", 0, NOW + 1).await.unwrap()), 0);
     for days in [0, 90, 120] {
         let longer = RetentionPolicy {
             days: 90,

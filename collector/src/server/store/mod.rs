@@ -171,9 +171,24 @@ pub fn rewrite_values(c: &Cdr) -> [String; 8] {
 /// The audit log's name for an entry made by a caller who sees every tenant.
 pub const ALL_TENANTS: &str = "*";
 
-/// The tables `delete_tenant` empties of a tenant's rows besides `cdrs`, in order (both
-/// backends).
-pub const TENANT_TABLES: [&str; 3] = ["ingest_cursor", "usage_daily", "rate_tables"];
+/// What `delete_tenant` deletes of a tenant besides its CDRs, in order (both backends; the
+/// tenant is `?1`): the daily aggregates of its agents (they carry the agent, bound to one
+/// tenant), its agents, usage aggregates and rate tables.
+pub const TENANT_DELETES: [&str; 4] = [
+    "DELETE FROM cdr_daily_aggregates
+     WHERE agent_id IN (SELECT agent_id FROM ingest_cursor WHERE tenant = ?1)",
+    "DELETE FROM ingest_cursor WHERE tenant = ?1",
+    "DELETE FROM usage_daily WHERE tenant = ?1",
+    "DELETE FROM rate_tables WHERE tenant = ?1",
+];
+
+/// The tenancy migration (both backends): each agent is bound to the tenant of
+/// its first batch (its cursor row); the audit log names the tenant an action was confined to
+/// (`*` = all). Rows stored before belong to the default tenant..
+pub const TENANCY_SCHEMA: &str = r#"
+    ALTER TABLE ingest_cursor ADD COLUMN tenant TEXT NOT NULL DEFAULT 'default';
+    ALTER TABLE audit_log ADD COLUMN tenant TEXT NOT NULL DEFAULT 'default';
+"#;
 
 /// Every tenant with its stored CDRs and bound agents, by name (both backends).
 pub const TENANTS_SQL: &str = "

@@ -39,14 +39,13 @@ use super::billing::{
     RerateOutcome, UsageGroup, RATING_SET, RERATE_COLUMNS, USAGE_DAILY_SCHEMA, USAGE_FOLD_SQL,
     USAGE_SQL,
 };
-use super::sqlite::TENANCY_SCHEMA;
 use super::{
     aggregate::{AggregateKey, FoldRow},
     codec_of, day_of, max_loss_pct, min_mos, rewrite_values, supersede, validate_batch,
     AgentCursor, AuditAction, AuditEntry, CdrFilter, DailyAggregate, Erasure, Folder,
     IngestOutcome, RetentionRun, RetentionState, RowRewrite, Store, StoreError, StoreStats,
     StoredCall, TenantStats, ALL_TENANTS, DAY_MS, LOSS_BUCKETS, MAX_CALL_LEGS, MOS_BUCKETS,
-    REWRITE_CHUNK, REWRITE_COLUMNS, TENANTS_SQL, TENANT_TABLES,
+    REWRITE_CHUNK, REWRITE_COLUMNS, TENANCY_SCHEMA, TENANTS_SQL, TENANT_DELETES,
 };
 
 /// Connections kept in the pool.
@@ -152,7 +151,7 @@ pub const MIGRATIONS: &[&str] = &[
     // outlive the CDRs ([`super::billing::USAGE_DAILY_SCHEMA`]).
     USAGE_DAILY_SCHEMA,
     // v6: tenants (issue 23): agents bound to a tenant, the audit log's tenant
-    // ([`super::sqlite::TENANCY_SCHEMA`]).
+    // ([`super::TENANCY_SCHEMA`]).
     TENANCY_SCHEMA,
     // v7: row-level security, the second wall between tenants ([`TENANT_ROLE`]).
     ROW_SECURITY_SCHEMA,
@@ -638,42 +637,24 @@ impl PgStore {
         if !locked {
             return Ok(None);
         }
-        let rows = tx
-            .query(
-                "SELECT c.relname::text FROM pg_inherits i
-                 JOIN pg_class c ON c.oid = i.inhrelid
-                 JOIN pg_class p ON p.oid = i.inhparent
-                 WHERE p.relname = 'cdrs'",
-                &[],
-            )
-            .await
-            .map_err(pg("listing partitions"))?;
-        let mut partitions: Vec<(String, u64)> = Vec::new();
-        for r in rows.iter().filter(|_| tenant.is_none()) {
-            let name: String = col(r, 0)?;
-            if let Some(day) = partition_day(&name) {
-                if day.saturating_mul(DAY_MS) < cutoff_ms {
-                    partitions.push((name, day));
-                }
-            }
-        }
-        if !partitions.is_empty() {
-            // Holds off inserts, deletes and erasures in the affected partitions until
-            // commit, so every row deleted below is one that was folded.
-            let names: Vec<&str> = partitions.iter().map(|(n, _)| n.as_str()).collect();
+        // The collector-wide run takes whole expired partitions; one tenant's run deletes
+        // its rows only. Either way inserts, deletes and erasures in what is cut are held off
+        // until commit, so every row deleted below is one that was folded.
+        let partitions = match tenant {
+            None => expired_partitions(&tx, cutoff_ms).await?,
+            Some(_) => Vec::new(),
+        };
+        let locked: Vec<&str> = match tenant {
+            None => partitions.iter().map(|(n, _)| n.as_str()).collect(),
+            Some(_) => vec!["cdrs"],
+        };
+        if !locked.is_empty() {
             tx.batch_execute(&format!(
                 "LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE",
-                names.join(", ")
+                locked.join(", ")
             ))
             .await
-            .map_err(pg("locking partitions"))?;
-        }
-        if tenant.is_some() {
-            // One tenant's rows are deleted row by row: hold off inserts and erasures in
-            // every partition until commit, so every row deleted is one that was folded.
-            tx.batch_execute("LOCK TABLE cdrs IN SHARE ROW EXCLUSIVE MODE")
-                .await
-                .map_err(pg("locking cdrs"))?;
+            .map_err(pg("locking expired cdrs"))?;
         }
         let mut folder = Folder::default();
         {
@@ -753,6 +734,33 @@ impl PgStore {
             folded,
         }))
     }
+}
+
+/// The day partitions of `cdrs` that hold rows started before `cutoff_ms`, with their day.
+async fn expired_partitions(
+    tx: &tokio_postgres::Transaction<'_>,
+    cutoff_ms: u64,
+) -> Result<Vec<(String, u64)>, StoreError> {
+    let rows = tx
+        .query(
+            "SELECT c.relname::text FROM pg_inherits i
+             JOIN pg_class c ON c.oid = i.inhrelid
+             JOIN pg_class p ON p.oid = i.inhparent
+             WHERE p.relname = 'cdrs'",
+            &[],
+        )
+        .await
+        .map_err(pg("listing partitions"))?;
+    let mut partitions = Vec::new();
+    for r in &rows {
+        let name: String = col(r, 0)?;
+        if let Some(day) = partition_day(&name) {
+            if day.saturating_mul(DAY_MS) < cutoff_ms {
+                partitions.push((name, day));
+            }
+        }
+    }
+    Ok(partitions)
 }
 
 /// A rustls connector trusting the CA certificates in `pem`.
@@ -994,18 +1002,23 @@ impl PgStore {
             .map(|p| p.as_ref() as &(dyn ToSql + Sync))
             .collect();
         let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(pg("begin"))?;
-        if let (Some(t), true) = (tenant, self.row_security) {
-            tx.batch_execute(&format!("SET LOCAL ROLE {TENANT_ROLE}"))
-                .await
-                .map_err(pg("taking the tenant role"))?;
-            tx.execute("SELECT set_config('collector.tenant', $1, true)", &[&t])
-                .await
-                .map_err(pg("setting the tenant"))?;
-        }
-        let rows = tx.query(sql, &refs).await.map_err(pg("querying"))?;
-        // The role and the setting end with the transaction.
-        tx.commit().await.map_err(pg("commit"))?;
+        let rows = match tenant.filter(|_| self.row_security) {
+            // Every tenant (the provider), or no tenant role: one statement.
+            None => client.query(sql, &refs).await.map_err(pg("querying"))?,
+            Some(t) => {
+                let tx = client.transaction().await.map_err(pg("begin"))?;
+                tx.batch_execute(&format!("SET LOCAL ROLE {TENANT_ROLE}"))
+                    .await
+                    .map_err(pg("taking the tenant role"))?;
+                tx.execute("SELECT set_config('collector.tenant', $1, true)", &[&t])
+                    .await
+                    .map_err(pg("setting the tenant"))?;
+                let rows = tx.query(sql, &refs).await.map_err(pg("querying"))?;
+                // The role and the setting end with the transaction.
+                tx.commit().await.map_err(pg("commit"))?;
+                rows
+            }
+        };
         rows.iter()
             .map(|r| Cdr::decode(col::<&[u8]>(r, 0)?).map_err(StoreError::Decode))
             .collect()
@@ -1525,13 +1538,10 @@ impl Store for PgStore {
             .execute("DELETE FROM cdrs WHERE tenant = $1", &[&tenant])
             .await
             .map_err(pg("deleting a tenant's cdrs"))?;
-        for table in TENANT_TABLES {
-            tx.execute(
-                &format!("DELETE FROM {table} WHERE tenant = $1"),
-                &[&tenant],
-            )
-            .await
-            .map_err(pg("deleting a tenant's rows"))?;
+        for sql in TENANT_DELETES {
+            tx.execute(sql.replace("?1", "$1").as_str(), &[&tenant])
+                .await
+                .map_err(pg("deleting a tenant's rows"))?;
         }
         audit.affected = deleted;
         insert_audit(&*tx, &audit).await?;

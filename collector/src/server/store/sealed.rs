@@ -173,12 +173,11 @@ impl TenantKeys {
         rings: &mut BTreeMap<String, Keyring>,
         tenant: &str,
     ) -> Result<u32, StoreError> {
-        let ids = rings.values().flat_map(|r| r.ids().collect::<Vec<_>>());
-        let count = rings.values().map(|r| r.ids().count()).sum::<usize>();
-        if count >= MAX_KEYS {
+        let ids: Vec<u32> = rings.values().flat_map(Keyring::ids).collect();
+        if ids.len() >= MAX_KEYS {
             return Err(seal_err(SealError::Malformed("the key store is full")));
         }
-        let id = ids.max().unwrap_or(0).saturating_add(1);
+        let id = ids.iter().max().copied().unwrap_or(0).saturating_add(1);
         let key = DataKey::generate(id).map_err(seal_err)?;
         // Stored before it is used: nothing is ever sealed with a key the store lacks.
         self.persist(rings, Some((tenant, &key)))?;
@@ -387,18 +386,27 @@ impl SealedStore {
         Ok(f)
     }
 
-    /// An audit entry's pseudonyms sealed under its tenant's current key.
-    fn seal_audit(&self, mut e: AuditEntry) -> Result<AuditEntry, StoreError> {
-        if e.subjects.is_empty() {
-            return Ok(e);
+    /// The pseudonyms an audit entry of `tenant` names, sealed under that tenant's current
+    /// key (the provider's own entries under the keyring of [`ALL_TENANTS`]).
+    fn seal_subjects(
+        &self,
+        tenant: Option<&str>,
+        subjects: &[String],
+    ) -> Result<Vec<String>, StoreError> {
+        if subjects.is_empty() {
+            return Ok(Vec::new());
         }
-        let scope = e.tenant.clone().unwrap_or_else(|| ALL_TENANTS.to_owned());
-        e.subjects = self.keys.with_ring(&scope, |ring| {
-            Ok(e.subjects
+        self.keys.with_ring(tenant.unwrap_or(ALL_TENANTS), |ring| {
+            Ok(subjects
                 .iter()
                 .map(|s| ring.current().seal_field(ID_COLUMN, s.as_bytes()))
                 .collect())
-        })?;
+        })
+    }
+
+    /// An audit entry with its pseudonyms sealed.
+    fn seal_audit(&self, mut e: AuditEntry) -> Result<AuditEntry, StoreError> {
+        e.subjects = self.seal_subjects(e.tenant.as_deref(), &e.subjects)?;
         Ok(e)
     }
 }
@@ -444,16 +452,7 @@ impl Store for SealedStore {
     }
 
     async fn erase(&self, mut erasure: Erasure) -> Result<u64, StoreError> {
-        let audit = self.seal_audit(AuditEntry {
-            time_ms: erasure.now_ms,
-            action: super::AuditAction::Erase,
-            actor: String::new(),
-            subjects: erasure.pseudonyms.clone(),
-            reference: String::new(),
-            affected: 0,
-            tenant: erasure.tenant.clone(),
-        })?;
-        erasure.audited = Some(audit.subjects);
+        erasure.audited = Some(self.seal_subjects(erasure.tenant.as_deref(), &erasure.pseudonyms)?);
         erasure.pseudonyms = self.sealed_lookup(erasure.tenant.as_deref(), &erasure.pseudonyms)?;
         self.inner.erase(erasure).await
     }

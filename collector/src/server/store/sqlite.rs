@@ -36,7 +36,7 @@ use super::{
     AuditAction, AuditEntry, CdrFilter, DailyAggregate, Erasure, Folder, IngestOutcome,
     RetentionRun, RetentionState, RowRewrite, Store, StoreError, StoreStats, StoredCall,
     TenantStats, ALL_TENANTS, LOSS_BUCKETS, MAX_CALL_LEGS, MOS_BUCKETS, REWRITE_CHUNK,
-    REWRITE_COLUMNS, TENANTS_SQL, TENANT_TABLES,
+    REWRITE_COLUMNS, TENANCY_SCHEMA, TENANTS_SQL, TENANT_DELETES,
 };
 
 /// Ordered schema migrations; migration `i` brings the schema to version `i + 1`.
@@ -155,12 +155,6 @@ pub const MIGRATIONS: &[&str] = &[
     // before belong to the default tenant.
     TENANCY_SCHEMA,
 ];
-
-/// The tenancy migration (the same SQL for both backends).
-pub const TENANCY_SCHEMA: &str = r#"
-    ALTER TABLE ingest_cursor ADD COLUMN tenant TEXT NOT NULL DEFAULT 'default';
-    ALTER TABLE audit_log ADD COLUMN tenant TEXT NOT NULL DEFAULT 'default';
-"#;
 
 /// The schema version whose migration adds `correlation_id`: rows stored before it get the
 /// column filled from their stored CDR.
@@ -1151,8 +1145,8 @@ fn delete_tenant_blocking(
     let deleted = tx
         .execute("DELETE FROM cdrs WHERE tenant = ?1", [tenant])
         .map_err(db("deleting a tenant's cdrs"))? as u64;
-    for table in TENANT_TABLES {
-        tx.execute(&format!("DELETE FROM {table} WHERE tenant = ?1"), [tenant])
+    for sql in TENANT_DELETES {
+        tx.execute(sql, [tenant])
             .map_err(db("deleting a tenant's rows"))?;
     }
     audit.affected = deleted;
