@@ -424,6 +424,290 @@ impl Capture {
     }
 }
 
+/// Entries per batch system call: a hash map's batch lookup needs room for a whole bucket,
+/// and 1,024 entries of MEDIA are half a megabyte of values.
+const BATCH: usize = 1024;
+
+/// `union bpf_attr`'s `batch` member (include/uapi/linux/bpf.h), for
+/// `BPF_MAP_{LOOKUP,UPDATE,DELETE}_BATCH`.
+#[repr(C)]
+#[derive(Default)]
+struct BatchAttr {
+    in_batch: u64,
+    out_batch: u64,
+    keys: u64,
+    values: u64,
+    count: u32,
+    map_fd: u32,
+    elem_flags: u64,
+    flags: u64,
+}
+
+const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
+const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
+const BPF_MAP_DELETE_BATCH: libc::c_long = 27;
+
+/// One batch command; `Ok(count)` or the error with how many elements were done before it.
+fn bpf_batch(cmd: libc::c_long, attr: &mut BatchAttr) -> Result<usize, (usize, std::io::Error)> {
+    // SAFETY: `attr` is a valid `bpf_attr` prefix of its own size; the pointers in it were
+    // set by the callers to buffers of `count` elements of the map's key and value sizes
+    // that outlive the call.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            std::ptr::from_mut(attr),
+            std::mem::size_of::<BatchAttr>(),
+        )
+    };
+    let done = attr.count as usize;
+    if r < 0 {
+        Err((done, std::io::Error::last_os_error()))
+    } else {
+        Ok(done)
+    }
+}
+
+/// The raw descriptor of the map `name` (a hash map of the object).
+fn map_fd(ebpf: &Ebpf, name: &'static str) -> Result<u32, CaptureError> {
+    use std::os::fd::{AsFd, AsRawFd};
+    match ebpf.map(name) {
+        Some(aya::maps::Map::HashMap(data)) => {
+            Ok(u32::try_from(data.fd().as_fd().as_raw_fd()).unwrap_or(u32::MAX))
+        }
+        _ => Err(CaptureError::MissingMap(name)),
+    }
+}
+
+/// Writes `items` to the hash map `fd` in batches; the indexes of the items the kernel
+/// refused (a full map), each with its error. Where batches are not supported the items
+/// go one by one.
+fn update_batched<K: aya::Pod, V: aya::Pod>(
+    fd: u32,
+    items: &[(K, V)],
+    single: &mut dyn FnMut(&K, &V) -> Result<(), CaptureError>,
+) -> Vec<(usize, CaptureError)> {
+    let mut failed = Vec::new();
+    let (mut keys, mut values): (Vec<K>, Vec<V>) = (Vec::new(), Vec::new());
+    let mut at = 0;
+    while at < items.len() {
+        let chunk = items.get(at..(at + BATCH).min(items.len())).unwrap_or(&[]);
+        keys.clear();
+        values.clear();
+        keys.extend(chunk.iter().map(|(k, _)| *k));
+        values.extend(chunk.iter().map(|(_, v)| *v));
+        let mut attr = BatchAttr {
+            keys: keys.as_ptr() as u64,
+            values: values.as_ptr() as u64,
+            count: u32::try_from(chunk.len()).unwrap_or(0),
+            map_fd: fd,
+            ..BatchAttr::default()
+        };
+        match bpf_batch(BPF_MAP_UPDATE_BATCH, &mut attr) {
+            Ok(_) => at += chunk.len(),
+            Err((done, _)) => {
+                // The element at `done` failed (or batches are unsupported): it alone goes
+                // through the single-element call, which names its error.
+                at += done;
+                if let Some((k, v)) = items.get(at) {
+                    if let Err(e) = single(k, v) {
+                        failed.push((at, e));
+                    }
+                }
+                at += 1;
+            }
+        }
+    }
+    failed
+}
+
+/// Deletes `keys` from the hash map `fd` in batches; absent keys are skipped. Errors other
+/// than absence are returned with the key's index.
+fn delete_batched<K: aya::Pod>(
+    fd: u32,
+    keys: &[K],
+    single: &mut dyn FnMut(&K) -> Result<(), CaptureError>,
+) -> Vec<(usize, CaptureError)> {
+    let mut failed = Vec::new();
+    let mut at = 0;
+    while at < keys.len() {
+        let chunk = keys.get(at..(at + BATCH).min(keys.len())).unwrap_or(&[]);
+        let mut attr = BatchAttr {
+            keys: chunk.as_ptr() as u64,
+            count: u32::try_from(chunk.len()).unwrap_or(0),
+            map_fd: fd,
+            ..BatchAttr::default()
+        };
+        match bpf_batch(BPF_MAP_DELETE_BATCH, &mut attr) {
+            Ok(_) => at += chunk.len(),
+            Err((done, _)) => {
+                at += done;
+                if let Some(k) = keys.get(at) {
+                    if let Err(e) = single(k) {
+                        failed.push((at, e));
+                    }
+                }
+                at += 1;
+            }
+        }
+    }
+    failed
+}
+
+/// Stream and endpoint changes for [`Capture::apply`], applied as batches.
+#[derive(Default)]
+pub struct MediaChanges {
+    /// Streams to install or replace.
+    pub streams: Vec<(MediaKey, MediaValue)>,
+    /// Streams to remove.
+    pub streams_gone: Vec<MediaKey>,
+    /// Endpoints to install or replace.
+    pub endpoints: Vec<(EndpointKey, EndpointValue)>,
+    /// Endpoints to remove.
+    pub endpoints_gone: Vec<EndpointKey>,
+}
+
+impl MediaChanges {
+    /// Nothing to apply.
+    pub fn is_empty(&self) -> bool {
+        self.streams.is_empty()
+            && self.streams_gone.is_empty()
+            && self.endpoints.is_empty()
+            && self.endpoints_gone.is_empty()
+    }
+
+    /// Empties every list, keeping their allocations.
+    pub fn clear(&mut self) {
+        self.streams.clear();
+        self.streams_gone.clear();
+        self.endpoints.clear();
+        self.endpoints_gone.clear();
+    }
+}
+
+/// What [`Capture::apply`] could not write (a full map): each entry with its cookie.
+#[derive(Debug, Default)]
+pub struct Refused {
+    /// Streams not installed.
+    pub streams: Vec<(MediaKey, u64)>,
+    /// Endpoints not installed.
+    pub endpoints: Vec<(EndpointKey, u64)>,
+    /// The first error, for the log.
+    pub first: Option<CaptureError>,
+}
+
+impl Capture {
+    /// Applies `changes` with a few batch system calls instead of one per entry: removals
+    /// first (freeing room), then streams before the endpoints that point at them.
+    pub fn apply(&mut self, changes: &MediaChanges) -> Refused {
+        let mut refused = Refused::default();
+        let (media, ep) = match (
+            map_fd(&self.ebpf, MAP_MEDIA),
+            map_fd(&self.ebpf, MAP_MEDIA_EP),
+        ) {
+            (Ok(m), Ok(e)) => (m, e),
+            (Err(e), _) | (_, Err(e)) => {
+                refused.streams = changes
+                    .streams
+                    .iter()
+                    .map(|(k, v)| (*k, v.cookie))
+                    .collect();
+                refused.endpoints = changes
+                    .endpoints
+                    .iter()
+                    .map(|(k, v)| (*k, v.cookie))
+                    .collect();
+                refused.first = Some(e);
+                return refused;
+            }
+        };
+        let gone = delete_batched(media, &changes.streams_gone, &mut |k| self.remove_stream(k));
+        let gone_ep = delete_batched(ep, &changes.endpoints_gone, &mut |k| {
+            self.remove_endpoint(k)
+        });
+        for (_, e) in gone.into_iter().chain(gone_ep) {
+            refused.first.get_or_insert(e);
+        }
+        let ports = changes.streams.iter().flat_map(|(k, _)| [k.sport, k.dport]);
+        for port in ports.chain(changes.endpoints.iter().map(|(k, _)| k.port)) {
+            if let Err(e) = self.announce_port(port) {
+                refused.first.get_or_insert(e);
+            }
+        }
+        let failed = update_batched(media, &changes.streams, &mut |k, v| {
+            self.media_map()?
+                .insert(k, v, 0)
+                .map_err(map_err("inserting into MEDIA"))
+        });
+        for (i, e) in failed {
+            if let Some((k, v)) = changes.streams.get(i) {
+                refused.streams.push((*k, v.cookie));
+            }
+            refused.first.get_or_insert(e);
+        }
+        let failed = update_batched(ep, &changes.endpoints, &mut |k, v| {
+            self.endpoint_map()?
+                .insert(k, v, 0)
+                .map_err(map_err("inserting into MEDIA_EP"))
+        });
+        for (i, e) in failed {
+            if let Some((k, v)) = changes.endpoints.get(i) {
+                refused.endpoints.push((*k, v.cookie));
+            }
+            refused.first.get_or_insert(e);
+        }
+        refused
+    }
+
+    /// Reads every MEDIA entry into `out` (cleared first) with batch lookups: one system
+    /// call per [`BATCH`] entries instead of one per entry. Entries change while the walk
+    /// goes on; each one is read whole.
+    pub fn read_streams(
+        &mut self,
+        out: &mut std::collections::HashMap<MediaKey, MediaValue>,
+    ) -> Result<(), CaptureError> {
+        out.clear();
+        let fd = map_fd(&self.ebpf, MAP_MEDIA)?;
+        let mut keys = vec![MediaKey::default(); BATCH];
+        let mut values = vec![MediaValue::default(); BATCH];
+        let (mut token, mut first) = (0u32, true);
+        loop {
+            let mut next = 0u32;
+            let mut attr = BatchAttr {
+                in_batch: if first {
+                    0
+                } else {
+                    std::ptr::from_ref(&token) as u64
+                },
+                out_batch: std::ptr::from_mut(&mut next) as u64,
+                keys: keys.as_mut_ptr() as u64,
+                values: values.as_mut_ptr() as u64,
+                count: u32::try_from(BATCH).unwrap_or(0),
+                map_fd: fd,
+                ..BatchAttr::default()
+            };
+            let (n, done) = match bpf_batch(BPF_MAP_LOOKUP_BATCH, &mut attr) {
+                Ok(n) => (n, false),
+                Err((n, e)) if e.raw_os_error() == Some(libc::ENOENT) => (n, true),
+                Err((_, e)) => {
+                    return Err(CaptureError::Io {
+                        what: "reading MEDIA in batches",
+                        source: e,
+                    })
+                }
+            };
+            for (k, v) in keys.iter().zip(&values).take(n) {
+                out.insert(*k, *v);
+            }
+            if done {
+                return Ok(());
+            }
+            token = next;
+            first = false;
+        }
+    }
+}
+
 /// An address as the maps store it: IPv4 mapped into IPv6, network byte order.
 pub fn map_addr(ip: std::net::IpAddr) -> [u8; 16] {
     match ip {

@@ -17,6 +17,7 @@ use collector_proto::v1::{Cdr, FlowEvent};
 
 use crate::calls::{
     media::{EmulatedMedia, MediaTable, SdpMedia, UdpVerdict},
+    tracker::FlowOut,
     Tracker,
 };
 use crate::net::{Decoder, DecoderConfig, NetEvent, NetStats};
@@ -80,6 +81,28 @@ pub struct Privacy {
     pub pz: Pseudonymizer,
     /// The consent header of the policy, if any.
     pub consent_header: Option<String>,
+}
+
+impl Privacy {
+    /// Applies the policy to finished CDRs.
+    pub fn cdrs(&self, cdrs: &mut [Cdr]) {
+        for c in cdrs {
+            let consent = apply::consent_of(&self.pz, self.consent_header.as_deref(), &c.consent);
+            apply::apply_cdr(&self.pz.call(consent), c);
+        }
+    }
+
+    /// Applies the policy to one flow event.
+    pub fn flow(&self, f: FlowOut) -> FlowEvent {
+        let mut ev = f.event;
+        let consent = apply::consent_of(
+            &self.pz,
+            self.consent_header.as_deref(),
+            f.consent.as_deref().unwrap_or(""),
+        );
+        apply::apply_flow(&self.pz.call(consent), &mut ev);
+        ev
+    }
 }
 
 /// How often the pipeline runs timers and reads media statistics.
@@ -216,43 +239,36 @@ impl<M: MediaBackend> Pipeline<M> {
         }
     }
 
+    /// Applies the media map writes queued since the last flush (the agent calls it after
+    /// every round of records).
+    pub fn flush_media(&mut self) {
+        self.tracker.flush_media(&mut self.media);
+    }
+
     /// Ends the observation at `now`: every call left gets its CDR.
     pub fn finish(&mut self, now: u64) {
         let now = now.max(self.now);
         self.tracker.tick(now, &mut self.media);
         self.tracker.finish(now, &mut self.media);
+        self.flush_media();
     }
 
     /// The CDRs produced so far, privacy applied.
     pub fn drain_cdrs(&mut self) -> Vec<Cdr> {
         let mut cdrs = self.tracker.drain_cdrs();
         if let Some(p) = &self.privacy {
-            for c in &mut cdrs {
-                let consent = apply::consent_of(&p.pz, p.consent_header.as_deref(), &c.consent);
-                apply::apply_cdr(&p.pz.call(consent), c);
-            }
+            p.cdrs(&mut cdrs);
         }
         cdrs
     }
 
     /// The flow events produced so far, privacy applied.
     pub fn drain_flows(&mut self) -> Vec<FlowEvent> {
-        self.tracker
-            .drain_flows()
-            .into_iter()
-            .map(|f| {
-                let mut ev = f.event;
-                if let Some(p) = &self.privacy {
-                    let consent = apply::consent_of(
-                        &p.pz,
-                        p.consent_header.as_deref(),
-                        f.consent.as_deref().unwrap_or(""),
-                    );
-                    apply::apply_flow(&p.pz.call(consent), &mut ev);
-                }
-                ev
-            })
-            .collect()
+        let flows = self.tracker.drain_flows().into_iter();
+        match &self.privacy {
+            Some(p) => flows.map(|f| p.flow(f)).collect(),
+            None => flows.map(|f| f.event).collect(),
+        }
     }
 }
 

@@ -323,11 +323,33 @@ fn bench() -> Result<()> {
         .stderr(std::process::Stdio::inherit())
         .output()
         .context("running the benchmark")?;
-    let table = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut table = String::from_utf8_lossy(&out.stdout).into_owned();
     print!("{table}");
     if !out.status.success() {
         bail!("the benchmark failed ({})", out.status);
     }
+    // The collector's rows: ingest from several agents at once and erasure among 1M CDRs,
+    // on both backends (PostgreSQL in a throwaway cluster).
+    let out = cargo()
+        .args([
+            "bench",
+            "-p",
+            "collector",
+            "--bench",
+            "erase",
+            "--",
+            "--rows",
+            "1000000",
+        ])
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .context("running the collector benchmark")?;
+    let collector = String::from_utf8_lossy(&out.stdout).into_owned();
+    print!("{collector}");
+    if !out.status.success() {
+        bail!("the collector benchmark failed ({})", out.status);
+    }
+    table.push_str(&collector);
     let doc = format!(
         "# Benchmarks\n\nProduced by `cargo xtask bench` (the latest run is committed here; every figure is\nalso in `target/bench/kernel.json` after a run). Goals are those of the benchmark issue;\na goal not met is reported as not met.\n{table}"
     );

@@ -73,6 +73,17 @@ pub trait MediaTable {
     fn endpoint(&mut self, key: &EndpointKey) -> Result<Option<EndpointValue>, MediaError>;
     /// Removes an endpoint (absent is fine).
     fn remove_endpoint(&mut self, key: &EndpointKey) -> Result<(), MediaError>;
+    /// Applies the writes the table queued, if it queues them (the kernel's maps take them
+    /// in batches); the cookie of each entry refused (a full map).
+    fn flush(&mut self) -> Vec<u64> {
+        Vec::new()
+    }
+    /// Reads of most entries follow (a poll of every call): the table may read them all at
+    /// once and answer [`MediaTable::stream`] from that copy until
+    /// [`MediaTable::end_bulk_read`].
+    fn begin_bulk_read(&mut self) {}
+    /// Ends what [`MediaTable::begin_bulk_read`] began: reads go to the table again.
+    fn end_bulk_read(&mut self) {}
 }
 
 /// An address as the maps store it: IPv4 mapped into IPv6, network byte order.

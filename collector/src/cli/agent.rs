@@ -32,7 +32,7 @@ use time::OffsetDateTime;
 use crate::calls::{
     media::{MediaError, MediaTable, UdpVerdict},
     tracker::CdrIds,
-    CallsConfig, Tracker,
+    CallsConfig, FlowOut, Tracker,
 };
 use crate::capture::{self, drain_ring, Capture, CaptureOptions, RawEvent};
 use crate::metrics::{CdrStage, Metrics};
@@ -45,6 +45,7 @@ use crate::privacy::{
 use crate::ship::{ShipStats, Shipper};
 use crate::spool::{SharedSpool, Spool, SpoolOptions};
 use crate::watch::{forward::ForwardConfig, Hub, HubConfig};
+use collector_proto::v1::Cdr;
 
 /// Scope used for pseudonyms when the configuration names none.
 const DEFAULT_SCOPE: &str = "local";
@@ -55,6 +56,13 @@ const DEFAULT_AGENT_ID: &str = "agent";
 const MAX_AGE_MARKS: usize = 1024;
 
 /// The kernel's MEDIA maps as the binder's table, with times moved to Unix time.
+///
+/// Writes are queued, last one per key, and reach the kernel in batches at
+/// [`MediaTable::flush`] (the agent flushes after every round of ring records): a call's
+/// setup and teardown write about a dozen entries, and one system call per entry was most
+/// of the agent's time at high call rates. Reads of a queued key answer from the queue, so
+/// the tracker sees its own writes. During a poll the whole MEDIA map is read with batch
+/// lookups and reads answer from that copy.
 pub struct KernelMedia {
     cap: Capture,
     offset_ns: u64,
@@ -66,6 +74,16 @@ pub struct KernelMedia {
     pending: usize,
     /// MEDIA_EP as written: the kernel only reads it, so reads cost no system call.
     endpoints: HashMap<EndpointKey, EndpointValue>,
+    /// MEDIA writes not applied yet: `Some` installs, `None` removes.
+    queued: HashMap<MediaKey, Option<MediaValue>>,
+    /// MEDIA_EP writes not applied yet.
+    queued_ep: HashMap<EndpointKey, Option<EndpointValue>>,
+    /// The batches of one flush (kept for their allocations).
+    changes: capture::MediaChanges,
+    /// Every MEDIA entry, read at the start of a bulk read.
+    bulk: HashMap<MediaKey, MediaValue>,
+    /// Reads answer from `bulk`.
+    bulk_on: bool,
 }
 
 fn kerr(e: capture::CaptureError) -> MediaError {
@@ -81,6 +99,11 @@ impl KernelMedia {
             installed: HashMap::new(),
             pending: 0,
             endpoints: HashMap::new(),
+            queued: HashMap::new(),
+            queued_ep: HashMap::new(),
+            changes: capture::MediaChanges::default(),
+            bulk: HashMap::new(),
+            bulk_on: false,
         }
     }
 
@@ -95,11 +118,22 @@ impl KernelMedia {
     pub fn capture(&self) -> &Capture {
         &self.cap
     }
+
+    /// `v` with its times in Unix time.
+    fn unix_times(&self, mut v: MediaValue) -> MediaValue {
+        for s in &mut v.slots {
+            if s.packets > 0 {
+                s.first_ns = s.first_ns.saturating_add(self.offset_ns);
+                s.last_ns = s.last_ns.saturating_add(self.offset_ns);
+            }
+        }
+        v
+    }
 }
 
 impl MediaTable for KernelMedia {
     fn insert_stream(&mut self, key: MediaKey, value: MediaValue) -> Result<(), MediaError> {
-        self.cap.insert_stream(key, value).map_err(kerr)?;
+        self.queued.insert(key, Some(value));
         if self.installed.insert(key, value.cookie).is_none() && key.is_pending() {
             self.pending += 1;
         }
@@ -107,16 +141,13 @@ impl MediaTable for KernelMedia {
     }
 
     fn stream(&mut self, key: &MediaKey) -> Result<Option<MediaValue>, MediaError> {
-        let v = self.cap.stream(key).map_err(kerr)?;
-        Ok(v.map(|mut v| {
-            for s in &mut v.slots {
-                if s.packets > 0 {
-                    s.first_ns = s.first_ns.saturating_add(self.offset_ns);
-                    s.last_ns = s.last_ns.saturating_add(self.offset_ns);
-                }
-            }
-            v
-        }))
+        let v = match self.queued.get(key) {
+            // Written but not applied: as it reads right after the write.
+            Some(q) => *q,
+            None if self.bulk_on => self.bulk.get(key).copied(),
+            None => self.cap.stream(key).map_err(kerr)?,
+        };
+        Ok(v.map(|v| self.unix_times(v)))
     }
 
     fn stream_cookie(&mut self, key: &MediaKey) -> Result<Option<u64>, MediaError> {
@@ -124,7 +155,7 @@ impl MediaTable for KernelMedia {
     }
 
     fn remove_stream(&mut self, key: &MediaKey) -> Result<(), MediaError> {
-        self.cap.remove_stream(key).map_err(kerr)?;
+        self.queued.insert(*key, None);
         if self.installed.remove(key).is_some() && key.is_pending() {
             self.pending = self.pending.saturating_sub(1);
         }
@@ -136,7 +167,7 @@ impl MediaTable for KernelMedia {
         key: EndpointKey,
         value: EndpointValue,
     ) -> Result<(), MediaError> {
-        self.cap.insert_endpoint(key, value).map_err(kerr)?;
+        self.queued_ep.insert(key, Some(value));
         self.endpoints.insert(key, value);
         Ok(())
     }
@@ -146,9 +177,67 @@ impl MediaTable for KernelMedia {
     }
 
     fn remove_endpoint(&mut self, key: &EndpointKey) -> Result<(), MediaError> {
-        self.cap.remove_endpoint(key).map_err(kerr)?;
+        self.queued_ep.insert(*key, None);
         self.endpoints.remove(key);
         Ok(())
+    }
+
+    fn flush(&mut self) -> Vec<u64> {
+        if self.queued.is_empty() && self.queued_ep.is_empty() {
+            return Vec::new();
+        }
+        let c = &mut self.changes;
+        c.clear();
+        for (k, v) in self.queued.drain() {
+            match v {
+                Some(v) => c.streams.push((k, v)),
+                None => c.streams_gone.push(k),
+            }
+        }
+        for (k, v) in self.queued_ep.drain() {
+            match v {
+                Some(v) => c.endpoints.push((k, v)),
+                None => c.endpoints_gone.push(k),
+            }
+        }
+        let refused = self.cap.apply(&self.changes);
+        if let Some(e) = &refused.first {
+            tracing::debug!(error = %e, "a media map write failed");
+        }
+        // What the kernel refused is not there: the mirrors say so.
+        for (k, cookie) in &refused.streams {
+            if self.installed.get(k) == Some(cookie) {
+                self.installed.remove(k);
+                if k.is_pending() {
+                    self.pending = self.pending.saturating_sub(1);
+                }
+            }
+        }
+        for (k, cookie) in &refused.endpoints {
+            if self.endpoints.get(k).is_some_and(|v| v.cookie == *cookie) {
+                self.endpoints.remove(k);
+            }
+        }
+        let streams = refused.streams.iter().map(|(_, c)| *c);
+        streams
+            .chain(refused.endpoints.iter().map(|(_, c)| *c))
+            .collect()
+    }
+
+    fn begin_bulk_read(&mut self) {
+        // A failed bulk read leaves the reads to single lookups.
+        self.bulk_on = match self.cap.read_streams(&mut self.bulk) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::debug!(error = %e, "batch read of MEDIA failed");
+                false
+            }
+        };
+    }
+
+    fn end_bulk_read(&mut self) {
+        self.bulk_on = false;
+        self.bulk.clear();
     }
 }
 
@@ -243,10 +332,16 @@ fn pseudonymizer(cfg: &PrivacyConfig) -> anyhow::Result<Pseudonymizer> {
     Ok(Pseudonymizer::try_new(&cfg, KeyRing::try_new(vec![key])?)?)
 }
 
-/// What the agent reports to [`Metrics`]: read once a second from the kernel counters,
-/// the pipeline, the spool and the shipper, plus the append times of spooled CDRs (for
-/// the age of the oldest unacknowledged one).
+/// What the agent reports to [`Metrics`]: read once a second from the kernel counters and
+/// the pipeline (the ring thread), the spool and the shipper (the output thread,
+/// [`SpoolMetrics`]).
 struct AgentMetrics {
+    metrics: Arc<Metrics>,
+}
+
+/// The spool's part of the agent's metrics: the append times of spooled CDRs (for the age
+/// of the oldest unacknowledged one), kept by the output thread that appends them.
+struct SpoolMetrics {
     metrics: Arc<Metrics>,
     /// (last sequence of a spooled batch, when it was appended), oldest first; at most
     /// [`MAX_AGE_MARKS`].
@@ -261,21 +356,7 @@ impl AgentMetrics {
     fn new() -> Self {
         Self {
             metrics: Arc::new(Metrics::new()),
-            marks: VecDeque::new(),
-            acked_at_start: 0,
-            ship: None,
         }
-    }
-
-    /// Starts following `spool`: CDRs left unacknowledged by an earlier run count as
-    /// appended now (their age is a lower bound).
-    fn open_spool(&mut self, spool: &crate::spool::Spool, ship: Arc<ShipStats>) {
-        let stats = spool.stats();
-        self.acked_at_start = stats.acked;
-        if stats.pending > 0 {
-            self.marks.push_back((spool.last_seq(), Instant::now()));
-        }
-        self.ship = Some(ship);
     }
 
     /// The kernel's cumulative counters and the ring reader's undecodable records.
@@ -306,6 +387,25 @@ impl AgentMetrics {
         }
         self.metrics
             .set_rtcp_parse_errors_total(tracker.stats().rtcp_errors);
+    }
+}
+
+/// `collector agent`: attach, read events until SIGINT/SIGTERM, detach.
+impl SpoolMetrics {
+    /// Starts following `spool`: CDRs left unacknowledged by an earlier run count as
+    /// appended now (their age is a lower bound).
+    fn new(metrics: Arc<Metrics>, spool: &crate::spool::Spool, ship: Arc<ShipStats>) -> Self {
+        let stats = spool.stats();
+        let mut marks = VecDeque::new();
+        if stats.pending > 0 {
+            marks.push_back((spool.last_seq(), Instant::now()));
+        }
+        Self {
+            metrics,
+            marks,
+            acked_at_start: stats.acked,
+            ship: Some(ship),
+        }
     }
 
     /// Notes `n` CDRs appended to the spool, the last with sequence `last`.
@@ -350,7 +450,6 @@ impl AgentMetrics {
     }
 }
 
-/// `collector agent`: attach, read events until SIGINT/SIGTERM, detach.
 pub fn run(args: super::AgentArgs) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -413,7 +512,7 @@ async fn agent_loop(args: super::AgentArgs) -> anyhow::Result<()> {
         calls.consent_header = config.privacy.consent.as_ref().map(|c| c.header.clone());
         Some((pseudonymizer(&config.privacy)?, calls))
     };
-    let mut metrics = AgentMetrics::new();
+    let metrics = AgentMetrics::new();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = move || {
         let mut rx = stop_rx.clone();
@@ -524,7 +623,8 @@ async fn agent_loop(args: super::AgentArgs) -> anyhow::Result<()> {
         decoder,
         tracker,
         KernelMedia::new(cap, offset),
-        Some(Privacy { pz, consent_header }),
+        // The output thread applies the policy: identifiers stay in this process.
+        None,
         // Timers and the kernel's stream statistics every second (a map read per direction
         // per hop of each call with media): the live view's per-second `MediaStats`.
         Schedule {
@@ -566,7 +666,11 @@ async fn agent_loop(args: super::AgentArgs) -> anyhow::Result<()> {
             let security = conn.security()?;
             let shipper = Shipper::new(Arc::clone(&spool), server.clone(), config.agent_id.clone())
                 .with_security(security.clone());
-            metrics.open_spool(&*crate::spool::lock(&spool)?, shipper.stats());
+            let spool_metrics = SpoolMetrics::new(
+                Arc::clone(&metrics.metrics),
+                &*crate::spool::lock(&spool)?,
+                shipper.stats(),
+            );
             tasks.push(tokio::spawn({
                 let stop = stopped();
                 async move {
@@ -585,9 +689,29 @@ async fn agent_loop(args: super::AgentArgs) -> anyhow::Result<()> {
                     }
                 }
             }));
-            Some(spool)
+            Some((spool, spool_metrics))
         }
         None => None,
+    };
+    let spool_handle = spool.as_ref().map(|(s, _)| Arc::clone(s));
+    // Privacy, CDR output (JSON lines or the fsynced spool) and flow events run on their
+    // own thread, so the ring is read while they work.
+    let (out_tx, out_rx) = std::sync::mpsc::sync_channel::<Round>(OUTPUT_ROUNDS);
+    let output = std::thread::Builder::new()
+        .name("output".into())
+        .spawn({
+            let privacy = Privacy { pz, consent_header };
+            let hub = Arc::clone(&hub);
+            move || output_thread(&out_rx, &privacy, spool, &hub)
+        })
+        .context("starting the output thread")?;
+    let round = move |pipe: &mut Pipeline<KernelMedia>| {
+        let r = Round {
+            cdrs: pipe.tracker_mut().drain_cdrs(),
+            flows: pipe.tracker_mut().drain_flows(),
+        };
+        // Only a failed output thread hangs up (its error is reported when it is joined).
+        r.is_empty() || out_tx.send(r).is_ok()
     };
     loop {
         if !wake.next(&mut ring).await {
@@ -601,6 +725,7 @@ async fn agent_loop(args: super::AgentArgs) -> anyhow::Result<()> {
         if let Some(now) = capture::monotonic_ns() {
             pipe.advance(now.saturating_add(offset));
         }
+        pipe.flush_media();
         if last_counters.elapsed() >= Duration::from_secs(1) {
             last_counters = Instant::now();
             let counters = pipe.media().capture().counters()?;
@@ -608,13 +733,9 @@ async fn agent_loop(args: super::AgentArgs) -> anyhow::Result<()> {
             pipe.tracker_mut().set_ring_lost(lost);
             metrics.kernel(&counters, bad);
             metrics.pipeline(&pipe);
-            if let Some(spool) = &spool {
-                metrics.spool(spool);
-            }
         }
-        emit_cdrs(&mut pipe, spool.as_ref(), &mut metrics)?;
-        for ev in pipe.drain_flows() {
-            hub.publish(ev);
+        if !round(&mut pipe) {
+            break;
         }
         if args.stats_every > 0 && last_stats.elapsed() >= Duration::from_secs(args.stats_every) {
             last_stats = Instant::now();
@@ -629,14 +750,16 @@ async fn agent_loop(args: super::AgentArgs) -> anyhow::Result<()> {
     feed(&mut pipe, &mut events, offset);
     let now = capture::monotonic_ns().map_or(0, |n| n.saturating_add(offset));
     pipe.finish(now);
-    emit_cdrs(&mut pipe, spool.as_ref(), &mut metrics)?;
-    for ev in pipe.drain_flows() {
-        hub.publish(ev);
-    }
+    round(&mut pipe);
+    // Hanging up (the sender is the closure's) lets the output thread finish.
+    drop(round);
+    output
+        .join()
+        .map_err(|_| anyhow::anyhow!("the output thread panicked"))??;
     tracing::info!(calls = pipe.tracker().stats().calls, "stopping");
     // Give the shipper a bounded moment to get the last CDRs acknowledged; whatever is
     // left stays in the spool and goes out after the next start.
-    if let Some(spool) = &spool {
+    if let Some(spool) = &spool_handle {
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {
             let done = crate::spool::lock(spool).map_or(true, |s| s.acked() >= s.last_seq());
@@ -669,14 +792,62 @@ fn feed(pipe: &mut Pipeline<KernelMedia>, events: &mut Vec<RawEvent>, offset: u6
     }
 }
 
+/// Rounds of output the ring thread may be ahead of the output thread; beyond them it
+/// waits (the ring then fills, and what the kernel cannot write is counted).
+const OUTPUT_ROUNDS: usize = 256;
+
+/// What one round of ring records produced, identifiers in clear.
+struct Round {
+    cdrs: Vec<Cdr>,
+    flows: Vec<FlowOut>,
+}
+
+impl Round {
+    fn is_empty(&self) -> bool {
+        self.cdrs.is_empty() && self.flows.is_empty()
+    }
+}
+
+/// The output thread: applies the privacy policy to every round, writes its CDRs (JSON
+/// lines on stdout, or the spool) and publishes its flow events, until the ring thread
+/// hangs up. A failed write to stdout ends it with the error.
+fn output_thread(
+    rounds: &std::sync::mpsc::Receiver<Round>,
+    privacy: &Privacy,
+    mut spool: Option<(SharedSpool, SpoolMetrics)>,
+    hub: &Hub,
+) -> anyhow::Result<()> {
+    use std::sync::mpsc::RecvTimeoutError;
+    let mut last_metrics = Instant::now();
+    loop {
+        // Woken at least once a second, for the spool's metrics while nothing happens.
+        match rounds.recv_timeout(Duration::from_secs(1)) {
+            Ok(Round { mut cdrs, flows }) => {
+                privacy.cdrs(&mut cdrs);
+                emit_cdrs(cdrs, spool.as_mut())?;
+                for f in flows {
+                    hub.publish(privacy.flow(f));
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+        if last_metrics.elapsed() >= Duration::from_secs(1) {
+            last_metrics = Instant::now();
+            if let Some((spool, m)) = &mut spool {
+                m.spool(spool);
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Prints the finished CDRs as JSON lines, or appends them to the spool (fsynced: from
 /// then on they survive any crash and are resent until acknowledged).
 fn emit_cdrs(
-    pipe: &mut Pipeline<KernelMedia>,
-    spool: Option<&SharedSpool>,
-    metrics: &mut AgentMetrics,
+    cdrs: Vec<Cdr>,
+    spool: Option<&mut (SharedSpool, SpoolMetrics)>,
 ) -> anyhow::Result<()> {
-    let cdrs = pipe.drain_cdrs();
     if cdrs.is_empty() {
         return Ok(());
     }
@@ -693,7 +864,7 @@ fn emit_cdrs(
             stdout.write_all(&out)?;
             stdout.flush()?;
         }
-        Some(spool) => {
+        Some((spool, metrics)) => {
             let payloads: Vec<Vec<u8>> = cdrs.iter().map(prost::Message::encode_to_vec).collect();
             let mut s = crate::spool::lock(spool)?;
             match s.append_batch(payloads.iter().map(Vec::as_slice)) {

@@ -411,12 +411,25 @@ impl Tracker {
     /// Reads the media statistics of every call with installed entries (the agent polls the
     /// kernel every few seconds; replay reads its emulation).
     pub fn poll_media(&mut self, now: u64, media: &mut dyn MediaTable) {
+        // An ended call (lingering for late messages) is read once more when it retires;
+        // until then only when one of its 10 s intervals is due. Live statistics of a call
+        // that is over help no one, and at high call rates the lingering calls outnumber
+        // the live ones.
         let cookies: Vec<u64> = self
             .calls
             .iter()
-            .filter(|(_, c)| c.media.planned())
+            .filter(|(_, c)| {
+                c.media.planned()
+                    && (c.end.is_none() || c.media.intervals.iter().any(|(_, t)| t.due(now)))
+            })
             .map(|(&k, _)| k)
             .collect();
+        // Every planned call is read: the whole map at once is cheaper than a read each
+        // (but for a few calls).
+        let bulk = cookies.len() >= BULK_READ_MIN;
+        if bulk {
+            media.begin_bulk_read();
+        }
         let interval_ms = self
             .last_media_poll
             .map_or(0, |t| now.saturating_sub(t) / MS);
@@ -509,13 +522,30 @@ impl Tracker {
             }
             self.check_alerts(cookie, now, None);
         }
+        if bulk {
+            media.end_bulk_read();
+        }
         // Once every call's values are fresh: a leg matched against others not yet read
         // in this round could look unique when it is not.
         for cookie in cookies {
             self.link_by_media(cookie, None);
         }
     }
+
+    /// Applies the media writes `media` queued; each one refused counts against its call
+    /// (its CDR is then not complete).
+    pub fn flush_media(&mut self, media: &mut dyn MediaTable) {
+        for cookie in media.flush() {
+            match self.calls.get_mut(&cookie) {
+                Some(call) => count_map_errors(&mut self.stats, call, 1),
+                None => self.stats.media_errors += 1,
+            }
+        }
+    }
 }
+
+/// Calls with media from which a poll reads the whole media table at once.
+const BULK_READ_MIN: usize = 8;
 
 /// Counts `errors` failed map operations for `call`: in the tracker's totals, and in the
 /// call's coverage (its CDR is then not complete).

@@ -316,7 +316,16 @@ fn main() -> Result<()> {
     }
     let (runs, secs) = if quick { (3, 0.3) } else { (3, 1.0) };
     let _stats = aya::sys::enable_stats(aya::sys::Stats::RunTime).context("enabling BPF stats")?;
-    let load_rates = [20_000, 50_000, 100_000, 150_000, 200_000, 300_000];
+    // `--rates 50000,100000` offers only those rates (profiling one load).
+    let load_rates: Vec<u64> = match args.iter().position(|a| a == "--rates") {
+        Some(i) => args
+            .get(i + 1)
+            .context("--rates needs a comma-separated list")?
+            .split(',')
+            .map(|r| r.parse().context("--rates"))
+            .collect::<Result<_>>()?,
+        None => vec![20_000, 50_000, 100_000, 150_000, 200_000, 300_000],
+    };
     if args.iter().any(|a| a == "--sip-load-only") {
         let rows = e2e::sip_only(&load_rates, if quick { 1.0 } else { 2.0 })?;
         print_load(&rows);
