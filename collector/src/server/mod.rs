@@ -22,6 +22,7 @@ pub mod store;
 pub mod tls;
 pub mod token;
 pub mod watch;
+pub mod web;
 
 #[cfg(test)]
 pub(crate) mod tests;
