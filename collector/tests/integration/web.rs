@@ -407,6 +407,7 @@ fn browser_logs_in_searches_and_opens_a_call() {
     let all =
         oracle_calls("sipp_g711_basic.pcap", "").0 + oracle_calls("ws_nb6-telephone.pcap", "").0;
     assert_eq!(b.find_all("table.calls tbody tr").len(), all);
+    b.screenshot(&screens.join("calls.png"));
     sources.push(("calls", b.source()));
 
     b.type_into("input[name=number]", TYPED_NUMBER);
@@ -416,7 +417,7 @@ fn browser_logs_in_searches_and_opens_a_call() {
     });
     let (_, want) = oracle_calls("ws_nb6-telephone.pcap", "+33360653674");
     assert_eq!(b.find_all("table.calls tbody tr").len(), want);
-    b.screenshot(&screens.join("calls.png"));
+    b.screenshot(&screens.join("search.png"));
     sources.push(("search", b.source()));
 
     b.click("table.calls tbody tr a");

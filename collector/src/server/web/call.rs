@@ -75,15 +75,22 @@ fn rows(pairs: &[(&str, String)]) -> String {
         .collect()
 }
 
+/// One header row and one value row.
+fn across(pairs: &[(&str, String)]) -> String {
+    let (head, values): (String, String) = pairs
+        .iter()
+        .map(|(k, v)| (format!("<th>{k}</th>"), format!("<td>{}</td>", esc(v))))
+        .unzip();
+    format!("<tr>{head}</tr><tr>{values}</tr>")
+}
+
 fn render(call: &Call) -> String {
-    let summary = rows(&[
+    let summary = across(&[
         ("Legs", call.leg_count.to_string()),
         ("Linked by", call.correlation_method.clone()),
         ("Caller", user(&call.caller)),
         ("Callee", user(&call.callee)),
         ("Start", format_time(call.start_time_ms)),
-        ("Answer", format_time(call.answer_time_ms)),
-        ("End", format_time(call.end_time_ms)),
         ("Duration", secs(call.duration_ms)),
         ("Billable", secs(call.billable_ms)),
         ("Disposition", disposition(call.disposition())),
@@ -95,7 +102,7 @@ fn render(call: &Call) -> String {
         .enumerate()
         .map(|(n, l)| leg(n, l))
         .collect();
-    format!("<h2>Call</h2><table class=\"facts\">{summary}</table>{legs}")
+    format!("<h2>Call</h2><table class=\"summary\">{summary}</table>{legs}")
 }
 
 /// A party's user part (a pseudonym).
@@ -127,11 +134,12 @@ fn leg(n: usize, c: &Cdr) -> String {
     ]);
     let media: String = c.media.iter().map(media_row).collect();
     format!(
-        "<section class=\"leg\"><h3>Leg {}</h3><table class=\"facts\">{facts}</table>\
+        "<section class=\"leg\"><h3>Leg {}</h3><div class=\"row\">\
+         <table class=\"facts\">{facts}</table><div>{}</div></div>\
          <table class=\"media\"><thead><tr><th>direction</th><th>codec</th><th>ssrc</th>\
          <th>packets</th><th>lost</th><th>loss %</th><th>mean jitter ms</th>\
          <th>max jitter ms</th><th>MOS</th><th>worst 10 s MOS</th></tr></thead>\
-         <tbody>{media}</tbody></table>{}</section>",
+         <tbody>{media}</tbody></table></section>",
         n + 1,
         chart::quality(&c.media)
     )

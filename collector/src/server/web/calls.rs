@@ -203,12 +203,12 @@ fn table(cdrs: &[Cdr]) -> String {
                 .map(|v| format!("<td>{}</td>", esc(v)))
                 .collect();
             format!(
-                "<tr>{cells}<td><a href=\"{}\">call</a></td></tr>",
+                "<tr><td><a href=\"{}\">open</a></td>{cells}</tr>",
                 esc(&call_link(c))
             )
         })
         .collect();
-    format!("<table class=\"calls\"><thead><tr>{head}<th></th></tr></thead><tbody>{rows}</tbody></table>")
+    format!("<table class=\"calls\"><thead><tr><th>call</th>{head}</tr></thead><tbody>{rows}</tbody></table>")
 }
 
 /// The page of one CDR's call: its stored id and start (which bounds the look-up).
@@ -253,9 +253,10 @@ async fn search_page(console: &Console, headers: &HeaderMap, s: Search) -> Respo
         _ => String::new(),
     };
     let body = format!(
-        "{}<p class=\"count\">{} calls{next} · <a href=\"{}\">CSV</a></p>{}",
+        "{}<p class=\"count\">{} CDR{}{next} · <a href=\"{}\">CSV</a></p>{}",
         s.form(console, ""),
         cdrs.len(),
+        if cdrs.len() == 1 { "" } else { "s" },
         esc(&s.link("/calls.csv", &q, s.before.parse().ok())),
         table(&cdrs),
     );

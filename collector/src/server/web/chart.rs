@@ -130,6 +130,16 @@ fn chart(title: &str, lo: f64, hi: f64, series: &[Series], end_s: f64) -> String
             esc(&series.label),
             c = series.colour,
         );
+        // A dot per interval, so a call with one interval still shows its value.
+        for &(t, v) in &series.points {
+            let _ = write!(
+                s,
+                "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"3\" fill=\"{}\"/>",
+                x(t),
+                y(v),
+                series.colour
+            );
+        }
     }
     s.push_str("</svg>");
     s
@@ -170,6 +180,7 @@ mod tests {
         ]);
         assert_eq!(svg.matches("<svg").count(), 2);
         assert_eq!(svg.matches("<polyline").count(), 4);
+        assert_eq!(svg.matches("<circle").count(), 12);
         assert_eq!(svg.matches("caller_to_callee").count(), 2);
         // Loss axis up to the worst interval's 2 %, time axis over 30 s.
         assert!(svg.contains(">30 s<"), "{svg}");

@@ -211,7 +211,7 @@ impl Browser {
             "goog:chromeOptions": {
                 "binary": "/usr/bin/chromium",
                 "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
-                         "--disable-dev-shm-usage", "--window-size=1280,900"]
+                         "--disable-dev-shm-usage", "--window-size=1280,1000"]
             }
         }}});
         let v = call(addr, "POST", "/session", Some(&caps));
