@@ -78,11 +78,15 @@ impl Search {
     /// replaced by its pseudonyms; or what is wrong, in words without the number.
     fn query(&self, console: &Console, default_limit: u32) -> Result<CdrQuery, String> {
         let now = now_ms();
-        let time = |s: &str| -> Result<u64, String> {
+        // The error does not repeat the input: a number typed in the wrong field stays
+        // off the page.
+        let time = |s: &str, what: &str| -> Result<u64, String> {
             if s.is_empty() {
                 Ok(0)
             } else {
-                parse_time_ms(s, now).map_err(|e| e.to_string())
+                parse_time_ms(s, now).map_err(|_| {
+                    format!("{what} must be an RFC 3339 time or a duration such as 1h")
+                })
             }
         };
         let mut pseudonyms: Vec<String> = self
@@ -118,16 +122,19 @@ impl Search {
                 .clamp(1, MAX_PAGE),
         };
         let to = match self.before.as_str() {
-            "" => time(&self.to)?,
+            "" => time(&self.to, "To")?,
             b => b.parse().map_err(|_| "bad page link".to_string())?,
         };
         Ok(CdrQuery {
-            start_from_ms: time(&self.from)?,
+            start_from_ms: time(&self.from, "From")?,
             start_to_ms: to,
             pseudonyms,
             disposition: match self.disposition.as_str() {
                 "" => 0,
-                d => parse_disposition(d).map_err(|e| e.to_string())? as i32,
+                d => parse_disposition(d).map_err(|_| {
+                    "disposition must be answered, busy, no-answer, cancelled, failed or rejected"
+                        .to_string()
+                })? as i32,
             },
             agent_id: self.agent.clone(),
             max_mos: number(&self.mos, "MOS below")?,
