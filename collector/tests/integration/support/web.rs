@@ -182,7 +182,7 @@ impl Https {
 pub struct Browser {
     addr: SocketAddr,
     session: String,
-    _driver: Proc,
+    driver: Proc,
 }
 
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
@@ -201,6 +201,8 @@ impl Browser {
         }
         let port = free_port();
         let mut cmd = std::process::Command::new("/usr/bin/chromedriver");
+        // Its own process group, so that the browser it starts dies with it on drop.
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
         cmd.arg(format!("--port={port}"));
         let driver = Proc::spawn("chromedriver", cmd, log);
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
@@ -214,13 +216,15 @@ impl Browser {
                          "--disable-dev-shm-usage", "--window-size=1280,1000"]
             }
         }}});
-        let v = call(addr, "POST", "/session", Some(&caps));
-        let session = v["sessionId"].as_str().expect("a session").to_string();
-        Browser {
+        // The guard first: a failed session request still ends the browser (see Drop).
+        let mut browser = Browser {
             addr,
-            session,
-            _driver: driver,
-        }
+            session: String::new(),
+            driver,
+        };
+        let v = call(addr, "POST", "/session", Some(&caps));
+        browser.session = v["sessionId"].as_str().expect("a session").to_string();
+        browser
     }
 
     fn cmd(&self, method: &str, path: &str, body: Option<&Value>) -> Value {
@@ -317,9 +321,16 @@ impl Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
-        // Ends the browser; chromedriver itself is killed when `_driver` drops.
+        // Ends the browser; chromedriver itself is killed when `driver` drops.
         let (addr, path) = (self.addr, format!("/session/{}", self.session));
         let _ = std::panic::catch_unwind(move || call(addr, "DELETE", &path, None));
+        // Whatever is left of the browser (a failed step, a hung driver).
+        if let Ok(pgid) = i32::try_from(self.driver.child.id()) {
+            // SAFETY: signals the process group of our own, not yet reaped, child.
+            unsafe {
+                libc::kill(-pgid, libc::SIGKILL);
+            }
+        }
     }
 }
 
