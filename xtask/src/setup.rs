@@ -49,6 +49,8 @@ const PACKAGES: &[(&str, &str)] = &[
         "iptables",
         "random packet loss on the test SBC (statistic match), since netem is absent",
     ),
+    ("chromium", "browser tests of the web console"),
+    ("chromium-driver", "browser tests of the web console"),
 ];
 
 /// System services the packages above install: the tests run their own instances in a

@@ -194,6 +194,11 @@ pub struct ServerArgs {
     /// Serve Prometheus metrics at http://ADDR/metrics.
     #[arg(long)]
     pub metrics_listen: Option<String>,
+    /// Serve the read-only web console at ADDR (off by default): over the same TLS and
+    /// tokens as gRPC, and refused without them off loopback unless --insecure, like
+    /// --listen.
+    #[arg(long)]
+    pub web_listen: Option<String>,
     /// Agent configuration file whose `[privacy]` table (scope, key file, national rule)
     /// lets `collector flows --number` filter live flows by phone number.
     #[arg(long)]

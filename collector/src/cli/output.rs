@@ -20,7 +20,8 @@ pub enum OutputFormat {
     Csv,
 }
 
-const COLUMNS: [&str; 12] = [
+/// The CSV columns (also the web console's result table).
+pub const COLUMNS: [&str; 12] = [
     "start",
     "agent",
     "caller",
@@ -35,8 +36,8 @@ const COLUMNS: [&str; 12] = [
     "destination_prefix",
 ];
 
-/// The CSV cells of one CDR.
-fn cells(c: &Cdr) -> [String; 12] {
+/// The CSV cells of one CDR, in [`COLUMNS`] order.
+pub fn cells(c: &Cdr) -> [String; 12] {
     let user = |p: &Option<collector_proto::v1::Party>| {
         p.as_ref().map_or_else(String::new, |p| p.user.clone())
     };

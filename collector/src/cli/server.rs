@@ -19,6 +19,7 @@ use crate::{
         tls::TlsFiles,
         token::TokenSecret,
         watch::{relay, RelayOptions},
+        web::WebOptions,
         ServeOptions,
     },
     watch::HubConfig,
@@ -52,6 +53,7 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
             }
             None => None,
         };
+        let web_pseudonymizer = pseudonymizer.clone();
         let store = if args.no_encryption {
             tracing::warn!("--no-encryption: CDRs are stored in clear");
             store
@@ -82,6 +84,21 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
             ));
         }
         let listener = crate::rpc::listen::bind(&args.listen, exposure).await?;
+        if let Some(addr) = &args.web_listen {
+            let l = crate::rpc::listen::bind(addr, exposure).await?;
+            tracing::info!(addr = %l.local_addr()?, tls = exposure.tls, "web console listening");
+            let web = WebOptions {
+                token_secret: opts.token_secret.clone().map(Arc::new),
+                tls: web_tls(&args)?.map(Arc::new),
+                pseudonymizer: web_pseudonymizer,
+            };
+            tokio::spawn(crate::server::web::serve(
+                l,
+                Arc::clone(&store),
+                web,
+                shutdown_signal(),
+            ));
+        }
         if !exposure.auth {
             tracing::warn!("no --token-secret: every call is accepted without a token");
         }
@@ -132,20 +149,26 @@ fn db_dir(url: &str) -> std::path::PathBuf {
         .unwrap_or_else(|| std::path::PathBuf::from("/nonexistent-collector-db-dir"))
 }
 
+/// The server's TLS files, when --tls-cert and --tls-key are given.
+fn tls_files(args: &ServerArgs) -> Option<TlsFiles> {
+    match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+            client_ca: args.client_ca.clone(),
+            client_auth_optional: args.client_auth_optional,
+        }),
+        _ => None,
+    }
+}
+
+fn web_tls(args: &ServerArgs) -> anyhow::Result<Option<rustls::ServerConfig>> {
+    Ok(tls_files(args).map(|f| f.rustls()).transpose()?)
+}
+
 /// The serving options the flags ask for.
 pub fn options(args: &ServerArgs) -> anyhow::Result<ServeOptions> {
-    let tls = match (&args.tls_cert, &args.tls_key) {
-        (Some(cert), Some(key)) => Some(
-            TlsFiles {
-                cert: cert.clone(),
-                key: key.clone(),
-                client_ca: args.client_ca.clone(),
-                client_auth_optional: args.client_auth_optional,
-            }
-            .load()?,
-        ),
-        _ => None,
-    };
+    let tls = tls_files(args).map(|f| f.load()).transpose()?;
     let token_secret = args
         .token_secret
         .as_deref()

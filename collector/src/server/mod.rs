@@ -2,7 +2,8 @@
 //! sequence), `Query` (audited reads), `Admin` (erasure with audit, retention status,
 //! statistics), the standard `grpc.health.v1` health service, and `Watch` (the relay of every
 //! agent's live flows, [`watch`]), over a [`store::Store`], with the [`retention`] job
-//! running beside them.
+//! running beside them; with `--web-listen`, the read-only web console ([`web`]) over the
+//! same store reads, tokens and TLS files.
 //!
 //! Transport security: TLS ([`tls`], rustls) on the listener, optionally mutual; bearer
 //! tokens with roles checked on every call ([`auth`], [`token`]).
@@ -22,6 +23,7 @@ pub mod store;
 pub mod tls;
 pub mod token;
 pub mod watch;
+pub mod web;
 
 #[cfg(test)]
 pub(crate) mod tests;

@@ -154,34 +154,44 @@ pub fn describe(f: &CdrFilter, view: View) -> String {
     serde_json::Value::Object(m).to_string()
 }
 
+/// Validates `q`, confines it to `caller`'s tenant, reads the legs of `view`, and audits
+/// the read (the CDRs returned, legs of every call included) before anything is answered:
+/// the one read path of the gRPC `Query` service and the web console.
+pub async fn read(
+    store: &dyn Store,
+    caller: &Caller,
+    q: CdrQuery,
+    view: View,
+) -> Result<Vec<Cdr>, Status> {
+    let tenant = caller.scope(&q.tenant)?;
+    let mut filter = validate(q)?;
+    filter.tenant.clone_from(&tenant);
+    let subjects = filter.pseudonyms.clone();
+    let reference = describe(&filter, view);
+    let cdrs = match view {
+        View::Cdrs => store.query(filter).await,
+        View::Calls => store.query_call_legs(filter).await,
+    }
+    .map_err(ServerError::from)?;
+    store
+        .audit(AuditEntry {
+            time_ms: now_ms(),
+            action: AuditAction::Query,
+            actor: caller.subject.clone(),
+            subjects,
+            reference,
+            affected: cdrs.len() as u64,
+            tenant,
+        })
+        .await
+        .map_err(ServerError::from)?;
+    Ok(cdrs)
+}
+
 impl QueryService {
-    /// Validates the request, reads the legs of `view`, and audits the read (the CDRs
-    /// returned, legs of every call included) before anything is answered.
     async fn read(&self, request: Request<CdrQuery>, view: View) -> Result<Vec<Cdr>, Status> {
         let caller = Caller::of(&request);
-        let tenant = caller.scope(&request.get_ref().tenant)?;
-        let mut filter = validate(request.into_inner())?;
-        filter.tenant.clone_from(&tenant);
-        let subjects = filter.pseudonyms.clone();
-        let reference = describe(&filter, view);
-        let cdrs = match view {
-            View::Cdrs => self.store.query(filter).await,
-            View::Calls => self.store.query_call_legs(filter).await,
-        }
-        .map_err(ServerError::from)?;
-        self.store
-            .audit(AuditEntry {
-                time_ms: now_ms(),
-                action: AuditAction::Query,
-                actor: caller.subject,
-                subjects,
-                reference,
-                affected: cdrs.len() as u64,
-                tenant,
-            })
-            .await
-            .map_err(ServerError::from)?;
-        Ok(cdrs)
+        read(self.store.as_ref(), &caller, request.into_inner(), view).await
     }
 }
 

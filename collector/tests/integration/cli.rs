@@ -24,7 +24,7 @@ use collector_proto::v1::{Cdr, CdrRecord, Disposition, Party};
 const SUBJECT_K1: &str = "n_k1_lnbnqvjd5pj4wjxg7bkvf2gove";
 
 /// An agent configuration whose key file has k1 (retired) and k2 (active).
-fn agent_config(dir: &Path) -> PathBuf {
+pub(crate) fn agent_config(dir: &Path) -> PathBuf {
     let keys = dir.join("keys.toml");
     write_private(
         &keys,

@@ -21,3 +21,4 @@ mod sip_proptest;
 mod sip_rfc3261;
 mod sip_torture;
 mod store_backends;
+mod web;

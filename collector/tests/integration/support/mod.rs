@@ -5,6 +5,7 @@
 #![allow(dead_code, reason = "each test binary uses a part")]
 
 pub mod pg;
+pub mod web;
 
 use std::{
     net::{SocketAddr, TcpListener},

@@ -1,0 +1,448 @@
+//! The web console (`collector server --web-listen`) of a real `collector server` child over
+//! TLS with tokens, fed by replays of corpus captures through the real pipeline
+//! (`collector replay --server`) into two tenants: acme gets `sipp_g711_basic` (3 calls)
+//! and `ws_nb6-telephone` (1 call, +33 3 60 65 36 74 → 147), globex gets `sipp_cancel`
+//! (3 calls). Expected counts come from the captures' tshark oracles, not from the code.
+//!
+//! Without a browser: no, bad, expired or wrong-role tokens get the login page and never
+//! data; every response carries the security headers; a tenant sees only its own calls on
+//! every page and in the CSV; the clear number is in no page and no log line. In headless
+//! chromium: log in, search by number, open the call, see the chart and the oracle's
+//! packet counts; screenshots go to target/web-screens/.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use crate::support::{
+    self, collector,
+    web::{Browser, Https, Reply},
+    write_private, Pki, Proc,
+};
+use collector::server::token::{self, Role, TokenSecret};
+
+/// The number of the `ws_nb6-telephone` call, as an operator would type it.
+const TYPED_NUMBER: &str = "+33 3 60 65 36 74";
+/// Clear identifiers of that call (caller number and display, Call-ID), which no page and
+/// no log line may hold.
+const CANARIES: [&str; 4] = [
+    "33360653674",
+    "0360653674",
+    "+33 3 60 65 36 74",
+    "1135D8701739D86",
+];
+
+fn corpus(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("../testdata/corpus/{name}"))
+}
+
+/// A capture's tshark oracle.
+fn oracle(capture: &str) -> serde_json::Value {
+    let text = std::fs::read_to_string(corpus(&format!("{capture}.json"))).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+/// Calls of the oracle of `capture`, and how many of them `user` took part in.
+fn oracle_calls(capture: &str, user: &str) -> (usize, usize) {
+    let o = oracle(capture);
+    let calls = o["calls"].as_array().unwrap();
+    let with = calls
+        .iter()
+        .filter(|c| c["from_user"] == user || c["to_user"] == user)
+        .count();
+    (calls.len(), with)
+}
+
+fn now_s() -> u64 {
+    collector::server::retention::now_ms() / 1000
+}
+
+/// A running collector with its console, fed with the two tenants' captures.
+struct Console {
+    dir: tempfile::TempDir,
+    pki: Pki,
+    secret: TokenSecret,
+    web: SocketAddr,
+    _server: Proc,
+}
+
+impl Console {
+    fn start() -> Console {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = Pki::new();
+        let secret_hex = "07".repeat(32);
+        write_private(&dir.path().join("secret"), &secret_hex);
+        let secret = TokenSecret::from_bytes(&[7; 32]);
+        let config = crate::cli::agent_config(dir.path());
+        let grpc: SocketAddr = ([127, 0, 0, 1], support::free_port()).into();
+        let web: SocketAddr = ([127, 0, 0, 1], support::free_port()).into();
+        let mut cmd = collector();
+        cmd.arg("server")
+            .args(["--listen", &grpc.to_string()])
+            .args(["--web-listen", &web.to_string()])
+            .arg("--db")
+            .arg(format!("sqlite://{}", dir.path().join("cdr.db").display()))
+            .arg("--tls-cert")
+            .arg(pki.path("server.pem"))
+            .arg("--tls-key")
+            .arg(pki.path("server.key"))
+            .arg("--token-secret")
+            .arg(dir.path().join("secret"))
+            .arg("--privacy-config")
+            .arg(&config)
+            .arg("--master-key")
+            .arg(dir.path().join("master.key"))
+            .arg("--tenant-keys")
+            .arg(dir.path().join("tenant-keys"))
+            // The captures are years old: keep them.
+            .args(["--retention-days", "0"]);
+        let server = Proc::spawn("collector server", cmd, &dir.path().join("server.log"));
+        support::wait_listening(grpc, Duration::from_secs(30));
+        support::wait_listening(web, Duration::from_secs(30));
+        let console = Console {
+            dir,
+            pki,
+            secret,
+            web,
+            _server: server,
+        };
+        for (capture, agent, tenant) in [
+            ("sipp_g711_basic.pcap", "sbc-a", "acme"),
+            ("ws_nb6-telephone.pcap", "sbc-a2", "acme"),
+            ("sipp_cancel.pcap", "sbc-g", "globex"),
+        ] {
+            console.replay(&config, capture, agent, tenant, grpc);
+        }
+        console
+    }
+
+    /// `collector replay CAPTURE --server` as agent `agent` of `tenant`.
+    fn replay(&self, config: &Path, capture: &str, agent: &str, tenant: &str, grpc: SocketAddr) {
+        let tok = self.dir.path().join(format!("{agent}.tok"));
+        std::fs::write(&tok, self.token(agent, Role::Ingest, Some(tenant), 600)).unwrap();
+        let out = collector()
+            .arg("replay")
+            .arg(corpus(capture))
+            .arg("--config")
+            .arg(config)
+            .args(["--server", &format!("https://{grpc}")])
+            .arg("--ca")
+            .arg(self.pki.path("ca.pem"))
+            .args(["--tls-domain", "localhost", "--agent-id", agent])
+            .arg("--token-file")
+            .arg(&tok)
+            .arg("--spool-dir")
+            .arg(self.dir.path().join(format!("spool-{agent}")))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn token(&self, sub: &str, role: Role, tenant: Option<&str>, ttl_s: u64) -> String {
+        token::issue_for(&self.secret, sub, role, tenant, now_s(), ttl_s).unwrap()
+    }
+
+    fn https(&self) -> Https {
+        Https::new(self.web, &self.pki.path("ca.pem"))
+    }
+
+    /// Logs in with `token`; the cookie to send.
+    fn login(&self, token: &str) -> String {
+        let r = self
+            .https()
+            .request("POST", "/login", None, Some(&format!("token={token}")));
+        assert_eq!(r.status, 303, "{}", r.body);
+        assert_eq!(r.header("location"), Some("/calls"));
+        let cookie = r.header("set-cookie").unwrap();
+        for attr in ["HttpOnly", "Secure", "SameSite=Strict", "Path=/"] {
+            assert!(cookie.contains(attr), "{cookie}");
+        }
+        cookie.split(';').next().unwrap().to_string()
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap()
+    }
+
+    /// Fails if a clear identifier of the test call is in `text`.
+    fn assert_no_canary(what: &str, text: &str) {
+        for c in CANARIES {
+            assert!(!text.contains(c), "{c:?} in {what}");
+        }
+    }
+}
+
+/// Headers every response carries.
+fn assert_security_headers(path: &str, r: &Reply) {
+    assert_eq!(r.header("cache-control"), Some("no-store"), "{path}");
+    let csp = r.header("content-security-policy").unwrap_or("");
+    for d in [
+        "default-src 'none'",
+        "style-src 'self'",
+        "form-action 'self'",
+        "frame-ancestors 'none'",
+        "base-uri 'none'",
+    ] {
+        assert!(csp.contains(d), "{path}: {csp}");
+    }
+    assert_eq!(
+        r.header("x-content-type-options"),
+        Some("nosniff"),
+        "{path}"
+    );
+    assert_eq!(r.header("referrer-policy"), Some("no-referrer"), "{path}");
+}
+
+/// The rows of the results table of a /calls page.
+fn result_rows(html: &str) -> Vec<&str> {
+    let body = html
+        .split_once("<tbody>")
+        .and_then(|(_, b)| b.split_once("</tbody>"))
+        .map_or("", |(b, _)| b);
+    body.split("<tr>").filter(|r| !r.is_empty()).collect()
+}
+
+/// The links of a page that start with `prefix`, unescaped.
+fn links(html: &str, prefix: &str) -> Vec<String> {
+    html.split(&format!("href=\"{prefix}"))
+        .skip(1)
+        .map(|s| {
+            format!(
+                "{prefix}{}",
+                s.split('"').next().unwrap().replace("&amp;", "&")
+            )
+        })
+        .collect()
+}
+
+/// The call-page links of a /calls page.
+fn call_links(html: &str) -> Vec<String> {
+    links(html, "/calls/")
+}
+
+/// Without a valid token nothing but the login page; the headers on every response; each
+/// tenant sees only its calls on /calls, /calls/{id} and the CSV; the number search finds
+/// the oracle's calls; no page and no log line holds the call's clear identifiers.
+#[test]
+fn console_serves_only_valid_tokens_and_only_their_tenant() {
+    let c = Console::start();
+    let http = c.https();
+    let mut pages: Vec<(String, String)> = Vec::new();
+
+    // No cookie, a forged one, an expired token, an ingest token: the login page.
+    let expired = token::issue_for(
+        &c.secret,
+        "ops",
+        Role::Read,
+        Some("acme"),
+        now_s() - 3600,
+        60,
+    )
+    .unwrap();
+    let ingest = c.token("sbc-a", Role::Ingest, Some("acme"), 600);
+    let cookies = [
+        None,
+        Some("collector_token=forged.token.value".to_string()),
+        Some(format!("collector_token={expired}")),
+        Some(format!("collector_token={ingest}")),
+    ];
+    for cookie in &cookies {
+        for path in ["/calls", "/calls.csv", "/calls/x?at=1"] {
+            let r = http.get(path, cookie.as_deref());
+            assert_eq!(r.status, 303, "{path} {cookie:?}");
+            assert_eq!(r.header("location"), Some("/login"), "{path}");
+            assert!(!r.body.contains("<table"), "{path}: {}", r.body);
+            assert_security_headers(path, &r);
+        }
+    }
+    // Logging in with them fails too, and says why.
+    for (token, status) in [
+        ("forged.token.value", 401),
+        (expired.as_str(), 401),
+        (ingest.as_str(), 403),
+    ] {
+        let r = http.request("POST", "/login", None, Some(&format!("token={token}")));
+        assert_eq!(r.status, status, "{}", r.body);
+        assert!(r.header("set-cookie").is_none());
+        assert!(r.body.contains("name=\"token\""));
+    }
+    for path in ["/login", "/static/console.css", "/nowhere"] {
+        let r = http.get(path, None);
+        assert_security_headers(path, &r);
+        pages.push((path.into(), r.body));
+    }
+
+    // Each tenant's token: its own calls, as many as its captures' oracles have.
+    let acme = c.login(&c.token("ops-acme", Role::Read, Some("acme"), 600));
+    let globex = c.login(&c.token("ops-globex", Role::Read, Some("globex"), 600));
+    let acme_calls =
+        oracle_calls("sipp_g711_basic.pcap", "").0 + oracle_calls("ws_nb6-telephone.pcap", "").0;
+    let globex_calls = oracle_calls("sipp_cancel.pcap", "").0;
+    let acme_page = http.get("/calls", Some(&acme));
+    assert_eq!(acme_page.status, 200);
+    assert_security_headers("/calls", &acme_page);
+    assert_eq!(result_rows(&acme_page.body).len(), acme_calls);
+    let globex_page = http.get("/calls", Some(&globex));
+    assert_eq!(result_rows(&globex_page.body).len(), globex_calls);
+    assert!(!acme_page.body.contains("cancelled"));
+    // Paging: two per page walks through all of acme's calls, each once.
+    let mut seen = Vec::new();
+    let mut next = Some("/calls?limit=2".to_string());
+    while let Some(path) = next.take() {
+        let r = http.get(&path, Some(&acme));
+        assert_eq!(r.status, 200, "{path}");
+        seen.extend(call_links(&r.body));
+        // The only `/calls?` link of a page is its next page.
+        next = links(&r.body, "/calls?").pop();
+        pages.push((path, r.body));
+    }
+    assert_eq!(seen.len(), acme_calls, "{seen:?}");
+
+    // The CSV: a header line and the tenant's CDRs.
+    let csv = http.get("/calls.csv", Some(&globex));
+    assert_eq!(csv.status, 200);
+    assert!(csv.header("content-type").unwrap().starts_with("text/csv"));
+    assert_security_headers("/calls.csv", &csv);
+    assert_eq!(csv.body.lines().count(), 1 + globex_calls, "{}", csv.body);
+    // globex's calls are sipp_cancel's, all cancelled; acme's were all answered.
+    assert!(
+        csv.body
+            .lines()
+            .skip(1)
+            .all(|l| l.contains(",cancelled,487,")),
+        "{}",
+        csv.body
+    );
+
+    // A call's page for its tenant; 404 for the other one.
+    let globex_call = call_links(&globex_page.body).remove(0);
+    let own = http.get(&globex_call, Some(&globex));
+    assert_eq!(own.status, 200, "{}", own.body);
+    assert_security_headers(&globex_call, &own);
+    assert!(own.body.contains("cancelled"));
+    let other = http.get(&globex_call, Some(&acme));
+    assert_eq!(other.status, 404);
+    assert!(!other.body.contains("cancelled"));
+
+    // The number search (POST): acme finds the oracle's calls of that number, globex none;
+    // the page carries only its pseudonyms on.
+    let form = format!(
+        "number={}",
+        TYPED_NUMBER.replace('+', "%2B").replace(' ', "+")
+    );
+    let (_, want) = oracle_calls("ws_nb6-telephone.pcap", "+33360653674");
+    let found = http.request("POST", "/calls", Some(&acme), Some(&form));
+    assert_eq!(found.status, 200);
+    assert_eq!(result_rows(&found.body).len(), want);
+    let csv_link = links(&found.body, "/calls.csv?").pop().unwrap();
+    // The number's pseudonyms under both keys, percent-encoded.
+    assert!(csv_link.contains("p=n%5Fk2%5F"), "{csv_link}");
+    let csv = http.get(&csv_link, Some(&acme));
+    assert_eq!(csv.body.lines().count(), 1 + want, "{}", csv.body);
+    let none = http.request("POST", "/calls", Some(&globex), Some(&form));
+    assert_eq!(result_rows(&none.body).len(), 0);
+    // A number in a GET query string is ignored, not searched for.
+    let ignored = http.get("/calls?number=%2B33360653674", Some(&acme));
+    assert_eq!(result_rows(&ignored.body).len(), acme_calls);
+    let call = http.get(&call_links(&found.body)[0], Some(&acme));
+    assert_eq!(call.status, 200);
+    // Bad input: a typed error with a status, never a panic.
+    let bad = http.request("POST", "/calls", Some(&acme), Some("mos=9"));
+    assert_eq!(bad.status, 400);
+    let huge = http.request("POST", "/calls", Some(&acme), Some(&"a".repeat(20 * 1024)));
+    assert_eq!(huge.status, 413);
+    assert_eq!(http.get("/calls/x?at=zz", Some(&acme)).status, 404);
+    for (what, r) in [
+        ("acme /calls", acme_page),
+        ("globex /calls", globex_page),
+        ("search", found),
+        ("csv", csv),
+        ("call", call),
+        ("globex call", own),
+    ] {
+        pages.push((what.into(), r.body));
+    }
+    // Logout clears the cookie.
+    let out = http.request("POST", "/logout", Some(&acme), Some(""));
+    assert_eq!(out.status, 303);
+    assert!(out.header("set-cookie").unwrap().contains("Max-Age=0"));
+
+    for (what, html) in &pages {
+        Console::assert_no_canary(what, html);
+    }
+    Console::assert_no_canary("the server log", &c.log());
+    assert!(c.log().contains("web console listening"));
+}
+
+/// In headless chromium over TLS: /calls sends to the login page; log in with a read
+/// token; search by the number → the oracle's calls; open the call → the quality chart and
+/// the oracle's packet counts per direction. Screenshots in target/web-screens/.
+#[test]
+fn browser_logs_in_searches_and_opens_a_call() {
+    let c = Console::start();
+    let screens = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/web-screens");
+    let b = Browser::start(&c.dir.path().join("chromedriver.log"));
+    let base = format!("https://localhost:{}", c.web.port());
+    let mut sources = Vec::new();
+
+    b.goto(&format!("{base}/calls"));
+    assert!(b.url().ends_with("/login"), "{}", b.url());
+    b.find("input[name=token]");
+    b.screenshot(&screens.join("login.png"));
+    sources.push(("login", b.source()));
+
+    b.type_into(
+        "input[name=token]",
+        &c.token("ops-acme", Role::Read, Some("acme"), 600),
+    );
+    b.click("form.login button");
+    b.wait_until("the calls page", |b| b.url().ends_with("/calls"));
+    let all =
+        oracle_calls("sipp_g711_basic.pcap", "").0 + oracle_calls("ws_nb6-telephone.pcap", "").0;
+    assert_eq!(b.find_all("table.calls tbody tr").len(), all);
+    b.screenshot(&screens.join("calls.png"));
+    sources.push(("calls", b.source()));
+
+    b.type_into("input[name=number]", TYPED_NUMBER);
+    b.click("form.search button");
+    b.wait_until("the search results", |b| {
+        b.source().contains("searching its pseudonyms")
+    });
+    let (_, want) = oracle_calls("ws_nb6-telephone.pcap", "+33360653674");
+    assert_eq!(b.find_all("table.calls tbody tr").len(), want);
+    b.screenshot(&screens.join("search.png"));
+    sources.push(("search", b.source()));
+
+    b.click("table.calls tbody tr a");
+    b.wait_until("the call page", |b| b.url().contains("/calls/"));
+    assert!(!b.find_all("svg.chart").is_empty());
+    assert!(!b.find_all("svg.chart polyline").is_empty());
+    let o = oracle("ws_nb6-telephone.pcap");
+    for dir in ["caller_to_callee", "callee_to_caller"] {
+        let packets: u64 = o["calls"][0]["rtp"][dir]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["packets"].as_u64().unwrap())
+            .sum();
+        assert_eq!(
+            b.text(&format!("table.media tr.{dir} td:nth-child(4)")),
+            packets.to_string(),
+            "{dir}"
+        );
+    }
+    b.screenshot(&screens.join("call.png"));
+    sources.push(("call", b.source()));
+
+    for (what, html) in &sources {
+        Console::assert_no_canary(what, html);
+    }
+    Console::assert_no_canary("the server log", &c.log());
+}
