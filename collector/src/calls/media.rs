@@ -78,10 +78,10 @@ pub trait MediaTable {
     fn flush(&mut self) -> Vec<u64> {
         Vec::new()
     }
-    /// Reads of most entries follow (a poll of every call): the table may read them all at
-    /// once and answer [`MediaTable::stream`] from that copy until
+    /// About `reads` reads follow (a poll of every call): the table may read all its
+    /// entries at once and answer [`MediaTable::stream`] from that copy until
     /// [`MediaTable::end_bulk_read`].
-    fn begin_bulk_read(&mut self) {}
+    fn begin_bulk_read(&mut self, _reads: usize) {}
     /// Ends what [`MediaTable::begin_bulk_read`] began: reads go to the table again.
     fn end_bulk_read(&mut self) {}
 }

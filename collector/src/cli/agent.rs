@@ -51,6 +51,8 @@ use collector_proto::v1::Cdr;
 const DEFAULT_SCOPE: &str = "local";
 /// Agent id when the configuration names none.
 const DEFAULT_AGENT_ID: &str = "agent";
+/// Reads in a poll from which the whole MEDIA map is read at once.
+const BULK_READ_MIN: usize = 16;
 /// Spool batches whose append time is remembered for the age of the oldest unacknowledged
 /// CDR; beyond it new batches share the newest mark (the age is then an upper bound).
 const MAX_AGE_MARKS: usize = 1024;
@@ -224,7 +226,14 @@ impl MediaTable for KernelMedia {
             .collect()
     }
 
-    fn begin_bulk_read(&mut self) {
+    fn begin_bulk_read(&mut self, reads: usize) {
+        // Worth it when most entries are read: copying the whole map costs a few
+        // microseconds per thousand entries and their memory for the poll's length, a
+        // single lookup a system call. Ended calls (lingering) are not polled, so at high
+        // call rates most entries are not read.
+        if reads < BULK_READ_MIN || reads.saturating_mul(2) < self.installed.len() {
+            return;
+        }
         // A failed bulk read leaves the reads to single lookups.
         self.bulk_on = match self.cap.read_streams(&mut self.bulk) {
             Ok(()) => true,
@@ -237,7 +246,8 @@ impl MediaTable for KernelMedia {
 
     fn end_bulk_read(&mut self) {
         self.bulk_on = false;
-        self.bulk.clear();
+        // Its memory goes too: the copy is as large as the map.
+        self.bulk = HashMap::new();
     }
 }
 

@@ -424,12 +424,9 @@ impl Tracker {
             })
             .map(|(&k, _)| k)
             .collect();
-        // Every planned call is read: the whole map at once is cheaper than a read each
-        // (but for a few calls).
-        let bulk = cookies.len() >= BULK_READ_MIN;
-        if bulk {
-            media.begin_bulk_read();
-        }
+        // Two directions of each call are read (three while seeded): the table may read
+        // the whole map at once instead.
+        media.begin_bulk_read(cookies.len().saturating_mul(2));
         let interval_ms = self
             .last_media_poll
             .map_or(0, |t| now.saturating_sub(t) / MS);
@@ -522,9 +519,7 @@ impl Tracker {
             }
             self.check_alerts(cookie, now, None);
         }
-        if bulk {
-            media.end_bulk_read();
-        }
+        media.end_bulk_read();
         // Once every call's values are fresh: a leg matched against others not yet read
         // in this round could look unique when it is not.
         for cookie in cookies {
@@ -543,9 +538,6 @@ impl Tracker {
         }
     }
 }
-
-/// Calls with media from which a poll reads the whole media table at once.
-const BULK_READ_MIN: usize = 8;
 
 /// Counts `errors` failed map operations for `call`: in the tracker's totals, and in the
 /// call's coverage (its CDR is then not complete).

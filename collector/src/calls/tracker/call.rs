@@ -138,9 +138,11 @@ pub(super) fn fnv(parts: &[&[u8]]) -> u64 {
     h
 }
 
-pub(super) fn socket_bytes(a: &SocketAddr) -> Vec<u8> {
-    let mut v = crate::calls::media::map_addr(a.ip()).to_vec();
-    v.extend_from_slice(&a.port().to_be_bytes());
+pub(super) fn socket_bytes(a: &SocketAddr) -> [u8; 18] {
+    let mut v = [0u8; 18];
+    let (addr, port) = v.split_at_mut(16);
+    addr.copy_from_slice(&crate::calls::media::map_addr(a.ip()));
+    port.copy_from_slice(&a.port().to_be_bytes());
     v
 }
 
