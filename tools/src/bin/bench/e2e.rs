@@ -267,3 +267,131 @@ pub fn sip_only(rates: &[u64], secs: f64) -> Result<Vec<LoadRow>> {
 pub fn highest_clean(rows: &[LoadRow]) -> Option<&LoadRow> {
     rows.iter().filter(|r| r.clean).max_by_key(|r| r.offered)
 }
+
+/// A peer capture tool on the same traffic, at one offered rate.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct PeerRow {
+    /// The tool.
+    pub tool: &'static str,
+    /// Messages per second offered.
+    pub offered: u64,
+    /// Messages sent.
+    pub sent: u64,
+    /// Messages the tool reports having seen.
+    pub seen: u64,
+    /// Packets the tool reports dropped (its own counter).
+    pub dropped: u64,
+    /// Its CPU (user + system) per message, µs.
+    pub us_per_msg: f64,
+    /// Its peak resident memory, MiB.
+    pub peak_rss_mib: f64,
+    /// It saw every message and dropped none.
+    pub clean: bool,
+}
+
+/// The peers: the command line (the interface is appended) and how its exit report gives
+/// (seen, dropped).
+const PEERS: [(&str, &[&str]); 2] = [
+    // Its default buffering: packets reach it when a buffer block fills or its 1 s timeout
+    // passes, so it is stopped 1.5 s after the last message.
+    (
+        "tcpdump -w /dev/null",
+        &["tcpdump", "-n", "-q", "-w", "/dev/null", "-i"],
+    ),
+    (
+        "tshark -q -z sip,stat",
+        &["tshark", "-n", "-q", "-z", "sip,stat", "-i"],
+    ),
+];
+
+/// The first number before `what` on a line of `text` (tcpdump's "N packets captured",
+/// "N packets dropped by kernel"; tshark's "N packets captured", "N packets dropped").
+fn number_before(text: &str, what: &str) -> Option<u64> {
+    text.lines().find_map(|l| {
+        l.trim()
+            .split_once(what)
+            .and_then(|(n, _)| n.trim().rsplit(' ').next()?.parse().ok())
+    })
+}
+
+/// One peer on `rate` messages/s for `secs` seconds: the tool runs in the receiving
+/// namespace on its veth, as the agent does.
+fn run_peer(tool: &'static str, argv: &[&str], rate: u64, secs: f64) -> Result<PeerRow> {
+    let pair = VethPair::new(12)?;
+    let a: [u8; 4] = pair.addr_a.parse::<std::net::Ipv4Addr>()?.octets();
+    let b: [u8; 4] = pair.addr_b.parse::<std::net::Ipv4Addr>()?.octets();
+    let calls = ((rate as f64 * secs) as u64 / MSGS_PER_CALL).max(1);
+    let frames = frames(a, b, calls as usize);
+    let err = tempfile::NamedTempFile::new()?;
+    let mut child = std::process::Command::new("ip")
+        .args(["netns", "exec", &pair.b.name])
+        .args(argv)
+        .arg(&pair.if_b)
+        .stdout(std::process::Stdio::null())
+        .stderr(err.reopen()?)
+        .spawn()
+        .with_context(|| format!("starting {tool} (cargo xtask setup installs it)"))?;
+    let pid = child.id();
+    // Ready once it reports capturing (both print that line), bounded.
+    let start = Instant::now();
+    while !std::fs::read_to_string(err.path())?.contains("apturing on")
+        && !std::fs::read_to_string(err.path())?.contains("listening on")
+    {
+        if start.elapsed() > Duration::from_secs(20) {
+            let _ = child.kill();
+            bail!("{tool} did not start capturing within 20 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // `ip netns exec` execs the tool: the pid is the tool's.
+    let (cpu0, _) = cpu_and_peak(pid)?;
+    send_paced(&pair.a, &pair.if_a, frames, rate)?;
+    std::thread::sleep(Duration::from_millis(1500));
+    let (cpu1, peak_kib) = cpu_and_peak(pid)?;
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(pid as i32, libc::SIGINT) };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while child.try_wait()?.is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            bail!("{tool} did not stop within 20 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let report = std::fs::read_to_string(err.path())?;
+    let msgs = calls * MSGS_PER_CALL;
+    let seen = number_before(&report, "packets captured").unwrap_or(0);
+    let dropped = number_before(&report, "packets dropped").unwrap_or(0);
+    let row = PeerRow {
+        tool,
+        offered: rate,
+        sent: msgs,
+        seen,
+        dropped,
+        us_per_msg: (cpu1 - cpu0).as_secs_f64() * 1e6 / msgs as f64,
+        peak_rss_mib: peak_kib as f64 / 1024.0,
+        clean: seen == msgs && dropped == 0,
+    };
+    eprintln!(
+        "bench: {tool} at {rate} msg/s: saw {seen} of {msgs}, dropped {dropped}, {:.2} µs/msg, RSS {:.0} MiB",
+        row.us_per_msg, row.peak_rss_mib
+    );
+    Ok(row)
+}
+
+/// Every peer at the offered rates, stopping at its second rate that loses something.
+pub fn peers(rates: &[u64], secs: f64) -> Result<Vec<PeerRow>> {
+    let mut rows = Vec::new();
+    for (tool, argv) in PEERS {
+        let mut failed = 0;
+        for &r in rates {
+            let row = run_peer(tool, argv, r, secs)?;
+            failed += usize::from(!row.clean);
+            rows.push(row);
+            if failed >= 2 {
+                break;
+            }
+        }
+    }
+    Ok(rows)
+}

@@ -329,6 +329,8 @@ fn main() -> Result<()> {
     if args.iter().any(|a| a == "--sip-load-only") {
         let rows = e2e::sip_only(&load_rates, if quick { 1.0 } else { 2.0 })?;
         print_load(&rows);
+        let peers = e2e::peers(&load_rates, if quick { 1.0 } else { 2.0 })?;
+        print_peers(&rows, &peers);
         return Ok(());
     }
     let mut figs = Vec::new();
@@ -435,6 +437,7 @@ fn main() -> Result<()> {
     }
     let user = userspace(runs)?;
     let load = e2e::sip_only(&load_rates, if quick { 1.0 } else { 2.0 })?;
+    let peers = e2e::peers(&load_rates, if quick { 1.0 } else { 2.0 })?;
     let machine = machine();
     println!("\n## Kernel cost per packet (BPF run-time statistics, veth pair)\n");
     println!("Machine: {machine}. Median of {runs} runs of {secs} s (min–max).\n");
@@ -501,13 +504,14 @@ fn main() -> Result<()> {
         );
     }
     print_load(&load);
+    print_peers(&load, &peers);
     if let Some(dir) = std::path::Path::new(&json_path).parent() {
         std::fs::create_dir_all(dir)?;
     }
     std::fs::write(
         &json_path,
         serde_json::to_vec_pretty(
-            &serde_json::json!({ "machine": machine, "kernel": figs, "userspace": user, "sip_load": load }),
+            &serde_json::json!({ "machine": machine, "kernel": figs, "userspace": user, "sip_load": load, "peers": peers }),
         )?,
     )?;
     println!("\n(JSON: every figure in `target/bench/kernel.json`.)");
@@ -515,6 +519,45 @@ fn main() -> Result<()> {
 }
 
 /// The end-to-end SIP-only table.
+fn print_peers(ours: &[e2e::LoadRow], peers: &[e2e::PeerRow]) {
+    println!("\n## Peers on the same SIP load (same veth, same sender, one run each)\n");
+    println!("Each tool captures on the receiving veth in place of the agent; seen and dropped are its own exit counters. tcpdump only writes packets; tshark also dissects SIP for its statistics; the agent follows every dialog and writes CDRs.\n");
+    println!(
+        "| tool | offered msg/s | sent | seen | dropped | µs/msg | peak RSS MiB | nothing lost |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---|");
+    for p in peers {
+        println!(
+            "| {} | {} | {} | {} | {} | {:.2} | {:.0} | {} |",
+            p.tool,
+            p.offered,
+            p.sent,
+            p.seen,
+            p.dropped,
+            p.us_per_msg,
+            p.peak_rss_mib,
+            if p.clean { "yes" } else { "**no**" }
+        );
+    }
+    let ours = e2e::highest_clean(ours).map_or(0, |r| r.offered);
+    for (tool, _) in [("tcpdump -w /dev/null", ()), ("tshark -q -z sip,stat", ())] {
+        let best = peers
+            .iter()
+            .filter(|p| p.tool == tool && p.clean)
+            .map(|p| p.offered)
+            .max()
+            .unwrap_or(0);
+        let ratio = if best > 0 {
+            format!("{:.2}", ours as f64 / best as f64)
+        } else {
+            "–".into()
+        };
+        println!(
+            "\nHighest clean rate of {tool}: {best} msg/s; the agent's: {ours} msg/s (agent / {tool}: {ratio})."
+        );
+    }
+}
+
 fn print_load(rows: &[e2e::LoadRow]) {
     println!(
         "\n## End to end, SIP only (agent attached to a veth, {} calls in progress, 5 messages per call)\n",
