@@ -50,6 +50,7 @@ const PACKAGES: &[(&str, &str)] = &[
         "random packet loss on the test SBC (statistic match), since netem is absent",
     ),
     ("tcpdump", "a peer of the agent in `cargo xtask bench`"),
+    ("sngrep", "a peer of the agent in `cargo xtask bench`"),
     ("chromium", "browser tests of the web console"),
     ("chromium-driver", "browser tests of the web console"),
 ];

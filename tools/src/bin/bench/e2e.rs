@@ -289,18 +289,34 @@ pub struct PeerRow {
     pub clean: bool,
 }
 
-/// The peers: the command line (the interface is appended) and how its exit report gives
-/// (seen, dropped).
-const PEERS: [(&str, &[&str]); 2] = [
+/// How a peer reports what it saw.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Report {
+    /// libpcap's statistics on stderr at exit: "N packets captured", "N packets dropped".
+    PcapStats,
+    /// sngrep's no-interface mode: "Dialog count: N" on stdout (each call is a dialog of
+    /// [`MSGS_PER_CALL`] messages); it reports no drop counter.
+    DialogCount,
+}
+
+/// The peers: the command line (the interface is appended) and how it reports.
+const PEERS: [(&str, &[&str], Report); 3] = [
     // Its default buffering: packets reach it when a buffer block fills or its 1 s timeout
     // passes, so it is stopped 1.5 s after the last message.
     (
         "tcpdump -w /dev/null",
         &["tcpdump", "-n", "-q", "-w", "/dev/null", "-i"],
+        Report::PcapStats,
     ),
     (
         "tshark -q -z sip,stat",
         &["tshark", "-n", "-q", "-z", "sip,stat", "-i"],
+        Report::PcapStats,
+    ),
+    (
+        "sngrep -N",
+        &["sngrep", "-N", "-l", "100000000", "-d"],
+        Report::DialogCount,
     ),
 ];
 
@@ -316,27 +332,40 @@ fn number_before(text: &str, what: &str) -> Option<u64> {
 
 /// One peer on `rate` messages/s for `secs` seconds: the tool runs in the receiving
 /// namespace on its veth, as the agent does.
-fn run_peer(tool: &'static str, argv: &[&str], rate: u64, secs: f64) -> Result<PeerRow> {
+fn run_peer(
+    tool: &'static str,
+    argv: &[&str],
+    report: Report,
+    rate: u64,
+    secs: f64,
+) -> Result<PeerRow> {
     let pair = VethPair::new(12)?;
     let a: [u8; 4] = pair.addr_a.parse::<std::net::Ipv4Addr>()?.octets();
     let b: [u8; 4] = pair.addr_b.parse::<std::net::Ipv4Addr>()?.octets();
     let calls = ((rate as f64 * secs) as u64 / MSGS_PER_CALL).max(1);
     let frames = frames(a, b, calls as usize);
     let err = tempfile::NamedTempFile::new()?;
+    let out = tempfile::NamedTempFile::new()?;
     let mut child = std::process::Command::new("ip")
         .args(["netns", "exec", &pair.b.name])
         .args(argv)
         .arg(&pair.if_b)
-        .stdout(std::process::Stdio::null())
+        .stdout(out.reopen()?)
         .stderr(err.reopen()?)
         .spawn()
         .with_context(|| format!("starting {tool} (cargo xtask setup installs it)"))?;
     let pid = child.id();
-    // Ready once it reports capturing (both print that line), bounded.
+    // Ready once it reports capturing, bounded.
     let start = Instant::now();
-    while !std::fs::read_to_string(err.path())?.contains("apturing on")
-        && !std::fs::read_to_string(err.path())?.contains("listening on")
-    {
+    let ready = || -> Result<bool> {
+        let err = std::fs::read_to_string(err.path())?;
+        let out = std::fs::read_to_string(out.path())?;
+        Ok(match report {
+            Report::PcapStats => err.contains("apturing on") || err.contains("listening on"),
+            Report::DialogCount => out.contains("Dialog count"),
+        })
+    };
+    while !ready()? {
         if start.elapsed() > Duration::from_secs(20) {
             let _ = child.kill();
             bail!("{tool} did not start capturing within 20 s");
@@ -358,10 +387,25 @@ fn run_peer(tool: &'static str, argv: &[&str], rate: u64, secs: f64) -> Result<P
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    let report = std::fs::read_to_string(err.path())?;
     let msgs = calls * MSGS_PER_CALL;
-    let seen = number_before(&report, "packets captured").unwrap_or(0);
-    let dropped = number_before(&report, "packets dropped").unwrap_or(0);
+    let (seen, dropped) = match report {
+        Report::PcapStats => {
+            let text = std::fs::read_to_string(err.path())?;
+            (
+                number_before(&text, "packets captured").unwrap_or(0),
+                number_before(&text, "packets dropped").unwrap_or(0),
+            )
+        }
+        Report::DialogCount => {
+            let text = std::fs::read_to_string(out.path())?;
+            let dialogs = text
+                .rsplit("Dialog count:")
+                .next()
+                .and_then(|n| n.split_whitespace().next()?.parse::<u64>().ok())
+                .unwrap_or(0);
+            (dialogs * MSGS_PER_CALL, 0)
+        }
+    };
     let row = PeerRow {
         tool,
         offered: rate,
@@ -382,10 +426,10 @@ fn run_peer(tool: &'static str, argv: &[&str], rate: u64, secs: f64) -> Result<P
 /// Every peer at the offered rates, stopping at its second rate that loses something.
 pub fn peers(rates: &[u64], secs: f64) -> Result<Vec<PeerRow>> {
     let mut rows = Vec::new();
-    for (tool, argv) in PEERS {
+    for (tool, argv, report) in PEERS {
         let mut failed = 0;
         for &r in rates {
-            let row = run_peer(tool, argv, r, secs)?;
+            let row = run_peer(tool, argv, report, r, secs)?;
             failed += usize::from(!row.clean);
             rows.push(row);
             if failed >= 2 {

@@ -521,7 +521,7 @@ fn main() -> Result<()> {
 /// The end-to-end SIP-only table.
 fn print_peers(ours: &[e2e::LoadRow], peers: &[e2e::PeerRow]) {
     println!("\n## Peers on the same SIP load (same veth, same sender, one run each)\n");
-    println!("Each tool captures on the receiving veth in place of the agent; seen and dropped are its own exit counters. tcpdump only writes packets; tshark also dissects SIP for its statistics; the agent follows every dialog and writes CDRs.\n");
+    println!("Each tool captures on the receiving veth in place of the agent; seen and dropped are its own exit counters (sngrep reports none: seen is its dialog count times the 5 messages of each call). tcpdump only writes packets; tshark dissects SIP for its statistics; sngrep follows dialogs; the agent follows every dialog, binds its media in the kernel and writes CDRs.\n");
     println!(
         "| tool | offered msg/s | sent | seen | dropped | µs/msg | peak RSS MiB | nothing lost |"
     );
@@ -540,7 +540,7 @@ fn print_peers(ours: &[e2e::LoadRow], peers: &[e2e::PeerRow]) {
         );
     }
     let ours = e2e::highest_clean(ours).map_or(0, |r| r.offered);
-    for (tool, _) in [("tcpdump -w /dev/null", ()), ("tshark -q -z sip,stat", ())] {
+    for tool in ["tcpdump -w /dev/null", "tshark -q -z sip,stat", "sngrep -N"] {
         let best = peers
             .iter()
             .filter(|p| p.tool == tool && p.clean)
