@@ -521,9 +521,15 @@ impl Tracker {
         }
         media.end_bulk_read();
         // Once every call's values are fresh: a leg matched against others not yet read
-        // in this round could look unique when it is not.
+        // in this round could look unique when it is not. A leg none of whose SSRCs any
+        // other call has measured cannot be linked by media: it is not looked at (the scan
+        // compares a leg with every call of the window, too many when thousands start
+        // within it).
+        let shared = self.shared_ssrcs();
         for cookie in cookies {
-            self.link_by_media(cookie, None);
+            if self.has_shared_ssrc(cookie, &shared) {
+                self.link_by_media(cookie, None);
+            }
         }
     }
 

@@ -9,6 +9,7 @@
     reason = "the tracker's types and imports, shared by its parts"
 )]
 use super::*;
+use std::collections::HashSet;
 
 /// Whether two URI users name the same number: equal, or equal digits when both have some
 /// (an SBC may add or strip a `+`, or visual separators).
@@ -66,6 +67,33 @@ fn streams_of(call: &Call, media: Option<&mut (dyn MediaTable + '_)>) -> Vec<(u3
 }
 
 impl Tracker {
+    /// The SSRCs that streams of more than one call have measured (as last polled): only
+    /// legs with one of them can be linked by [`Tracker::link_by_media`] without fresh reads.
+    pub(super) fn shared_ssrcs(&self) -> HashSet<u32> {
+        let mut owner: HashMap<u32, u64> = HashMap::new();
+        let mut shared = HashSet::new();
+        for (&cookie, call) in &self.calls {
+            for (ssrc, _) in streams_of(call, None) {
+                match owner.insert(ssrc, cookie) {
+                    Some(other) if other != cookie => {
+                        shared.insert(ssrc);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        shared
+    }
+
+    /// Whether call `cookie` measured one of the `shared` SSRCs.
+    pub(super) fn has_shared_ssrc(&self, cookie: u64, shared: &HashSet<u32>) -> bool {
+        !shared.is_empty()
+            && self
+                .calls
+                .get(&cookie)
+                .is_some_and(|c| streams_of(c, None).iter().any(|(s, _)| shared.contains(s)))
+    }
+
     /// Media relay correlation, for legs still unlinked (numbers rewritten by the SBC, or
     /// several calls between the same numbers at once): an anchoring SBC forwards each RTP
     /// packet of one leg into the other unchanged but for addresses, so a stream of this leg

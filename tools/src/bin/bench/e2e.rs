@@ -196,42 +196,79 @@ fn bpf_stats(ids: &[u32]) -> Result<(u64, u64)> {
     Ok((t, c))
 }
 
-/// One offered rate, `secs` seconds of messages.
-fn run(rate: u64, secs: f64) -> Result<LoadRow> {
-    let pair = VethPair::new(11)?;
+/// What one run of the attached agent measured.
+struct Measured {
+    /// Frames per second the sender achieved.
+    achieved: f64,
+    /// Agent CPU (user + system) while the traffic was sent and drained.
+    cpu: Duration,
+    /// Agent peak RSS, KiB.
+    peak_kib: u64,
+    /// BPF run time (ns) and run count over the run.
+    bpf: (u64, u64),
+    /// The agent's stdout lines (CDRs and the final counters).
+    lines: Vec<serde_json::Value>,
+    /// Its `ring_full` counter at exit.
+    ring_full: u64,
+}
+
+/// Starts the agent on a fresh veth pair (`tag` names the pair), runs `send` (given the
+/// pair and both addresses; it returns the rate achieved), lets the agent drain for
+/// `drain`, stops it and collects what it measured.
+fn with_agent(
+    tag: u8,
+    drain: Duration,
+    send: impl FnOnce(&VethPair, [u8; 4], [u8; 4]) -> Result<f64>,
+) -> Result<Measured> {
+    let pair = VethPair::new(tag)?;
     let dir = tempfile::tempdir()?;
     let cfg = agent_config(dir.path(), "bench", "")?;
     let agent = Agent::start(&pair.b.name, &[&pair.if_b], &["--config", &cfg])?;
     let ids = agent.program_ids()?;
     let a: [u8; 4] = pair.addr_a.parse::<std::net::Ipv4Addr>()?.octets();
     let b: [u8; 4] = pair.addr_b.parse::<std::net::Ipv4Addr>()?.octets();
-    let calls = ((rate as f64 * secs) as u64 / MSGS_PER_CALL).max(1);
-    let frames = frames(a, b, calls as usize);
     let (cpu0, _) = cpu_and_peak(agent.pid())?;
     let (t0, c0) = bpf_stats(&ids)?;
-    let achieved = send_paced(&pair.a, &pair.if_a, frames, rate)?;
+    let achieved = send(&pair, a, b)?;
     // Let the agent read what is left in the ring and finish the last calls.
-    std::thread::sleep(Duration::from_millis(500));
+    std::thread::sleep(drain);
     let (cpu1, peak_kib) = cpu_and_peak(agent.pid())?;
     let (t1, c1) = bpf_stats(&ids)?;
     let lines = agent.stop()?;
-    let counters = final_counters(&lines)?;
-    let complete = lines
+    let ring_full = counter(&final_counters(&lines)?, "ring_full");
+    Ok(Measured {
+        achieved,
+        cpu: cpu1.saturating_sub(cpu0),
+        peak_kib,
+        bpf: (t1 - t0, c1 - c0),
+        lines,
+        ring_full,
+    })
+}
+
+/// One offered rate, `secs` seconds of messages.
+fn run(rate: u64, secs: f64) -> Result<LoadRow> {
+    let calls = ((rate as f64 * secs) as u64 / MSGS_PER_CALL).max(1);
+    let m = with_agent(11, Duration::from_millis(500), |pair, a, b| {
+        send_paced(&pair.a, &pair.if_a, frames(a, b, calls as usize), rate)
+    })?;
+    let complete = m
+        .lines
         .iter()
         .filter(|l| l.get("cdr_id").is_some())
         .filter(|l| l.get("sip_messages").and_then(|v| v.as_u64()) == Some(MSGS_PER_CALL))
         .count() as u64;
-    let ring_full = counter(&counters, "ring_full");
+    let ring_full = m.ring_full;
     let msgs = calls * MSGS_PER_CALL;
     let row = LoadRow {
         offered: rate,
-        achieved,
+        achieved: m.achieved,
         calls,
         complete_cdrs: complete,
         ring_full,
-        agent_us_per_msg: (cpu1 - cpu0).as_secs_f64() * 1e6 / msgs as f64,
-        kernel_ns_per_pkt: (t1 - t0) as f64 / (c1 - c0).max(1) as f64,
-        peak_rss_mib: peak_kib as f64 / 1024.0,
+        agent_us_per_msg: m.cpu.as_secs_f64() * 1e6 / msgs as f64,
+        kernel_ns_per_pkt: m.bpf.0 as f64 / m.bpf.1.max(1) as f64,
+        peak_rss_mib: m.peak_kib as f64 / 1024.0,
         clean: ring_full == 0 && complete == calls,
     };
     eprintln!(
@@ -438,4 +475,112 @@ pub fn peers(rates: &[u64], secs: f64) -> Result<Vec<PeerRow>> {
         }
     }
     Ok(rows)
+}
+
+/// One end-to-end run with media: calls in progress at once, RTP both ways.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct MediaRow {
+    /// Calls in progress at once.
+    pub calls: u64,
+    /// RTP packets per direction of each call.
+    pub per_direction: u64,
+    /// Frames per second offered (SIP and RTP).
+    pub offered: u64,
+    /// Frames per second the sender achieved.
+    pub achieved: f64,
+    /// Calls whose CDR has both directions with exactly `per_direction` packets.
+    pub exact_cdrs: u64,
+    /// Ring records the kernel could not write.
+    pub ring_full: u64,
+    /// Agent CPU per frame, ns (user + system of all its threads).
+    pub agent_ns_per_pkt: f64,
+    /// The kernel programs' run time per frame, ns.
+    pub kernel_ns_per_pkt: f64,
+    /// The agent's peak resident memory, MiB.
+    pub peak_rss_mib: f64,
+    /// Nothing lost.
+    pub clean: bool,
+}
+
+/// The frames of `n` calls set up together, then (the second list) `per_dir` rounds of
+/// one G.711 packet each way per call (50 packets/s per direction in real time: a round
+/// every 20 ms of media), then torn down together.
+fn media_frames(a: [u8; 4], b: [u8; 4], n: usize, per_dir: u16) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+    let calls: Vec<RawCall> = (0..n)
+        .map(|i| RawCall {
+            a,
+            b,
+            i,
+            call_id: format!("{i}-media@bench.invalid"),
+            rtp_ports: (
+                10_000 + (i % 15_000) as u16 * 2,
+                40_000 + (i % 12_000) as u16 * 2,
+            ),
+        })
+        .collect();
+    let setup: Vec<Vec<u8>> = calls.iter().flat_map(RawCall::setup).collect();
+    let mut out = Vec::new();
+    for seq in 0..per_dir {
+        for (i, c) in calls.iter().enumerate() {
+            let ts = u32::from(seq) * 160;
+            out.push(c.rtp(true, 0x1000_0000 + i as u32, seq, ts));
+            out.push(c.rtp(false, 0x2000_0000 + i as u32, seq, ts));
+        }
+    }
+    out.extend(calls.iter().flat_map(RawCall::teardown));
+    (setup, out)
+}
+
+/// `calls` calls with `per_dir` packets each way, offered at `rate` frames/s.
+pub fn media_run(calls: usize, per_dir: u16, rate: u64) -> Result<MediaRow> {
+    let mut n = 0u64;
+    let m = with_agent(13, Duration::from_millis(1500), |pair, a, b| {
+        let (setup, media) = media_frames(a, b, calls, per_dir);
+        n = (setup.len() + media.len()) as u64;
+        // RTP starts once the signalling is through, as a caller's starts after the 200 OK
+        // reached it: the agent has had its round trip to bind the media.
+        send_paced(&pair.a, &pair.if_a, setup, rate)?;
+        std::thread::sleep(Duration::from_millis(200));
+        send_paced(&pair.a, &pair.if_a, media, rate)
+    })?;
+    let exact = m
+        .lines
+        .iter()
+        .filter(|l| l.get("cdr_id").is_some())
+        .filter(|l| {
+            let legs = l.get("media").and_then(|m| m.as_array());
+            legs.is_some_and(|legs| {
+                legs.len() == 2
+                    && legs.iter().all(|leg| {
+                        leg.get("packets").and_then(serde_json::Value::as_u64)
+                            == Some(u64::from(per_dir))
+                    })
+            })
+        })
+        .count() as u64;
+    let ring_full = m.ring_full;
+    let row = MediaRow {
+        calls: calls as u64,
+        per_direction: u64::from(per_dir),
+        offered: rate,
+        achieved: m.achieved,
+        exact_cdrs: exact,
+        ring_full,
+        agent_ns_per_pkt: m.cpu.as_secs_f64() * 1e9 / n.max(1) as f64,
+        kernel_ns_per_pkt: m.bpf.0 as f64 / m.bpf.1.max(1) as f64,
+        peak_rss_mib: m.peak_kib as f64 / 1024.0,
+        clean: ring_full == 0 && exact == calls as u64,
+    };
+    eprintln!(
+        "bench: media load {} calls at {} frames/s ({:.0} sent): {} exact CDRs, ring_full {}, agent {:.0} ns/frame, kernel {:.0} ns/frame, RSS {:.0} MiB",
+        row.calls,
+        row.offered,
+        row.achieved,
+        row.exact_cdrs,
+        row.ring_full,
+        row.agent_ns_per_pkt,
+        row.kernel_ns_per_pkt,
+        row.peak_rss_mib
+    );
+    Ok(row)
 }

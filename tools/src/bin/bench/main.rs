@@ -326,6 +326,13 @@ fn main() -> Result<()> {
             .collect::<Result<_>>()?,
         None => vec![20_000, 50_000, 100_000, 150_000, 200_000, 300_000],
     };
+    // Frames per second offered to the media runs (SIP and RTP).
+    let media_rates = [100_000, 200_000, 300_000, 400_000];
+    if args.iter().any(|a| a == "--media-load-only") {
+        let rows = media_load(&media_rates)?;
+        print_media(&rows);
+        return Ok(());
+    }
     if args.iter().any(|a| a == "--sip-load-only") {
         let rows = e2e::sip_only(&load_rates, if quick { 1.0 } else { 2.0 })?;
         print_load(&rows);
@@ -438,6 +445,7 @@ fn main() -> Result<()> {
     let user = userspace(runs)?;
     let load = e2e::sip_only(&load_rates, if quick { 1.0 } else { 2.0 })?;
     let peers = e2e::peers(&load_rates, if quick { 1.0 } else { 2.0 })?;
+    let media = media_load(&media_rates)?;
     let machine = machine();
     println!("\n## Kernel cost per packet (BPF run-time statistics, veth pair)\n");
     println!("Machine: {machine}. Median of {runs} runs of {secs} s (min–max).\n");
@@ -505,13 +513,14 @@ fn main() -> Result<()> {
     }
     print_load(&load);
     print_peers(&load, &peers);
+    print_media(&media);
     if let Some(dir) = std::path::Path::new(&json_path).parent() {
         std::fs::create_dir_all(dir)?;
     }
     std::fs::write(
         &json_path,
         serde_json::to_vec_pretty(
-            &serde_json::json!({ "machine": machine, "kernel": figs, "userspace": user, "sip_load": load, "peers": peers }),
+            &serde_json::json!({ "machine": machine, "kernel": figs, "userspace": user, "sip_load": load, "peers": peers, "media_load": media }),
         )?,
     )?;
     println!("\n(JSON: every figure in `target/bench/kernel.json`.)");
@@ -519,6 +528,54 @@ fn main() -> Result<()> {
 }
 
 /// The end-to-end SIP-only table.
+/// The media rows: 1,000 calls with 250 packets each way (5 s of G.711, 1% of the
+/// frames SIP), then 10,000 calls with 50 each way, at each offered rate until the second
+/// rate that loses something.
+fn media_load(rates: &[u64]) -> Result<Vec<e2e::MediaRow>> {
+    let mut rows = Vec::new();
+    let sizes: &[(usize, u16)] = if std::env::var_os("BENCH_MEDIA_10K_ONLY").is_some() {
+        &[(10_000, 50)]
+    } else {
+        &[(1_000, 250), (10_000, 50)]
+    };
+    for &(calls, per_dir) in sizes {
+        let mut failed = 0;
+        for &r in rates {
+            let row = e2e::media_run(calls, per_dir, r)?;
+            failed += usize::from(!row.clean);
+            rows.push(row);
+            if failed >= 2 {
+                break;
+            }
+        }
+    }
+    Ok(rows)
+}
+
+fn print_media(rows: &[e2e::MediaRow]) {
+    println!(
+        "\n## End to end with media (calls set up together, G.711 both ways, torn down together)\n"
+    );
+    println!("Nothing lost: ring_full 0 and every call's CDR with both directions counting exactly the packets sent.\n");
+    println!("| calls | packets each way | offered frames/s | sent frames/s | exact CDRs | ring_full | agent ns/frame | kernel ns/frame | peak RSS MiB | nothing lost |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+    for r in rows {
+        println!(
+            "| {} | {} | {} | {:.0} | {} | {} | {:.0} | {:.0} | {:.0} | {} |",
+            r.calls,
+            r.per_direction,
+            r.offered,
+            r.achieved,
+            r.exact_cdrs,
+            r.ring_full,
+            r.agent_ns_per_pkt,
+            r.kernel_ns_per_pkt,
+            r.peak_rss_mib,
+            if r.clean { "yes" } else { "**no**" }
+        );
+    }
+}
+
 fn print_peers(ours: &[e2e::LoadRow], peers: &[e2e::PeerRow]) {
     println!("\n## Peers on the same SIP load (same veth, same sender, one run each)\n");
     println!("Each tool captures on the receiving veth in place of the agent; seen and dropped are its own exit counters (sngrep reports none: seen is its dialog count times the 5 messages of each call). tcpdump only writes packets; tshark dissects SIP for its statistics; sngrep follows dialogs; the agent follows every dialog, binds its media in the kernel and writes CDRs.\n");
