@@ -93,6 +93,7 @@ pub fn validate(q: CdrQuery) -> Result<CdrFilter, ServerError> {
         pseudonyms,
         disposition,
         agent_id: text_filter(q.agent_id, "agent_id")?,
+        cdr_id: None,
         min_loss_pct: q.min_loss_pct,
         max_mos: q.max_mos,
         limit: match q.limit {
@@ -144,6 +145,9 @@ pub fn describe(f: &CdrFilter, view: View) -> String {
     if let Some(a) = &f.agent_id {
         put("agent_id", a.clone().into());
     }
+    if let Some(id) = &f.cdr_id {
+        put("cdr_id", id.clone().into());
+    }
     if let Some(v) = f.min_loss_pct {
         put("min_loss_pct", v.into());
     }
@@ -164,7 +168,39 @@ pub async fn read(
     view: View,
 ) -> Result<Vec<Cdr>, Status> {
     let tenant = caller.scope(&q.tenant)?;
-    let mut filter = validate(q)?;
+    let filter = validate(q)?;
+    read_confined(store, caller, tenant, filter, view).await
+}
+
+/// The legs of the call holding the CDR `cdr_id`, confined to `caller`'s tenant and audited
+/// as [`read`] does (the web console's call page): another tenant's id finds nothing. The
+/// call view returns every call with a leg of that id (ids are chosen by agents, so two
+/// agents of one tenant could share one), at most `limit`.
+pub async fn read_call(
+    store: &dyn Store,
+    caller: &Caller,
+    cdr_id: &str,
+    limit: u32,
+) -> Result<Vec<Cdr>, Status> {
+    let tenant = caller.scope("")?;
+    let cdr_id = text_filter(cdr_id.to_owned(), "cdr_id")?
+        .ok_or_else(|| ServerError::Invalid("the cdr id is empty".into()))?;
+    let filter = CdrFilter {
+        cdr_id: Some(cdr_id),
+        limit: limit.clamp(1, MAX_QUERY_LIMIT),
+        ..Default::default()
+    };
+    read_confined(store, caller, tenant, filter, View::Calls).await
+}
+
+/// [`read`] of a validated filter, confined to `tenant` (the caller's scope).
+async fn read_confined(
+    store: &dyn Store,
+    caller: &Caller,
+    tenant: Option<String>,
+    mut filter: CdrFilter,
+    view: View,
+) -> Result<Vec<Cdr>, Status> {
     filter.tenant.clone_from(&tenant);
     let subjects = filter.pseudonyms.clone();
     let reference = describe(&filter, view);

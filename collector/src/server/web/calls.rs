@@ -218,12 +218,11 @@ fn table(cdrs: &[Cdr]) -> String {
     format!("<table class=\"calls\"><thead><tr><th>call</th>{head}</tr></thead><tbody>{rows}</tbody></table>")
 }
 
-/// The page of one CDR's call: its stored id and start (which bounds the look-up).
+/// The page of one CDR's call, by its stored id alone.
 pub fn call_link(c: &Cdr) -> String {
     format!(
-        "/calls/{}?at={}",
-        utf8_percent_encode(&c.cdr_id, NON_ALPHANUMERIC),
-        c.start_time_ms
+        "/calls/{}",
+        utf8_percent_encode(&c.cdr_id, NON_ALPHANUMERIC)
     )
 }
 
