@@ -56,6 +56,59 @@ fn oracle_calls(capture: &str, user: &str) -> (usize, usize) {
     (calls.len(), with)
 }
 
+/// The quality table the captures' oracles make: per (hour, agent) of the calls' starts,
+/// the RTP streams with packets and their worst loss %, sorted by agent.
+fn oracle_quality(captures: &[(&str, &str)]) -> Vec<(String, usize, f64)> {
+    let mut rows: std::collections::BTreeMap<(String, u64), (usize, f64)> = Default::default();
+    for (capture, agent) in captures {
+        for call in oracle(capture)["calls"].as_array().unwrap() {
+            let hour = call["start"].as_f64().unwrap() as u64 / 3600;
+            for dir in ["caller_to_callee", "callee_to_caller"] {
+                for s in call["rtp"][dir].as_array().unwrap() {
+                    if s["packets"].as_u64().unwrap() > 0 {
+                        let r = rows.entry((agent.to_string(), hour)).or_default();
+                        r.0 += 1;
+                        r.1 = r.1.max(s["lost_pct"].as_f64().unwrap());
+                    }
+                }
+            }
+        }
+    }
+    rows.into_iter()
+        .map(|((agent, _), (n, loss))| (agent, n, loss))
+        .collect()
+}
+
+/// The rows of the /quality table as (agent, streams, loss % p95), sorted by agent.
+fn quality_rows(html: &str) -> Vec<(String, usize, f64)> {
+    let body = html
+        .split_once("<table class=\"quality\">")
+        .and_then(|(_, t)| t.split_once("<tbody>"))
+        .and_then(|(_, b)| b.split_once("</tbody>"))
+        .map_or("", |(b, _)| b);
+    let mut rows: Vec<(String, usize, f64)> = body
+        .split("<tr>")
+        .filter(|r| !r.is_empty())
+        .map(|r| {
+            let cells: Vec<&str> = r
+                .split("<td>")
+                .skip(1)
+                .map(|c| c.split("</td>").next().unwrap())
+                .collect();
+            (
+                cells[1].to_string(),
+                cells[2].parse().unwrap(),
+                cells[6].parse().unwrap(),
+            )
+        })
+        .collect();
+    rows.sort_by(|a, b| a.0.cmp(&b.0));
+    rows
+}
+
+/// The /quality range that holds every fed capture (the oldest is from 2014).
+const ALL_TIME: &str = "/quality?from=2014-01-01T00%3A00%3A00Z";
+
 fn now_s() -> u64 {
     collector::server::retention::now_ms() / 1000
 }
@@ -254,7 +307,7 @@ fn console_serves_only_valid_tokens_and_only_their_tenant() {
         Some(format!("collector_token={ingest}")),
     ];
     for cookie in &cookies {
-        for path in ["/calls", "/calls.csv", "/calls/x"] {
+        for path in ["/calls", "/calls.csv", "/calls/x", "/quality", ALL_TIME] {
             let r = http.get(path, cookie.as_deref());
             assert_eq!(r.status, 303, "{path} {cookie:?}");
             assert_eq!(r.header("location"), Some("/login"), "{path}");
@@ -377,6 +430,42 @@ fn console_serves_only_valid_tokens_and_only_their_tenant() {
     ] {
         pages.push((what.into(), r.body));
     }
+    // Quality: each tenant's streams per hour and agent, as its captures' oracles have
+    // them; globex's calls were all cancelled, without media. The default range (the last
+    // 24 h) holds none of these years-old captures; a range the wrong way round is a 400.
+    let acme_quality = http.get(ALL_TIME, Some(&acme));
+    assert_eq!(acme_quality.status, 200, "{}", acme_quality.body);
+    assert_security_headers(ALL_TIME, &acme_quality);
+    assert_eq!(
+        quality_rows(&acme_quality.body),
+        oracle_quality(&[
+            ("sipp_g711_basic.pcap", "sbc-a"),
+            ("ws_nb6-telephone.pcap", "sbc-a2"),
+        ])
+    );
+    assert!(acme_quality.body.contains("<svg"));
+    assert!(!acme_quality.body.contains("sbc-g"));
+    let globex_quality = http.get(ALL_TIME, Some(&globex));
+    assert_eq!(
+        quality_rows(&globex_quality.body),
+        oracle_quality(&[("sipp_cancel.pcap", "sbc-g")])
+    );
+    assert!(quality_rows(&globex_quality.body).is_empty());
+    assert!(!globex_quality.body.contains("sbc-a"));
+    let recent = http.get("/quality", Some(&acme));
+    assert_eq!(recent.status, 200);
+    assert!(quality_rows(&recent.body).is_empty());
+    let backwards = http.get("/quality?from=1h&to=2h", Some(&acme));
+    assert_eq!(backwards.status, 400);
+    assert_security_headers("/quality", &backwards);
+    for (what, r) in [
+        ("acme quality", acme_quality),
+        ("globex quality", globex_quality),
+        ("recent quality", recent),
+    ] {
+        pages.push((what.into(), r.body));
+    }
+
     // Logout clears the cookie.
     let out = http.request("POST", "/logout", Some(&acme), Some(""));
     assert_eq!(out.status, 303);
@@ -448,6 +537,15 @@ fn browser_logs_in_searches_and_opens_a_call() {
     }
     b.screenshot(&screens.join("call.png"));
     sources.push(("call", b.source()));
+
+    // The quality page, from the navigation: charts and a row per hour and agent.
+    b.click("nav a[href='/quality']");
+    b.wait_until("the quality page", |b| b.url().ends_with("/quality"));
+    b.goto(&format!("{base}{ALL_TIME}"));
+    assert_eq!(b.find_all("svg.chart").len(), 3);
+    assert_eq!(b.find_all("table.quality tbody tr").len(), 2);
+    b.screenshot(&screens.join("quality.png"));
+    sources.push(("quality", b.source()));
 
     for (what, html) in &sources {
         Console::assert_no_canary(what, html);

@@ -8,13 +8,13 @@
 //! agent chose and which names no party. Another tenant's id finds nothing: 404.
 use axum::{
     extract::{Path, State},
-    http::{HeaderMap, StatusCode},
+    http::StatusCode,
     response::Response,
 };
 use collector_proto::v1::{Call, Cdr, MediaLeg, Party};
 
 use super::{
-    auth,
+    auth::SignedIn,
     chart::{self, direction_name},
     layout::{self, esc},
     Console,
@@ -32,12 +32,9 @@ const MAX_CALLS_PER_ID: u32 = 8;
 /// `GET /calls/{id}`.
 pub async fn page(
     State(console): State<Console>,
-    headers: HeaderMap,
+    SignedIn(caller): SignedIn,
     Path(id): Path<String>,
 ) -> Response {
-    let Some(caller) = auth::caller(&console, &headers) else {
-        return auth::to_login();
-    };
     let legs = match read_call(console.store.as_ref(), &caller, &id, MAX_CALLS_PER_ID).await {
         Ok(l) => l,
         // A malformed id (empty, too long) names no call.

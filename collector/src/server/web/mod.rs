@@ -9,7 +9,8 @@
 //! CSP that allows only this server's own stylesheet ([`layout`]). A phone number typed
 //! into the search is hashed here into the pseudonyms the store holds and never appears in
 //! a URL, page or log line ([`calls`]). One call's page ([`call`]) draws its 10-second
-//! quality intervals as an inline SVG ([`chart`]).
+//! quality intervals as an inline SVG ([`chart`]); the quality page ([`quality`]) draws
+//! MOS and loss percentiles per hour and agent the same way.
 //!
 //! Serving: one hyper connection task per accepted socket, TLS handshakes bounded in time,
 //! request bodies capped at [`MAX_BODY_BYTES`].
@@ -19,6 +20,7 @@ mod call;
 mod calls;
 mod chart;
 mod layout;
+mod quality;
 
 use std::{future::Future, sync::Arc, time::Duration};
 
@@ -83,6 +85,7 @@ pub fn router(store: Arc<dyn Store>, opts: &WebOptions) -> Router {
         .route("/calls", get(calls::get).post(calls::post))
         .route("/calls.csv", get(calls::csv))
         .route("/calls/{id}", get(call::page))
+        .route("/quality", get(quality::page))
         .route("/static/console.css", get(stylesheet))
         .fallback(|| async { layout::error(StatusCode::NOT_FOUND, "no such page") })
         .with_state(console)
