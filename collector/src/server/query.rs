@@ -113,6 +113,22 @@ pub fn validate_usage(q: &UsageReportRequest) -> Result<(), ServerError> {
     Ok(())
 }
 
+/// The usage report of `q`'s range for `caller`'s tenant (a provider names one, else the
+/// default tenant): the gRPC `Usage` call and the web console's usage page.
+pub async fn usage(
+    store: &dyn Store,
+    caller: &Caller,
+    q: &UsageReportRequest,
+) -> Result<UsageReport, Status> {
+    let tenant = caller.one_tenant(&q.tenant)?;
+    validate_usage(q)?;
+    let groups = store
+        .usage(&tenant, q.from_ms, q.to_ms)
+        .await
+        .map_err(ServerError::from)?;
+    Ok(billing::usage_report(&groups))
+}
+
 /// Which view a read asked for (recorded in the audit log).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum View {
@@ -250,15 +266,9 @@ impl Query for QueryService {
         &self,
         request: Request<UsageReportRequest>,
     ) -> Result<Response<UsageReport>, Status> {
-        let tenant = Caller::of(&request).one_tenant(&request.get_ref().tenant)?;
-        let q = request.into_inner();
-        validate_usage(&q)?;
-        let groups = self
-            .store
-            .usage(&tenant, q.from_ms, q.to_ms)
-            .await
-            .map_err(ServerError::from)?;
-        Ok(Response::new(billing::usage_report(&groups)))
+        let caller = Caller::of(&request);
+        let report = usage(self.store.as_ref(), &caller, &request.into_inner()).await?;
+        Ok(Response::new(report))
     }
 
     async fn list_calls(

@@ -106,6 +106,35 @@ fn quality_rows(html: &str) -> Vec<(String, usize, f64)> {
     rows
 }
 
+/// The cells of the body rows of the page's `<table class="{class}">`.
+fn table_cells(html: &str, class: &str) -> Vec<Vec<String>> {
+    let body = html
+        .split_once(&format!("<table class=\"{class}\">"))
+        .and_then(|(_, t)| t.split_once("<tbody>"))
+        .and_then(|(_, b)| b.split_once("</tbody>"))
+        .map_or("", |(b, _)| b);
+    body.split("<tr>")
+        .filter(|r| !r.is_empty())
+        .map(|r| {
+            r.split("<td>")
+                .skip(1)
+                .map(|c| c.split("</td>").next().unwrap().to_string())
+                .collect()
+        })
+        .collect()
+}
+
+/// Calls of `capture`'s oracle, answered (final 2xx) and not.
+fn oracle_answered(capture: &str) -> (usize, usize) {
+    let o = oracle(capture);
+    let calls = o["calls"].as_array().unwrap();
+    let answered = calls
+        .iter()
+        .filter(|c| c["final_status"].as_u64().unwrap() / 100 == 2)
+        .count();
+    (answered, calls.len() - answered)
+}
+
 /// The /quality range that holds every fed capture (the oldest is from 2014).
 const ALL_TIME: &str = "/quality?from=2014-01-01T00%3A00%3A00Z";
 
@@ -307,7 +336,15 @@ fn console_serves_only_valid_tokens_and_only_their_tenant() {
         Some(format!("collector_token={ingest}")),
     ];
     for cookie in &cookies {
-        for path in ["/calls", "/calls.csv", "/calls/x", "/quality", ALL_TIME] {
+        for path in [
+            "/calls",
+            "/calls.csv",
+            "/calls/x",
+            "/quality",
+            ALL_TIME,
+            "/usage",
+            "/inventory",
+        ] {
             let r = http.get(path, cookie.as_deref());
             assert_eq!(r.status, 303, "{path} {cookie:?}");
             assert_eq!(r.header("location"), Some("/login"), "{path}");
@@ -462,6 +499,59 @@ fn console_serves_only_valid_tokens_and_only_their_tenant() {
         ("acme quality", acme_quality),
         ("globex quality", globex_quality),
         ("recent quality", recent),
+    ] {
+        pages.push((what.into(), r.body));
+    }
+
+    // Usage of the month of the sipp captures (2026-11): no rate table was imported, so
+    // rating is off; acme's answered calls are all unrated, globex's cancelled ones are
+    // attempts to no destination.
+    let (acme_answered, _) = oracle_answered("sipp_g711_basic.pcap");
+    let (globex_answered, globex_failed) = oracle_answered("sipp_cancel.pcap");
+    let month = "/usage?month=2026-11";
+    let acme_usage = http.get(month, Some(&acme));
+    assert_eq!(acme_usage.status, 200, "{}", acme_usage.body);
+    assert_security_headers(month, &acme_usage);
+    assert!(acme_usage.body.contains("Rating is not configured"));
+    let unrated: usize = table_cells(&acme_usage.body, "unrated")
+        .iter()
+        .map(|r| r[1].parse::<usize>().unwrap())
+        .sum();
+    assert_eq!(unrated, acme_answered);
+    assert!(table_cells(&acme_usage.body, "usage").is_empty());
+    let globex_usage = http.get(month, Some(&globex));
+    assert!(table_cells(&globex_usage.body, "unrated").is_empty());
+    let attempts = table_cells(&globex_usage.body, "usage");
+    assert_eq!(attempts.len(), 1, "{attempts:?}");
+    // calls, answered
+    assert_eq!(
+        attempts[0][2],
+        (globex_answered + globex_failed).to_string()
+    );
+    assert_eq!(attempts[0][3], globex_answered.to_string());
+    let this_month = http.get("/usage", Some(&acme));
+    assert_eq!(this_month.status, 200);
+    let bad_month = http.get("/usage?month=2026-13", Some(&acme));
+    assert_eq!(bad_month.status, 400);
+    assert_security_headers("/usage", &bad_month);
+
+    // The data inventory: the same register for every tenant, with this server's retention
+    // (--retention-days 0).
+    let inventory = http.get("/inventory", Some(&globex));
+    assert_eq!(inventory.status, 200);
+    assert_security_headers("/inventory", &inventory);
+    let fields = table_cells(&inventory.body, "inventory");
+    assert!(fields.iter().any(|r| r[0] == "caller_user"), "{fields:?}");
+    assert!(fields
+        .iter()
+        .filter(|r| r[7] != "never stored")
+        .all(|r| r[7].ends_with("central store until erased")));
+    assert_eq!(http.get("/inventory", Some(&acme)).body, inventory.body);
+    for (what, r) in [
+        ("acme usage", acme_usage),
+        ("globex usage", globex_usage),
+        ("usage this month", this_month),
+        ("inventory", inventory),
     ] {
         pages.push((what.into(), r.body));
     }
