@@ -123,7 +123,9 @@ fn agent_chart(
                 .collect(),
         })
         .collect();
-    chart(title, lo, hi, &series, (last - first + 1) as f64, "h")
+    // The time axis counts hours from the first hour shown, named in the title.
+    let title = format!("{title} (hours from {})", format_time(first * HOUR_MS));
+    chart(&title, lo, hi, &series, (last - first + 1) as f64, "h")
 }
 
 fn cell(v: Option<f64>) -> String {
