@@ -249,7 +249,17 @@ fn load_into(
         eprintln!("replay: this capture is in the spool already; shipping what is pending");
         crate::spool::lock(&spool)?.last_seq()
     } else {
-        let payloads: Vec<Vec<u8>> = out.cdrs.iter().map(prost::Message::encode_to_vec).collect();
+        // The records name the agent they are streamed as (the server groups and filters
+        // by it), not the offline replay's own name.
+        let payloads: Vec<Vec<u8>> = out
+            .cdrs
+            .iter()
+            .map(|c| {
+                let mut c = c.clone();
+                c.agent_id.clone_from(&agent_id);
+                prost::Message::encode_to_vec(&c)
+            })
+            .collect();
         let (_, last) = crate::spool::lock(&spool)?
             .append_batch(payloads.iter().map(Vec::as_slice))
             .context("spooling the CDRs")?;

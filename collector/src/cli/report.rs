@@ -113,7 +113,8 @@ fn ratio(num: u64, den: u64, decimals: u32) -> String {
     format!("{}.{:0width$}", scaled / scale, scaled % scale)
 }
 
-const DEST_COLUMNS: [&str; 9] = [
+/// The columns of a destination row ([`rows`]).
+pub const DEST_COLUMNS: [&str; 9] = [
     "destination",
     "currency",
     "calls",
@@ -124,10 +125,11 @@ const DEST_COLUMNS: [&str; 9] = [
     "billable_min",
     "cost_minor",
 ];
-const UNRATED_COLUMNS: [&str; 3] = ["unrated_prefix", "answered_calls", "answered_min"];
+/// The columns of an unrated-prefix row ([`rows`]).
+pub const UNRATED_COLUMNS: [&str; 3] = ["unrated_prefix", "answered_calls", "answered_min"];
 
 /// The rows of the report as cells: destinations, then unrated prefixes.
-fn rows(r: &UsageReport) -> (Vec<[String; 9]>, Vec<[String; 3]>) {
+pub fn rows(r: &UsageReport) -> (Vec<[String; 9]>, Vec<[String; 3]>) {
     let dest = r
         .destinations
         .iter()

@@ -45,12 +45,15 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
         let store = crate::server::store::open_with(&args.db, db_ca.as_deref())
             .await
             .context("opening the CDR store")?;
-        let pseudonymizer = match &args.privacy_config {
-            Some(path) => {
-                let config = PrivacyConfig::load_agent_config(path)
-                    .with_context(|| format!("reading {}", path.display()))?;
-                Some(Arc::new(Pseudonymizer::from_config(&config)?))
-            }
+        let privacy = match &args.privacy_config {
+            Some(path) => Some(
+                PrivacyConfig::load_agent_config(path)
+                    .with_context(|| format!("reading {}", path.display()))?,
+            ),
+            None => None,
+        };
+        let pseudonymizer = match &privacy {
+            Some(config) => Some(Arc::new(Pseudonymizer::from_config(config)?)),
             None => None,
         };
         let web_pseudonymizer = pseudonymizer.clone();
@@ -91,6 +94,8 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
                 token_secret: opts.token_secret.clone().map(Arc::new),
                 tls: web_tls(&args)?.map(Arc::new),
                 pseudonymizer: web_pseudonymizer,
+                privacy: privacy.map(Arc::new),
+                retention_days: args.retention_days,
             };
             tokio::spawn(crate::server::web::serve(
                 l,

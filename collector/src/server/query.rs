@@ -93,6 +93,7 @@ pub fn validate(q: CdrQuery) -> Result<CdrFilter, ServerError> {
         pseudonyms,
         disposition,
         agent_id: text_filter(q.agent_id, "agent_id")?,
+        cdr_id: None,
         min_loss_pct: q.min_loss_pct,
         max_mos: q.max_mos,
         limit: match q.limit {
@@ -110,6 +111,22 @@ pub fn validate_usage(q: &UsageReportRequest) -> Result<(), ServerError> {
         return Err(ServerError::Invalid("to_ms must be after from_ms".into()));
     }
     Ok(())
+}
+
+/// The usage report of `q`'s range for `caller`'s tenant (a provider names one, else the
+/// default tenant): the gRPC `Usage` call and the web console's usage page.
+pub async fn usage(
+    store: &dyn Store,
+    caller: &Caller,
+    q: &UsageReportRequest,
+) -> Result<UsageReport, Status> {
+    let tenant = caller.one_tenant(&q.tenant)?;
+    validate_usage(q)?;
+    let groups = store
+        .usage(&tenant, q.from_ms, q.to_ms)
+        .await
+        .map_err(ServerError::from)?;
+    Ok(billing::usage_report(&groups))
 }
 
 /// Which view a read asked for (recorded in the audit log).
@@ -144,6 +161,9 @@ pub fn describe(f: &CdrFilter, view: View) -> String {
     if let Some(a) = &f.agent_id {
         put("agent_id", a.clone().into());
     }
+    if let Some(id) = &f.cdr_id {
+        put("cdr_id", id.clone().into());
+    }
     if let Some(v) = f.min_loss_pct {
         put("min_loss_pct", v.into());
     }
@@ -164,7 +184,39 @@ pub async fn read(
     view: View,
 ) -> Result<Vec<Cdr>, Status> {
     let tenant = caller.scope(&q.tenant)?;
-    let mut filter = validate(q)?;
+    let filter = validate(q)?;
+    read_confined(store, caller, tenant, filter, view).await
+}
+
+/// The legs of the call holding the CDR `cdr_id`, confined to `caller`'s tenant and audited
+/// as [`read`] does (the web console's call page): another tenant's id finds nothing. The
+/// call view returns every call with a leg of that id (ids are chosen by agents, so two
+/// agents of one tenant could share one), at most `limit`.
+pub async fn read_call(
+    store: &dyn Store,
+    caller: &Caller,
+    cdr_id: &str,
+    limit: u32,
+) -> Result<Vec<Cdr>, Status> {
+    let tenant = caller.scope("")?;
+    let cdr_id = text_filter(cdr_id.to_owned(), "cdr_id")?
+        .ok_or_else(|| ServerError::Invalid("the cdr id is empty".into()))?;
+    let filter = CdrFilter {
+        cdr_id: Some(cdr_id),
+        limit: limit.clamp(1, MAX_QUERY_LIMIT),
+        ..Default::default()
+    };
+    read_confined(store, caller, tenant, filter, View::Calls).await
+}
+
+/// [`read`] of a validated filter, confined to `tenant` (the caller's scope).
+async fn read_confined(
+    store: &dyn Store,
+    caller: &Caller,
+    tenant: Option<String>,
+    mut filter: CdrFilter,
+    view: View,
+) -> Result<Vec<Cdr>, Status> {
     filter.tenant.clone_from(&tenant);
     let subjects = filter.pseudonyms.clone();
     let reference = describe(&filter, view);
@@ -214,15 +266,9 @@ impl Query for QueryService {
         &self,
         request: Request<UsageReportRequest>,
     ) -> Result<Response<UsageReport>, Status> {
-        let tenant = Caller::of(&request).one_tenant(&request.get_ref().tenant)?;
-        let q = request.into_inner();
-        validate_usage(&q)?;
-        let groups = self
-            .store
-            .usage(&tenant, q.from_ms, q.to_ms)
-            .await
-            .map_err(ServerError::from)?;
-        Ok(Response::new(billing::usage_report(&groups)))
+        let caller = Caller::of(&request);
+        let report = usage(self.store.as_ref(), &caller, &request.into_inner()).await?;
+        Ok(Response::new(report))
     }
 
     async fn list_calls(

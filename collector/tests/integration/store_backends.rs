@@ -476,6 +476,16 @@ async fn query_filters_select_the_fixture_rows(b: Backend) {
         ..d()
     };
     assert_eq!(run(both).await, ["3", "1"]);
+    let by_id = CdrFilter {
+        cdr_id: Some("3".into()),
+        ..d()
+    };
+    assert_eq!(run(by_id).await, ["3"]);
+    let unknown_id = CdrFilter {
+        cdr_id: Some("9".into()),
+        ..d()
+    };
+    assert!(run(unknown_id).await.is_empty());
     let limited = s.query(CdrFilter { limit: 2, ..d() }).await.unwrap().len();
     assert_eq!(limited, 2);
 }
@@ -584,12 +594,18 @@ async fn schema_is_versioned_and_indexed(b: Backend) {
         .await;
     let indexes = match &b {
         Backend::Sqlite(_) => {
-            assert_eq!(versions, [["1"], ["2"], ["3"], ["4"], ["5"], ["6"], ["7"]]);
+            assert_eq!(
+                versions,
+                [["1"], ["2"], ["3"], ["4"], ["5"], ["6"], ["7"], ["8"]]
+            );
             b.select("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'cdrs'")
                 .await
         }
         Backend::Postgres(_) => {
-            assert_eq!(versions, [["1"], ["2"], ["3"], ["4"], ["5"], ["6"], ["7"]]);
+            assert_eq!(
+                versions,
+                [["1"], ["2"], ["3"], ["4"], ["5"], ["6"], ["7"], ["8"]]
+            );
             b.select("SELECT indexname::text FROM pg_indexes WHERE tablename = 'cdrs'")
                 .await
         }
@@ -607,6 +623,7 @@ async fn schema_is_versioned_and_indexed(b: Backend) {
         "cdrs_callee_display",
         "cdrs_correlation_id",
         "cdrs_agent_cdr_id",
+        "cdrs_cdr_id",
     ] {
         assert!(
             names.contains(&want),

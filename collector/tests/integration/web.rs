@@ -56,6 +56,88 @@ fn oracle_calls(capture: &str, user: &str) -> (usize, usize) {
     (calls.len(), with)
 }
 
+/// The quality table the captures' oracles make: per (hour, agent) of the calls' starts,
+/// the RTP streams with packets and their worst loss %, sorted by agent.
+fn oracle_quality(captures: &[(&str, &str)]) -> Vec<(String, usize, f64)> {
+    let mut rows: std::collections::BTreeMap<(String, u64), (usize, f64)> = Default::default();
+    for (capture, agent) in captures {
+        for call in oracle(capture)["calls"].as_array().unwrap() {
+            let hour = call["start"].as_f64().unwrap() as u64 / 3600;
+            for dir in ["caller_to_callee", "callee_to_caller"] {
+                for s in call["rtp"][dir].as_array().unwrap() {
+                    if s["packets"].as_u64().unwrap() > 0 {
+                        let r = rows.entry((agent.to_string(), hour)).or_default();
+                        r.0 += 1;
+                        r.1 = r.1.max(s["lost_pct"].as_f64().unwrap());
+                    }
+                }
+            }
+        }
+    }
+    rows.into_iter()
+        .map(|((agent, _), (n, loss))| (agent, n, loss))
+        .collect()
+}
+
+/// The rows of the /quality table as (agent, streams, loss % p95), sorted by agent.
+fn quality_rows(html: &str) -> Vec<(String, usize, f64)> {
+    let body = html
+        .split_once("<table class=\"quality\">")
+        .and_then(|(_, t)| t.split_once("<tbody>"))
+        .and_then(|(_, b)| b.split_once("</tbody>"))
+        .map_or("", |(b, _)| b);
+    let mut rows: Vec<(String, usize, f64)> = body
+        .split("<tr>")
+        .filter(|r| !r.is_empty())
+        .map(|r| {
+            let cells: Vec<&str> = r
+                .split("<td>")
+                .skip(1)
+                .map(|c| c.split("</td>").next().unwrap())
+                .collect();
+            (
+                cells[1].to_string(),
+                cells[2].parse().unwrap(),
+                cells[6].parse().unwrap(),
+            )
+        })
+        .collect();
+    rows.sort_by(|a, b| a.0.cmp(&b.0));
+    rows
+}
+
+/// The cells of the body rows of the page's `<table class="{class}">`.
+fn table_cells(html: &str, class: &str) -> Vec<Vec<String>> {
+    let body = html
+        .split_once(&format!("<table class=\"{class}\">"))
+        .and_then(|(_, t)| t.split_once("<tbody>"))
+        .and_then(|(_, b)| b.split_once("</tbody>"))
+        .map_or("", |(b, _)| b);
+    body.split("<tr>")
+        .filter(|r| !r.is_empty())
+        .map(|r| {
+            r.split("<td>")
+                .skip(1)
+                .map(|c| c.split("</td>").next().unwrap().to_string())
+                .collect()
+        })
+        .collect()
+}
+
+/// Calls of `capture`'s oracle, answered (final 2xx) and not.
+fn oracle_answered(capture: &str) -> (usize, usize) {
+    let o = oracle(capture);
+    let calls = o["calls"].as_array().unwrap();
+    let answered = calls
+        .iter()
+        .filter(|c| c["final_status"].as_u64().unwrap() / 100 == 2)
+        .count();
+    (answered, calls.len() - answered)
+}
+
+/// The /quality range that holds every fed capture (the oldest is from 2014).
+const ALL_TIME: &str = "/quality?from=2014-01-01T00%3A00%3A00Z";
+
 fn now_s() -> u64 {
     collector::server::retention::now_ms() / 1000
 }
@@ -254,7 +336,15 @@ fn console_serves_only_valid_tokens_and_only_their_tenant() {
         Some(format!("collector_token={ingest}")),
     ];
     for cookie in &cookies {
-        for path in ["/calls", "/calls.csv", "/calls/x?at=1"] {
+        for path in [
+            "/calls",
+            "/calls.csv",
+            "/calls/x",
+            "/quality",
+            ALL_TIME,
+            "/usage",
+            "/inventory",
+        ] {
             let r = http.get(path, cookie.as_deref());
             assert_eq!(r.status, 303, "{path} {cookie:?}");
             assert_eq!(r.header("location"), Some("/login"), "{path}");
@@ -321,8 +411,11 @@ fn console_serves_only_valid_tokens_and_only_their_tenant() {
         csv.body
     );
 
-    // A call's page for its tenant; 404 for the other one.
+    // A call's page for its tenant, by the CDR id alone (no start time in the URL); 404
+    // for the other one.
     let globex_call = call_links(&globex_page.body).remove(0);
+    assert!(!globex_call.contains('?'), "{globex_call}");
+    assert!(!globex_call.contains("at="), "{globex_call}");
     let own = http.get(&globex_call, Some(&globex));
     assert_eq!(own.status, 200, "{}", own.body);
     assert_security_headers(&globex_call, &own);
@@ -358,7 +451,12 @@ fn console_serves_only_valid_tokens_and_only_their_tenant() {
     assert_eq!(bad.status, 400);
     let huge = http.request("POST", "/calls", Some(&acme), Some(&"a".repeat(20 * 1024)));
     assert_eq!(huge.status, 413);
-    assert_eq!(http.get("/calls/x?at=zz", Some(&acme)).status, 404);
+    assert_eq!(http.get("/calls/x", Some(&acme)).status, 404);
+    assert_eq!(
+        http.get(&format!("/calls/{}", "a".repeat(300)), Some(&acme))
+            .status,
+        404
+    );
     for (what, r) in [
         ("acme /calls", acme_page),
         ("globex /calls", globex_page),
@@ -369,6 +467,95 @@ fn console_serves_only_valid_tokens_and_only_their_tenant() {
     ] {
         pages.push((what.into(), r.body));
     }
+    // Quality: each tenant's streams per hour and agent, as its captures' oracles have
+    // them; globex's calls were all cancelled, without media. The default range (the last
+    // 24 h) holds none of these years-old captures; a range the wrong way round is a 400.
+    let acme_quality = http.get(ALL_TIME, Some(&acme));
+    assert_eq!(acme_quality.status, 200, "{}", acme_quality.body);
+    assert_security_headers(ALL_TIME, &acme_quality);
+    assert_eq!(
+        quality_rows(&acme_quality.body),
+        oracle_quality(&[
+            ("sipp_g711_basic.pcap", "sbc-a"),
+            ("ws_nb6-telephone.pcap", "sbc-a2"),
+        ])
+    );
+    assert!(acme_quality.body.contains("<svg"));
+    assert!(!acme_quality.body.contains("sbc-g"));
+    let globex_quality = http.get(ALL_TIME, Some(&globex));
+    assert_eq!(
+        quality_rows(&globex_quality.body),
+        oracle_quality(&[("sipp_cancel.pcap", "sbc-g")])
+    );
+    assert!(quality_rows(&globex_quality.body).is_empty());
+    assert!(!globex_quality.body.contains("sbc-a"));
+    let recent = http.get("/quality", Some(&acme));
+    assert_eq!(recent.status, 200);
+    assert!(quality_rows(&recent.body).is_empty());
+    let backwards = http.get("/quality?from=1h&to=2h", Some(&acme));
+    assert_eq!(backwards.status, 400);
+    assert_security_headers("/quality", &backwards);
+    for (what, r) in [
+        ("acme quality", acme_quality),
+        ("globex quality", globex_quality),
+        ("recent quality", recent),
+    ] {
+        pages.push((what.into(), r.body));
+    }
+
+    // Usage of the month of the sipp captures (2026-11): no rate table was imported, so
+    // rating is off; acme's answered calls are all unrated, globex's cancelled ones are
+    // attempts to no destination.
+    let (acme_answered, _) = oracle_answered("sipp_g711_basic.pcap");
+    let (globex_answered, globex_failed) = oracle_answered("sipp_cancel.pcap");
+    let month = "/usage?month=2026-11";
+    let acme_usage = http.get(month, Some(&acme));
+    assert_eq!(acme_usage.status, 200, "{}", acme_usage.body);
+    assert_security_headers(month, &acme_usage);
+    assert!(acme_usage.body.contains("Rating is not configured"));
+    let unrated: usize = table_cells(&acme_usage.body, "unrated")
+        .iter()
+        .map(|r| r[1].parse::<usize>().unwrap())
+        .sum();
+    assert_eq!(unrated, acme_answered);
+    assert!(table_cells(&acme_usage.body, "usage").is_empty());
+    let globex_usage = http.get(month, Some(&globex));
+    assert!(table_cells(&globex_usage.body, "unrated").is_empty());
+    let attempts = table_cells(&globex_usage.body, "usage");
+    assert_eq!(attempts.len(), 1, "{attempts:?}");
+    // calls, answered
+    assert_eq!(
+        attempts[0][2],
+        (globex_answered + globex_failed).to_string()
+    );
+    assert_eq!(attempts[0][3], globex_answered.to_string());
+    let this_month = http.get("/usage", Some(&acme));
+    assert_eq!(this_month.status, 200);
+    let bad_month = http.get("/usage?month=2026-13", Some(&acme));
+    assert_eq!(bad_month.status, 400);
+    assert_security_headers("/usage", &bad_month);
+
+    // The data inventory: the same register for every tenant, with this server's retention
+    // (--retention-days 0).
+    let inventory = http.get("/inventory", Some(&globex));
+    assert_eq!(inventory.status, 200);
+    assert_security_headers("/inventory", &inventory);
+    let fields = table_cells(&inventory.body, "inventory");
+    assert!(fields.iter().any(|r| r[0] == "caller_user"), "{fields:?}");
+    assert!(fields
+        .iter()
+        .filter(|r| r[7] != "never stored")
+        .all(|r| r[7].ends_with("central store until erased")));
+    assert_eq!(http.get("/inventory", Some(&acme)).body, inventory.body);
+    for (what, r) in [
+        ("acme usage", acme_usage),
+        ("globex usage", globex_usage),
+        ("usage this month", this_month),
+        ("inventory", inventory),
+    ] {
+        pages.push((what.into(), r.body));
+    }
+
     // Logout clears the cookie.
     let out = http.request("POST", "/logout", Some(&acme), Some(""));
     assert_eq!(out.status, 303);
@@ -440,6 +627,15 @@ fn browser_logs_in_searches_and_opens_a_call() {
     }
     b.screenshot(&screens.join("call.png"));
     sources.push(("call", b.source()));
+
+    // The quality page, from the navigation: charts and a row per hour and agent.
+    b.click("nav a[href='/quality']");
+    b.wait_until("the quality page", |b| b.url().ends_with("/quality"));
+    b.goto(&format!("{base}{ALL_TIME}"));
+    assert_eq!(b.find_all("svg.chart").len(), 3);
+    assert_eq!(b.find_all("table.quality tbody tr").len(), 2);
+    b.screenshot(&screens.join("quality.png"));
+    sources.push(("quality", b.source()));
 
     for (what, html) in &sources {
         Console::assert_no_canary(what, html);

@@ -190,6 +190,11 @@ pub const TENANCY_SCHEMA: &str = r#"
     ALTER TABLE audit_log ADD COLUMN tenant TEXT NOT NULL DEFAULT 'default';
 "#;
 
+/// The migration (both backends) that indexes the record's own id alone, for the look-up
+/// of one CDR by id ([`CdrFilter::cdr_id`]): the (agent, cdr id) index of the supersession
+/// cannot serve it without the agent.
+pub const CDR_ID_SCHEMA: &str = "CREATE INDEX cdrs_cdr_id ON cdrs (cdr_id);";
+
 /// Every tenant with its stored CDRs and bound agents, by name (both backends).
 pub const TENANTS_SQL: &str = "
     SELECT tenant, CAST(SUM(cdrs) AS BIGINT), CAST(SUM(agents) AS BIGINT) FROM (
@@ -213,6 +218,9 @@ pub struct CdrFilter {
     pub disposition: Option<Disposition>,
     /// Agent equals.
     pub agent_id: Option<String>,
+    /// The record's own id (`Cdr.cdr_id`, chosen by its agent) equals: one call's page
+    /// looks its leg up by it ([`CDR_ID_SCHEMA`] indexes it).
+    pub cdr_id: Option<String>,
     /// Some media leg lost at least this many percent.
     pub min_loss_pct: Option<f64>,
     /// Some media leg with a MOS has a MOS at most this.

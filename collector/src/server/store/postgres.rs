@@ -44,8 +44,8 @@ use super::{
     codec_of, day_of, max_loss_pct, min_mos, rewrite_values, supersede, validate_batch,
     AgentCursor, AuditAction, AuditEntry, CdrFilter, DailyAggregate, Erasure, Folder,
     IngestOutcome, RetentionRun, RetentionState, RowRewrite, Store, StoreError, StoreStats,
-    StoredCall, TenantStats, ALL_TENANTS, DAY_MS, LOSS_BUCKETS, MAX_CALL_LEGS, MOS_BUCKETS,
-    REWRITE_CHUNK, REWRITE_COLUMNS, TENANCY_SCHEMA, TENANTS_SQL, TENANT_DELETES,
+    StoredCall, TenantStats, ALL_TENANTS, CDR_ID_SCHEMA, DAY_MS, LOSS_BUCKETS, MAX_CALL_LEGS,
+    MOS_BUCKETS, REWRITE_CHUNK, REWRITE_COLUMNS, TENANCY_SCHEMA, TENANTS_SQL, TENANT_DELETES,
 };
 
 /// Connections kept in the pool.
@@ -155,6 +155,9 @@ pub const MIGRATIONS: &[&str] = &[
     TENANCY_SCHEMA,
     // v7: row-level security, the second wall between tenants ([`TENANT_ROLE`]).
     ROW_SECURITY_SCHEMA,
+    // v8: one CDR looked up by its own id (the web console's call page), by index on every
+    // partition ([`super::CDR_ID_SCHEMA`]).
+    CDR_ID_SCHEMA,
 ];
 
 /// The database role a tenant's reads run as (`SET LOCAL ROLE`, with the tenant in the
@@ -970,6 +973,10 @@ fn filter_clause(f: &CdrFilter) -> Result<(String, Vec<Param>), StoreError> {
     if let Some(a) = &f.agent_id {
         params.push(Box::new(a.clone()));
         clauses.push(format!("agent_id = ${}", params.len()));
+    }
+    if let Some(id) = &f.cdr_id {
+        params.push(Box::new(id.clone()));
+        clauses.push(format!("cdr_id = ${}", params.len()));
     }
     if let Some(v) = f.min_loss_pct {
         params.push(Box::new(v));

@@ -379,6 +379,8 @@ impl SealedStore {
         Ok(out)
     }
 
+    /// `f` as the backend must see it: pseudonyms sealed. The agent, the times and the
+    /// record's own id (`cdr_id`) are stored in clear ([`skeleton`]) and pass as they are.
     fn seal_filter(&self, mut f: CdrFilter) -> Result<CdrFilter, StoreError> {
         if !f.pseudonyms.is_empty() {
             f.pseudonyms = self.sealed_lookup(f.tenant.as_deref(), &f.pseudonyms)?;

@@ -35,8 +35,8 @@ use super::{
     codec_of, max_loss_pct, min_mos, rewrite_values, supersede, validate_batch, AgentCursor,
     AuditAction, AuditEntry, CdrFilter, DailyAggregate, Erasure, Folder, IngestOutcome,
     RetentionRun, RetentionState, RowRewrite, Store, StoreError, StoreStats, StoredCall,
-    TenantStats, ALL_TENANTS, LOSS_BUCKETS, MAX_CALL_LEGS, MOS_BUCKETS, REWRITE_CHUNK,
-    REWRITE_COLUMNS, TENANCY_SCHEMA, TENANTS_SQL, TENANT_DELETES,
+    TenantStats, ALL_TENANTS, CDR_ID_SCHEMA, LOSS_BUCKETS, MAX_CALL_LEGS, MOS_BUCKETS,
+    REWRITE_CHUNK, REWRITE_COLUMNS, TENANCY_SCHEMA, TENANTS_SQL, TENANT_DELETES,
 };
 
 /// Ordered schema migrations; migration `i` brings the schema to version `i + 1`.
@@ -154,6 +154,8 @@ pub const MIGRATIONS: &[&str] = &[
     // Reads of one tenant go through the (tenant, start time) index of v5. Rows stored
     // before belong to the default tenant.
     TENANCY_SCHEMA,
+    // v8: one CDR looked up by its own id (the web console's call page), by index.
+    CDR_ID_SCHEMA,
 ];
 
 /// The schema version whose migration adds `correlation_id`: rows stored before it get the
@@ -600,6 +602,10 @@ fn filter_clause(f: &CdrFilter) -> Result<(String, Vec<Value>), StoreError> {
     if let Some(a) = &f.agent_id {
         args.push(Value::Text(a.clone()));
         clauses.push(format!("agent_id = ?{}", args.len()));
+    }
+    if let Some(id) = &f.cdr_id {
+        args.push(Value::Text(id.clone()));
+        clauses.push(format!("cdr_id = ?{}", args.len()));
     }
     if let Some(v) = f.min_loss_pct {
         args.push(Value::Real(v));

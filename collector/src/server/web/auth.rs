@@ -3,8 +3,8 @@
 //! hands it to [`crate::server::auth::authorize`] as if it were a `Query/ListCdrs` call:
 //! the same signature, expiry, role and tenant rules, with nothing cached in between.
 use axum::{
-    extract::State,
-    http::{header, HeaderMap, HeaderValue, StatusCode},
+    extract::{FromRequestParts, State},
+    http::{header, request::Parts, HeaderMap, HeaderValue, StatusCode},
     response::{IntoResponse, Redirect, Response},
 };
 
@@ -33,6 +33,20 @@ pub fn caller(console: &Console, headers: &HeaderMap) -> Option<Caller> {
         .flat_map(|v| v.split(';'))
         .find_map(|c| c.trim().strip_prefix(COOKIE)?.strip_prefix('='));
     verify(console, token.unwrap_or("")).ok()
+}
+
+/// The verified caller as a handler argument: a request without a valid token is answered
+/// with [`to_login`] before the handler runs.
+pub struct SignedIn(pub Caller);
+
+impl FromRequestParts<Console> for SignedIn {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, console: &Console) -> Result<Self, Response> {
+        caller(console, &parts.headers)
+            .map(SignedIn)
+            .ok_or_else(to_login)
+    }
 }
 
 /// The token checked as a gRPC read would check it.

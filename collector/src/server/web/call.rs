@@ -1,20 +1,20 @@
-//! `/calls/{id}?at=START_MS`: one call, found by a leg's stored CDR id: its legs (the
-//! gRPC `ListCalls` view, [`crate::callview::group`] over [`query::read`] with
-//! [`View::Calls`], so sibling legs come from the caller's tenant only), each leg's
-//! timings, parties' pseudonyms, per-direction media and the quality chart.
+//! `/calls/{id}`: one call, found by a leg's stored CDR id: its legs (the gRPC
+//! `ListCalls` view, [`crate::callview::group`] over [`crate::server::query::read_call`], so sibling legs
+//! come from the caller's tenant only), each leg's timings, parties' pseudonyms,
+//! per-direction media and the quality chart.
 //!
-//! The store looks CDRs up by filter, not by id: the link carries the leg's start time,
-//! and the call is read among the legs that started in that millisecond (a narrow, audited
-//! read), then picked by id. Another tenant's id finds nothing: 404.
+//! The look-up is by id alone ([`crate::server::store::CdrFilter::cdr_id`], indexed),
+//! confined and audited like every read; the URL carries nothing but the id, which the
+//! agent chose and which names no party. Another tenant's id finds nothing: 404.
 use axum::{
-    extract::{Path, RawQuery, State},
-    http::{HeaderMap, StatusCode},
+    extract::{Path, State},
+    http::StatusCode,
     response::Response,
 };
-use collector_proto::v1::{Call, Cdr, CdrQuery, MediaLeg, Party};
+use collector_proto::v1::{Call, Cdr, MediaLeg, Party};
 
 use super::{
-    auth,
+    auth::SignedIn,
     chart::{self, direction_name},
     layout::{self, esc},
     Console,
@@ -22,36 +22,25 @@ use super::{
 use crate::{
     callview::{group, Order},
     cli::cdrs::format_time,
-    server::{
-        query::{read, View},
-        store::MAX_QUERY_LIMIT,
-    },
+    server::query::read_call,
 };
 
-/// `GET /calls/{id}?at=START_MS`.
+/// Most calls one id may find (ids are chosen by agents: two agents of one tenant could
+/// share one); the newest is shown.
+const MAX_CALLS_PER_ID: u32 = 8;
+
+/// `GET /calls/{id}`.
 pub async fn page(
     State(console): State<Console>,
-    headers: HeaderMap,
+    SignedIn(caller): SignedIn,
     Path(id): Path<String>,
-    RawQuery(q): RawQuery,
 ) -> Response {
-    let Some(caller) = auth::caller(&console, &headers) else {
-        return auth::to_login();
-    };
-    let at = layout::fields(q.as_deref().unwrap_or(""))
-        .into_iter()
-        .find_map(|(k, v)| (k == "at").then(|| v.parse::<u64>().ok()).flatten());
-    let Some(at) = at else {
-        return layout::error(StatusCode::NOT_FOUND, "no such call");
-    };
-    let q = CdrQuery {
-        start_from_ms: at,
-        start_to_ms: at.saturating_add(1),
-        limit: MAX_QUERY_LIMIT,
-        ..Default::default()
-    };
-    let legs = match read(console.store.as_ref(), &caller, q, View::Calls).await {
+    let legs = match read_call(console.store.as_ref(), &caller, &id, MAX_CALLS_PER_ID).await {
         Ok(l) => l,
+        // A malformed id (empty, too long) names no call.
+        Err(st) if st.code() == tonic::Code::InvalidArgument => {
+            return layout::error(StatusCode::NOT_FOUND, "no such call")
+        }
         Err(st) => return layout::status_error(&st),
     };
     let call = group(legs, Order::NewestFirst)

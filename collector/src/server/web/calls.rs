@@ -14,7 +14,7 @@ use collector_proto::v1::{Cdr, CdrQuery};
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 
 use super::{
-    auth,
+    auth::{self, SignedIn},
     layout::{self, esc},
     Console,
 };
@@ -78,17 +78,7 @@ impl Search {
     /// replaced by its pseudonyms; or what is wrong, in words without the number.
     fn query(&self, console: &Console, default_limit: u32) -> Result<CdrQuery, String> {
         let now = now_ms();
-        // The error does not repeat the input: a number typed in the wrong field stays
-        // off the page.
-        let time = |s: &str, what: &str| -> Result<u64, String> {
-            if s.is_empty() {
-                Ok(0)
-            } else {
-                parse_time_ms(s, now).map_err(|_| {
-                    format!("{what} must be an RFC 3339 time or a duration such as 1h")
-                })
-            }
-        };
+        let time = |s: &str, what: &str| time_field(s, what, now);
         let mut pseudonyms: Vec<String> = self
             .pseudonyms
             .split(',')
@@ -199,6 +189,18 @@ impl Search {
     }
 }
 
+/// A time typed into a form (RFC 3339, or a duration before `now` such as `1h`), 0 when
+/// empty. The error does not repeat the input: a number typed in the wrong field stays off
+/// the page.
+pub fn time_field(s: &str, what: &str, now: u64) -> Result<u64, String> {
+    if s.is_empty() {
+        Ok(0)
+    } else {
+        parse_time_ms(s, now)
+            .map_err(|_| format!("{what} must be an RFC 3339 time or a duration such as 1h"))
+    }
+}
+
 /// The results table: the CSV columns and a link to each call's page.
 fn table(cdrs: &[Cdr]) -> String {
     let head: String = COLUMNS.iter().map(|c| format!("<th>{c}</th>")).collect();
@@ -218,12 +220,11 @@ fn table(cdrs: &[Cdr]) -> String {
     format!("<table class=\"calls\"><thead><tr><th>call</th>{head}</tr></thead><tbody>{rows}</tbody></table>")
 }
 
-/// The page of one CDR's call: its stored id and start (which bounds the look-up).
+/// The page of one CDR's call, by its stored id alone.
 pub fn call_link(c: &Cdr) -> String {
     format!(
-        "/calls/{}?at={}",
-        utf8_percent_encode(&c.cdr_id, NON_ALPHANUMERIC),
-        c.start_time_ms
+        "/calls/{}",
+        utf8_percent_encode(&c.cdr_id, NON_ALPHANUMERIC)
     )
 }
 
@@ -292,12 +293,9 @@ pub async fn post(State(console): State<Console>, headers: HeaderMap, body: Stri
 /// `GET /calls.csv`: the search's CDRs in the CLI's CSV columns.
 pub async fn csv(
     State(console): State<Console>,
-    headers: HeaderMap,
+    SignedIn(caller): SignedIn,
     RawQuery(q): RawQuery,
 ) -> Response {
-    let Some(caller) = auth::caller(&console, &headers) else {
-        return auth::to_login();
-    };
     let s = Search::parse(q.as_deref().unwrap_or(""), false);
     let q = match s.query(&console, DEFAULT_QUERY_LIMIT) {
         Ok(q) => q,

@@ -15,12 +15,21 @@ const RIGHT: f64 = 12.0;
 const TOP: f64 = 22.0;
 const BOTTOM: f64 = 30.0;
 
-/// One stream's points: seconds since the first interval, and the value.
-struct Series {
-    label: String,
-    colour: &'static str,
-    points: Vec<(f64, f64)>,
+/// One line: its label, colour and points (time since the chart's start in the chart's
+/// unit, and the value).
+pub struct Series {
+    /// The legend (escaped when drawn).
+    pub label: String,
+    /// An SVG colour.
+    pub colour: &'static str,
+    /// `(time, value)` points, in time order.
+    pub points: Vec<(f64, f64)>,
 }
+
+/// Line colours for series that are not directions (agents), in turn.
+pub const PALETTE: [&str; 6] = [
+    "#1f6fb2", "#c2571a", "#2e8b57", "#8e44ad", "#b8860b", "#555555",
+];
 
 /// The direction's short name (`caller_to_callee`).
 pub fn direction_name(d: MediaDirection) -> String {
@@ -76,11 +85,11 @@ pub fn quality(media: &[MediaLeg]) -> String {
         .flat_map(|s| s.points.iter().map(|p| p.1))
         .fold(1.0, f64::max)
         .ceil();
-    chart("MOS", 1.0, 5.0, &mos, end_s) + &chart("loss %", 0.0, loss_max, &loss, end_s)
+    chart("MOS", 1.0, 5.0, &mos, end_s, "s") + &chart("loss %", 0.0, loss_max, &loss, end_s, "s")
 }
 
-/// One chart: value axis `lo..=hi`, time axis `0..=end_s` seconds.
-fn chart(title: &str, lo: f64, hi: f64, series: &[Series], end_s: f64) -> String {
+/// One chart: value axis `lo..=hi`, time axis `0..=end_s` in `unit` (`s`, `h`).
+pub fn chart(title: &str, lo: f64, hi: f64, series: &[Series], end_s: f64, unit: &str) -> String {
     let (w, h) = (WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM);
     let x = |t: f64| LEFT + t / end_s * w;
     let y = |v: f64| TOP + (1.0 - (v.clamp(lo, hi) - lo) / (hi - lo)) * h;
@@ -108,10 +117,11 @@ fn chart(title: &str, lo: f64, hi: f64, series: &[Series], end_s: f64) -> String
     for t in [0.0, end_s / 2.0, end_s] {
         let _ = write!(
             s,
-            "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">{} s</text>",
+            "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">{} {}</text>",
             x(t),
             TOP + h + 16.0,
-            trim(t)
+            trim(t),
+            esc(unit)
         );
     }
     for (n, series) in series.iter().enumerate() {

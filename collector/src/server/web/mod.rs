@@ -9,7 +9,9 @@
 //! CSP that allows only this server's own stylesheet ([`layout`]). A phone number typed
 //! into the search is hashed here into the pseudonyms the store holds and never appears in
 //! a URL, page or log line ([`calls`]). One call's page ([`call`]) draws its 10-second
-//! quality intervals as an inline SVG ([`chart`]).
+//! quality intervals as an inline SVG ([`chart`]); the quality page ([`quality`]) draws
+//! MOS and loss percentiles per hour and agent the same way; [`usage`] is the month's
+//! usage per destination and [`inventory`] the data inventory.
 //!
 //! Serving: one hyper connection task per accepted socket, TLS handshakes bounded in time,
 //! request bodies capped at [`MAX_BODY_BYTES`].
@@ -18,7 +20,10 @@ mod auth;
 mod call;
 mod calls;
 mod chart;
+mod inventory;
 mod layout;
+mod quality;
+mod usage;
 
 use std::{future::Future, sync::Arc, time::Duration};
 
@@ -38,7 +43,7 @@ use hyper_util::{
 use tokio::net::TcpListener;
 
 use super::{store::Store, token::TokenSecret};
-use crate::privacy::Pseudonymizer;
+use crate::privacy::{PrivacyConfig, Pseudonymizer};
 
 /// Largest request body accepted (the login and search forms are far smaller).
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
@@ -59,6 +64,11 @@ pub struct WebOptions {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// The agents' pseudonymizer (`--privacy-config`): without it there is no number search.
     pub pseudonymizer: Option<Arc<Pseudonymizer>>,
+    /// The agents' privacy configuration (`--privacy-config`) the data inventory is drawn
+    /// from (the defaults without it, as `collector inventory` does).
+    pub privacy: Option<Arc<PrivacyConfig>>,
+    /// The central store's retention (`--retention-days`, 0 = kept until erased).
+    pub retention_days: u32,
 }
 
 /// What every handler reads.
@@ -67,6 +77,8 @@ struct Console {
     store: Arc<dyn Store>,
     secret: Option<Arc<TokenSecret>>,
     pseudonymizer: Option<Arc<Pseudonymizer>>,
+    privacy: Option<Arc<PrivacyConfig>>,
+    retention_days: u32,
 }
 
 /// The console's routes, with the security headers on every response.
@@ -75,6 +87,8 @@ pub fn router(store: Arc<dyn Store>, opts: &WebOptions) -> Router {
         store,
         secret: opts.token_secret.clone(),
         pseudonymizer: opts.pseudonymizer.clone(),
+        privacy: opts.privacy.clone(),
+        retention_days: opts.retention_days,
     };
     Router::new()
         .route("/", get(|| async { Redirect::to("/calls") }))
@@ -83,6 +97,9 @@ pub fn router(store: Arc<dyn Store>, opts: &WebOptions) -> Router {
         .route("/calls", get(calls::get).post(calls::post))
         .route("/calls.csv", get(calls::csv))
         .route("/calls/{id}", get(call::page))
+        .route("/quality", get(quality::page))
+        .route("/usage", get(usage::page))
+        .route("/inventory", get(inventory::page))
         .route("/static/console.css", get(stylesheet))
         .fallback(|| async { layout::error(StatusCode::NOT_FOUND, "no such page") })
         .with_state(console)
