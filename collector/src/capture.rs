@@ -479,19 +479,43 @@ fn map_fd(ebpf: &Ebpf, name: &'static str) -> Result<u32, CaptureError> {
     }
 }
 
-/// Writes `items` to the hash map `fd` in batches; the indexes of the items the kernel
-/// refused (a full map), each with its error. Where batches are not supported the items
-/// go one by one.
+/// Runs `items` through `batch` in chunks of [`BATCH`]. Where a batch stops at an element
+/// (`Err(done)`: refused, or batches unsupported), that element goes through `single`,
+/// which names its error, and the next batch starts after it. The indexes of the elements
+/// `single` refused too, each with its error.
+fn batched<T>(
+    items: &[T],
+    batch: &mut dyn FnMut(&[T]) -> Result<(), usize>,
+    single: &mut dyn FnMut(&T) -> Result<(), CaptureError>,
+) -> Vec<(usize, CaptureError)> {
+    let mut failed = Vec::new();
+    let mut at = 0;
+    while at < items.len() {
+        let chunk = items.get(at..(at + BATCH).min(items.len())).unwrap_or(&[]);
+        match batch(chunk) {
+            Ok(()) => at += chunk.len(),
+            Err(done) => {
+                at += done;
+                if let Some(item) = items.get(at) {
+                    if let Err(e) = single(item) {
+                        failed.push((at, e));
+                    }
+                }
+                at += 1;
+            }
+        }
+    }
+    failed
+}
+
+/// Writes `items` to the hash map `fd` ([`batched`]).
 fn update_batched<K: aya::Pod, V: aya::Pod>(
     fd: u32,
     items: &[(K, V)],
     single: &mut dyn FnMut(&K, &V) -> Result<(), CaptureError>,
 ) -> Vec<(usize, CaptureError)> {
-    let mut failed = Vec::new();
     let (mut keys, mut values): (Vec<K>, Vec<V>) = (Vec::new(), Vec::new());
-    let mut at = 0;
-    while at < items.len() {
-        let chunk = items.get(at..(at + BATCH).min(items.len())).unwrap_or(&[]);
+    let mut batch = |chunk: &[(K, V)]| {
         keys.clear();
         values.clear();
         keys.extend(chunk.iter().map(|(k, _)| *k));
@@ -503,55 +527,48 @@ fn update_batched<K: aya::Pod, V: aya::Pod>(
             map_fd: fd,
             ..BatchAttr::default()
         };
-        match bpf_batch(BPF_MAP_UPDATE_BATCH, &mut attr) {
-            Ok(_) => at += chunk.len(),
-            Err((done, _)) => {
-                // The element at `done` failed (or batches are unsupported): it alone goes
-                // through the single-element call, which names its error.
-                at += done;
-                if let Some((k, v)) = items.get(at) {
-                    if let Err(e) = single(k, v) {
-                        failed.push((at, e));
-                    }
-                }
-                at += 1;
-            }
-        }
-    }
-    failed
+        bpf_batch(BPF_MAP_UPDATE_BATCH, &mut attr)
+            .map(drop)
+            .map_err(|(done, _)| done)
+    };
+    batched(items, &mut batch, &mut |(k, v)| single(k, v))
 }
 
-/// Deletes `keys` from the hash map `fd` in batches; absent keys are skipped. Errors other
-/// than absence are returned with the key's index.
+/// Deletes `keys` from the hash map `fd` ([`batched`]); `single` treats an absent key as
+/// done.
 fn delete_batched<K: aya::Pod>(
     fd: u32,
     keys: &[K],
     single: &mut dyn FnMut(&K) -> Result<(), CaptureError>,
 ) -> Vec<(usize, CaptureError)> {
-    let mut failed = Vec::new();
-    let mut at = 0;
-    while at < keys.len() {
-        let chunk = keys.get(at..(at + BATCH).min(keys.len())).unwrap_or(&[]);
+    let mut batch = |chunk: &[K]| {
         let mut attr = BatchAttr {
             keys: chunk.as_ptr() as u64,
             count: u32::try_from(chunk.len()).unwrap_or(0),
             map_fd: fd,
             ..BatchAttr::default()
         };
-        match bpf_batch(BPF_MAP_DELETE_BATCH, &mut attr) {
-            Ok(_) => at += chunk.len(),
-            Err((done, _)) => {
-                at += done;
-                if let Some(k) = keys.get(at) {
-                    if let Err(e) = single(k) {
-                        failed.push((at, e));
-                    }
-                }
-                at += 1;
-            }
+        bpf_batch(BPF_MAP_DELETE_BATCH, &mut attr)
+            .map(drop)
+            .map_err(|(done, _)| done)
+    };
+    batched(keys, &mut batch, single)
+}
+
+/// Notes the entries of `items` at the `failed` indexes as refused, with their cookies.
+fn refuse<K: Copy, V>(
+    items: &[(K, V)],
+    failed: Vec<(usize, CaptureError)>,
+    cookie: fn(&V) -> u64,
+    out: &mut Vec<(K, u64)>,
+    first: &mut Option<CaptureError>,
+) {
+    for (i, e) in failed {
+        if let Some((k, v)) = items.get(i) {
+            out.push((*k, cookie(v)));
         }
+        first.get_or_insert(e);
     }
-    failed
 }
 
 /// Stream and endpoint changes for [`Capture::apply`], applied as batches.
@@ -568,14 +585,6 @@ pub struct MediaChanges {
 }
 
 impl MediaChanges {
-    /// Nothing to apply.
-    pub fn is_empty(&self) -> bool {
-        self.streams.is_empty()
-            && self.streams_gone.is_empty()
-            && self.endpoints.is_empty()
-            && self.endpoints_gone.is_empty()
-    }
-
     /// Empties every list, keeping their allocations.
     pub fn clear(&mut self) {
         self.streams.clear();
@@ -639,23 +648,27 @@ impl Capture {
                 .insert(k, v, 0)
                 .map_err(map_err("inserting into MEDIA"))
         });
-        for (i, e) in failed {
-            if let Some((k, v)) = changes.streams.get(i) {
-                refused.streams.push((*k, v.cookie));
-            }
-            refused.first.get_or_insert(e);
-        }
+        let first = &mut refused.first;
+        refuse(
+            &changes.streams,
+            failed,
+            |v| v.cookie,
+            &mut refused.streams,
+            first,
+        );
         let failed = update_batched(ep, &changes.endpoints, &mut |k, v| {
             self.endpoint_map()?
                 .insert(k, v, 0)
                 .map_err(map_err("inserting into MEDIA_EP"))
         });
-        for (i, e) in failed {
-            if let Some((k, v)) = changes.endpoints.get(i) {
-                refused.endpoints.push((*k, v.cookie));
-            }
-            refused.first.get_or_insert(e);
-        }
+        let first = &mut refused.first;
+        refuse(
+            &changes.endpoints,
+            failed,
+            |v| v.cookie,
+            &mut refused.endpoints,
+            first,
+        );
         refused
     }
 
