@@ -357,6 +357,11 @@ const PEERS: [(&str, &[&str], Report); 3] = [
     ),
 ];
 
+/// The peers' names, in the order they run.
+pub fn peer_tools() -> impl Iterator<Item = &'static str> {
+    PEERS.iter().map(|(tool, _, _)| *tool)
+}
+
 /// The first number before `what` on a line of `text` (tcpdump's "N packets captured",
 /// "N packets dropped by kernel"; tshark's "N packets captured", "N packets dropped").
 fn number_before(text: &str, what: &str) -> Option<u64> {
