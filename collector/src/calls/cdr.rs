@@ -424,6 +424,7 @@ pub(crate) fn build(
             && call.map_pressure == 0
             && call.parse_errors == 0,
     };
+    let (ladder, ladder_omitted) = call.ladder.to_cdr();
     Cdr {
         agent_id: agent_id.to_owned(),
         cdr_id,
@@ -472,6 +473,8 @@ pub(crate) fn build(
         legs_hops: call.invite_paths,
         interim,
         sip_messages: call.sip_messages,
+        ladder,
+        ladder_omitted,
         interim_seq,
         // Written at the privacy boundary, from the callee number, only under the `billing`
         // policy (`privacy::apply::apply_cdr`): the tracker keeps no prefix of its own.

@@ -10,7 +10,7 @@
 
 use std::net::IpAddr;
 
-use collector_proto::v1::{flow_event, Cdr, FlowEvent, Party};
+use collector_proto::v1::{flow_event, Cdr, FlowEvent, Party, SipMessage};
 
 use super::policy::{CallPrivacy, Consent, Pseudonymizer};
 
@@ -95,6 +95,9 @@ pub fn apply_cdr(cp: &CallPrivacy<'_>, cdr: &mut Cdr) {
         leg.src_ip = ip_field(cp, &leg.src_ip);
         leg.dst_ip = ip_field(cp, &leg.dst_ip);
     }
+    for m in cdr.ladder.iter_mut().filter_map(|s| s.message.as_mut()) {
+        hops(cp, m);
+    }
     cdr.user_agent_caller = or_empty(cp.user_agent(cdr.user_agent_caller.as_bytes()));
     cdr.user_agent_callee = or_empty(cp.user_agent(cdr.user_agent_callee.as_bytes()));
     cdr.consent = match cp.consent() {
@@ -102,6 +105,16 @@ pub fn apply_cdr(cp: &CallPrivacy<'_>, cdr: &mut Cdr) {
         Consent::NotDeclined => CONSENT_APPLIED,
     }
     .to_owned();
+}
+
+/// A ladder message's hops are addresses (protected like any address) or the fixed side
+/// labels.
+fn hops(cp: &CallPrivacy<'_>, m: &mut SipMessage) {
+    for hop in [&mut m.from, &mut m.to] {
+        if !matches!(hop.as_str(), "caller" | "callee" | "sbc") {
+            *hop = ip_field(cp, hop);
+        }
+    }
 }
 
 /// Maps every identifier of a flow event: its Call-ID, the parties of a call state (and
@@ -133,14 +146,7 @@ pub fn apply_flow(cp: &CallPrivacy<'_>, ev: &mut FlowEvent) {
                 l.dst_ip = ip_field(cp, &l.dst_ip);
             }
         }
-        Some(flow_event::Event::SipMessage(m)) => {
-            // Hops are addresses (protected like any address) or the fixed side labels.
-            for hop in [&mut m.from, &mut m.to] {
-                if !matches!(hop.as_str(), "caller" | "callee" | "sbc") {
-                    *hop = ip_field(cp, hop);
-                }
-            }
-        }
+        Some(flow_event::Event::SipMessage(m)) => hops(cp, m),
         Some(flow_event::Event::Alert(_)) | Some(flow_event::Event::LostEvents(_)) | None => {}
     }
 }

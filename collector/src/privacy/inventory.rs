@@ -90,7 +90,7 @@ const fn field(
 }
 
 /// Every CDR field, in CDR order.
-pub static CDR_FIELDS: [FieldSpec; 47] = [
+pub static CDR_FIELDS: [FieldSpec; 55] = [
     field(
         "agent_id",
         Technical,
@@ -248,6 +248,12 @@ pub static CDR_FIELDS: [FieldSpec; 47] = [
         KEPT,
     ),
     field(
+        "media_far_end_disagreement_reason",
+        Technical,
+        "which of the receiver's RTCP figures disagree with ours (loss, jitter)",
+        KEPT,
+    ),
+    field(
         "user_agent_caller",
         Indirect,
         "caller's User-Agent (device and software)",
@@ -312,6 +318,48 @@ pub static CDR_FIELDS: [FieldSpec; 47] = [
         Technical,
         "the whole record sealed by the collector's store (at rest only, never sent)",
         Governed::Fixed("empty on the wire; AES-256-GCM-SIV under the tenant's data key at rest"),
+    ),
+    field(
+        "ladder",
+        Technical,
+        "the call's SIP messages as captured: time, CSeq, interface direction, SDP or not",
+        KEPT,
+    ),
+    field(
+        "ladder_message_method_or_status",
+        Technical,
+        "each message's method or status code",
+        KEPT,
+    ),
+    field(
+        "ladder_message_cseq_method",
+        Technical,
+        "each message's CSeq method",
+        KEPT,
+    ),
+    field(
+        "ladder_message_from",
+        Indirect,
+        "each message's source IP address",
+        Governed::Policy(PolicyField::Ip),
+    ),
+    field(
+        "ladder_message_to",
+        Indirect,
+        "each message's destination IP address",
+        Governed::Policy(PolicyField::Ip),
+    ),
+    field(
+        "ladder_message_transport",
+        Technical,
+        "each message's transport",
+        KEPT,
+    ),
+    field(
+        "ladder_omitted",
+        Technical,
+        "messages left out of the ladder between its first 48 and last 16",
+        KEPT,
     ),
 ];
 
@@ -563,7 +611,7 @@ mod tests {
 
     /// The field list, in order (the comparison with the proto itself is in
     /// `privacy::apply`'s tests).
-    const EXPECTED: [&str; 47] = [
+    const EXPECTED: [&str; 55] = [
         "agent_id",
         "cdr_id",
         "call_id",
@@ -600,6 +648,7 @@ mod tests {
         "media_quality_model",
         "media_delay_source",
         "media_discard_methods",
+        "media_far_end_disagreement_reason",
         "user_agent_caller",
         "user_agent_callee",
         "coverage",
@@ -611,6 +660,13 @@ mod tests {
         "interim_seq",
         "destination_prefix",
         "sealed",
+        "ladder",
+        "ladder_message_method_or_status",
+        "ladder_message_cseq_method",
+        "ladder_message_from",
+        "ladder_message_to",
+        "ladder_message_transport",
+        "ladder_omitted",
     ];
 
     #[test]
@@ -709,7 +765,7 @@ mod tests {
         let json: serde_json::Value = serde_json::from_str(&render_json(&config).unwrap()).unwrap();
         assert_eq!(json["policy"]["scope"], "t1");
         let fields = json["fields"].as_array().unwrap();
-        assert_eq!(fields.len(), 47);
+        assert_eq!(fields.len(), EXPECTED.len());
         let callee = fields.iter().find(|f| f["name"] == "callee_user").unwrap();
         assert_eq!(callee["policy"]["keep_prefix"]["digits"], 5);
         assert_eq!(callee["category"], "direct_identifier");

@@ -2,6 +2,8 @@
 //! Content-Type (§20.15, RFC 2045 §5.1), Reason (RFC 3326), Session-ID (RFC 7989),
 //! P-Charging-Vector (RFC 7315 §4.6), Session-Expires (RFC 4028 §4), and the numeric
 //! headers (Max-Forwards, Expires, Content-Length).
+use std::borrow::Cow;
+
 use super::error::ValueError;
 use super::lex::{
     is_lws, is_token_str, parse_u32_checked, parse_u64, skip_lws, sub, sub_str, token_end,
@@ -73,6 +75,23 @@ impl<'a> Method<'a> {
     /// The method as written on the wire.
     pub fn as_str(&self) -> &'a str {
         match self {
+            Method::Other(s) => s,
+            standard => standard.standard_name().unwrap_or_default(),
+        }
+    }
+
+    /// The method as an owned name that outlives the message (a borrowed constant for the
+    /// standard methods, a copy of the token for any other).
+    pub fn to_name(&self) -> Cow<'static, str> {
+        match self {
+            Method::Other(s) => Cow::Owned((*s).to_owned()),
+            standard => Cow::Borrowed(standard.standard_name().unwrap_or_default()),
+        }
+    }
+
+    /// The name of a method this module knows; `None` for [`Method::Other`].
+    fn standard_name(&self) -> Option<&'static str> {
+        Some(match self {
             Method::Invite => "INVITE",
             Method::Ack => "ACK",
             Method::Bye => "BYE",
@@ -87,8 +106,8 @@ impl<'a> Method<'a> {
             Method::Refer => "REFER",
             Method::Message => "MESSAGE",
             Method::Publish => "PUBLISH",
-            Method::Other(s) => s,
-        }
+            Method::Other(_) => return None,
+        })
     }
 }
 

@@ -124,6 +124,27 @@ fn table_cells(html: &str, class: &str) -> Vec<Vec<String>> {
         .collect()
 }
 
+/// The method or status of every SIP message of `call_id` in the per-message section of
+/// `capture`'s oracle text, in capture order.
+fn oracle_ladder(capture: &str, call_id: &str) -> Vec<String> {
+    let text = std::fs::read_to_string(corpus(&format!("{capture}.oracle.txt"))).unwrap();
+    text.lines()
+        .filter(|l| l.as_bytes().first().is_some_and(u8::is_ascii_digit))
+        .map(|l| l.split('\t').collect::<Vec<_>>())
+        .filter(|f| f.len() >= 12 && f[7] == call_id)
+        .map(|f| if f[8].is_empty() { f[9] } else { f[8] }.to_owned())
+        .collect()
+}
+
+/// The labels of the ladder's arrows on a call page, in order.
+fn ladder_labels(html: &str) -> Vec<String> {
+    html.split("<g class=\"step")
+        .skip(1)
+        .filter_map(|g| g.split("data-label=\"").nth(1)?.split('"').next())
+        .map(str::to_owned)
+        .collect()
+}
+
 /// Calls of `capture`'s oracle, answered (final 2xx) and not.
 fn oracle_answered(capture: &str) -> (usize, usize) {
     let o = oracle(capture);
@@ -570,7 +591,7 @@ fn console_serves_only_valid_tokens_and_only_their_tenant() {
 
 /// In headless chromium over TLS: /calls sends to the login page; log in with a read
 /// token; search by the number → the oracle's calls; open the call → the quality chart and
-/// the oracle's packet counts per direction. Screenshots in target/web-screens/.
+/// the oracle's packet counts per direction and its SIP messages as a ladder. Screenshots in target/web-screens/.
 #[test]
 fn browser_logs_in_searches_and_opens_a_call() {
     let c = Console::start();
@@ -625,6 +646,13 @@ fn browser_logs_in_searches_and_opens_a_call() {
             "{dir}"
         );
     }
+    // The SIP ladder: one arrow per message of the call, in the oracle's order.
+    let call_id = o["calls"][0]["call_id"].as_str().unwrap();
+    assert_eq!(
+        ladder_labels(&b.source()),
+        oracle_ladder("ws_nb6-telephone.pcap", call_id)
+    );
+    assert_eq!(b.find_all("svg.ladder g.hop").len(), 2);
     b.screenshot(&screens.join("call.png"));
     sources.push(("call", b.source()));
 

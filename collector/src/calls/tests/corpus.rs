@@ -88,6 +88,9 @@ fn replay(name: &str) -> (ReplayOutput, Value) {
 
 /// One SIP message line of the oracle text (tshark fields).
 struct OracleMsg {
+    time_epoch: f64,
+    src: String,
+    dst: String,
     call_id: String,
     method: String,
     status: String,
@@ -102,6 +105,9 @@ fn oracle_messages(name: &str) -> Vec<OracleMsg> {
         .filter_map(|l| {
             let f: Vec<&str> = l.split('\t').collect();
             (f.len() >= 12).then(|| OracleMsg {
+                time_epoch: f[1].parse().unwrap(),
+                src: [f[3], f[5]].concat(),
+                dst: [f[4], f[6]].concat(),
                 call_id: f[7].to_owned(),
                 method: f[8].to_owned(),
                 status: f[9].to_owned(),
@@ -214,6 +220,7 @@ fn check_calls(name: &str, out: &ReplayOutput, o: &Value) {
             "{id}: caller"
         );
         assert_eq!(callee.user, oc["to_user"].as_str().unwrap(), "{id}: callee");
+        check_ladder(cdr, &msgs);
         ms_close(cdr.start_time_ms, &oc["start"], "start", id);
         ms_close(cdr.answer_time_ms, &oc["answer"], "answer", id);
         ms_close(cdr.end_time_ms, &oc["end"], "end", id);
@@ -280,6 +287,68 @@ fn check_calls(name: &str, out: &ReplayOutput, o: &Value) {
                 "{id}: {leg:?} vs {s:?}"
             );
         }
+    }
+}
+
+/// The CDR's ladder is the oracle's messages of the call, in capture order, from its
+/// initial INVITE on: method or status, CSeq method, addresses, time. It holds every
+/// message up to the end of the call plus the linger (the CDR is written then; later
+/// retransmissions, such as sngrep_aaa.pcap's CANCELs 30 s on, come after it).
+fn check_ladder(cdr: &Cdr, msgs: &[OracleMsg]) {
+    let id = cdr.call_id.as_str();
+    let first = msgs
+        .iter()
+        .position(|m| m.call_id == id && m.method == "INVITE")
+        .unwrap();
+    let want: Vec<&OracleMsg> = msgs[first..].iter().filter(|m| m.call_id == id).collect();
+    let label = |m: &OracleMsg| {
+        if m.method.is_empty() {
+            m.status.clone()
+        } else {
+            m.method.clone()
+        }
+    };
+    let theirs: Vec<(String, &str, &str, &str)> = want
+        .iter()
+        .map(|m| {
+            (
+                label(m),
+                m.cseq_method.as_str(),
+                m.src.as_str(),
+                m.dst.as_str(),
+            )
+        })
+        .collect();
+    let ours: Vec<(String, &str, &str, &str)> = cdr
+        .ladder
+        .iter()
+        .map(|s| {
+            let m = s.message.as_ref().unwrap();
+            (
+                m.method_or_status.clone(),
+                m.cseq_method.as_str(),
+                m.from.as_str(),
+                m.to.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(cdr.ladder_omitted, 0, "{id}: ladder omitted");
+    let until_s = (cdr.end_time_ms + CallsConfig::default().linger_ms) as f64 / 1000.0;
+    let before_cdr = want.iter().filter(|m| m.time_epoch <= until_s).count();
+    assert!(
+        ours.len() >= before_cdr && ours.len() <= theirs.len(),
+        "{id}: {} steps, the oracle has {before_cdr} before the CDR, {} in all",
+        ours.len(),
+        theirs.len()
+    );
+    assert_eq!(ours, theirs[..ours.len()], "{id}: ladder");
+    for (s, m) in cdr.ladder.iter().zip(&want) {
+        ms_close(
+            s.time_ms,
+            &serde_json::json!(m.time_epoch),
+            "ladder step",
+            id,
+        );
     }
 }
 

@@ -50,9 +50,9 @@ impl Tracker {
 }
 
 impl Tracker {
-    /// One [`flow_event::Event::SipMessage`] for `msg` of a tracked call (the ladder of
-    /// `collector top`): method or status, CSeq, the hop's addresses, the hook that saw it.
-    pub(super) fn sip_event(&mut self, pkt: &SipPacket, msg: &SipMessage<'_>) {
+    /// One [`flow_event::Event::SipMessage`] for the message of a tracked call just
+    /// recorded in its ladder (the ladder of `collector top`).
+    pub(super) fn sip_event(&mut self, msg: &SipMessage<'_>) {
         let Some(c) = self
             .index
             .get(msg.call_id())
@@ -60,32 +60,15 @@ impl Tracker {
         else {
             return;
         };
-        let method_or_status = match msg.status_code() {
-            Some(code) if !msg.is_request() => code.to_string(),
-            _ => msg.method().to_string(),
+        let Some(step) = c.ladder.last() else {
+            return;
         };
-        let cseq = msg.cseq();
         let event = FlowEvent {
             tenant: String::new(),
-            time_ms: pkt.ts_ns / MS,
+            time_ms: step.time_ms(),
             agent_id: self.agent_id.clone(),
             call_id: c.call_id.clone(),
-            event: Some(flow_event::Event::SipMessage(
-                collector_proto::v1::SipMessage {
-                    method_or_status,
-                    cseq: cseq.seq,
-                    cseq_method: cseq.method.to_string(),
-                    from: pkt.src.ip().to_canonical().to_string(),
-                    to: pkt.dst.ip().to_canonical().to_string(),
-                    direction: match pkt.direction {
-                        Some(Direction::Ingress) => SipDirection::Ingress,
-                        Some(Direction::Egress) => SipDirection::Egress,
-                        None => SipDirection::Unspecified,
-                    } as i32,
-                    transport: cdr::transport_name(pkt.transport).to_owned(),
-                    has_sdp: matches!(msg.sdp_body(), Ok(Some(_))),
-                },
-            )),
+            event: Some(flow_event::Event::SipMessage(step.message())),
         };
         let consent = c.consent.clone();
         self.out.flow(FlowOut { event, consent });

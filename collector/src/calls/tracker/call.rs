@@ -103,6 +103,8 @@ pub(crate) struct Call {
     pub(crate) consent: Option<String>,
     pub(crate) last_sip_ns: u64,
     pub(crate) sip_messages: u32,
+    /// The messages as captured, for the CDR's ladder and the live SIP message events.
+    pub(crate) ladder: Ladder,
     pub(crate) parse_errors: u32,
     pub(crate) snap_cut: u32,
     pub(crate) retransmissions: u32,

@@ -43,11 +43,13 @@ mod binding;
 mod call;
 mod correlation;
 mod headers;
+mod ladder;
 
-use self::{binding::*, call::*, headers::*};
+use self::{binding::*, call::*, headers::*, ladder::Step};
 pub(crate) use self::{
     binding::{CallMedia, Hop, Snapshot},
     call::{Call, Cause, CorrelationSource},
+    ladder::Ladder,
 };
 
 /// Nanoseconds per millisecond.
@@ -335,11 +337,11 @@ impl Tracker {
             (None, true) => {
                 self.count_method(&method);
                 self.new_call(pkt, &msg, media);
-                self.sip_event(pkt, &msg);
+                self.sip_event(&msg);
             }
             (Some(cookie), _) => {
                 self.in_call(cookie, pkt, &msg, initial_invite, media);
-                self.sip_event(pkt, &msg);
+                self.sip_event(&msg);
             }
             (None, false) => {
                 if msg.is_request() {
@@ -426,6 +428,7 @@ impl Tracker {
             consent,
             last_sip_ns: now,
             sip_messages: 1,
+            ladder: Ladder::default(),
             parse_errors: 0,
             snap_cut: u32::from(pkt.truncated),
             retransmissions: 0,
@@ -446,6 +449,7 @@ impl Tracker {
             now,
             self.cfg.dedupe_window_ms.saturating_mul(MS),
         );
+        call.ladder.push(Step::of(pkt, msg, false));
         self.index.insert(call_id, cookie);
         self.unanswered.insert(cookie);
         self.calls.insert(cookie, call);
@@ -473,7 +477,10 @@ impl Tracker {
             call.snap_cut = call.snap_cut.saturating_add(1);
         }
         let is_invite_of_call = initial_invite && msg.cseq().seq == call.invite_cseq;
-        match call.observe(message_key(msg), message_path(pkt, msg), now, window) {
+        let observed = call.observe(message_key(msg), message_path(pkt, msg), now, window);
+        call.ladder
+            .push(Step::of(pkt, msg, observed == Observed::Retransmission));
+        match observed {
             Observed::Retransmission => {
                 call.retransmissions = call.retransmissions.saturating_add(1);
                 self.stats.retransmissions += 1;

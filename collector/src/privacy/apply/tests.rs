@@ -289,7 +289,7 @@ mod descriptor {
 /// every string leaf is listed by its own name (`caller_user`, `media_src_ip`); a nested
 /// message is flattened (`reason_cause`), except that a message without strings may be one
 /// row (`coverage`) and a repeated message is one row for its numbers (`media`) plus one
-/// per string.
+/// per string, a string nested deeper named by its path (`ladder_message_from`).
 fn expected_inventory_names() -> Vec<String> {
     use descriptor::*;
     use prost::Message as _;
@@ -307,6 +307,27 @@ fn expected_inventory_names() -> Vec<String> {
             .find(|m| m.name.as_deref() == Some(short))
             .unwrap_or_else(|| panic!("no message {full}"))
     };
+    // Every string leaf of a message, nested messages included, by its path of field names.
+    fn strings<'a>(
+        m: &'a DescriptorProto,
+        prefix: &str,
+        message: &dyn Fn(&str) -> &'a DescriptorProto,
+    ) -> Vec<String> {
+        let mut out = Vec::new();
+        for f in &m.field {
+            let name = format!("{prefix}_{}", f.name.as_deref().unwrap());
+            match f.r#type {
+                Some(TYPE_STRING) => out.push(name),
+                Some(TYPE_MESSAGE) => out.extend(strings(
+                    message(f.type_name.as_deref().unwrap()),
+                    &name,
+                    message,
+                )),
+                _ => {}
+            }
+        }
+        out
+    }
     let cdr = message(".collector.v1.Cdr");
     let mut names = Vec::new();
     for f in &cdr.field {
@@ -316,12 +337,7 @@ fn expected_inventory_names() -> Vec<String> {
             continue;
         }
         let m = message(f.type_name.as_deref().unwrap());
-        let strings: Vec<String> = m
-            .field
-            .iter()
-            .filter(|s| s.r#type == Some(TYPE_STRING))
-            .map(|s| format!("{name}_{}", s.name.as_deref().unwrap()))
-            .collect();
+        let strings = strings(m, &name, &message);
         if strings.is_empty() {
             names.push(name);
         } else if f.label == Some(LABEL_REPEATED) {

@@ -1,7 +1,7 @@
 //! `/calls/{id}`: one call, found by a leg's stored CDR id: its legs (the gRPC
 //! `ListCalls` view, [`crate::callview::group`] over [`crate::server::query::read_call`], so sibling legs
 //! come from the caller's tenant only), each leg's timings, parties' pseudonyms,
-//! per-direction media and the quality chart.
+//! per-direction media, the quality chart and the SIP ladder ([`super::ladder`]).
 //!
 //! The look-up is by id alone ([`crate::server::store::CdrFilter::cdr_id`], indexed),
 //! confined and audited like every read; the URL carries nothing but the id, which the
@@ -16,6 +16,7 @@ use collector_proto::v1::{Call, Cdr, MediaLeg, Party};
 use super::{
     auth::SignedIn,
     chart::{self, direction_name},
+    ladder::ladder,
     layout::{self, esc},
     Console,
 };
@@ -128,9 +129,10 @@ fn leg(n: usize, c: &Cdr) -> String {
          <table class=\"media\"><thead><tr><th>direction</th><th>codec</th><th>ssrc</th>\
          <th>packets</th><th>lost</th><th>loss %</th><th>mean jitter ms</th>\
          <th>max jitter ms</th><th>MOS</th><th>worst 10 s MOS</th></tr></thead>\
-         <tbody>{media}</tbody></table></section>",
+         <tbody>{media}</tbody></table><h4>SIP messages</h4>{}</section>",
         n + 1,
-        chart::quality(&c.media)
+        chart::quality(&c.media),
+        ladder(c)
     )
 }
 

@@ -9,7 +9,8 @@
 //! CSP that allows only this server's own stylesheet ([`layout`]). A phone number typed
 //! into the search is hashed here into the pseudonyms the store holds and never appears in
 //! a URL, page or log line ([`calls`]). One call's page ([`call`]) draws its 10-second
-//! quality intervals as an inline SVG ([`chart`]); the quality page ([`quality`]) draws
+//! quality intervals as an inline SVG ([`chart`]) and its SIP messages as a ladder
+//! ([`ladder`]); the quality page ([`quality`]) draws
 //! MOS and loss percentiles per hour and agent the same way; [`usage`] is the month's
 //! usage per destination and [`inventory`] the data inventory.
 //!
@@ -21,6 +22,7 @@ mod call;
 mod calls;
 mod chart;
 mod inventory;
+mod ladder;
 mod layout;
 mod quality;
 mod usage;
