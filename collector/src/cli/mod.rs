@@ -203,6 +203,11 @@ pub struct ServerArgs {
     /// lets `collector flows --number` filter live flows by phone number.
     #[arg(long)]
     pub privacy_config: Option<std::path::PathBuf>,
+    /// A tenant whose agents pseudonymize under their own keys: TENANT=PATH of those
+    /// agents' configuration file. That tenant's number searches (web console, live-flow
+    /// number filters) use its keys instead of --privacy-config's. Repeatable.
+    #[arg(long, value_name = "TENANT=PATH")]
+    pub tenant_privacy_config: Vec<String>,
     /// Live flow events kept for `collector flows --last/--since`.
     #[arg(long, default_value_t = crate::watch::hub::DEFAULT_HISTORY)]
     pub watch_history: usize,

@@ -9,7 +9,7 @@ use crate::{
     metrics::Metrics,
     privacy::{
         seal::{MasterKey, MASTER_KEY_ENV},
-        PrivacyConfig, Pseudonymizer,
+        NumberKeys, PrivacyConfig, Pseudonymizer,
     },
     rpc::listen::Exposure,
     server::{
@@ -56,7 +56,7 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
             Some(config) => Some(Arc::new(Pseudonymizer::from_config(config)?)),
             None => None,
         };
-        let web_pseudonymizer = pseudonymizer.clone();
+        let numbers = NumberKeys::load(pseudonymizer, &args.tenant_privacy_config)?;
         let store = if args.no_encryption {
             tracing::warn!("--no-encryption: CDRs are stored in clear");
             store
@@ -70,7 +70,7 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
                 history: args.watch_history,
                 ..HubConfig::default()
             },
-            pseudonymizer,
+            numbers: numbers.clone(),
             metrics: Some(Arc::clone(&metrics)),
         });
         if let Some(addr) = &args.metrics_listen {
@@ -93,7 +93,7 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
             let web = WebOptions {
                 token_secret: opts.token_secret.clone().map(Arc::new),
                 tls: web_tls(&args)?.map(Arc::new),
-                pseudonymizer: web_pseudonymizer,
+                numbers,
                 privacy: privacy.map(Arc::new),
                 retention_days: args.retention_days,
             };

@@ -1049,7 +1049,8 @@ mod tests {
             conn: crate::cli::connect::ConnectArgs::plain("http://127.0.0.1:1"),
             agents: vec!["edge-1".into()],
         });
-        let plan = crate::watch::service::Plan::validate(&req, None, 10_000, None).unwrap();
+        let plan =
+            crate::watch::service::Plan::validate(&req, &Default::default(), 10_000, None).unwrap();
         assert!(plan.follow && plan.mask.is_some());
         assert_eq!(plan.window.last_n, 10_000);
     }

@@ -17,10 +17,12 @@ pub mod apply;
 pub mod inventory;
 pub mod keys;
 pub mod normalize;
+pub mod numbers;
 pub mod policy;
 pub mod pseudonym;
 pub mod seal;
 
 pub use keys::{KeyError, KeyRing};
+pub use numbers::{NumberKeys, NumberKeysError};
 pub use policy::{CallPrivacy, ConfigError, Consent, FieldPolicy, PrivacyConfig, Pseudonymizer};
 pub use pseudonym::Kind;

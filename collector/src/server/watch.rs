@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::{
     metrics::Metrics,
-    privacy::Pseudonymizer,
+    privacy::NumberKeys,
     watch::{Hub, HubConfig, WatchService},
 };
 
@@ -15,8 +15,9 @@ use crate::{
 pub struct RelayOptions {
     /// Sizes of the relay hub.
     pub hub: HubConfig,
-    /// Resolves `number` filters (without it they are refused).
-    pub pseudonymizer: Option<Arc<Pseudonymizer>>,
+    /// Resolves `number` filters under the caller's tenant's key ring (without one they
+    /// are refused).
+    pub numbers: NumberKeys,
     /// Metrics to report to.
     pub metrics: Option<Arc<Metrics>>,
 }
@@ -27,9 +28,5 @@ pub fn relay(options: RelayOptions) -> WatchService {
         Some(m) => Hub::with_metrics(options.hub, m),
         None => Hub::new(options.hub),
     };
-    let service = WatchService::collector(Arc::new(hub));
-    match options.pseudonymizer {
-        Some(pz) => service.with_pseudonymizer(pz),
-        None => service,
-    }
+    WatchService::collector(Arc::new(hub)).with_number_keys(options.numbers)
 }

@@ -13,7 +13,6 @@ use collector_proto::v1::{
 
 use super::hub::Stored;
 use super::WatchError;
-use crate::privacy::Pseudonymizer;
 
 /// Most allow (and, separately, deny) filters in one request.
 pub const MAX_FILTERS: usize = 16;
@@ -103,10 +102,14 @@ fn check_threshold(field: &str, v: Option<f64>, max: f64) -> Result<Option<f64>,
     }
 }
 
+/// Turns a phone number typed into a filter into its pseudonyms (empty when nothing is
+/// left of it after normalisation).
+pub type Resolve<'a> = &'a dyn Fn(&[u8]) -> Vec<String>;
+
 impl Filter {
     /// Validates and compiles one filter; `number` values are turned into their pseudonyms
-    /// by `pz` (an error without one). The numbers never appear in an error.
-    pub fn compile(f: &FlowFilter, pz: Option<&Pseudonymizer>) -> Result<Self, WatchError> {
+    /// by `resolve` (an error without one). The numbers never appear in an error.
+    pub fn compile(f: &FlowFilter, resolve: Option<Resolve<'_>>) -> Result<Self, WatchError> {
         check_strings("agent_id", &f.agent_id)?;
         check_strings("pseudonym", &f.pseudonym)?;
         check_strings("call_id", &f.call_id)?;
@@ -126,9 +129,9 @@ impl Filter {
         })?;
         let mut parties: HashSet<String> = f.pseudonym.iter().cloned().collect();
         if !f.number.is_empty() {
-            let pz = pz.ok_or(WatchError::NoKeys)?;
+            let resolve = resolve.ok_or(WatchError::NoKeys)?;
             for n in &f.number {
-                let found = pz.pseudonyms_for(n.as_bytes());
+                let found = resolve(n.as_bytes());
                 if found.is_empty() {
                     return Err(WatchError::Invalid(
                         "filter field number: a value is empty after normalisation".into(),
@@ -239,7 +242,7 @@ impl Selector {
     pub fn compile(
         allow: &[FlowFilter],
         deny: &[FlowFilter],
-        pz: Option<&Pseudonymizer>,
+        resolve: Option<Resolve<'_>>,
     ) -> Result<Self, WatchError> {
         if allow.len() > MAX_FILTERS || deny.len() > MAX_FILTERS {
             return Err(WatchError::Invalid(format!(
@@ -249,11 +252,11 @@ impl Selector {
         Ok(Selector {
             allow: allow
                 .iter()
-                .map(|f| Filter::compile(f, pz))
+                .map(|f| Filter::compile(f, resolve))
                 .collect::<Result<_, _>>()?,
             deny: deny
                 .iter()
-                .map(|f| Filter::compile(f, pz))
+                .map(|f| Filter::compile(f, resolve))
                 .collect::<Result<_, _>>()?,
             tenant: None,
         })

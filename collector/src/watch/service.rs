@@ -17,13 +17,13 @@ use tokio_stream::{wrappers::ReceiverStream, Stream};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{
-    filter::Selector,
+    filter::{Resolve, Selector},
     hub::{Hub, Item, Window},
     mask::FieldMask,
     WatchError,
 };
 use crate::{
-    privacy::Pseudonymizer,
+    privacy::NumberKeys,
     server::auth::{Caller, StreamAgent},
 };
 
@@ -56,12 +56,13 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// Validates `req` (see the proto for the rules); `pz` resolves number filters, and
-    /// `last_n` is capped at the `history` the hub keeps. Only `tenant`'s events are
-    /// selected when it is set (the caller's token's tenant).
+    /// Validates `req` (see the proto for the rules); `numbers` resolves number filters
+    /// under the key rings of `tenant`, and `last_n` is capped at the `history` the hub
+    /// keeps. Only `tenant`'s events are selected when it is set (the caller's token's
+    /// tenant).
     pub fn validate(
         req: &WatchRequest,
-        pz: Option<&Pseudonymizer>,
+        numbers: &NumberKeys,
         history: usize,
         tenant: Option<String>,
     ) -> Result<Self, WatchError> {
@@ -75,7 +76,10 @@ impl Plan {
                 "since_ms must be before until_ms".into(),
             ));
         }
-        let selector = Selector::compile(&req.allow, &req.deny, pz)?.confine(tenant);
+        let t = tenant.as_deref();
+        let resolve = |n: &[u8]| numbers.pseudonyms_for(t, n).unwrap_or_default();
+        let resolve: Option<Resolve<'_>> = numbers.available(t).then_some(&resolve);
+        let selector = Selector::compile(&req.allow, &req.deny, resolve)?.confine(tenant);
         let mask = FieldMask::compile(&req.field_mask)?;
         let last_n = usize::try_from(req.last_n)
             .unwrap_or(usize::MAX)
@@ -112,7 +116,7 @@ fn now_ms() -> u64 {
 pub struct WatchService {
     hub: Arc<Hub>,
     role: Role,
-    pz: Option<Arc<Pseudonymizer>>,
+    numbers: NumberKeys,
 }
 
 impl WatchService {
@@ -121,7 +125,7 @@ impl WatchService {
         WatchService {
             hub,
             role: Role::Agent,
-            pz: None,
+            numbers: NumberKeys::default(),
         }
     }
 
@@ -130,14 +134,14 @@ impl WatchService {
         WatchService {
             hub,
             role: Role::Collector,
-            pz: None,
+            numbers: NumberKeys::default(),
         }
     }
 
-    /// Resolves `number` filters with `pz` (without it they are refused with
-    /// `FAILED_PRECONDITION`).
-    pub fn with_pseudonymizer(mut self, pz: Arc<Pseudonymizer>) -> Self {
-        self.pz = Some(pz);
+    /// Resolves `number` filters under `numbers`, the caller's tenant's ring (without one
+    /// they are refused with `FAILED_PRECONDITION`).
+    pub fn with_number_keys(mut self, numbers: NumberKeys) -> Self {
+        self.numbers = numbers;
         self
     }
 
@@ -153,7 +157,7 @@ impl WatchService {
         req: &WatchRequest,
         tenant: Option<String>,
     ) -> Result<mpsc::Receiver<Result<FlowEvent, Status>>, WatchError> {
-        let plan = Plan::validate(req, self.pz.as_deref(), self.hub.config().history, tenant)?;
+        let plan = Plan::validate(req, &self.numbers, self.hub.config().history, tenant)?;
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         if plan.follow {
             let mut sub = self

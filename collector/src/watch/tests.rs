@@ -31,7 +31,7 @@ use crate::{
     metrics::Metrics,
     privacy::{
         keys::{Key, KeyId, Secret},
-        Consent, KeyRing, PrivacyConfig, Pseudonymizer,
+        Consent, KeyRing, NumberKeys, PrivacyConfig, Pseudonymizer,
     },
     server::watch::{relay, RelayOptions},
 };
@@ -727,7 +727,7 @@ fn history_req(allow: Vec<FlowFilter>) -> WatchRequest {
 async fn relay_tags_agents_and_filters_by_number_with_the_collectors_keys() {
     let pz = Arc::new(test_pz());
     let c = Collector::start(RelayOptions {
-        pseudonymizer: Some(Arc::clone(&pz)),
+        numbers: NumberKeys::shared(Arc::clone(&pz)),
         ..Default::default()
     })
     .await;

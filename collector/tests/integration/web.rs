@@ -163,7 +163,30 @@ fn now_s() -> u64 {
     collector::server::retention::now_ms() / 1000
 }
 
-/// A running collector with its console, fed with the two tenants' captures.
+/// An agent configuration of `tenant`'s own: its own scope and key, unlike
+/// `cli::agent_config`'s, which the other tenant's agents share.
+fn own_keys_config(dir: &Path, tenant: &str) -> PathBuf {
+    let keys = dir.join(format!("{tenant}-keys.toml"));
+    write_private(
+        &keys,
+        "[[key]]\nid = \"g1\"\n\
+         secret = \"5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a\"\n\
+         created = \"2025-01-01T00:00:00Z\"\nactive = true\n",
+    );
+    let config = dir.join(format!("{tenant}-agent.toml"));
+    std::fs::write(
+        &config,
+        format!(
+            "[privacy]\nscope = \"{tenant}\"\nkey_file = {:?}\n",
+            keys.display().to_string()
+        ),
+    )
+    .unwrap();
+    config
+}
+
+/// A running collector with its console, fed with the two tenants' captures (globex's
+/// agents pseudonymize under their own keys).
 struct Console {
     dir: tempfile::TempDir,
     pki: Pki,
@@ -180,6 +203,7 @@ impl Console {
         write_private(&dir.path().join("secret"), &secret_hex);
         let secret = TokenSecret::from_bytes(&[7; 32]);
         let config = crate::cli::agent_config(dir.path());
+        let globex_config = own_keys_config(dir.path(), "globex");
         let grpc: SocketAddr = ([127, 0, 0, 1], support::free_port()).into();
         let web: SocketAddr = ([127, 0, 0, 1], support::free_port()).into();
         let mut cmd = collector();
@@ -196,6 +220,8 @@ impl Console {
             .arg(dir.path().join("secret"))
             .arg("--privacy-config")
             .arg(&config)
+            .arg("--tenant-privacy-config")
+            .arg(format!("globex={}", globex_config.display()))
             .arg("--master-key")
             .arg(dir.path().join("master.key"))
             .arg("--tenant-keys")
@@ -212,12 +238,12 @@ impl Console {
             web,
             _server: server,
         };
-        for (capture, agent, tenant) in [
-            ("sipp_g711_basic.pcap", "sbc-a", "acme"),
-            ("ws_nb6-telephone.pcap", "sbc-a2", "acme"),
-            ("sipp_cancel.pcap", "sbc-g", "globex"),
+        for (capture, agent, tenant, config) in [
+            ("sipp_g711_basic.pcap", "sbc-a", "acme", &config),
+            ("ws_nb6-telephone.pcap", "sbc-a2", "acme", &config),
+            ("sipp_cancel.pcap", "sbc-g", "globex", &globex_config),
         ] {
-            console.replay(&config, capture, agent, tenant, grpc);
+            console.replay(config, capture, agent, tenant, grpc);
         }
         console
     }
@@ -462,6 +488,18 @@ fn console_serves_only_valid_tokens_and_only_their_tenant() {
     assert_eq!(csv.body.lines().count(), 1 + want, "{}", csv.body);
     let none = http.request("POST", "/calls", Some(&globex), Some(&form));
     assert_eq!(result_rows(&none.body).len(), 0);
+    // Each tenant's number search hashes under its own agents' keys: a user both tenants'
+    // captures have finds each tenant's own calls of it (globex's only under globex's key).
+    let service = |token: &str| {
+        let r = http.request("POST", "/calls", Some(token), Some("number=service"));
+        assert_eq!(r.status, 200, "{}", r.body);
+        result_rows(&r.body).len()
+    };
+    let globex_service = oracle_calls("sipp_cancel.pcap", "service").1;
+    let acme_service = oracle_calls("sipp_g711_basic.pcap", "service").1;
+    assert!(globex_service > 0 && acme_service > 0);
+    assert_eq!(service(&globex), globex_service);
+    assert_eq!(service(&acme), acme_service);
     // A number in a GET query string is ignored, not searched for.
     let ignored = http.get("/calls?number=%2B33360653674", Some(&acme));
     assert_eq!(result_rows(&ignored.body).len(), acme_calls);

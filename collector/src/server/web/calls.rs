@@ -34,6 +34,9 @@ use crate::{
 const PAGE: u32 = 50;
 /// Most calls on one page.
 const MAX_PAGE: u32 = 1_000;
+/// Why a number cannot be searched for (the caller's tenant has no key ring).
+const NO_KEYS: &str = "number search is off: the server has no key ring for your tenant \
+     (--privacy-config, or --tenant-privacy-config for its own keys)";
 
 /// A search as the form or a link gives it.
 #[derive(Debug, Default)]
@@ -75,8 +78,14 @@ impl Search {
     }
 
     /// The query (limit `default_limit` unless the search names one), with the number
-    /// replaced by its pseudonyms; or what is wrong, in words without the number.
-    fn query(&self, console: &Console, default_limit: u32) -> Result<CdrQuery, String> {
+    /// replaced by its pseudonyms under the key ring of the caller's `tenant`; or what is
+    /// wrong, in words without the number.
+    fn query(
+        &self,
+        console: &Console,
+        tenant: Option<&str>,
+        default_limit: u32,
+    ) -> Result<CdrQuery, String> {
         let now = now_ms();
         let time = |s: &str, what: &str| time_field(s, what, now);
         let mut pseudonyms: Vec<String> = self
@@ -86,10 +95,10 @@ impl Search {
             .map(str::to_owned)
             .collect();
         if !self.number.is_empty() {
-            let pz = console.pseudonymizer.as_ref().ok_or(
-                "number search is off: the server has no --privacy-config to hash numbers with",
-            )?;
-            pseudonyms = pz.pseudonyms_for(self.number.as_bytes());
+            pseudonyms = console
+                .numbers
+                .pseudonyms_for(tenant, self.number.as_bytes())
+                .ok_or(NO_KEYS)?;
             if pseudonyms.is_empty() {
                 return Err(
                     "nothing to search for: the number is empty after normalisation".into(),
@@ -149,14 +158,14 @@ impl Search {
     }
 
     /// The search form, filled in with everything but the number.
-    fn form(&self, console: &Console, message: &str) -> String {
+    fn form(&self, console: &Console, tenant: Option<&str>, message: &str) -> String {
         let field = |name: &str, label: &str, value: &str, hint: &str| {
             format!(
                 "<label>{label} <input name=\"{name}\" value=\"{}\" placeholder=\"{hint}\"></label>",
                 esc(value)
             )
         };
-        let number = if console.pseudonymizer.is_some() {
+        let number = if console.numbers.available(tenant) {
             let hint = if self.pseudonyms.is_empty() && self.number.is_empty() {
                 ""
             } else {
@@ -168,7 +177,7 @@ impl Search {
             )
         } else {
             "<label>Number <input name=\"number\" disabled \
-             placeholder=\"off: the server has no --privacy-config\"></label>"
+             placeholder=\"off: no key ring for your tenant\"></label>"
                 .to_string()
         };
         let note = if message.is_empty() {
@@ -232,15 +241,16 @@ async fn search_page(console: &Console, headers: &HeaderMap, s: Search) -> Respo
     let Some(caller) = auth::caller(console, headers) else {
         return auth::to_login();
     };
+    let tenant = caller.tenant.as_deref();
     let bad = |message: &str| {
         layout::page(
             StatusCode::BAD_REQUEST,
             "calls",
             true,
-            &s.form(console, message),
+            &s.form(console, tenant, message),
         )
     };
-    let mut q = match s.query(console, PAGE) {
+    let mut q = match s.query(console, tenant, PAGE) {
         Ok(q) => q,
         Err(m) => return bad(&m),
     };
@@ -262,7 +272,7 @@ async fn search_page(console: &Console, headers: &HeaderMap, s: Search) -> Respo
     };
     let body = format!(
         "{}<p class=\"count\">{} CDR{}{next} · <a href=\"{}\">CSV</a></p>{}",
-        s.form(console, ""),
+        s.form(console, tenant, ""),
         cdrs.len(),
         if cdrs.len() == 1 { "" } else { "s" },
         esc(&s.link("/calls.csv", &q, s.before.parse().ok())),
@@ -297,7 +307,7 @@ pub async fn csv(
     RawQuery(q): RawQuery,
 ) -> Response {
     let s = Search::parse(q.as_deref().unwrap_or(""), false);
-    let q = match s.query(&console, DEFAULT_QUERY_LIMIT) {
+    let q = match s.query(&console, caller.tenant.as_deref(), DEFAULT_QUERY_LIMIT) {
         Ok(q) => q,
         Err(m) => return layout::error(StatusCode::BAD_REQUEST, &m),
     };

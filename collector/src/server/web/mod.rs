@@ -45,7 +45,7 @@ use hyper_util::{
 use tokio::net::TcpListener;
 
 use super::{store::Store, token::TokenSecret};
-use crate::privacy::{PrivacyConfig, Pseudonymizer};
+use crate::privacy::{NumberKeys, PrivacyConfig};
 
 /// Largest request body accepted (the login and search forms are far smaller).
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
@@ -64,8 +64,9 @@ pub struct WebOptions {
     pub token_secret: Option<Arc<TokenSecret>>,
     /// The server's TLS (the gRPC listener's files); `None` serves plain HTTP.
     pub tls: Option<Arc<rustls::ServerConfig>>,
-    /// The agents' pseudonymizer (`--privacy-config`): without it there is no number search.
-    pub pseudonymizer: Option<Arc<Pseudonymizer>>,
+    /// The key rings numbers are searched under (`--privacy-config`, per tenant
+    /// `--tenant-privacy-config`): a caller without a ring has no number search.
+    pub numbers: NumberKeys,
     /// The agents' privacy configuration (`--privacy-config`) the data inventory is drawn
     /// from (the defaults without it, as `collector inventory` does).
     pub privacy: Option<Arc<PrivacyConfig>>,
@@ -78,7 +79,7 @@ pub struct WebOptions {
 struct Console {
     store: Arc<dyn Store>,
     secret: Option<Arc<TokenSecret>>,
-    pseudonymizer: Option<Arc<Pseudonymizer>>,
+    numbers: NumberKeys,
     privacy: Option<Arc<PrivacyConfig>>,
     retention_days: u32,
 }
@@ -88,7 +89,7 @@ pub fn router(store: Arc<dyn Store>, opts: &WebOptions) -> Router {
     let console = Console {
         store,
         secret: opts.token_secret.clone(),
-        pseudonymizer: opts.pseudonymizer.clone(),
+        numbers: opts.numbers.clone(),
         privacy: opts.privacy.clone(),
         retention_days: opts.retention_days,
     };
