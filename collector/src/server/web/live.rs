@@ -304,10 +304,15 @@ pub async fn script() -> Response {
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+    use std::sync::Arc;
+
     use collector_proto::v1::{LostEvents, MediaDirection, Registration};
 
     use super::*;
-    use crate::cli::top::tests::{cs, ms};
+    use crate::{
+        cli::top::tests::{cs, ms},
+        watch::{Hub, HubConfig},
+    };
 
     const T: u64 = 1_800_000_000_000;
 
@@ -426,6 +431,36 @@ mod tests {
                 T
             ),
             None
+        );
+    }
+
+    /// A browser that does not read: the hub keeps its queue of two and counts the rest
+    /// as lost, the stream passes the count on as a `lost` event.
+    #[tokio::test]
+    async fn a_slow_client_is_told_what_it_lost() {
+        let hub = Arc::new(Hub::new(HubConfig {
+            subscriber_queue: 2,
+            ..HubConfig::default()
+        }));
+        let response = stream(&WatchService::collector(Arc::clone(&hub)), None, 0);
+        // Published before the stream's task first runs (one thread, no await between).
+        for i in 0..20 {
+            let call = format!("c{i}");
+            hub.publish(cs(T + i, &call, CallStateKind::Trying, "n_a", "n_b"));
+        }
+        hub.close();
+        let body = tokio::time::timeout(
+            Duration::from_secs(10),
+            axum::body::to_bytes(response.into_body(), usize::MAX),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        let text = String::from_utf8(body.to_vec()).unwrap();
+        assert_eq!(text.matches("event: call\n").count(), 2, "{text}");
+        assert!(
+            text.contains("event: lost\ndata: {\"count\":18}\n"),
+            "{text}"
         );
     }
 }
