@@ -98,7 +98,8 @@ pub fn print_cdrs<W: Write>(w: &mut W, cdrs: &[Cdr], format: OutputFormat) -> io
     Ok(())
 }
 
-fn fmt_time(ms: u64) -> String {
+/// `ms` (Unix ms) as `YYYY-MM-DD HH:MM:SS.mmm` UTC; `-` for 0.
+pub fn fmt_time(ms: u64) -> String {
     if ms == 0 {
         return "-".to_owned();
     }

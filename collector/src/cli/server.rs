@@ -96,6 +96,7 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
                 numbers,
                 privacy: privacy.map(Arc::new),
                 retention_days: args.retention_days,
+                relay: Some(relay.clone()),
             };
             tokio::spawn(crate::server::web::serve(
                 l,

@@ -97,6 +97,8 @@ pub struct CallRow {
     pub first_ms: u64,
     /// When it ended (Unix ms), if it has.
     pub ended_ms: Option<u64>,
+    /// SIP method or status code of the latest state change (e.g. "INVITE", "200").
+    pub trigger: String,
     /// Codec of the latest media interval.
     pub codec: String,
     /// Caller → callee quality.
@@ -203,6 +205,7 @@ impl TopState {
                     callee: String::new(),
                     first_ms: e.time_ms,
                     ended_ms: None,
+                    trigger: String::new(),
                     codec: String::new(),
                     forward: None,
                     backward: None,
@@ -219,6 +222,9 @@ impl TopState {
         match &e.event {
             Some(Event::CallState(cs)) => {
                 c.state = cs.state();
+                if !cs.trigger.is_empty() {
+                    c.trigger.clone_from(&cs.trigger);
+                }
                 if let Some(p) = &cs.caller {
                     if !p.user.is_empty() {
                         c.caller.clone_from(&p.user);
@@ -264,6 +270,11 @@ impl TopState {
             }
             Some(Event::Registration(_) | Event::Alert(_) | Event::LostEvents(_)) | None => {}
         }
+    }
+
+    /// The call `call_id` seen by `agent`, if the view has it.
+    pub fn call(&self, agent: &str, call_id: &str) -> Option<&CallRow> {
+        self.calls.get(&(agent.to_owned(), call_id.to_owned()))
     }
 
     /// Forgets one call: the one that ended first, else the one that started first.
@@ -764,14 +775,15 @@ pub fn run(args: TopArgs) -> anyhow::Result<()> {
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use collector_proto::v1::{CallState, MediaLeg, MediaStats, Party, SipMessage};
     use ratatui::{backend::TestBackend, Terminal};
 
     const T: u64 = 1_700_000_000_000;
 
-    fn cs(t: u64, call: &str, state: CallStateKind, a: &str, b: &str) -> FlowEvent {
+    /// A call state event of agent `edge-1` (also the web console's live page's fixture).
+    pub(crate) fn cs(t: u64, call: &str, state: CallStateKind, a: &str, b: &str) -> FlowEvent {
         FlowEvent {
             tenant: String::new(),
             time_ms: t,
@@ -792,7 +804,15 @@ mod tests {
         }
     }
 
-    fn ms(t: u64, call: &str, dir: MediaDirection, loss: f64, jitter: f64, mos: f64) -> FlowEvent {
+    /// A media statistics event of agent `edge-1`.
+    pub(crate) fn ms(
+        t: u64,
+        call: &str,
+        dir: MediaDirection,
+        loss: f64,
+        jitter: f64,
+        mos: f64,
+    ) -> FlowEvent {
         FlowEvent {
             tenant: String::new(),
             time_ms: t,

@@ -9,6 +9,11 @@
 //! every page and in the CSV; the clear number is in no page and no log line. In headless
 //! chromium: log in, search by number, open the call, see the chart and the oracle's
 //! packet counts; screenshots go to target/web-screens/.
+//!
+//! Live calls: events published into the relay over `Watch.Publish` with each tenant's
+//! ingest token (agent `sbc-a` of acme, `sbc-g` of globex); /live and /live/events show a
+//! tenant's token its own calls only, and nothing without a valid token; in chromium a
+//! call published after the page was drawn appears in its table within 10 s.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use std::{
@@ -22,7 +27,15 @@ use crate::support::{
     web::{Browser, Https, Reply},
     write_private, Pki, Proc,
 };
-use collector::server::token::{self, Role, TokenSecret};
+use collector::{
+    rpc::connect::ClientSecurity,
+    server::token::{self, Role, TokenSecret},
+};
+use collector_proto::v1::{
+    flow_event::Event, watch_client::WatchClient, CallState, CallStateKind, FlowEvent,
+    MediaDirection, MediaLeg, MediaStats, Party, PublishRequest,
+};
+use tonic::transport::{Certificate, ClientTlsConfig};
 
 /// The number of the `ws_nb6-telephone` call, as an operator would type it.
 const TYPED_NUMBER: &str = "+33 3 60 65 36 74";
@@ -113,8 +126,8 @@ fn table_cells(html: &str, class: &str) -> Vec<Vec<String>> {
         .and_then(|(_, t)| t.split_once("<tbody>"))
         .and_then(|(_, b)| b.split_once("</tbody>"))
         .map_or("", |(b, _)| b);
-    body.split("<tr>")
-        .filter(|r| !r.is_empty())
+    body.split("</tr>")
+        .filter(|r| r.contains("<tr"))
         .map(|r| {
             r.split("<td>")
                 .skip(1)
@@ -192,11 +205,28 @@ struct Console {
     pki: Pki,
     secret: TokenSecret,
     web: SocketAddr,
+    grpc: SocketAddr,
+    config: PathBuf,
+    globex_config: PathBuf,
     _server: Proc,
 }
 
 impl Console {
+    /// The console, fed with the two tenants' captures.
     fn start() -> Console {
+        let console = Console::spawn();
+        for (capture, agent, tenant) in [
+            ("sipp_g711_basic.pcap", "sbc-a", "acme"),
+            ("ws_nb6-telephone.pcap", "sbc-a2", "acme"),
+            ("sipp_cancel.pcap", "sbc-g", "globex"),
+        ] {
+            console.replay(capture, agent, tenant);
+        }
+        console
+    }
+
+    /// The console with an empty store and relay.
+    fn spawn() -> Console {
         let dir = tempfile::tempdir().unwrap();
         let pki = Pki::new();
         let secret_hex = "07".repeat(32);
@@ -231,25 +261,27 @@ impl Console {
         let server = Proc::spawn("collector server", cmd, &dir.path().join("server.log"));
         support::wait_listening(grpc, Duration::from_secs(30));
         support::wait_listening(web, Duration::from_secs(30));
-        let console = Console {
+        Console {
             dir,
             pki,
             secret,
             web,
+            grpc,
+            config,
+            globex_config,
             _server: server,
-        };
-        for (capture, agent, tenant, config) in [
-            ("sipp_g711_basic.pcap", "sbc-a", "acme", &config),
-            ("ws_nb6-telephone.pcap", "sbc-a2", "acme", &config),
-            ("sipp_cancel.pcap", "sbc-g", "globex", &globex_config),
-        ] {
-            console.replay(config, capture, agent, tenant, grpc);
         }
-        console
     }
 
-    /// `collector replay CAPTURE --server` as agent `agent` of `tenant`.
-    fn replay(&self, config: &Path, capture: &str, agent: &str, tenant: &str, grpc: SocketAddr) {
+    /// `collector replay CAPTURE --server` as agent `agent` of `tenant` (globex's agents
+    /// with their own keys).
+    fn replay(&self, capture: &str, agent: &str, tenant: &str) {
+        let config = if tenant == "globex" {
+            &self.globex_config
+        } else {
+            &self.config
+        };
+        let grpc = self.grpc;
         let tok = self.dir.path().join(format!("{agent}.tok"));
         std::fs::write(&tok, self.token(agent, Role::Ingest, Some(tenant), 600)).unwrap();
         let out = collector()
@@ -272,6 +304,46 @@ impl Console {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
+    }
+
+    /// Publishes `events` into the relay over `Watch.Publish` as agent `agent` of `tenant`
+    /// (its ingest token), and checks the relay took them all.
+    fn publish(&self, agent: &str, tenant: &str, events: Vec<FlowEvent>) {
+        let n = events.len() as u64;
+        let security = ClientSecurity {
+            tls: Some(
+                ClientTlsConfig::new()
+                    .ca_certificate(Certificate::from_pem(
+                        std::fs::read(self.pki.path("ca.pem")).unwrap(),
+                    ))
+                    .domain_name("localhost"),
+            ),
+            token: Some(self.token(agent, Role::Ingest, Some(tenant), 600)),
+        };
+        let url = format!("https://{}", self.grpc);
+        let req = PublishRequest {
+            agent_id: agent.into(),
+            events,
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let accepted = rt.block_on(async {
+            let channel = security
+                .connect(&url, Duration::from_secs(10))
+                .await
+                .unwrap();
+            let mut client = WatchClient::new(channel);
+            let publish = client.publish(tokio_stream::iter(vec![req]));
+            tokio::time::timeout(Duration::from_secs(10), publish)
+                .await
+                .unwrap()
+                .unwrap()
+                .into_inner()
+                .accepted
+        });
+        assert_eq!(accepted, n);
     }
 
     fn token(&self, sub: &str, role: Role, tenant: Option<&str>, ttl_s: u64) -> String {
@@ -315,12 +387,16 @@ fn assert_security_headers(path: &str, r: &Reply) {
     for d in [
         "default-src 'none'",
         "style-src 'self'",
+        "script-src 'self'",
+        "connect-src 'self'",
         "form-action 'self'",
         "frame-ancestors 'none'",
         "base-uri 'none'",
     ] {
         assert!(csp.contains(d), "{path}: {csp}");
     }
+    // Script from this server's files only: nothing inline, nothing evaluated.
+    assert!(!csp.contains("unsafe"), "{path}: {csp}");
     assert_eq!(
         r.header("x-content-type-options"),
         Some("nosniff"),
@@ -707,4 +783,284 @@ fn browser_logs_in_searches_and_opens_a_call() {
         Console::assert_no_canary(what, html);
     }
     Console::assert_no_canary("the server log", &c.log());
+}
+
+/// A call state event now, with pseudonymized parties as an agent sends them.
+fn call_state(
+    call: &str,
+    state: CallStateKind,
+    caller: &str,
+    callee: &str,
+    trigger: &str,
+) -> FlowEvent {
+    let party = |user: &str| {
+        Some(Party {
+            user: user.into(),
+            ..Default::default()
+        })
+    };
+    FlowEvent {
+        time_ms: collector::server::retention::now_ms(),
+        call_id: call.into(),
+        event: Some(Event::CallState(CallState {
+            state: state as i32,
+            caller: party(caller),
+            callee: party(callee),
+            trigger: trigger.into(),
+            ..Default::default()
+        })),
+        ..Default::default()
+    }
+}
+
+/// A new call now (INVITE seen): `caller` calls `n_acme_bob` or, for a globex caller,
+/// `n_globex_dan`.
+fn trying(call: &str, caller: &str) -> FlowEvent {
+    let callee = if caller.starts_with("n_globex") {
+        "n_globex_dan"
+    } else {
+        "n_acme_bob"
+    };
+    call_state(call, CallStateKind::Trying, caller, callee, "INVITE")
+}
+
+/// A media statistics event now, caller → callee, with this MOS.
+fn media(call: &str, mos: f64) -> FlowEvent {
+    FlowEvent {
+        time_ms: collector::server::retention::now_ms(),
+        call_id: call.into(),
+        event: Some(Event::MediaStats(MediaStats {
+            leg: Some(MediaLeg {
+                direction: MediaDirection::CallerToCallee as i32,
+                mos,
+                ..Default::default()
+            }),
+            interval_ms: 10_000,
+        })),
+        ..Default::default()
+    }
+}
+
+/// The rows of the /live table without their start times, sorted; and the callers of
+/// those marked ended.
+fn live_rows(html: &str) -> (Vec<Vec<String>>, Vec<String>) {
+    let mut rows: Vec<Vec<String>> = table_cells(html, "live")
+        .into_iter()
+        .map(|mut r| {
+            r.remove(4);
+            r
+        })
+        .collect();
+    rows.sort();
+    let ended = html
+        .split("<tr class=\"ended\"")
+        .skip(1)
+        .map(|r| {
+            r.split("<td>")
+                .nth(3)
+                .unwrap()
+                .split("</td>")
+                .next()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    (rows, ended)
+}
+
+/// What the stream of /live/events sent until `enough` held for it (at most `limit`),
+/// checked to be a 200 event stream with the security headers.
+fn live_stream(
+    http: &Https,
+    cookie: &str,
+    since_ms: u64,
+    limit: Duration,
+    enough: impl Fn(&str) -> bool,
+) -> String {
+    let path = format!("/live/events?since={since_ms}");
+    let raw = http.stream(&path, Some(cookie), limit, enough);
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let head = head.to_ascii_lowercase();
+    assert!(head.contains("content-type: text/event-stream"), "{head}");
+    assert!(head.contains("script-src 'self'"), "{head}");
+    body.to_string()
+}
+
+const TEN_S: Duration = Duration::from_secs(10);
+
+/// Call events in a piece of an event stream.
+fn call_events(body: &str) -> usize {
+    body.matches("event: call\n").count()
+}
+
+/// /live and /live/events: events of two tenants go into the relay, interleaved; each
+/// tenant's token sees its own calls only (on the page, and in the stream, which would have
+/// shown the other's events before its own last one had they leaked); without a valid
+/// token, the login page and no data. Counts are those of the events published here.
+#[test]
+fn live_calls_show_each_tenant_only_its_own() {
+    let c = Console::spawn();
+    let http = c.https();
+    let since = collector::server::retention::now_ms() - 1_000;
+
+    // No token, a forged one, an ingest token: the login page, no data.
+    let ingest = c.token("sbc-a", Role::Ingest, Some("acme"), 600);
+    for cookie in [
+        None,
+        Some("collector_token=forged.token.value".to_string()),
+        Some(format!("collector_token={ingest}")),
+    ] {
+        for path in ["/live", "/live/events", "/live/events?since=0"] {
+            let r = http.get(path, cookie.as_deref());
+            assert_eq!(r.status, 303, "{path} {cookie:?}");
+            assert_eq!(r.header("location"), Some("/login"), "{path}");
+            assert!(!r.body.contains("<table"), "{path}: {}", r.body);
+            assert!(!r.body.contains("event:"), "{path}: {}", r.body);
+            assert_security_headers(path, &r);
+        }
+    }
+    let script = http.get("/static/live.js", None);
+    assert_eq!(script.status, 200);
+    assert!(script
+        .header("content-type")
+        .unwrap()
+        .starts_with("text/javascript"));
+    assert!(script.body.contains("EventSource"));
+    assert_security_headers("/static/live.js", &script);
+
+    // acme: a-1 answered with media, a-2 tried and ended; globex: g-1 trying with media;
+    // published interleaved, acme's last event after all of globex's.
+    use CallStateKind::{Answered, Ended};
+    c.publish("sbc-a", "acme", vec![trying("a-1", "n_acme_alice")]);
+    c.publish(
+        "sbc-g",
+        "globex",
+        vec![trying("g-1", "n_globex_carol"), media("g-1", 3.0)],
+    );
+    c.publish(
+        "sbc-a",
+        "acme",
+        vec![
+            call_state("a-1", Answered, "n_acme_alice", "n_acme_bob", "200"),
+            media("a-1", 4.1),
+            trying("a-2", "n_acme_erin"),
+            call_state("a-2", Ended, "n_acme_erin", "n_acme_bob", "CANCEL"),
+        ],
+    );
+    let (acme_events, globex_events) = (5, 2);
+
+    let acme = c.login(&c.token("ops-acme", Role::Read, Some("acme"), 600));
+    let globex = c.login(&c.token("ops-globex", Role::Read, Some("globex"), 600));
+    let page = http.get("/live", Some(&acme));
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert_security_headers("/live", &page);
+    // The script is this server's file; none inline.
+    assert_eq!(page.body.matches("<script").count(), 1);
+    assert!(page
+        .body
+        .contains("<script src=\"/static/live.js\" defer></script>"));
+    assert!(page.body.contains("<a href=\"/live\">Live</a>"));
+    // agent, state, caller, callee, trigger, MOS
+    let (rows, ended) = live_rows(&page.body);
+    assert_eq!(
+        rows,
+        [
+            [
+                "sbc-a",
+                "answered",
+                "n_acme_alice",
+                "n_acme_bob",
+                "200",
+                "4.10"
+            ],
+            ["sbc-a", "ended", "n_acme_erin", "n_acme_bob", "CANCEL", "-"],
+        ]
+    );
+    assert_eq!(ended, ["n_acme_erin"]);
+    assert!(!page.body.contains("globex"), "{}", page.body);
+    let page = http.get("/live", Some(&globex));
+    let (rows, ended) = live_rows(&page.body);
+    assert_eq!(
+        rows,
+        [[
+            "sbc-g",
+            "trying",
+            "n_globex_carol",
+            "n_globex_dan",
+            "INVITE",
+            "3.00"
+        ]]
+    );
+    assert!(ended.is_empty());
+    assert!(!page.body.contains("acme"), "{}", page.body);
+
+    // The streams from before the first event: each tenant's events, whole rows.
+    let body = live_stream(&http, &acme, since, TEN_S, |s| {
+        call_events(s) >= acme_events
+    });
+    assert_eq!(call_events(&body), acme_events, "{body}");
+    assert!(!body.contains("globex"), "{body}");
+    assert!(body.contains("\"caller\":\"n_acme_erin\""), "{body}");
+    assert!(body.contains("\"ended\":true"), "{body}");
+    let body = live_stream(&http, &globex, since, TEN_S, |s| {
+        call_events(s) >= globex_events
+    });
+    assert_eq!(call_events(&body), globex_events, "{body}");
+    assert!(!body.contains("acme"), "{body}");
+    assert!(body.contains("\"mos\":\"3.00\""), "{body}");
+    // From now on: nothing yet (the events before `since` only fill the rows in).
+    let now = collector::server::retention::now_ms() + 1;
+    let body = live_stream(&http, &acme, now, Duration::from_secs(2), |s| {
+        s.contains("event: call")
+    });
+    assert_eq!(call_events(&body), 0, "{body}");
+}
+
+/// In headless chromium: /live from the navigation lists acme's call; a call published
+/// after the page was drawn appears within 10 s and then turns answered, while a globex
+/// call published meanwhile never does. Screenshot in target/web-screens/live.png.
+#[test]
+fn browser_sees_new_calls_live() {
+    let c = Console::spawn();
+    use CallStateKind::Answered;
+    c.publish("sbc-a", "acme", vec![trying("a-1", "n_acme_alice")]);
+    let screens = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/web-screens");
+    let b = Browser::start(&c.dir.path().join("chromedriver.log"));
+    let base = format!("https://localhost:{}", c.web.port());
+    b.goto(&format!("{base}/live"));
+    assert!(b.url().ends_with("/login"), "{}", b.url());
+    b.type_into(
+        "input[name=token]",
+        &c.token("ops-acme", Role::Read, Some("acme"), 600),
+    );
+    b.click("form.login button");
+    b.wait_until("the calls page", |b| b.url().ends_with("/calls"));
+    b.click("nav a[href='/live']");
+    b.wait_until("the live page", |b| b.url().ends_with("/live"));
+    assert_eq!(b.find_all("table.live tbody tr").len(), 1);
+    b.wait_until("the event stream", |b| {
+        b.text("#live-status").starts_with("Live")
+    });
+
+    c.publish("sbc-a", "acme", vec![trying("a-3", "n_acme_frank")]);
+    b.wait_until("the new call", |b| {
+        b.find_all("table.live tbody tr").len() == 2 && b.source().contains("n_acme_frank")
+    });
+    c.publish("sbc-g", "globex", vec![trying("g-1", "n_globex_carol")]);
+    c.publish(
+        "sbc-a",
+        "acme",
+        vec![
+            call_state("a-3", Answered, "n_acme_frank", "n_acme_bob", "200"),
+            media("a-3", 4.3),
+        ],
+    );
+    let cell = |n: usize| format!("table.live tr[data-call='a-3'] td:nth-child({n})");
+    b.wait_until("the call answered", |b| {
+        b.text(&cell(2)) == "answered" && b.text(&cell(7)) == "4.30"
+    });
+    assert_eq!(b.find_all("table.live tbody tr").len(), 2);
+    assert!(!b.source().contains("globex"));
+    b.screenshot(&screens.join("live.png"));
 }

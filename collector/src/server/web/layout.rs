@@ -27,7 +27,7 @@ pub fn esc(s: &str) -> String {
 /// navigation and the logout button.
 pub fn page(status: StatusCode, title: &str, signed_in: bool, body: &str) -> Response {
     let nav = if signed_in {
-        "<nav><a href=\"/calls\">Calls</a><a href=\"/quality\">Quality</a>\
+        "<nav><a href=\"/calls\">Calls</a><a href=\"/live\">Live</a><a href=\"/quality\">Quality</a>\
          <a href=\"/usage\">Usage</a><a href=\"/inventory\">Data inventory</a>\
          <form method=\"post\" action=\"/logout\"><button type=\"submit\">Log out</button></form>\
          </nav>"

@@ -5,14 +5,18 @@
 //! Why it looks the way it does: the operator pastes a read token once ([`auth`]); it is
 //! kept in an `HttpOnly; Secure; SameSite=Strict` cookie and verified again on every
 //! request exactly as a gRPC read would be, so a revoked role or an expired token stops the
-//! next page. Pages are plain HTML with no script; every response says `no-store` and a
-//! CSP that allows only this server's own stylesheet ([`layout`]). A phone number typed
-//! into the search is hashed here into the pseudonyms the store holds and never appears in
-//! a URL, page or log line ([`calls`]). One call's page ([`call`]) draws its 10-second
-//! quality intervals as an inline SVG ([`chart`]) and its SIP messages as a ladder
-//! ([`ladder`]); the quality page ([`quality`]) draws
+//! next page. Pages are plain HTML; every response says `no-store` and a CSP that allows
+//! only this server's own stylesheet and script, and no inline script ([`layout`]). A phone
+//! number typed into the search is hashed here, under the key ring of the caller's tenant,
+//! into the pseudonyms the store holds and never appears in a URL, page or log line
+//! ([`calls`]). One call's page ([`call`]) draws its 10-second quality intervals as an
+//! inline SVG ([`chart`]) and its SIP messages as a ladder ([`ladder`]); the quality page
+//! ([`quality`]) draws
 //! MOS and loss percentiles per hour and agent the same way; [`usage`] is the month's
-//! usage per destination and [`inventory`] the data inventory.
+//! usage per destination and [`inventory`] the data inventory. [`live`] lists the calls in
+//! progress from the relay's live flows (`Watch`), confined to the token's tenant as
+//! `Watch.Flows` is, and keeps them current over server-sent events with the one script the
+//! console ships (`/static/live.js`, in the binary); without script it is a plain page.
 //!
 //! Serving: one hyper connection task per accepted socket, TLS handshakes bounded in time,
 //! request bodies capped at [`MAX_BODY_BYTES`].
@@ -24,6 +28,7 @@ mod chart;
 mod inventory;
 mod ladder;
 mod layout;
+mod live;
 mod quality;
 mod usage;
 
@@ -45,16 +50,21 @@ use hyper_util::{
 use tokio::net::TcpListener;
 
 use super::{store::Store, token::TokenSecret};
-use crate::privacy::{NumberKeys, PrivacyConfig};
+use crate::{
+    privacy::{NumberKeys, PrivacyConfig},
+    watch::WatchService,
+};
 
 /// Largest request body accepted (the login and search forms are far smaller).
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
 /// How long a client may take to finish its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// The console's policy: nothing but this server's own stylesheet and images, forms posted
-/// only here, never framed.
+/// The console's policy: nothing but this server's own stylesheet, images and script (no
+/// inline script), connections (the live page's event stream) and forms only here, never
+/// framed.
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; style-src 'self'; \
-     img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+     img-src 'self'; script-src 'self'; connect-src 'self'; form-action 'self'; \
+     frame-ancestors 'none'; base-uri 'none'";
 
 /// How the console serves.
 #[derive(Clone, Default)]
@@ -72,6 +82,8 @@ pub struct WebOptions {
     pub privacy: Option<Arc<PrivacyConfig>>,
     /// The central store's retention (`--retention-days`, 0 = kept until erased).
     pub retention_days: u32,
+    /// The collector's live-flow relay (`Watch`), for `/live`; `None`: no live page.
+    pub relay: Option<WatchService>,
 }
 
 /// What every handler reads.
@@ -82,6 +94,7 @@ struct Console {
     numbers: NumberKeys,
     privacy: Option<Arc<PrivacyConfig>>,
     retention_days: u32,
+    relay: Option<WatchService>,
 }
 
 /// The console's routes, with the security headers on every response.
@@ -92,6 +105,7 @@ pub fn router(store: Arc<dyn Store>, opts: &WebOptions) -> Router {
         numbers: opts.numbers.clone(),
         privacy: opts.privacy.clone(),
         retention_days: opts.retention_days,
+        relay: opts.relay.clone(),
     };
     Router::new()
         .route("/", get(|| async { Redirect::to("/calls") }))
@@ -100,10 +114,13 @@ pub fn router(store: Arc<dyn Store>, opts: &WebOptions) -> Router {
         .route("/calls", get(calls::get).post(calls::post))
         .route("/calls.csv", get(calls::csv))
         .route("/calls/{id}", get(call::page))
+        .route("/live", get(live::page))
+        .route("/live/events", get(live::events))
         .route("/quality", get(quality::page))
         .route("/usage", get(usage::page))
         .route("/inventory", get(inventory::page))
         .route("/static/console.css", get(stylesheet))
+        .route("/static/live.js", get(live::script))
         .fallback(|| async { layout::error(StatusCode::NOT_FOUND, "no such page") })
         .with_state(console)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

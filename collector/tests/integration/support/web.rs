@@ -176,6 +176,51 @@ impl Https {
     pub fn get(&self, path: &str, cookie: Option<&str>) -> Reply {
         self.request("GET", path, cookie, None)
     }
+
+    /// GETs a stream that does not end (server-sent events) and reads it, head and body as
+    /// sent, until `enough` holds for what has come or `limit` has passed; then hangs up.
+    pub fn stream(
+        &self,
+        path: &str,
+        cookie: Option<&str>,
+        limit: Duration,
+        enough: impl Fn(&str) -> bool,
+    ) -> String {
+        let tcp = TcpStream::connect(self.addr).unwrap();
+        // Short reads, so that the deadline is looked at while the stream is quiet.
+        tcp.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let conn = rustls::ClientConnection::new(
+            Arc::clone(&self.config),
+            "localhost".try_into().unwrap(),
+        )
+        .unwrap();
+        let mut tls = rustls::StreamOwned::new(conn, tcp);
+        let mut req =
+            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nAccept: text/event-stream\r\n");
+        if let Some(c) = cookie {
+            req.push_str(&format!("Cookie: {c}\r\n"));
+        }
+        req.push_str("\r\n");
+        tls.write_all(req.as_bytes()).unwrap();
+        let deadline = std::time::Instant::now() + limit;
+        let mut raw = Vec::new();
+        let mut buf = [0u8; 16 * 1024];
+        while std::time::Instant::now() < deadline && !enough(&String::from_utf8_lossy(&raw)) {
+            match tls.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => raw.extend_from_slice(&buf[..n]),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
+                Err(e) => panic!("GET {path}: {e}"),
+            }
+        }
+        String::from_utf8_lossy(&raw).into_owned()
+    }
 }
 
 /// A headless chromium session driven through chromedriver (W3C WebDriver).
