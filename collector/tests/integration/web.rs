@@ -25,7 +25,7 @@ use std::{
 use crate::support::{
     self, collector,
     web::{Browser, Https, Reply},
-    write_private, Pki, Proc,
+    write_private, Backend, Pki, Proc,
 };
 use collector::{
     rpc::connect::ClientSecurity,
@@ -209,12 +209,19 @@ struct Console {
     config: PathBuf,
     globex_config: PathBuf,
     _server: Proc,
+    // Declared last: the database outlives the server using it.
+    _db: Backend,
 }
 
 impl Console {
-    /// The console, fed with the two tenants' captures.
+    /// The console on SQLite, fed with the two tenants' captures.
     fn start() -> Console {
-        let console = Console::spawn();
+        Console::start_on(Backend::sqlite())
+    }
+
+    /// The console on `db`, fed with the two tenants' captures.
+    fn start_on(db: Backend) -> Console {
+        let console = Console::spawn_on(db);
         for (capture, agent, tenant) in [
             ("sipp_g711_basic.pcap", "sbc-a", "acme"),
             ("ws_nb6-telephone.pcap", "sbc-a2", "acme"),
@@ -225,8 +232,13 @@ impl Console {
         console
     }
 
-    /// The console with an empty store and relay.
+    /// The console with an empty SQLite store and relay.
     fn spawn() -> Console {
+        Console::spawn_on(Backend::sqlite())
+    }
+
+    /// The console with an empty store on `db` and an empty relay.
+    fn spawn_on(db: Backend) -> Console {
         let dir = tempfile::tempdir().unwrap();
         let pki = Pki::new();
         let secret_hex = "07".repeat(32);
@@ -240,8 +252,7 @@ impl Console {
         cmd.arg("server")
             .args(["--listen", &grpc.to_string()])
             .args(["--web-listen", &web.to_string()])
-            .arg("--db")
-            .arg(format!("sqlite://{}", dir.path().join("cdr.db").display()))
+            .args(["--db", &db.url()])
             .arg("--tls-cert")
             .arg(pki.path("server.pem"))
             .arg("--tls-key")
@@ -270,6 +281,7 @@ impl Console {
             config,
             globex_config,
             _server: server,
+            _db: db,
         }
     }
 
@@ -437,7 +449,16 @@ fn call_links(html: &str) -> Vec<String> {
 /// the oracle's calls; no page and no log line holds the call's clear identifiers.
 #[test]
 fn console_serves_only_valid_tokens_and_only_their_tenant() {
-    let c = Console::start();
+    serves_only_valid_tokens_and_only_their_tenant(Console::start());
+}
+
+/// The same pages, searches and isolation over the PostgreSQL backend.
+#[test]
+fn console_on_postgresql_serves_only_valid_tokens_and_only_their_tenant() {
+    serves_only_valid_tokens_and_only_their_tenant(Console::start_on(Backend::postgres()));
+}
+
+fn serves_only_valid_tokens_and_only_their_tenant(c: Console) {
     let http = c.https();
     let mut pages: Vec<(String, String)> = Vec::new();
 
@@ -778,6 +799,32 @@ fn browser_logs_in_searches_and_opens_a_call() {
     assert_eq!(b.find_all("table.quality tbody tr").len(), 2);
     b.screenshot(&screens.join("quality.png"));
     sources.push(("quality", b.source()));
+
+    // Log out, log in as the other tenant: its calls only, and acme's call is not found.
+    let acme_call = links(&sources[2].1, "/calls/").remove(0);
+    b.click("nav form button");
+    b.wait_until("the login page", |b| b.url().ends_with("/login"));
+    b.goto(&format!("{base}/calls"));
+    assert!(b.url().ends_with("/login"), "logged out: {}", b.url());
+    b.type_into(
+        "input[name=token]",
+        &c.token("ops-globex", Role::Read, Some("globex"), 600),
+    );
+    b.click("form.login button");
+    b.wait_until("the calls page", |b| b.url().ends_with("/calls"));
+    assert_eq!(
+        b.find_all("table.calls tbody tr").len(),
+        oracle_calls("sipp_cancel.pcap", "").0
+    );
+    b.goto(&format!("{base}{acme_call}"));
+    assert!(b.source().contains("no such call"), "{}", b.source());
+    assert!(b.find_all("svg.ladder").is_empty());
+    b.goto(&format!("{base}{ALL_TIME}"));
+    assert_eq!(
+        b.find_all("table.quality tbody tr").len(),
+        oracle_quality(&[("sipp_cancel.pcap", "sbc-g")]).len()
+    );
+    sources.push(("globex", b.source()));
 
     for (what, html) in &sources {
         Console::assert_no_canary(what, html);
