@@ -819,6 +819,42 @@ impl TsharkCapture<'_> {
             .collect())
     }
 
+    /// Stops the capture and returns, per Call-ID of a dialog that began with an INVITE
+    /// in it, the method or status code of each of its SIP messages in capture order.
+    pub fn sip_ladders(&mut self) -> Result<BTreeMap<String, Vec<String>>> {
+        let out = tshark_read(
+            self.stop()?,
+            &[
+                "-Y",
+                "sip",
+                "-T",
+                "fields",
+                "-E",
+                "separator=/t",
+                "-e",
+                "sip.Call-ID",
+                "-e",
+                "sip.Method",
+                "-e",
+                "sip.Status-Code",
+            ],
+        )?;
+        let mut ladders: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for line in out.lines() {
+            let mut f = line.split('\t');
+            let (Some(id), Some(method), Some(status)) = (f.next(), f.next(), f.next()) else {
+                continue;
+            };
+            let label = if method.is_empty() { status } else { method };
+            ladders
+                .entry(id.trim().to_owned())
+                .or_default()
+                .push(label.trim().to_owned());
+        }
+        ladders.retain(|_, l| l.first().is_some_and(|m| m == "INVITE"));
+        Ok(ladders)
+    }
+
     /// Stops the capture and returns `tshark -q -z rtp,streams` as printed.
     pub fn rtp_streams_text(&mut self) -> Result<String> {
         tshark_read(

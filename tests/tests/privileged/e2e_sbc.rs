@@ -10,6 +10,7 @@
 //! - topology hiding (one Call-ID per leg): one CDR per leg, the two of a call linked by the
 //!   same `correlation_id`;
 //! - RTP quality per stream equal to tshark's on the interface the stream crossed;
+//! - each leg's SIP ladder equal to tshark's messages of its Call-ID on that interface;
 //! - and sipp's results with the agent attached equal those without it.
 use std::{collections::BTreeMap, time::Duration};
 
@@ -395,6 +396,31 @@ fn media_quality_matches_tshark_under_loss_and_jitter() -> Result<()> {
         "{} CDRs:\n{}",
         cdrs.len(),
         all_brief(&cdrs)
+    );
+    // Each leg's SIP ladder is its Call-ID's messages as tshark dissected them on the
+    // interface that leg crossed (topology hiding: one Call-ID per leg and interface; the
+    // CDR's Call-ID is a pseudonym, so the ladders are compared as a set).
+    let mut theirs: Vec<Vec<String>> = cap_carrier
+        .sip_ladders()?
+        .into_values()
+        .chain(cap_pbx.sip_ladders()?.into_values())
+        .collect();
+    let mut ours: Vec<Vec<String>> = cdrs
+        .iter()
+        .map(|c| {
+            c.get("ladder")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .map(|step| s(&step["message"], "method_or_status").to_owned())
+                .collect()
+        })
+        .collect();
+    theirs.sort();
+    ours.sort();
+    ensure!(
+        ours == theirs,
+        "SIP ladders: agent {ours:?}\ntshark {theirs:?}"
     );
 
     let mut report = Vec::new();
