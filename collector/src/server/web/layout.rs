@@ -65,6 +65,9 @@ pub fn status_error(s: &tonic::Status) -> Response {
         Code::PermissionDenied => StatusCode::FORBIDDEN,
         Code::NotFound => StatusCode::NOT_FOUND,
         Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        // Too many live streams open at once: try again later.
+        Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
+        Code::FailedPrecondition => StatusCode::CONFLICT,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
     error(code, s.message())
@@ -98,6 +101,7 @@ pub fn query_string(pairs: &[(&str, String)]) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::panic)]
 mod tests {
     use super::*;
 
@@ -117,6 +121,25 @@ mod tests {
         assert_eq!(
             fields("token=a+b&n=%2B44"),
             [("token".into(), "a b".into()), ("n".into(), "+44".into())]
+        );
+    }
+
+    #[test]
+    fn a_refused_live_stream_is_a_429_not_a_500() {
+        let hub = crate::watch::Hub::new(crate::watch::HubConfig {
+            max_subscribers: 1,
+            ..Default::default()
+        });
+        let selector = std::sync::Arc::new(crate::watch::Selector::default());
+        let window = crate::watch::Window::default();
+        let _first = hub.subscribe(std::sync::Arc::clone(&selector), window);
+        let Err(e) = hub.subscribe(selector, window) else {
+            panic!("a second subscriber was accepted");
+        };
+        let status: tonic::Status = crate::watch::WatchError::Hub(e).into();
+        assert_eq!(
+            status_error(&status).status(),
+            StatusCode::TOO_MANY_REQUESTS
         );
     }
 }
