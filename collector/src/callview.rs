@@ -17,6 +17,8 @@ use std::{
 
 use collector_proto::v1::{Call, Cdr, Disposition, MediaDirection, MediaLeg, Party};
 
+use crate::present::times::fmt_time;
+
 /// The order of the calls [`group`] returns (by the call's start time, then correlation id).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Order {
@@ -219,7 +221,7 @@ fn or_dash(s: &str) -> String {
 
 fn call_cells(c: &Call) -> [String; 10] {
     [
-        format_time(c.start_time_ms),
+        fmt_time(c.start_time_ms),
         user(&c.caller),
         user(&c.callee),
         disposition_name(c.disposition),
@@ -237,7 +239,7 @@ fn leg_cells(c: &Cdr) -> [String; 10] {
         c.media.iter().filter(|l| l.direction == d as i32).collect()
     };
     [
-        format_time(c.start_time_ms),
+        fmt_time(c.start_time_ms),
         c.agent_id.clone(),
         c.call_id.clone(),
         user(&c.caller),
@@ -274,23 +276,6 @@ fn direction_summary(streams: &[&MediaLeg]) -> String {
                 "-".to_owned()
             }
         ),
-    }
-}
-
-/// Unix ms → `YYYY-MM-DD HH:MM:SS.mmm` (UTC), `-` for 0 ("did not happen").
-fn format_time(ms: u64) -> String {
-    if ms == 0 {
-        return "-".to_owned();
-    }
-    let fmt = time::format_description::parse_borrowed::<2>(
-        "[year]-[month]-[day] [hour]:[minute]:[second].[subsecond digits:3]",
-    );
-    match (
-        time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000),
-        fmt,
-    ) {
-        (Ok(t), Ok(f)) => t.format(&f).unwrap_or_else(|_| ms.to_string()),
-        _ => ms.to_string(),
     }
 }
 

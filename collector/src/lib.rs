@@ -35,6 +35,7 @@ pub mod media;
 pub mod metrics;
 pub mod net;
 pub mod pipeline;
+pub mod present;
 pub mod privacy;
 pub mod rpc;
 pub mod server;

@@ -18,8 +18,12 @@ use collector_proto::v1::{
 };
 use serde_json::Value;
 
-use super::cdrs::{format_time, parse_disposition, parse_duration_ms};
 use super::connect::{ConnectArgs, SubjectArgs};
+use crate::present::{
+    cdrs::parse_disposition,
+    short_name,
+    times::{format_time_ms, parse_duration_ms},
+};
 
 /// History sent without `--follow`, `--last` or `--since` (as `hubble observe` does).
 pub const DEFAULT_LAST: u32 = 20;
@@ -323,15 +327,6 @@ fn status_error(server: &str, s: &tonic::Status) -> anyhow::Error {
     }
 }
 
-/// Unix ms → `YYYY-MM-DDTHH:MM:SS.mmmZ` (UTC), or `-` for 0.
-pub fn format_time_ms(unix_ms: u64) -> String {
-    let s = format_time(unix_ms);
-    match s.strip_suffix('Z') {
-        Some(base) => format!("{base}.{:03}Z", unix_ms % 1000),
-        None => s,
-    }
-}
-
 /// The short kind label of an event.
 pub fn kind_label(e: &FlowEvent) -> &'static str {
     match &e.event {
@@ -343,14 +338,6 @@ pub fn kind_label(e: &FlowEvent) -> &'static str {
         Some(Event::SipMessage(_)) => "sip",
         None => "?",
     }
-}
-
-/// `CALL_STATE_KIND_EARLY_MEDIA` → `early-media`: an enum value name without its prefix.
-pub fn short_name(full: &str, prefix: &str) -> String {
-    full.strip_prefix(prefix)
-        .unwrap_or(full)
-        .to_ascii_lowercase()
-        .replace('_', "-")
 }
 
 fn user(p: &Option<Party>) -> &str {

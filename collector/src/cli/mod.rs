@@ -11,7 +11,6 @@ pub use pseudonym::PseudonymArgs;
 pub mod agent;
 pub mod cdrs;
 pub mod flows;
-pub mod output;
 pub mod replay;
 pub mod server;
 pub mod top;
@@ -406,8 +405,8 @@ pub struct ReplayArgs {
     pub file: std::path::PathBuf,
     /// Output format: the CDR printer of `collector cdrs` (`table`, `json` lines, `csv`;
     /// with `--by-call`: `table` or `json`). `--format` is an alias.
-    #[arg(long = "output", short = 'o', alias = "format", value_enum, default_value_t = output::OutputFormat::Table)]
-    pub output: output::OutputFormat,
+    #[arg(long = "output", short = 'o', alias = "format", value_enum, default_value_t = crate::present::cdrs::OutputFormat::Table)]
+    pub output: crate::present::cdrs::OutputFormat,
     /// One row per call rather than per leg: the legs the agent linked (one correlation id)
     /// under their call, calls in start order (json: one object per call).
     #[arg(long, conflicts_with = "server")]

@@ -15,7 +15,6 @@ use anyhow::Context as _;
 use collector_proto::v1::{Cdr, FlowEvent};
 use sha2::{Digest, Sha256};
 
-use super::output::{print_cdrs, OutputFormat};
 use crate::calls::{
     media::{EmulatedMedia, EmulationStats, EMULATED_ENTRIES},
     tracker::{CdrIds, TrackerStats},
@@ -24,6 +23,7 @@ use crate::calls::{
 use crate::callview;
 use crate::net::{pcap::PcapSource, DecoderConfig, NetStats};
 use crate::pipeline::{Pipeline, Privacy, Schedule};
+use crate::present::cdrs::{print_cdrs, OutputFormat};
 use crate::privacy::{PrivacyConfig, Pseudonymizer};
 
 /// Agent id written into replayed CDRs.

@@ -4,9 +4,10 @@ use std::{sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 
-use super::{cdrs::parse_duration_ms, ServerArgs};
+use super::ServerArgs;
 use crate::{
     metrics::Metrics,
+    present::times::parse_duration_ms,
     privacy::{
         seal::{MasterKey, MASTER_KEY_ENV},
         NumberKeys, PrivacyConfig, Pseudonymizer,

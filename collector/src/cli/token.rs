@@ -4,7 +4,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
 
-use super::{cdrs::parse_duration_ms, TokenArgs};
+use super::TokenArgs;
+use crate::present::times::parse_duration_ms;
 use crate::server::token::{self, Role, TokenSecret};
 
 /// Runs the verb: prints the token (or a note that the secret was created) on stdout.

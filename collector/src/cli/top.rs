@@ -27,7 +27,7 @@ use ratatui::{
     Frame,
 };
 
-use super::flows::short_name;
+use crate::present::short_name;
 
 /// Calls kept in the view at most (the oldest ended, then the oldest started, go first).
 pub const MAX_CALLS: usize = 5_000;

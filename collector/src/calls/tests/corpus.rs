@@ -428,7 +428,7 @@ fn sipp_g711_basic() {
 #[test]
 fn table_output() {
     let (out, _) = replay("sipp_g711_basic.pcap");
-    let table = crate::cli::output::render_table(&out.cdrs);
+    let table = crate::present::cdrs::render_table(&out.cdrs);
     let lines: Vec<&str> = table.lines().collect();
     assert_eq!(lines.len(), 4);
     assert!(lines[0].starts_with("START (UTC)"));

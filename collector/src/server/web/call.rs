@@ -22,7 +22,7 @@ use super::{
 };
 use crate::{
     callview::{group, Order},
-    cli::cdrs::format_time,
+    present::times::format_time,
     server::query::read_call,
 };
 

@@ -19,9 +19,9 @@ use super::{
     Console,
 };
 use crate::{
-    cli::{
-        cdrs::{parse_disposition, parse_time_ms},
-        output::{cells, print_cdrs, OutputFormat, COLUMNS},
+    present::{
+        cdrs::{cells, parse_disposition, print_cdrs, OutputFormat, COLUMNS},
+        times::parse_time_ms,
     },
     server::{
         query::{read, View},

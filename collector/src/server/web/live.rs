@@ -33,11 +33,8 @@ use super::{
     Console,
 };
 use crate::{
-    cli::{
-        flows::short_name,
-        output::fmt_time,
-        top::{CallRow, TopState},
-    },
+    cli::top::{CallRow, TopState},
+    present::{short_name, times::fmt_time},
     server::retention::now_ms,
     watch::WatchService,
 };

@@ -27,7 +27,7 @@ use super::{
     Console,
 };
 use crate::{
-    cli::cdrs::format_time,
+    present::times::format_time,
     server::{
         query::{read, View},
         retention::now_ms,

@@ -1,7 +1,7 @@
 //! `/usage?month=YYYY-MM`: the month's calls, minutes and cost per destination, and the
 //! answered calls no rate matched, for the caller's tenant: the gRPC `Usage` call
 //! ([`crate::server::query::usage`]) in the columns of `collector report usage`
-//! ([`crate::cli::report::rows`]). Counts and sums per destination only, no identifier.
+//! ([`crate::present::usage::rows`]). Counts and sums per destination only, no identifier.
 //!
 //! Destinations are named by rate tables only: a month with no named destination means the
 //! tenant has no rate table (or none matched), and the page says rating is not configured.
@@ -18,9 +18,9 @@ use super::{
     Console,
 };
 use crate::{
-    cli::{
-        cdrs::format_time,
-        report::{month_range, rows, DEST_COLUMNS, UNRATED_COLUMNS},
+    present::{
+        times::format_time,
+        usage::{month_range, rows, DEST_COLUMNS, UNRATED_COLUMNS},
     },
     server::{query::usage, retention::now_ms},
 };

@@ -5,9 +5,10 @@
 //! printed by [`crate::callview::print`].
 use std::io::{self, Write};
 
-use collector_proto::v1::{Cdr, MediaDirection, MediaLeg};
+use anyhow::bail;
+use collector_proto::v1::{Cdr, Disposition, MediaDirection, MediaLeg};
 
-use super::cdrs::format_time;
+use super::times::{fmt_time, format_time};
 
 /// How CDRs are printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -69,11 +70,27 @@ pub fn cells(c: &Cdr) -> [String; 12] {
 }
 
 /// RFC 4180 field: quoted when it holds a comma, quote or line break; quotes doubled.
-fn csv_field(s: &str) -> String {
+pub fn csv_field(s: &str) -> String {
     if s.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", s.replace('"', "\"\""))
     } else {
         s.to_string()
+    }
+}
+
+/// `answered`, `no-answer`, `NO_ANSWER`, `DISPOSITION_BUSY`... → the enum.
+pub fn parse_disposition(s: &str) -> anyhow::Result<Disposition> {
+    let norm = s.trim().to_ascii_uppercase().replace('-', "_");
+    let full = if norm.starts_with("DISPOSITION_") {
+        norm
+    } else {
+        format!("DISPOSITION_{norm}")
+    };
+    match Disposition::from_str_name(&full) {
+        Some(Disposition::Unspecified) | None => bail!(
+            "unknown disposition {s:?}: use answered, busy, no-answer, cancelled, failed or rejected"
+        ),
+        Some(d) => Ok(d),
     }
 }
 
@@ -96,23 +113,6 @@ pub fn print_cdrs<W: Write>(w: &mut W, cdrs: &[Cdr], format: OutputFormat) -> io
         OutputFormat::Table => w.write_all(render_table(cdrs).as_bytes())?,
     }
     Ok(())
-}
-
-/// `ms` (Unix ms) as `YYYY-MM-DD HH:MM:SS.mmm` UTC; `-` for 0.
-pub fn fmt_time(ms: u64) -> String {
-    if ms == 0 {
-        return "-".to_owned();
-    }
-    let fmt = time::format_description::parse_borrowed::<2>(
-        "[year]-[month]-[day] [hour]:[minute]:[second].[subsecond digits:3]",
-    );
-    match (
-        time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000),
-        fmt,
-    ) {
-        (Ok(t), Ok(f)) => t.format(&f).unwrap_or_else(|_| ms.to_string()),
-        _ => ms.to_string(),
-    }
 }
 
 fn truncate(s: &str, n: usize) -> String {
@@ -244,9 +244,27 @@ pub fn render_table(cdrs: &[Cdr]) -> String {
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::indexing_slicing, reason = "tests")]
 mod tests {
-    use collector_proto::v1::{Disposition, MediaLeg, Party};
+    use collector_proto::v1::{MediaLeg, Party};
 
     use super::*;
+
+    #[test]
+    fn dispositions_accept_the_usual_spellings() {
+        assert_eq!(
+            parse_disposition("answered").unwrap(),
+            Disposition::Answered
+        );
+        assert_eq!(
+            parse_disposition("no-answer").unwrap(),
+            Disposition::NoAnswer
+        );
+        assert_eq!(
+            parse_disposition("DISPOSITION_BUSY").unwrap(),
+            Disposition::Busy
+        );
+        assert!(parse_disposition("unspecified").is_err());
+        assert!(parse_disposition("hung").is_err());
+    }
 
     fn sample() -> Cdr {
         Cdr {
