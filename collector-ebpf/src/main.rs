@@ -212,9 +212,8 @@ fn handle<P: Packet>(ctx: &P, dir: Direction) {
     // four bitmap words, without the full parse or the per-CPU working memory. What the
     // shortcut does not answer for takes the full path below, which counts the same way.
     // SAFETY: `[data, data_end)` is the packet the kernel handed over.
-    if let Some((sport, dport)) =
-        unsafe { parse::plain_udp4_ports(ctx.start(), ctx.end(), pkt_len) }
-    {
+    let plain = unsafe { parse::plain_udp4_ports(ctx.start(), ctx.end(), pkt_len) };
+    if let Some((sport, dport)) = plain {
         if sip_kind(sport, dport) == 0 && !port_announced(sport) && !port_announced(dport) {
             count(Counter::NoMatch);
             return;
@@ -226,8 +225,16 @@ fn handle<P: Packet>(ctx: &P, dir: Direction) {
     };
     // SAFETY: the per-CPU slot is ours for the duration of the program.
     let w = unsafe { &mut *w };
-    // SAFETY: `[data, data_end)` is the packet the kernel handed over.
-    match unsafe { parse::parse_into(ctx.start(), ctx.end(), pkt_len, &mut w.parsed) } {
+    // A plain UDP packet (most RTP) is filled in from its fixed layout, the rest parsed.
+    // SAFETY: `[data, data_end)` is the packet the kernel handed over, and `plain` says
+    // whether the shortcut answered for it.
+    let parsed = match plain {
+        Some(_) if unsafe { parse::plain_udp4_into(ctx.start(), ctx.end(), &mut w.parsed) } => {
+            Ok(())
+        }
+        _ => unsafe { parse::parse_into(ctx.start(), ctx.end(), pkt_len, &mut w.parsed) },
+    };
+    match parsed {
         Ok(()) => {}
         Err(e) => {
             count(match e {

@@ -379,6 +379,55 @@ pub unsafe fn plain_udp4_ports(start: usize, end: usize, pkt_len: usize) -> Opti
     Some((sport, dport))
 }
 
+/// Writes into `out` what [`parse_into`] writes for a packet [`plain_udp4_ports`] answered
+/// for (the same range and length), from the fixed offsets of that layout instead of a
+/// second walk through the headers. `false`, and nothing written, when the range is
+/// shorter than the headers (the caller then runs the full parse).
+///
+/// # Safety
+/// `[start, end)` must be readable memory holding a packet [`plain_udp4_ports`] answered for.
+#[inline(always)]
+pub unsafe fn plain_udp4_into(start: usize, end: usize, out: &mut Parsed) -> bool {
+    // Checked again: the verifier knows the range of the registers at hand, not of a check
+    // made earlier on another copy of the pointer.
+    if start + ETH_HLEN + 28 > end {
+        return false;
+    }
+    // SAFETY (all loads below): the 42 bytes were checked against `end` just above.
+    let at = |off: usize| start + off;
+    let be16 =
+        |off: usize| u16::from_be(unsafe { core::ptr::read_unaligned(at(off) as *const u16) });
+    let ulen = be16(38);
+    out.l3_off = ETH_HLEN as u16;
+    out.l4_off = (ETH_HLEN + 20) as u16;
+    out.l7_off = (ETH_HLEN + 28) as u16;
+    out.ip_version = 4;
+    out.proto = IPPROTO_UDP;
+    out.src = mapped_v4(unsafe { core::ptr::read_unaligned(at(26) as *const [u8; 4]) });
+    out.dst = mapped_v4(unsafe { core::ptr::read_unaligned(at(30) as *const [u8; 4]) });
+    out.sport = be16(34);
+    out.dport = be16(36);
+    // The UDP length is within the IP packet, which is within the frame: the payload is
+    // what the UDP header claims.
+    out.payload_len = ulen.saturating_sub(8);
+    out.frag_id = 0;
+    out.fragment = Fragment::None;
+    out.vlan_tags = 0;
+    out.bad_length = false;
+    true
+}
+
+/// What the kernel's plain-UDP shortcut makes of `pkt`: `None` when [`plain_udp4_ports`]
+/// does not answer for it, else the [`Parsed`] [`plain_udp4_into`] writes (tests, fuzzing:
+/// it must equal the full parse's).
+pub fn plain_udp4_slice(pkt: &[u8]) -> Option<Parsed> {
+    plain_udp4_ports_slice(pkt)?;
+    let start = pkt.as_ptr() as usize;
+    let mut out = Parsed::default();
+    // SAFETY: the slice is readable for its whole length, and the shortcut answered for it.
+    unsafe { plain_udp4_into(start, start + pkt.len(), &mut out) }.then_some(out)
+}
+
 /// [`plain_udp4_ports`] over a byte slice (tests, fuzzing).
 pub fn plain_udp4_ports_slice(pkt: &[u8]) -> Option<(u16, u16)> {
     let start = pkt.as_ptr() as usize;
