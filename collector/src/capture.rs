@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use aya::{
     maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
-    programs::{tc, SchedClassifier, TcAttachType, Xdp, XdpMode},
+    programs::{tc, ProgramInfo, SchedClassifier, TcAttachType, Xdp, XdpMode},
     Ebpf, EbpfLoader,
 };
 use collector_common::{
@@ -269,16 +269,21 @@ impl Capture {
     pub fn program_stats(&self) -> Result<Vec<(&'static str, u64, u64)>, CaptureError> {
         let mut out = Vec::new();
         for name in [PROG_XDP, PROG_TC_EGRESS] {
-            let prog = self
-                .ebpf
-                .program(name)
-                .ok_or(CaptureError::MissingProgram(name))?;
-            let info = prog
-                .info()
-                .map_err(prog_err(format!("reading {name} info")))?;
+            let info = self.program_info(name)?;
             out.push((name, info.run_time().as_nanos() as u64, info.run_count()));
         }
         Ok(out)
+    }
+
+    /// The kernel's information on one loaded program (its id, sizes, statistics): the
+    /// benchmark reads the verifier's output of the very programs it measures through it.
+    pub fn program_info(&self, name: &'static str) -> Result<ProgramInfo, CaptureError> {
+        let prog = self
+            .ebpf
+            .program(name)
+            .ok_or(CaptureError::MissingProgram(name))?;
+        prog.info()
+            .map_err(prog_err(format!("reading {name} info")))
     }
 
     /// The kernel counters, summed over CPUs, by name.

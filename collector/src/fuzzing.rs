@@ -15,11 +15,25 @@ use prost::Message;
 
 /// The kernel's L2..L4 parser on arbitrary frames: never panics, never reads out of bounds,
 /// and the offsets it returns lie inside the frame.
+///
+/// The kernel's shortcut for plain UDP (`plain_udp4_ports`, `plain_udp4_into`) agrees with
+/// the full parse whenever it answers: the kernel skips the parse on its word.
 pub fn l2l4(data: &[u8]) {
-    if let Ok(p) = collector_common::parse::parse_slice(data) {
+    use collector_common::parse::{parse_slice, plain_udp4_ports_slice, plain_udp4_slice};
+    let full = parse_slice(data);
+    if let Ok(p) = full {
         assert!(usize::from(p.l3_off) <= data.len());
         assert!(usize::from(p.l4_off) <= data.len());
         assert!(usize::from(p.l7_off) <= data.len());
+    }
+    if let Some((sport, dport)) = plain_udp4_ports_slice(data) {
+        assert!(
+            full.is_ok(),
+            "the shortcut answered for a packet the full parse refuses"
+        );
+        let p = full.unwrap();
+        assert_eq!((p.sport, p.dport), (sport, dport));
+        assert_eq!(plain_udp4_slice(data), Some(p));
     }
 }
 

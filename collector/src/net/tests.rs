@@ -443,6 +443,40 @@ proptest! {
 }
 
 #[test]
+fn the_kernel_shortcut_answers_only_for_plain_udp() {
+    use collector_common::parse::plain_udp4_ports_slice;
+    let mut l4 = vec![0x13, 0xc4, 0x9c, 0x40, 0, 12, 0, 0];
+    l4.extend_from_slice(b"abcd");
+    let ok = eth_ipv4(17, &l4);
+    assert_eq!(plain_udp4_ports_slice(&ok), Some((5060, 40000)));
+    crate::fuzzing::l2l4(&ok);
+    // Each of these is the full parse's to judge.
+    let mut frag = ok.clone();
+    frag[20] = 0x20;
+    let mut options = ok.clone();
+    options[14] = 0x46;
+    let mut ip_long = ok.clone();
+    ip_long[16..18].copy_from_slice(&200u16.to_be_bytes());
+    let mut udp_long = ok.clone();
+    udp_long[38..40].copy_from_slice(&100u16.to_be_bytes());
+    let mut udp_short = ok.clone();
+    udp_short[38..40].copy_from_slice(&4u16.to_be_bytes());
+    let tcp = eth_ipv4(6, &l4);
+    for (what, f) in [
+        ("fragment", &frag),
+        ("options", &options),
+        ("IP length", &ip_long),
+        ("UDP length", &udp_long),
+        ("short UDP length", &udp_short),
+        ("TCP", &tcp),
+        ("truncated", &ok[..41].to_vec()),
+    ] {
+        assert_eq!(plain_udp4_ports_slice(f), None, "{what}");
+        crate::fuzzing::l2l4(f);
+    }
+}
+
+#[test]
 fn lengths_past_the_packet_are_flagged() {
     use collector_common::parse::parse_slice;
     let mut l4 = vec![0x13, 0xc4, 0x13, 0xc4, 0, 12, 0, 0];
