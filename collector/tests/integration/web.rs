@@ -825,6 +825,19 @@ fn browser_logs_in_searches_and_opens_a_call() {
         oracle_quality(&[("sipp_cancel.pcap", "sbc-g")]).len()
     );
     sources.push(("globex", b.source()));
+    // Usage of the sipp captures' month: globex's attempts only, none of acme's calls.
+    b.goto(&format!("{base}/usage?month=2026-11"));
+    let usage = b.source();
+    let attempts = table_cells(&usage, "usage");
+    let (answered, failed) = oracle_answered("sipp_cancel.pcap");
+    assert_eq!(attempts.len(), 1, "{attempts:?}");
+    assert_eq!(attempts[0][2], (answered + failed).to_string());
+    assert!(
+        table_cells(&usage, "unrated").is_empty(),
+        "acme's calls: {usage}"
+    );
+    b.screenshot(&screens.join("usage-globex.png"));
+    sources.push(("globex usage", usage));
 
     for (what, html) in &sources {
         Console::assert_no_canary(what, html);
