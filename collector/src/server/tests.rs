@@ -954,3 +954,58 @@ async fn a_v2_database_gets_correlation_ids_from_the_stored_cdrs() {
     legs.sort();
     assert_eq!(legs, ["in", "out"]);
 }
+
+/// Group commit (SQLite): batches sent at once by many agents are stored together, each
+/// exactly once with its own outcome, and a batch refused (an agent bound to another
+/// tenant) fails alone, without its group.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_batches_are_stored_together_and_a_refused_one_fails_alone() {
+    let t = tempfile::tempdir().unwrap();
+    let path = t.path().join("cdr.db");
+    let s: Arc<dyn Store> = Arc::new(SqliteStore::open(path.to_str().unwrap()).unwrap());
+    let batch = |agent: u64, first: u64| -> Vec<CdrRecord> {
+        (first..first + 50)
+            .map(|q| {
+                let id = format!("a{agent}-c{q}");
+                record(q, cdr(&id, "U-a", "U-b", 1_000 + q, Disposition::Answered))
+            })
+            .collect()
+    };
+    s.ingest_into("bound", "other", batch(99, 1)).await.unwrap();
+    let mut tasks = Vec::new();
+    for agent in 0..8u64 {
+        let s = Arc::clone(&s);
+        tasks.push(tokio::spawn(async move {
+            let mut outcomes = Vec::new();
+            for round in 0..4 {
+                let b = batch(agent, 1 + round * 50);
+                outcomes.push(s.ingest(&format!("sbc{agent}"), b).await.unwrap());
+            }
+            outcomes
+        }));
+    }
+    let refused = {
+        let s = Arc::clone(&s);
+        tokio::spawn(async move { s.ingest("bound", batch(99, 51)).await })
+    };
+    for task in tasks {
+        for (round, o) in (0u64..).zip(task.await.unwrap()) {
+            assert_eq!((o.stored, o.duplicates), (50, 0));
+            assert_eq!(o.highest_sequence, 50 * (round + 1));
+        }
+    }
+    assert!(matches!(
+        refused.await.unwrap(),
+        Err(StoreError::AgentTenant { .. })
+    ));
+    let stats = s.stats(None).await.unwrap();
+    assert_eq!(stats.cdrs_stored, 8 * 4 * 50 + 50);
+    let bound = stats.agents.iter().find(|a| a.agent_id == "bound").unwrap();
+    assert_eq!(
+        bound.highest_sequence, 50,
+        "the refused batch stored nothing"
+    );
+    // A resend of everything is skipped by the cursors.
+    let again = s.ingest("sbc3", batch(3, 1)).await.unwrap();
+    assert_eq!((again.stored, again.duplicates), (0, 50));
+}

@@ -16,7 +16,10 @@ use std::{
     collections::HashMap,
     fs::OpenOptions,
     os::unix::fs::OpenOptionsExt,
-    sync::{Arc, Mutex},
+    sync::{
+        mpsc::{sync_channel, SyncSender},
+        Arc, Mutex,
+    },
 };
 
 use collector_proto::v1::{Cdr, CdrRecord};
@@ -24,6 +27,7 @@ use prost::Message as _;
 use rusqlite::{
     params, params_from_iter, types::Value, Connection, OptionalExtension, TransactionBehavior,
 };
+use tokio::sync::oneshot;
 
 use super::billing::{
     billing_schema, clamp, rate_cdr, usage_days, CdrRating, RateCache, RatedRow, RatingState,
@@ -190,6 +194,61 @@ pub struct SqliteStore {
     writer: Arc<Mutex<Connection>>,
     reader: Arc<Mutex<Connection>>,
     rates: Arc<RateCache>,
+    /// Batches waiting for the writer, stored a group at a time ([`ingest_pending`]).
+    pending: Arc<Mutex<Vec<IngestJob>>>,
+    /// Wakes the checkpointer after a commit ([`spawn_checkpointer`]).
+    checkpoint: SyncSender<()>,
+    /// Held by whoever checkpoints: the truncating checkpoint after an erasure must not
+    /// find the checkpointer at work (SQLite would skip it, leaving erased pages in the WAL).
+    checkpoint_lock: Arc<Mutex<()>>,
+}
+
+/// Frames in the WAL (4 KiB pages) above which the checkpointer restarts it, making the
+/// writer wait for the checkpoint once, so that the WAL stays bounded under steady ingest.
+const WAL_RESTART_FRAMES: i64 = 16_384;
+
+/// The writer's automatic checkpoint threshold (pages): a backstop, above
+/// [`WAL_RESTART_FRAMES`], for when the checkpointer cannot keep up or has stopped.
+const WAL_BACKSTOP_PAGES: i64 = 65_536;
+
+/// The writer's page cache, in KiB (SQLite's negative `cache_size`): 64 MiB.
+const WRITER_CACHE_KIB: i64 = -65_536;
+
+/// Starts the thread that copies the WAL into the database file after commits, on its own
+/// connection, so that ingest does not wait for it: with the writer checkpointing after
+/// each commit (SQLite's default), every group of batches paid once for its WAL frames and
+/// again, synchronously, for copying and syncing the same pages into the database. Apart,
+/// one checkpoint covers the commits made while the previous one ran, and a page changed by
+/// several of them is copied once. Durability does not change: a commit is durable once
+/// its WAL frames are synced (`synchronous=FULL`), whoever checkpoints them later.
+///
+/// The thread ends when the store is dropped (its last sender goes).
+fn spawn_checkpointer(
+    conn: Connection,
+    lock: Arc<Mutex<()>>,
+) -> Result<SyncSender<()>, StoreError> {
+    // One slot: wakes coalesce while a checkpoint runs.
+    let (wake, woken) = sync_channel::<()>(1);
+    std::thread::Builder::new()
+        .name("sqlite-checkpoint".into())
+        .spawn(move || {
+            let mut mode = "PASSIVE";
+            while woken.recv().is_ok() {
+                let Ok(_held) = lock.lock() else {
+                    return;
+                };
+                // Columns: blocked, frames in the WAL, frames checkpointed.
+                match conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| {
+                    r.get::<_, i64>(1)
+                }) {
+                    Ok(frames) if frames > WAL_RESTART_FRAMES => mode = "RESTART",
+                    Ok(_) => mode = "PASSIVE",
+                    Err(e) => tracing::warn!(error = %e, "checkpointing the sqlite wal failed"),
+                }
+            }
+        })
+        .map_err(StoreError::File)?;
+    Ok(wake)
 }
 
 impl SqliteStore {
@@ -205,11 +264,26 @@ impl SqliteStore {
             .map_err(StoreError::File)?;
         let mut writer = connect(path)?;
         migrate(&mut writer)?;
+        // The checkpointer copies the WAL into the database beside the writer; the writer
+        // checkpoints itself only past this backstop (the checkpointer fell behind or died).
+        writer
+            .pragma_update(None, "wal_autocheckpoint", WAL_BACKSTOP_PAGES)
+            .map_err(db("setting the automatic checkpoint"))?;
+        // Every batch updates a dozen indexes at scattered places (party and time columns):
+        // a cache that holds their inner pages saves a read per index and record.
+        writer
+            .pragma_update(None, "cache_size", WRITER_CACHE_KIB)
+            .map_err(db("setting the page cache size"))?;
         let reader = connect(path)?;
+        let checkpoint_lock = Arc::new(Mutex::new(()));
+        let checkpoint = spawn_checkpointer(connect(path)?, Arc::clone(&checkpoint_lock))?;
         Ok(Self {
             writer: Arc::new(Mutex::new(writer)),
             reader: Arc::new(Mutex::new(reader)),
             rates: Arc::new(RateCache::default()),
+            pending: Arc::new(Mutex::new(Vec::new())),
+            checkpoint,
+            checkpoint_lock,
         })
     }
 }
@@ -398,22 +472,131 @@ fn usage_blocking(
     Ok(out)
 }
 
-fn ingest_blocking(
+/// One agent's batch waiting for the writer ([`SqliteStore::ingest_into`]).
+#[derive(Debug)]
+struct IngestJob {
+    agent_id: String,
+    tenant: String,
+    batch: Vec<CdrRecord>,
+    /// Told the outcome once the group holding the batch is committed (or failed).
+    done: oneshot::Sender<Result<IngestOutcome, StoreError>>,
+}
+
+/// Most records one group commit stores: bounds the transaction (its WAL growth and the
+/// time the reader waits for it) when many agents send large batches at once.
+const GROUP_RECORDS: usize = 20_000;
+
+/// Stores every batch waiting in `pending`, a group at a time, until none waits.
+///
+/// Group commit: while one transaction commits (its fsync), the agents' next batches queue
+/// up, and whoever holds the writer next stores all of them in one transaction. The fsync
+/// and the index pages a batch dirties are then shared by the group instead of paid per
+/// batch; that cost grows with the table, as each secondary index spreads over more pages.
+/// Each batch is acknowledged only after the commit of its group returns, so an
+/// acknowledged batch is as durable as before; each runs in its own savepoint, so a batch
+/// refused (say, of an agent bound to another tenant) fails alone.
+fn ingest_pending(
     conn: &mut Connection,
+    rates: &RateCache,
+    pending: &Mutex<Vec<IngestJob>>,
+    checkpoint: &SyncSender<()>,
+) -> Result<(), StoreError> {
+    loop {
+        let group: Vec<IngestJob> = {
+            let mut queue = pending.lock().map_err(|_| StoreError::Poisoned)?;
+            let (mut n, mut records) = (0, 0);
+            for job in queue.iter() {
+                if n > 0 && records + job.batch.len() > GROUP_RECORDS {
+                    break;
+                }
+                n += 1;
+                records += job.batch.len();
+            }
+            queue.drain(..n).collect()
+        };
+        if group.is_empty() {
+            return Ok(());
+        }
+        ingest_group(conn, rates, group);
+        // Full: a checkpoint is pending already. Gone: the writer's backstop checkpoints.
+        let _ = checkpoint.try_send(());
+    }
+}
+
+/// Stores `group` in one transaction and tells each batch its outcome: its own error when
+/// it was refused, the transaction's error when the commit failed, else what was stored.
+fn ingest_group(conn: &mut Connection, rates: &RateCache, group: Vec<IngestJob>) {
+    let mut outcomes: Vec<Result<IngestOutcome, StoreError>> = Vec::with_capacity(group.len());
+    let committed = (|| {
+        let mut tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(db("begin"))?;
+        for job in &group {
+            let sp = tx.savepoint().map_err(db("savepoint"))?;
+            match ingest_batch(&sp, rates, &job.agent_id, &job.tenant, &job.batch) {
+                Ok(o) => {
+                    sp.commit().map_err(db("releasing a savepoint"))?;
+                    outcomes.push(Ok(o));
+                }
+                Err(e) => {
+                    sp.finish().map_err(db("rolling back a savepoint"))?;
+                    // Some errors (I/O, disk full) make SQLite roll the whole transaction
+                    // back: the batches before this one are gone too.
+                    if tx.is_autocommit() {
+                        return Err(e);
+                    }
+                    outcomes.push(Err(e));
+                }
+            }
+        }
+        tx.commit().map_err(db("commit"))
+    })();
+    let failure = committed.err();
+    let mut outcomes = outcomes.into_iter();
+    for job in group {
+        let outcome = match outcomes.next() {
+            // Refused alone: the batch's own error, whatever became of the group.
+            Some(Err(e)) => Err(e),
+            Some(Ok(o)) if failure.is_none() => Ok(o),
+            _ => Err(group_failure(failure.as_ref())),
+        };
+        // The receiver is gone when the client went away: the batch is stored all the
+        // same, and its resend is skipped by the cursor.
+        let _ = job.done.send(outcome);
+    }
+}
+
+/// A copy, for each batch of a group, of the failure of the group's transaction (rusqlite's
+/// error is not `Clone`).
+fn group_failure(failure: Option<&StoreError>) -> StoreError {
+    let source = match failure {
+        Some(StoreError::Database {
+            source: rusqlite::Error::SqliteFailure(code, message),
+            ..
+        }) => rusqlite::Error::SqliteFailure(*code, message.clone()),
+        other => rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ERROR),
+            other.map(ToString::to_string),
+        ),
+    };
+    StoreError::Database {
+        what: "storing a group of batches",
+        source,
+    }
+}
+
+/// Stores one agent's batch in the caller's transaction (see [`Store::ingest_into`]).
+fn ingest_batch(
+    tx: &Connection,
     rates: &RateCache,
     agent_id: &str,
     tenant: &str,
     batch: &[CdrRecord],
 ) -> Result<IngestOutcome, StoreError> {
-    let tx = conn
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(db("begin"))?;
     let bound: Option<(i64, String)> = tx
-        .query_row(
-            "SELECT highest_seq, tenant FROM ingest_cursor WHERE agent_id = ?1",
-            [agent_id],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
+        .prepare_cached("SELECT highest_seq, tenant FROM ingest_cursor WHERE agent_id = ?1")
+        .map_err(db("reading cursor"))?
+        .query_row([agent_id], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()
         .map_err(db("reading cursor"))?;
     if bound.as_ref().is_some_and(|(_, t)| t != tenant) {
@@ -422,7 +605,7 @@ fn ingest_blocking(
         });
     }
     let cursor = bound.map_or(0, |(c, _)| c);
-    let table = newest_rates(&tx, rates, tenant)?;
+    let table = newest_rates(tx, rates, tenant)?;
     let mut unrated = 0u64;
     let mut highest = cursor;
     let (mut stored, mut duplicates) = (0u64, 0u64);
@@ -543,13 +726,13 @@ fn ingest_blocking(
             }
         }
     }
-    tx.execute(
+    tx.prepare_cached(
         "INSERT INTO ingest_cursor (agent_id, highest_seq, tenant) VALUES (?1, ?2, ?3)
          ON CONFLICT (agent_id) DO UPDATE SET highest_seq = MAX(highest_seq, excluded.highest_seq)",
-        params![agent_id, highest, tenant],
     )
+    .map_err(db("advancing cursor"))?
+    .execute(params![agent_id, highest, tenant])
     .map_err(db("advancing cursor"))?;
-    tx.commit().map_err(db("commit"))?;
     Ok(IngestOutcome {
         highest_sequence: highest.unsigned_abs(),
         stored,
@@ -708,7 +891,23 @@ fn insert_audit(conn: &Connection, e: &AuditEntry) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn erase_blocking(conn: &mut Connection, e: &Erasure) -> Result<u64, StoreError> {
+/// Checkpoints the whole WAL and empties it, with the checkpointer kept out meanwhile (a
+/// checkpoint that finds another at work is skipped by SQLite).
+fn truncate_wal(
+    conn: &Connection,
+    checkpoint_lock: &Mutex<()>,
+    what: &'static str,
+) -> Result<(), StoreError> {
+    let _held = checkpoint_lock.lock().map_err(|_| StoreError::Poisoned)?;
+    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+        .map_err(db(what))
+}
+
+fn erase_blocking(
+    conn: &mut Connection,
+    e: &Erasure,
+    checkpoint_lock: &Mutex<()>,
+) -> Result<u64, StoreError> {
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(db("begin"))?;
@@ -741,8 +940,7 @@ fn erase_blocking(conn: &mut Connection, e: &Erasure) -> Result<u64, StoreError>
     tx.commit().map_err(db("commit"))?;
     // Move the overwritten pages out of the WAL into the main file and empty the WAL, so
     // erased records do not linger in the journal.
-    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
-        .map_err(db("checkpoint after erase"))?;
+    truncate_wal(conn, checkpoint_lock, "checkpoint after erase")?;
     Ok(deleted)
 }
 
@@ -1144,6 +1342,7 @@ fn delete_tenant_blocking(
     conn: &mut Connection,
     tenant: &str,
     mut audit: AuditEntry,
+    checkpoint_lock: &Mutex<()>,
 ) -> Result<u64, StoreError> {
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -1158,8 +1357,7 @@ fn delete_tenant_blocking(
     audit.affected = deleted;
     insert_audit(&tx, &audit)?;
     tx.commit().map_err(db("commit"))?;
-    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
-        .map_err(db("checkpoint after deleting a tenant"))?;
+    truncate_wal(conn, checkpoint_lock, "checkpoint after deleting a tenant")?;
     Ok(deleted)
 }
 
@@ -1187,12 +1385,27 @@ impl Store for SqliteStore {
         batch: Vec<CdrRecord>,
     ) -> Result<IngestOutcome, StoreError> {
         validate_batch(&batch)?;
-        let (agent, tenant) = (agent_id.to_string(), tenant.to_string());
-        let rates = Arc::clone(&self.rates);
+        let (done, outcome) = oneshot::channel();
+        self.pending
+            .lock()
+            .map_err(|_| StoreError::Poisoned)?
+            .push(IngestJob {
+                agent_id: agent_id.to_owned(),
+                tenant: tenant.to_owned(),
+                batch,
+                done,
+            });
+        // This worker stores the batch unless one that took the writer before it already
+        // did, in its group ([`ingest_pending`]); either way the batch is stored when it
+        // returns.
+        let (rates, pending) = (Arc::clone(&self.rates), Arc::clone(&self.pending));
+        let checkpoint = self.checkpoint.clone();
         run(&self.writer, move |c| {
-            ingest_blocking(c, &rates, &agent, &tenant, &batch)
+            ingest_pending(c, &rates, &pending, &checkpoint)
         })
-        .await
+        .await?;
+        // The sender is dropped unsent only if the worker storing it panicked.
+        outcome.await.map_err(|_| StoreError::Poisoned)?
     }
 
     async fn cursor(&self, agent_id: &str) -> Result<u64, StoreError> {
@@ -1220,7 +1433,8 @@ impl Store for SqliteStore {
     }
 
     async fn erase(&self, erasure: Erasure) -> Result<u64, StoreError> {
-        run(&self.writer, move |c| erase_blocking(c, &erasure)).await
+        let lock = Arc::clone(&self.checkpoint_lock);
+        run(&self.writer, move |c| erase_blocking(c, &erasure, &lock)).await
     }
 
     async fn audit(&self, entry: AuditEntry) -> Result<(), StoreError> {
@@ -1287,9 +1501,9 @@ impl Store for SqliteStore {
     }
 
     async fn delete_tenant(&self, tenant: &str, audit: AuditEntry) -> Result<u64, StoreError> {
-        let tenant = tenant.to_owned();
+        let (tenant, lock) = (tenant.to_owned(), Arc::clone(&self.checkpoint_lock));
         run(&self.writer, move |c| {
-            delete_tenant_blocking(c, &tenant, audit)
+            delete_tenant_blocking(c, &tenant, audit, &lock)
         })
         .await
     }
