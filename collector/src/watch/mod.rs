@@ -26,7 +26,7 @@
 //! `hub.publish_lost(LostEventsSource::KernelRing, n, now_ms)` for ring-buffer losses). In
 //! the agent's run loop (`--watch-listen ADDR`, `--server URL`):
 //!
-//! ```ignore
+//! ```text
 //! let hub = Arc::new(watch::Hub::with_metrics(watch::HubConfig::default(), metrics.clone()));
 //! tokio::spawn(watch::serve_agent(crate::rpc::listen::bind(&watch_listen, insecure).await?, hub.clone(), shutdown.clone()));
 //! tokio::spawn(watch::forward::forward(hub.clone(), watch::forward::ForwardConfig::new(server_url, agent_id), shutdown.clone()));
