@@ -13,7 +13,7 @@ use super::*;
 use collector_proto::v1::LadderStep;
 
 /// Steps kept from the start of a call (the setup).
-const LADDER_HEAD: usize = 48;
+pub const LADDER_HEAD: usize = 48;
 /// Steps kept from the end of a call (the latest refreshes and the teardown).
 const LADDER_TAIL: usize = 16;
 

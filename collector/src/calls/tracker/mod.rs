@@ -45,6 +45,7 @@ mod correlation;
 mod headers;
 mod ladder;
 
+pub use self::ladder::LADDER_HEAD;
 use self::{binding::*, call::*, headers::*, ladder::Step};
 pub(crate) use self::{
     binding::{CallMedia, Hop, Snapshot},

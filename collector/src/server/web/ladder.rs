@@ -8,6 +8,9 @@ use std::fmt::Write as _;
 use collector_proto::v1::{Cdr, SipMessage};
 
 use super::layout::esc;
+// Where the ladder says where it skipped messages: after the agent's first steps (see
+// `Cdr.ladder_omitted`).
+use crate::calls::tracker::LADDER_HEAD as HEAD_STEPS;
 
 /// Space between two hop columns.
 const COLUMN: f64 = 190.0;
@@ -19,9 +22,6 @@ const TOP: f64 = 44.0;
 const ROW: f64 = 30.0;
 /// Characters of a hop label shown (pseudonyms are long; the whole one is its tooltip).
 const HOP_CHARS: usize = 22;
-/// Where the ladder says where it skipped messages (after the first 48 steps; see
-/// `Cdr.ladder_omitted`).
-const HEAD_STEPS: usize = 48;
 
 /// The ladder of `c`, or a note when its CDR carries none (records from agents older than
 /// the ladder).
