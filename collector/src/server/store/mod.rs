@@ -195,6 +195,12 @@ pub const TENANCY_SCHEMA: &str = r#"
 /// cannot serve it without the agent.
 pub const CDR_ID_SCHEMA: &str = "CREATE INDEX cdrs_cdr_id ON cdrs (cdr_id);";
 
+/// The migration (both backends) that drops the (agent, cdr id) index: once the cdr id has an
+/// index of its own ([`CDR_ID_SCHEMA`]), a call's records are found through it (a cdr id is
+/// unique to one call of one agent, so the agent only filters what the index found), and
+/// every stored record no longer pays for a second index on a random key.
+pub const AGENT_CDR_ID_DROP: &str = "DROP INDEX cdrs_agent_cdr_id;";
+
 /// Every tenant with its stored CDRs and bound agents, by name (both backends).
 pub const TENANTS_SQL: &str = "
     SELECT tenant, CAST(SUM(cdrs) AS BIGINT), CAST(SUM(agents) AS BIGINT) FROM (

@@ -44,8 +44,9 @@ use super::{
     codec_of, day_of, max_loss_pct, min_mos, rewrite_values, supersede, validate_batch,
     AgentCursor, AuditAction, AuditEntry, CdrFilter, DailyAggregate, Erasure, Folder,
     IngestOutcome, RetentionRun, RetentionState, RowRewrite, Store, StoreError, StoreStats,
-    StoredCall, TenantStats, ALL_TENANTS, CDR_ID_SCHEMA, DAY_MS, LOSS_BUCKETS, MAX_CALL_LEGS,
-    MOS_BUCKETS, REWRITE_CHUNK, REWRITE_COLUMNS, TENANCY_SCHEMA, TENANTS_SQL, TENANT_DELETES,
+    StoredCall, TenantStats, AGENT_CDR_ID_DROP, ALL_TENANTS, CDR_ID_SCHEMA, DAY_MS, LOSS_BUCKETS,
+    MAX_CALL_LEGS, MOS_BUCKETS, REWRITE_CHUNK, REWRITE_COLUMNS, TENANCY_SCHEMA, TENANTS_SQL,
+    TENANT_DELETES,
 };
 
 /// Connections kept in the pool.
@@ -158,6 +159,9 @@ pub const MIGRATIONS: &[&str] = &[
     // v8: one CDR looked up by its own id (the web console's call page), by index on every
     // partition ([`super::CDR_ID_SCHEMA`]).
     CDR_ID_SCHEMA,
+    // v9: the (agent, cdr id) index goes; the cdr id index finds a call's records
+    // ([`super::AGENT_CDR_ID_DROP`]).
+    AGENT_CDR_ID_DROP,
 ];
 
 /// The database role a tenant's reads run as (`SET LOCAL ROLE`, with the tenant in the

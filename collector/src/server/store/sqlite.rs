@@ -39,8 +39,8 @@ use super::{
     codec_of, max_loss_pct, min_mos, rewrite_values, supersede, validate_batch, AgentCursor,
     AuditAction, AuditEntry, CdrFilter, DailyAggregate, Erasure, Folder, IngestOutcome,
     RetentionRun, RetentionState, RowRewrite, Store, StoreError, StoreStats, StoredCall,
-    TenantStats, ALL_TENANTS, CDR_ID_SCHEMA, LOSS_BUCKETS, MAX_CALL_LEGS, MOS_BUCKETS,
-    REWRITE_CHUNK, REWRITE_COLUMNS, TENANCY_SCHEMA, TENANTS_SQL, TENANT_DELETES,
+    TenantStats, AGENT_CDR_ID_DROP, ALL_TENANTS, CDR_ID_SCHEMA, LOSS_BUCKETS, MAX_CALL_LEGS,
+    MOS_BUCKETS, REWRITE_CHUNK, REWRITE_COLUMNS, TENANCY_SCHEMA, TENANTS_SQL, TENANT_DELETES,
 };
 
 /// Ordered schema migrations; migration `i` brings the schema to version `i + 1`.
@@ -160,7 +160,19 @@ pub const MIGRATIONS: &[&str] = &[
     TENANCY_SCHEMA,
     // v8: one CDR looked up by its own id (the web console's call page), by index.
     CDR_ID_SCHEMA,
+    // v9: the (agent, cdr id) index of v4 goes: the cdr id index of v8 finds a call's
+    // records as well (ids are unique per call), and every ingested record paid for both.
+    AGENT_CDR_ID_DROP,
 ];
+
+/// A call's stored records, by the cdr id index (the planner, without statistics, could
+/// otherwise take the (agent, start time) index and read the agent's every record).
+const FIND_CALL_SQL: &str =
+    "SELECT interim, cdr FROM cdrs INDEXED BY cdrs_cdr_id WHERE agent_id = ?1 AND cdr_id = ?2";
+
+/// The interim records a final or newer record supersedes, by the same index.
+const DELETE_INTERIMS_SQL: &str =
+    "DELETE FROM cdrs INDEXED BY cdrs_cdr_id WHERE agent_id = ?1 AND cdr_id = ?2 AND interim";
 
 /// The schema version whose migration adds `correlation_id`: rows stored before it get the
 /// column filled from their stored CDR.
@@ -633,7 +645,7 @@ fn ingest_batch(
     let mut prior: HashMap<String, StoredCall> = HashMap::new();
     {
         let mut find = tx
-            .prepare_cached("SELECT interim, cdr FROM cdrs WHERE agent_id = ?1 AND cdr_id = ?2")
+            .prepare_cached(FIND_CALL_SQL)
             .map_err(db("preparing call lookup"))?;
         for (_, cdr) in &fresh {
             if cdr.cdr_id.is_empty() || prior.contains_key(&cdr.cdr_id) {
@@ -655,7 +667,7 @@ fn ingest_batch(
     let plan = supersede(&refs, &prior);
     {
         let mut del = tx
-            .prepare_cached("DELETE FROM cdrs WHERE agent_id = ?1 AND cdr_id = ?2 AND interim")
+            .prepare_cached(DELETE_INTERIMS_SQL)
             .map_err(db("preparing supersession"))?;
         for id in &plan.delete_interims {
             del.execute(params![agent_id, id])
@@ -1549,5 +1561,47 @@ impl Store for SqliteStore {
             rerate_blocking(c, &rates, &tenant, since_ms, audit)
         })
         .await
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::expect_used, reason = "tests")]
+mod tests {
+    use super::*;
+
+    /// What SQLite's planner does with `sql`: the detail column of EXPLAIN QUERY PLAN.
+    fn plan(conn: &Connection, sql: &str) -> Vec<String> {
+        let mut st = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .expect("explain");
+        st.query_map(params!["agent", "id"], |r| r.get::<_, String>(3))
+            .expect("plan")
+            .collect::<Result<_, _>>()
+            .expect("plan rows")
+    }
+
+    #[test]
+    fn supersession_finds_a_call_by_the_cdr_id_index_and_the_pair_index_is_gone() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("s.db");
+        let store = SqliteStore::open(path.to_str().expect("utf-8")).expect("open");
+        drop(store);
+        let conn = Connection::open(&path).expect("reopen");
+        for sql in [FIND_CALL_SQL, DELETE_INTERIMS_SQL] {
+            let p = plan(&conn, sql);
+            assert!(
+                p.iter()
+                    .any(|d| d.contains("USING INDEX cdrs_cdr_id (cdr_id=?)")),
+                "{sql}: {p:?}"
+            );
+        }
+        let pair: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND name = 'cdrs_agent_cdr_id'",
+                [],
+                |r| r.get(0),
+            )
+            .expect("count");
+        assert_eq!(pair, 0);
     }
 }
