@@ -745,14 +745,22 @@ pub struct RawEvent {
 
 /// Decodes one ring record; `None` for a record too short or of an unknown version.
 pub fn decode_event(rec: &[u8]) -> Option<RawEvent> {
+    let (header, data) = split_event(rec)?;
+    Some(RawEvent {
+        header,
+        data: data.to_vec(),
+    })
+}
+
+/// One ring record's header and packet bytes, read in place; `None` as for
+/// [`decode_event`].
+pub fn split_event(rec: &[u8]) -> Option<(EventHeader, &[u8])> {
     let header = EventHeader::read(rec)?;
     if header.version != collector_common::EVENT_VERSION {
         return None;
     }
-    let data = rec
-        .get(EventHeader::LEN..EventHeader::LEN + header.cap_len as usize)?
-        .to_vec();
-    Some(RawEvent { header, data })
+    let data = rec.get(EventHeader::LEN..EventHeader::LEN + header.cap_len as usize)?;
+    Some((header, data))
 }
 
 /// Drains every record in the ring into `out`.
@@ -763,6 +771,26 @@ pub fn drain_ring(ring: &mut RingBuf<MapData>, out: &mut Vec<RawEvent>, bad: &mu
             None => *bad += 1,
         }
     }
+}
+
+/// Drains every record in the ring, handing each to `f` where it lies in the ring (no copy,
+/// no allocation; the record is released when `f` returns). Returns how many were handed.
+pub fn drain_ring_with(
+    ring: &mut RingBuf<MapData>,
+    bad: &mut u64,
+    mut f: impl FnMut(&EventHeader, &[u8]),
+) -> u64 {
+    let mut n = 0u64;
+    while let Some(rec) = ring.next() {
+        match split_event(&rec) {
+            Some((header, data)) => {
+                n += 1;
+                f(&header, data);
+            }
+            None => *bad += 1,
+        }
+    }
+    n
 }
 
 /// `collector check`: load the object and list what it holds, without attaching.

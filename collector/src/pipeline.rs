@@ -94,12 +94,12 @@ impl Privacy {
 
     /// Applies the policy to one flow event.
     pub fn flow(&self, f: FlowOut) -> FlowEvent {
-        let mut ev = f.event;
         let consent = apply::consent_of(
             &self.pz,
             self.consent_header.as_deref(),
             f.consent.as_deref().unwrap_or(""),
         );
+        let mut ev = f.into_event();
         apply::apply_flow(&self.pz.call(consent), &mut ev);
         ev
     }
@@ -195,7 +195,9 @@ impl<M: MediaBackend> Pipeline<M> {
     /// Feeds one frame (from its Ethernet header) captured at `ts_ns`.
     pub fn feed_frame(&mut self, ts_ns: u64, frame: &[u8], direction: Option<Direction>) {
         self.decoder.feed(ts_ns, frame, direction, &mut self.events);
-        for ev in std::mem::take(&mut self.events) {
+        // Taken for the loop and put back after, so its allocation serves every frame.
+        let mut events = std::mem::take(&mut self.events);
+        for ev in events.drain(..) {
             match ev {
                 NetEvent::Sip(p) => {
                     let before = self.tracker.stats();
@@ -218,6 +220,7 @@ impl<M: MediaBackend> Pipeline<M> {
                 }
             }
         }
+        self.events = events;
         self.advance(ts_ns);
     }
 
@@ -267,7 +270,7 @@ impl<M: MediaBackend> Pipeline<M> {
         let flows = self.tracker.drain_flows().into_iter();
         match &self.privacy {
             Some(p) => flows.map(|f| p.flow(f)).collect(),
-            None => flows.map(|f| f.event).collect(),
+            None => flows.map(FlowOut::into_event).collect(),
         }
     }
 }

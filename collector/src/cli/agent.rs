@@ -24,7 +24,7 @@ use std::{
 use anyhow::Context as _;
 use collector_common::{
     media::{EndpointKey, EndpointValue},
-    Direction, EventKind, MediaKey, MediaValue,
+    Direction, EventHeader, EventKind, MediaKey, MediaValue,
 };
 use serde::Serialize;
 use time::OffsetDateTime;
@@ -495,8 +495,8 @@ impl Wake {
     }
 }
 
-fn direction_of(ev: &RawEvent) -> Direction {
-    if ev.header.direction == Direction::Egress as u8 {
+fn direction_of(header: &EventHeader) -> Direction {
+    if header.direction == Direction::Egress as u8 {
         Direction::Egress
     } else {
         Direction::Ingress
@@ -727,11 +727,10 @@ async fn agent_loop(args: super::AgentArgs) -> anyhow::Result<()> {
         if !wake.next(&mut ring).await {
             break;
         }
-        drain_ring(ring.get_mut(), &mut events, &mut bad);
-        metrics
-            .metrics
-            .ring_records(u64::try_from(events.len()).unwrap_or(u64::MAX));
-        feed(&mut pipe, &mut events, offset);
+        let records = capture::drain_ring_with(ring.get_mut(), &mut bad, |header, data| {
+            feed(&mut pipe, header, data, offset);
+        });
+        metrics.metrics.ring_records(records);
         if let Some(now) = capture::monotonic_ns() {
             pipe.advance(now.saturating_add(offset));
         }
@@ -756,8 +755,9 @@ async fn agent_loop(args: super::AgentArgs) -> anyhow::Result<()> {
         }
     }
     // Read what is left, close every call, then report the final counters.
-    drain_ring(ring.get_mut(), &mut events, &mut bad);
-    feed(&mut pipe, &mut events, offset);
+    capture::drain_ring_with(ring.get_mut(), &mut bad, |header, data| {
+        feed(&mut pipe, header, data, offset);
+    });
     let now = capture::monotonic_ns().map_or(0, |n| n.saturating_add(offset));
     pipe.finish(now);
     round(&mut pipe);
@@ -791,15 +791,14 @@ async fn agent_loop(args: super::AgentArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn feed(pipe: &mut Pipeline<KernelMedia>, events: &mut Vec<RawEvent>, offset: u64) {
-    for ev in events.drain(..) {
-        // RTP header samples are for quality debugging; the kernel already counted them.
-        if ev.header.kind == EventKind::RtpSample as u8 {
-            continue;
-        }
-        let ts = ev.header.ts_ns.saturating_add(offset);
-        pipe.feed_frame(ts, &ev.data, Some(direction_of(&ev)));
+/// Feeds one ring record (read in place) to the pipeline.
+fn feed(pipe: &mut Pipeline<KernelMedia>, header: &EventHeader, data: &[u8], offset: u64) {
+    // RTP header samples are for quality debugging; the kernel already counted them.
+    if header.kind == EventKind::RtpSample as u8 {
+        return;
     }
+    let ts = header.ts_ns.saturating_add(offset);
+    pipe.feed_frame(ts, data, Some(direction_of(header)));
 }
 
 /// Rounds of output the ring thread may be ahead of the output thread; beyond them it

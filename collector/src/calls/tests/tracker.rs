@@ -40,8 +40,12 @@ impl H1 {
 
     fn collect(&mut self) {
         self.cdrs.extend(self.t.drain_cdrs());
-        self.flows
-            .extend(self.t.drain_flows().into_iter().map(|f| f.event));
+        self.flows.extend(
+            self.t
+                .drain_flows()
+                .into_iter()
+                .map(crate::calls::FlowOut::into_event),
+        );
     }
 
     /// A message from the caller side at T0 + `ms`.

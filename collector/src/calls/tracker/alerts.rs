@@ -44,8 +44,7 @@ impl Tracker {
                 cdr: None,
             })),
         };
-        let consent = c.consent.clone();
-        self.out.flow(FlowOut { event, consent });
+        self.out.flow(FlowOut::new(event, c.consent.clone()));
     }
 }
 
@@ -68,10 +67,13 @@ impl Tracker {
             time_ms: step.time_ms(),
             agent_id: self.agent_id.clone(),
             call_id: c.call_id.clone(),
-            event: Some(flow_event::Event::SipMessage(step.message())),
+            event: None,
         };
-        let consent = c.consent.clone();
-        self.out.flow(FlowOut { event, consent });
+        self.out.flow(FlowOut {
+            event,
+            consent: c.consent.clone(),
+            sip: Some(step.clone()),
+        });
     }
 
     pub(super) fn alert(&mut self, cookie: u64, kind: &str, message: String, now: u64) {
@@ -89,8 +91,7 @@ impl Tracker {
                 message,
             })),
         };
-        let consent = c.consent.clone();
-        self.out.flow(FlowOut { event, consent });
+        self.out.flow(FlowOut::new(event, c.consent.clone()));
     }
 }
 

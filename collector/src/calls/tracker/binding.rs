@@ -511,10 +511,7 @@ impl Tracker {
                             interval_ms,
                         })),
                     };
-                    self.out.flow(FlowOut {
-                        event,
-                        consent: call.consent.clone(),
-                    });
+                    self.out.flow(FlowOut::new(event, call.consent.clone()));
                 }
             }
             self.check_alerts(cookie, now, None);

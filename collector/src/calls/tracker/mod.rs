@@ -70,12 +70,35 @@ const MAX_HOPS: usize = 4;
 const MAX_PER_ADDRESS: usize = 8;
 
 /// A flow event with the consent value of its call (the privacy boundary needs it).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 pub struct FlowOut {
-    /// The event, identifiers in clear.
-    pub event: FlowEvent,
+    /// The event, identifiers in clear; a SIP message event's message is still `sip`.
+    event: FlowEvent,
     /// The raw value of the consent header of the call, if configured and present.
     pub consent: Option<String>,
+    /// The captured message of a `SipMessage` event, kept compact: the ring thread makes
+    /// one per message, and its strings are made where the event is read
+    /// ([`FlowOut::into_event`], on the agent's output thread).
+    sip: Option<ladder::Step>,
+}
+
+impl FlowOut {
+    fn new(event: FlowEvent, consent: Option<String>) -> Self {
+        Self {
+            event,
+            consent,
+            sip: None,
+        }
+    }
+
+    /// The event, complete.
+    pub fn into_event(self) -> FlowEvent {
+        let mut event = self.event;
+        if let Some(step) = self.sip {
+            event.event = Some(flow_event::Event::SipMessage(step.message()));
+        }
+        event
+    }
 }
 
 /// Counters of the tracker.
@@ -835,10 +858,7 @@ impl Tracker {
                 call_id,
                 event: Some(flow_event::Event::Registration(reg)),
             };
-            self.out.flow(FlowOut {
-                event,
-                consent: None,
-            });
+            self.out.flow(FlowOut::new(event, None));
         }
     }
 }
