@@ -167,7 +167,7 @@ pub enum CdrIds {
 /// Where the output of the tracker collects.
 #[derive(Debug, Default)]
 struct Out {
-    flows: VecDeque<FlowOut>,
+    flows: Vec<FlowOut>,
     cdrs: Vec<Cdr>,
     max_flows: usize,
     flow_dropped: u64,
@@ -179,7 +179,7 @@ impl Out {
             self.flow_dropped += 1;
             return;
         }
-        self.flows.push_back(f);
+        self.flows.push(f);
     }
 }
 
@@ -303,7 +303,9 @@ impl Tracker {
 
     /// Takes the flow events produced so far (identifiers in clear).
     pub fn drain_flows(&mut self) -> Vec<FlowOut> {
-        self.out.flows.drain(..).collect()
+        // Handed over whole (no copy); the next round starts with room for as many.
+        let room = self.out.flows.len().min(self.out.max_flows);
+        std::mem::replace(&mut self.out.flows, Vec::with_capacity(room))
     }
 
     fn count_method(&mut self, m: &Method<'_>) {
