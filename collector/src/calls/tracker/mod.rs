@@ -171,7 +171,9 @@ pub struct Tracker {
     /// When the media statistics were last read (the interval of [`MediaStats`] events).
     last_media_poll: Option<u64>,
     limits: SipLimits,
-    calls: BTreeMap<u64, Call>,
+    /// Boxed: a B-tree node holds eleven values and is about half full after ascending
+    /// inserts, and a `Call` is close to a kilobyte.
+    calls: BTreeMap<u64, Box<Call>>,
     index: HashMap<String, u64>,
     unanswered: BTreeSet<u64>,
     sdp_index: HashMap<SocketAddr, Vec<(u64, Side)>>,
@@ -455,7 +457,7 @@ impl Tracker {
         call.ladder.push(Step::of(pkt, msg, false));
         self.index.insert(call_id, cookie);
         self.unanswered.insert(cookie);
-        self.calls.insert(cookie, call);
+        self.calls.insert(cookie, Box::new(call));
         self.notify(cookie, CallStateKind::Trying, "INVITE", now);
         self.link_by_signalling(cookie);
         self.take_sdp(cookie, hop, msg, media);
