@@ -91,17 +91,14 @@ pub struct KernelMedia {
     queued_ep: HashMap<EndpointKey, Option<EndpointValue>>,
     /// The batches of one flush (kept for their allocations).
     changes: capture::MediaChanges,
-    /// Every MEDIA entry, read at the start of a bulk read, sorted by key (a vector of
-    /// exactly the entries, not a hash table: a copy of the whole map, in the peak of the
-    /// agent's memory).
+    /// Every MEDIA entry, read at the start of a bulk read: a vector of exactly the
+    /// entries (a copy of the whole map, in the peak of the agent's memory), not a hash
+    /// table with up to twice their room.
     bulk: Vec<(MediaKey, MediaValue)>,
+    /// Where each key is in `bulk`.
+    bulk_at: HashMap<MediaKey, usize>,
     /// Reads answer from `bulk`.
     bulk_on: bool,
-}
-
-/// The order of the bulk copy.
-fn sort_key(k: &MediaKey) -> ([u8; 16], [u8; 16], u16, u16) {
-    (k.src, k.dst, k.sport, k.dport)
 }
 
 fn kerr(e: capture::CaptureError) -> MediaError {
@@ -122,6 +119,7 @@ impl KernelMedia {
             queued_ep: HashMap::new(),
             changes: capture::MediaChanges::default(),
             bulk: Vec::new(),
+            bulk_at: HashMap::new(),
             bulk_on: false,
         }
     }
@@ -146,11 +144,8 @@ impl KernelMedia {
 
     /// The bulk copy's entry of `key`.
     fn bulk_stream(&self, key: &MediaKey) -> Option<MediaValue> {
-        let i = self
-            .bulk
-            .binary_search_by_key(&sort_key(key), |(k, _)| sort_key(k))
-            .ok()?;
-        self.bulk.get(i).map(|(_, v)| *v)
+        let i = self.bulk_at.get(key)?;
+        self.bulk.get(*i).map(|(_, v)| *v)
     }
 
     /// `v` with its times in Unix time.
@@ -276,7 +271,8 @@ impl MediaTable for KernelMedia {
         // A failed bulk read leaves the reads to single lookups.
         self.bulk_on = match self.cap.read_streams(&mut self.bulk) {
             Ok(()) => {
-                self.bulk.sort_unstable_by_key(|(k, _)| sort_key(k));
+                let at = self.bulk.iter().enumerate().map(|(i, (k, _))| (*k, i));
+                self.bulk_at = at.collect();
                 true
             }
             Err(e) => {
@@ -290,6 +286,7 @@ impl MediaTable for KernelMedia {
         self.bulk_on = false;
         // Its memory goes too: the copy is as large as the map.
         self.bulk = Vec::new();
+        self.bulk_at = HashMap::new();
     }
 }
 
