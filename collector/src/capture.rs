@@ -597,6 +597,15 @@ impl MediaChanges {
         self.endpoints.clear();
         self.endpoints_gone.clear();
     }
+
+    /// Empties every list, keeping room for at most `n` entries in each.
+    pub fn clear_to(&mut self, n: usize) {
+        self.clear();
+        self.streams.shrink_to(n);
+        self.streams_gone.shrink_to(n);
+        self.endpoints.shrink_to(n);
+        self.endpoints_gone.shrink_to(n);
+    }
 }
 
 /// What [`Capture::apply`] could not write (a full map): each entry with its cookie.
@@ -682,7 +691,7 @@ impl Capture {
     /// goes on; each one is read whole.
     pub fn read_streams(
         &mut self,
-        out: &mut std::collections::HashMap<MediaKey, MediaValue>,
+        out: &mut Vec<(MediaKey, MediaValue)>,
     ) -> Result<(), CaptureError> {
         out.clear();
         let fd = map_fd(&self.ebpf, MAP_MEDIA)?;
@@ -714,9 +723,7 @@ impl Capture {
                     })
                 }
             };
-            for (k, v) in keys.iter().zip(&values).take(n) {
-                out.insert(*k, *v);
-            }
+            out.extend(keys.iter().copied().zip(values.iter().copied()).take(n));
             if done {
                 return Ok(());
             }

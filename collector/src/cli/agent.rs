@@ -15,7 +15,7 @@
 //! measured at start, for events and for the RTP times read back from the maps alike.
 #![deny(clippy::indexing_slicing, clippy::panic)]
 use std::{
-    collections::{BTreeMap, HashMap, VecDeque},
+    collections::{BTreeMap, HashMap, HashSet, VecDeque},
     net::SocketAddr,
     sync::Arc,
     time::{Duration, Instant},
@@ -53,6 +53,11 @@ const DEFAULT_SCOPE: &str = "local";
 const DEFAULT_AGENT_ID: &str = "agent";
 /// Reads in a poll from which the whole MEDIA map is read at once.
 const BULK_READ_MIN: usize = 16;
+/// Queued map writes at which they are applied before the round's end (after the message
+/// that reached it): a round after a burst carries thousands of calls' setups, and each
+/// queued stream holds its ~560-byte value twice (queued, then in the batch), in buffers
+/// that would keep their largest size.
+const MAX_QUEUED: usize = 1024;
 /// Spool batches whose append time is remembered for the age of the oldest unacknowledged
 /// CDR; beyond it new batches share the newest mark (the age is then an upper bound).
 const MAX_AGE_MARKS: usize = 1024;
@@ -60,7 +65,8 @@ const MAX_AGE_MARKS: usize = 1024;
 /// The kernel's MEDIA maps as the binder's table, with times moved to Unix time.
 ///
 /// Writes are queued, last one per key, and reach the kernel in batches at
-/// [`MediaTable::flush`] (the agent flushes after every round of ring records): a call's
+/// [`MediaTable::flush`] (the agent flushes after every round of ring records, and within
+/// a round once [`MAX_QUEUED`] writes are queued, between two messages): a call's
 /// setup and teardown write about a dozen entries, and one system call per entry was most
 /// of the agent's time at high call rates. Reads of a queued key answer from the queue, so
 /// the tracker sees its own writes. During a poll the whole MEDIA map is read with batch
@@ -76,14 +82,21 @@ pub struct KernelMedia {
     pending: usize,
     /// MEDIA_EP as written: the kernel only reads it, so reads cost no system call.
     endpoints: HashMap<EndpointKey, EndpointValue>,
-    /// MEDIA writes not applied yet: `Some` installs, `None` removes.
-    queued: HashMap<MediaKey, Option<MediaValue>>,
+    /// MEDIA installs not applied yet.
+    queued: HashMap<MediaKey, MediaValue>,
+    /// MEDIA removals not applied yet (never a key of `queued`): apart, so that a removal
+    /// holds a key and not a value's room (a poll settles thousands of calls at once).
+    queued_gone: HashSet<MediaKey>,
     /// MEDIA_EP writes not applied yet.
     queued_ep: HashMap<EndpointKey, Option<EndpointValue>>,
     /// The batches of one flush (kept for their allocations).
     changes: capture::MediaChanges,
-    /// Every MEDIA entry, read at the start of a bulk read.
-    bulk: HashMap<MediaKey, MediaValue>,
+    /// Every MEDIA entry, read at the start of a bulk read: a vector of exactly the
+    /// entries (a copy of the whole map, in the peak of the agent's memory), not a hash
+    /// table with up to twice their room.
+    bulk: Vec<(MediaKey, MediaValue)>,
+    /// Where each key is in `bulk`.
+    bulk_at: HashMap<MediaKey, usize>,
     /// Reads answer from `bulk`.
     bulk_on: bool,
 }
@@ -102,9 +115,11 @@ impl KernelMedia {
             pending: 0,
             endpoints: HashMap::new(),
             queued: HashMap::new(),
+            queued_gone: HashSet::new(),
             queued_ep: HashMap::new(),
             changes: capture::MediaChanges::default(),
-            bulk: HashMap::new(),
+            bulk: Vec::new(),
+            bulk_at: HashMap::new(),
             bulk_on: false,
         }
     }
@@ -121,6 +136,18 @@ impl KernelMedia {
         &self.cap
     }
 
+    /// Map writes queued (applied at [`MediaTable::flush`]).
+    pub fn queued(&self) -> usize {
+        let streams = self.queued.len().saturating_add(self.queued_gone.len());
+        streams.saturating_add(self.queued_ep.len())
+    }
+
+    /// The bulk copy's entry of `key`.
+    fn bulk_stream(&self, key: &MediaKey) -> Option<MediaValue> {
+        let i = self.bulk_at.get(key)?;
+        self.bulk.get(*i).map(|(_, v)| *v)
+    }
+
     /// `v` with its times in Unix time.
     fn unix_times(&self, mut v: MediaValue) -> MediaValue {
         for s in &mut v.slots {
@@ -135,7 +162,8 @@ impl KernelMedia {
 
 impl MediaTable for KernelMedia {
     fn insert_stream(&mut self, key: MediaKey, value: MediaValue) -> Result<(), MediaError> {
-        self.queued.insert(key, Some(value));
+        self.queued_gone.remove(&key);
+        self.queued.insert(key, value);
         if self.installed.insert(key, value.cookie).is_none() && key.is_pending() {
             self.pending += 1;
         }
@@ -143,10 +171,11 @@ impl MediaTable for KernelMedia {
     }
 
     fn stream(&mut self, key: &MediaKey) -> Result<Option<MediaValue>, MediaError> {
+        // Written but not applied: as it reads right after the write.
         let v = match self.queued.get(key) {
-            // Written but not applied: as it reads right after the write.
-            Some(q) => *q,
-            None if self.bulk_on => self.bulk.get(key).copied(),
+            Some(q) => Some(*q),
+            None if self.queued_gone.contains(key) => None,
+            None if self.bulk_on => self.bulk_stream(key),
             None => self.cap.stream(key).map_err(kerr)?,
         };
         Ok(v.map(|v| self.unix_times(v)))
@@ -157,7 +186,8 @@ impl MediaTable for KernelMedia {
     }
 
     fn remove_stream(&mut self, key: &MediaKey) -> Result<(), MediaError> {
-        self.queued.insert(*key, None);
+        self.queued.remove(key);
+        self.queued_gone.insert(*key);
         if self.installed.remove(key).is_some() && key.is_pending() {
             self.pending = self.pending.saturating_sub(1);
         }
@@ -185,17 +215,13 @@ impl MediaTable for KernelMedia {
     }
 
     fn flush(&mut self) -> Vec<u64> {
-        if self.queued.is_empty() && self.queued_ep.is_empty() {
+        if self.queued() == 0 {
             return Vec::new();
         }
         let c = &mut self.changes;
         c.clear();
-        for (k, v) in self.queued.drain() {
-            match v {
-                Some(v) => c.streams.push((k, v)),
-                None => c.streams_gone.push(k),
-            }
-        }
+        c.streams.extend(self.queued.drain());
+        c.streams_gone.extend(self.queued_gone.drain());
         for (k, v) in self.queued_ep.drain() {
             match v {
                 Some(v) => c.endpoints.push((k, v)),
@@ -203,6 +229,12 @@ impl MediaTable for KernelMedia {
             }
         }
         let refused = self.cap.apply(&self.changes);
+        // A burst (or a poll settling thousands of calls) queues many writes at once: the
+        // buffers go back to a round's size instead of keeping their largest.
+        self.changes.clear_to(MAX_QUEUED);
+        self.queued.shrink_to(MAX_QUEUED);
+        self.queued_gone.shrink_to(MAX_QUEUED);
+        self.queued_ep.shrink_to(MAX_QUEUED);
         if let Some(e) = &refused.first {
             tracing::debug!(error = %e, "a media map write failed");
         }
@@ -234,9 +266,15 @@ impl MediaTable for KernelMedia {
         if reads < BULK_READ_MIN || reads.saturating_mul(2) < self.installed.len() {
             return;
         }
+        // Sized for the map's content, which userspace alone changes: no doubling slack.
+        self.bulk = Vec::with_capacity(self.installed.len());
         // A failed bulk read leaves the reads to single lookups.
         self.bulk_on = match self.cap.read_streams(&mut self.bulk) {
-            Ok(()) => true,
+            Ok(()) => {
+                let at = self.bulk.iter().enumerate().map(|(i, (k, _))| (*k, i));
+                self.bulk_at = at.collect();
+                true
+            }
             Err(e) => {
                 tracing::debug!(error = %e, "batch read of MEDIA failed");
                 false
@@ -247,7 +285,8 @@ impl MediaTable for KernelMedia {
     fn end_bulk_read(&mut self) {
         self.bulk_on = false;
         // Its memory goes too: the copy is as large as the map.
-        self.bulk = HashMap::new();
+        self.bulk = Vec::new();
+        self.bulk_at = HashMap::new();
     }
 }
 
@@ -799,6 +838,9 @@ fn feed(pipe: &mut Pipeline<KernelMedia>, header: &EventHeader, data: &[u8], off
     }
     let ts = header.ts_ns.saturating_add(offset);
     pipe.feed_frame(ts, data, Some(direction_of(header)));
+    if pipe.media().queued() >= MAX_QUEUED {
+        pipe.flush_media();
+    }
 }
 
 /// Rounds of output the ring thread may be ahead of the output thread; beyond them it

@@ -118,8 +118,11 @@ impl Tracker {
         let window = self.cfg.correlation_window_ms.saturating_mul(MS);
         let (my_start, my_call_id) = (me.start_ns, me.call_id.clone());
         let in_window = |o: &&Call| o.start_ns.abs_diff(my_start) <= window;
-        let before = self.calls.range(..cookie).rev().map(|(_, o)| o);
-        let after = self.calls.range(cookie.saturating_add(1)..).map(|(_, o)| o);
+        let before = self.calls.range(..cookie).rev().map(|(_, o)| &**o);
+        let after = self
+            .calls
+            .range(cookie.saturating_add(1)..)
+            .map(|(_, o)| &**o);
         let near: Vec<u64> = before
             .take_while(in_window)
             .chain(after.take_while(in_window))
@@ -315,7 +318,7 @@ impl Tracker {
                     || (my_other.is_some()
                         && other.sdp_of(their_side.other()).map(|s| s.rtp) == my_other);
                 (linked && !other.phase.is_over() && other.start_ns.abs_diff(my_start) <= window)
-                    .then_some(other)
+                    .then_some(&**other)
             })
             .collect();
         candidates.dedup_by_key(|c| c.cookie);
