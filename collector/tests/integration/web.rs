@@ -741,12 +741,7 @@ fn browser_logs_in_searches_and_opens_a_call() {
     b.screenshot(&screens.join("login.png"));
     sources.push(("login", b.source()));
 
-    b.type_into(
-        "input[name=token]",
-        &c.token("ops-acme", Role::Read, Some("acme"), 600),
-    );
-    b.click("form.login button");
-    b.wait_until("the calls page", |b| b.url().ends_with("/calls"));
+    b.log_in(&c.token("ops-acme", Role::Read, Some("acme"), 600));
     let all =
         oracle_calls("sipp_g711_basic.pcap", "").0 + oracle_calls("ws_nb6-telephone.pcap", "").0;
     assert_eq!(b.find_all("table.calls tbody tr").len(), all);
@@ -806,12 +801,7 @@ fn browser_logs_in_searches_and_opens_a_call() {
     b.wait_until("the login page", |b| b.url().ends_with("/login"));
     b.goto(&format!("{base}/calls"));
     assert!(b.url().ends_with("/login"), "logged out: {}", b.url());
-    b.type_into(
-        "input[name=token]",
-        &c.token("ops-globex", Role::Read, Some("globex"), 600),
-    );
-    b.click("form.login button");
-    b.wait_until("the calls page", |b| b.url().ends_with("/calls"));
+    b.log_in(&c.token("ops-globex", Role::Read, Some("globex"), 600));
     assert_eq!(
         b.find_all("table.calls tbody tr").len(),
         oracle_calls("sipp_cancel.pcap", "").0
@@ -1090,12 +1080,7 @@ fn browser_sees_new_calls_live() {
     let base = format!("https://localhost:{}", c.web.port());
     b.goto(&format!("{base}/live"));
     assert!(b.url().ends_with("/login"), "{}", b.url());
-    b.type_into(
-        "input[name=token]",
-        &c.token("ops-acme", Role::Read, Some("acme"), 600),
-    );
-    b.click("form.login button");
-    b.wait_until("the calls page", |b| b.url().ends_with("/calls"));
+    b.log_in(&c.token("ops-acme", Role::Read, Some("acme"), 600));
     b.click("nav a[href='/live']");
     b.wait_until("the live page", |b| b.url().ends_with("/live"));
     assert_eq!(b.find_all("table.live tbody tr").len(), 1);

@@ -353,6 +353,13 @@ impl Browser {
         }
     }
 
+    /// Logs in on the login page with `token` and waits for the calls page it leads to.
+    pub fn log_in(&self, token: &str) {
+        self.type_into("input[name=token]", token);
+        self.click("form.login button");
+        self.wait_until("the calls page", |b| b.url().ends_with("/calls"));
+    }
+
     /// Writes a PNG of the window to `path`.
     pub fn screenshot(&self, path: &Path) {
         let b64 = self.cmd("GET", "/screenshot", None);
