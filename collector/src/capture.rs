@@ -770,14 +770,14 @@ pub fn split_event(rec: &[u8]) -> Option<(EventHeader, &[u8])> {
     Some((header, data))
 }
 
-/// Drains every record in the ring into `out`.
+/// Drains every record in the ring into `out`, each copied.
 pub fn drain_ring(ring: &mut RingBuf<MapData>, out: &mut Vec<RawEvent>, bad: &mut u64) {
-    while let Some(rec) = ring.next() {
-        match decode_event(&rec) {
-            Some(ev) => out.push(ev),
-            None => *bad += 1,
-        }
-    }
+    drain_ring_with(ring, bad, |header, data| {
+        out.push(RawEvent {
+            header: *header,
+            data: data.to_vec(),
+        });
+    });
 }
 
 /// Drains every record in the ring, handing each to `f` where it lies in the ring (no copy,
