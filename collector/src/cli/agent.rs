@@ -220,11 +220,13 @@ impl MediaTable for KernelMedia {
         }
         let c = &mut self.changes;
         c.clear();
-        c.streams.extend(self.queued.drain());
+        for (k, v) in self.queued.drain() {
+            c.push_stream(k, v);
+        }
         c.streams_gone.extend(self.queued_gone.drain());
         for (k, v) in self.queued_ep.drain() {
             match v {
-                Some(v) => c.endpoints.push((k, v)),
+                Some(v) => c.push_endpoint(k, v),
                 None => c.endpoints_gone.push(k),
             }
         }

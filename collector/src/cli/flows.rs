@@ -565,7 +565,7 @@ mod tests {
                 agent_id: "edge-1".into(),
                 call_id: "cid_k1_aaaa".into(),
                 event: Some(Event::MediaStats(MediaStats {
-                    leg: Some(MediaLeg {
+                    leg: Some(Box::new(MediaLeg {
                         direction: MediaDirection::CalleeToCaller as i32,
                         codec: "PCMU".into(),
                         loss_pct: 1.25,
@@ -573,7 +573,7 @@ mod tests {
                         mos: 4.1,
                         src_ip: "192.0.2.0/24".into(),
                         ..Default::default()
-                    }),
+                    })),
                     interval_ms: 5_000,
                 })),
             },

@@ -819,14 +819,14 @@ pub(crate) mod tests {
             agent_id: "edge-1".into(),
             call_id: call.into(),
             event: Some(Event::MediaStats(MediaStats {
-                leg: Some(MediaLeg {
+                leg: Some(Box::new(MediaLeg {
                     direction: dir as i32,
                     codec: "PCMA".into(),
                     loss_pct: loss,
                     mean_jitter_ms: jitter,
                     mos,
                     ..Default::default()
-                }),
+                })),
                 interval_ms: 5_000,
             })),
         }

@@ -213,7 +213,7 @@ impl Filter {
 /// The media legs an event reports on: a media stats interval, or an ended call's CDR.
 fn legs(e: &FlowEvent) -> Box<dyn Iterator<Item = &MediaLeg> + '_> {
     match &e.event {
-        Some(Event::MediaStats(m)) => Box::new(m.leg.iter()),
+        Some(Event::MediaStats(m)) => Box::new(m.leg.as_deref().into_iter()),
         Some(Event::CallState(cs)) => Box::new(cs.cdr.iter().flat_map(|c| c.media.iter())),
         _ => Box::new(std::iter::empty()),
     }
@@ -225,7 +225,7 @@ fn addresses(e: &FlowEvent) -> Box<dyn Iterator<Item = &str> + '_> {
         [l.src_ip.as_str(), l.dst_ip.as_str()]
     }
     let all: Box<dyn Iterator<Item = &str> + '_> = match &e.event {
-        Some(Event::MediaStats(m)) => Box::new(m.leg.iter().flat_map(leg_addrs)),
+        Some(Event::MediaStats(m)) => Box::new(m.leg.as_deref().into_iter().flat_map(leg_addrs)),
         Some(Event::CallState(cs)) => Box::new(cs.cdr.iter().flat_map(|c| {
             [c.src_ip.as_str(), c.dst_ip.as_str()]
                 .into_iter()

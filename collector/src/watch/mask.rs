@@ -47,18 +47,18 @@ fn templates() -> Vec<FlowEvent> {
         Event::CallState(CallState {
             caller: party(),
             callee: party(),
-            cdr: Some(Cdr {
+            cdr: Some(Box::new(Cdr {
                 caller: party(),
                 callee: party(),
                 reason: Some(Reason::default()),
                 coverage: Some(Coverage::default()),
                 media: vec![leg.clone()],
                 ..Default::default()
-            }),
+            })),
             ..Default::default()
         }),
         Event::MediaStats(MediaStats {
-            leg: Some(leg),
+            leg: Some(Box::new(leg)),
             ..Default::default()
         }),
         Event::Registration(Registration {

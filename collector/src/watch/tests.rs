@@ -87,7 +87,7 @@ fn media(t: u64, agent: &str, call: &str, mos: f64, loss: f64, src: &str) -> Flo
         agent_id: agent.into(),
         call_id: call.into(),
         event: Some(Event::MediaStats(MediaStats {
-            leg: Some(MediaLeg {
+            leg: Some(Box::new(MediaLeg {
                 src_ip: src.into(),
                 dst_ip: "198.51.100.0/24".into(),
                 codec: "PCMU".into(),
@@ -95,7 +95,7 @@ fn media(t: u64, agent: &str, call: &str, mos: f64, loss: f64, src: &str) -> Flo
                 loss_pct: loss,
                 mean_jitter_ms: 2.5,
                 ..Default::default()
-            }),
+            })),
             interval_ms: 5_000,
         })),
     }
@@ -548,7 +548,7 @@ fn field_mask_clears_unlisted_fields_and_keeps_the_kind() {
     .unwrap();
     let mut e = call_state(9, "A", "c1", CallStateKind::Ended, "alice", "bob");
     if let Some(Event::CallState(cs)) = &mut e.event {
-        cs.cdr = Some(Cdr {
+        cs.cdr = Some(Box::new(Cdr {
             final_code: 200,
             media: vec![
                 MediaLeg {
@@ -563,7 +563,7 @@ fn field_mask_clears_unlisted_fields_and_keeps_the_kind() {
                 },
             ],
             ..Default::default()
-        });
+        }));
     }
     let Some(Event::CallState(cs)) = mask.apply(&e).event else {
         panic!()

@@ -880,11 +880,11 @@ fn media(call: &str, mos: f64) -> FlowEvent {
         time_ms: collector::server::retention::now_ms(),
         call_id: call.into(),
         event: Some(Event::MediaStats(MediaStats {
-            leg: Some(MediaLeg {
+            leg: Some(Box::new(MediaLeg {
                 direction: MediaDirection::CallerToCallee as i32,
                 mos,
                 ..Default::default()
-            }),
+            })),
             interval_ms: 10_000,
         })),
         ..Default::default()

@@ -510,7 +510,7 @@ impl Tracker {
                         agent_id: self.agent_id.clone(),
                         call_id: call.call_id.clone(),
                         event: Some(flow_event::Event::MediaStats(MediaStats {
-                            leg: Some(cdr::leg(call, snap, s, cdr::Intervals::Closed)),
+                            leg: Some(Box::new(cdr::leg(call, snap, s, cdr::Intervals::Closed))),
                             interval_ms,
                         })),
                     };

@@ -206,7 +206,7 @@ fn flow_events_are_protected_too() {
         event: Some(flow_event::Event::CallState(CallState {
             caller: party("+441632960001", "example.com", "Alice"),
             callee: party("bob", "example.net", ""),
-            cdr: Some(cdr()),
+            cdr: Some(Box::new(cdr())),
             ..CallState::default()
         })),
     };
