@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 
 pub use dialog::{disposition_for, step, Effect, Event, Phase, Timers};
 pub use media::{EmulatedMedia, MediaError, MediaTable, UdpVerdict};
-pub use tracker::{FlowOut, Tracker, TrackerStats};
+pub use tracker::{CdrOut, FlowOut, Tracker, TrackerStats};
 
 /// Nanoseconds per millisecond.
 const MS: u64 = 1_000_000;

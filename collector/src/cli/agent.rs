@@ -32,7 +32,7 @@ use time::OffsetDateTime;
 use crate::calls::{
     media::{MediaError, MediaTable, UdpVerdict},
     tracker::CdrIds,
-    CallsConfig, FlowOut, Tracker,
+    CallsConfig, CdrOut, FlowOut, Tracker,
 };
 use crate::capture::{self, drain_ring, Capture, CaptureOptions, RawEvent};
 use crate::metrics::{CdrStage, Metrics};
@@ -758,7 +758,7 @@ async fn agent_loop(args: super::AgentArgs) -> anyhow::Result<()> {
         .context("starting the output thread")?;
     let round = move |pipe: &mut Pipeline<KernelMedia>| {
         let r = Round {
-            cdrs: pipe.tracker_mut().drain_cdrs(),
+            cdrs: pipe.tracker_mut().drain_cdr_outs().collect(),
             flows: pipe.tracker_mut().drain_flows(),
         };
         // Only a failed output thread hangs up (its error is reported when it is joined).
@@ -851,7 +851,8 @@ const OUTPUT_ROUNDS: usize = 256;
 
 /// What one round of ring records produced, identifiers in clear.
 struct Round {
-    cdrs: Vec<Cdr>,
+    /// Final records are made on the output thread.
+    cdrs: Vec<CdrOut>,
     flows: Vec<FlowOut>,
 }
 
@@ -875,7 +876,8 @@ fn output_thread(
     loop {
         // Woken at least once a second, for the spool's metrics while nothing happens.
         match rounds.recv_timeout(Duration::from_secs(1)) {
-            Ok(Round { mut cdrs, flows }) => {
+            Ok(Round { cdrs, flows }) => {
+                let mut cdrs: Vec<Cdr> = cdrs.into_iter().map(CdrOut::build).collect();
                 privacy.cdrs(&mut cdrs);
                 emit_cdrs(cdrs, spool.as_mut())?;
                 for f in flows {
