@@ -536,6 +536,56 @@ pub struct EModelResult {
     pub mos: f64,
 }
 
+/// The terms of R that depend on the one-way delay alone, for the default transmission
+/// parameters.
+#[derive(Clone, Copy)]
+struct DelayTerms {
+    /// Id (narrowband) at that delay.
+    id_nb: f64,
+    /// Ro − Is − Id: the narrowband R before the equipment impairment.
+    r_base: f64,
+}
+
+/// Delays remembered per thread by [`delay_terms`].
+const DELAY_CACHE: usize = 32;
+
+thread_local! {
+    /// Recent delays (as bits; `u64::MAX`, a NaN, is never a clamped delay) and their terms.
+    static DELAY_TERMS: std::cell::Cell<[(u64, DelayTerms); DELAY_CACHE]> = const {
+        std::cell::Cell::new([(u64::MAX, DelayTerms { id_nb: 0.0, r_base: 0.0 }); DELAY_CACHE])
+    };
+}
+
+/// [`DelayTerms`] at one-way delay `ta` (finite, clamped). They cost some forty powers and
+/// logarithms, and a live poll scores every leg of every call under several jitter-buffer
+/// policies, most of them at the same few delays: the last delays seen are remembered, and
+/// a remembered one gives the very same numbers.
+fn delay_terms(ta: f64) -> DelayTerms {
+    let bits = ta.to_bits();
+    let slot = (bits ^ (bits >> 29) ^ (bits >> 41)) as usize % DELAY_CACHE;
+    let hit = DELAY_TERMS.with(|c| {
+        let cache = c.get();
+        cache.get(slot).filter(|(k, _)| *k == bits).map(|(_, t)| *t)
+    });
+    if let Some(t) = hit {
+        return t;
+    }
+    let tx = Transmission::default();
+    let id_nb = tx.id(ta, 2.0 * ta, ta).total();
+    let t = DelayTerms {
+        id_nb,
+        r_base: tx.ro() - tx.is(ta) - id_nb,
+    };
+    DELAY_TERMS.with(|c| {
+        let mut cache = c.get();
+        if let Some(e) = cache.get_mut(slot) {
+            *e = (bits, t);
+        }
+        c.set(cache);
+    });
+    t
+}
+
 /// Evaluates the E-model for `codec` with `ppl_pct` packet loss (percent, after the jitter
 /// buffer), burst ratio `burst_r` and one-way delay `ta_ms`, all other parameters default.
 pub fn evaluate(codec: &CodecProfile, ppl_pct: f64, burst_r: f64, ta_ms: f64) -> EModelResult {
@@ -548,11 +598,11 @@ pub fn evaluate(codec: &CodecProfile, ppl_pct: f64, burst_r: f64, ta_ms: f64) ->
         0.0
     };
     let tx = Transmission::default();
-    let id_nb = tx.id(ta, 2.0 * ta, ta).total();
+    let DelayTerms { id_nb, r_base } = delay_terms(ta);
     let ie_eff = ie_eff(codec.ie, codec.bpl, ppl, burst_r);
     let (model, id, r, mos) = match codec.band {
         Band::Narrowband => {
-            let r = tx.ro() - tx.is(ta) - id_nb - ie_eff + tx.a;
+            let r = r_base - ie_eff + tx.a;
             ("ITU-T G.107", id_nb, r, mos_from_r(r))
         }
         Band::Wideband => {
@@ -603,6 +653,25 @@ mod tests {
         assert!(close(res.mos, 4.41, 0.005), "MOS {}", res.mos);
         assert_eq!(res.model, "ITU-T G.107");
         assert_eq!(res.ie_eff, 0.0);
+    }
+
+    /// A remembered delay gives what the formulas give at that delay, never another
+    /// delay's terms: 200 delays (more than the cache holds, so slots are shared and
+    /// overwritten) in two passes, each against the uncached computation.
+    #[test]
+    fn remembered_delays_give_the_formulas_numbers() {
+        let tx = Transmission::default();
+        for pass in 0..2 {
+            for i in 0..200u32 {
+                let ta = f64::from(i) * 3.7 + f64::from(pass);
+                let id = tx.id(ta, 2.0 * ta, ta).total();
+                let ie = ie_eff(G711.ie, G711.bpl, 1.0, 1.0);
+                let r = tx.ro() - tx.is(ta) - id - ie + tx.a;
+                let res = evaluate(&G711, 1.0, 1.0, ta);
+                assert_eq!(res.id, id, "Id at {ta}");
+                assert_eq!(res.r, r, "R at {ta}");
+            }
+        }
     }
 
     // Id for Ta = 0, 150, 400 ms with T = Ta, Tr = 2T and Table 3 defaults, computed by hand
