@@ -6,7 +6,14 @@
 //! Each call is INVITE with an SDP offer, 200 with an answer, ACK, BYE and its 200 (five
 //! messages); calls overlap (each is torn down [`CONCURRENT`] calls after its setup), so the
 //! agent follows that many dialogs at once. Runs are bounded in messages and in time.
-use std::time::{Duration, Instant};
+//!
+//! Every run also reports the kernel memory of the BPF maps the agent holds, at its peak
+//! over the run ([`bpf_maps`], sampled while the traffic is sent and drained).
+use std::{
+    collections::BTreeMap,
+    sync::atomic::{AtomicBool, Ordering},
+    time::{Duration, Instant},
+};
 
 use anyhow::{bail, Context, Result};
 use collector_tests::{
@@ -37,8 +44,128 @@ pub struct LoadRow {
     pub kernel_ns_per_pkt: f64,
     /// The agent's peak resident memory, MiB.
     pub peak_rss_mib: f64,
+    /// Kernel memory of the BPF maps the agent holds at their peak over the run, MiB.
+    pub bpf_maps_mib: f64,
+    /// Those maps one by one, at that peak.
+    pub bpf_maps: Vec<MapMem>,
     /// Nothing lost.
     pub clean: bool,
+}
+
+/// One BPF map an agent holds, as its descriptor's /proc/PID/fdinfo reports it.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct MapMem {
+    /// The kernel's map id (`map_id:`); two descriptors on one map share it.
+    pub id: u32,
+    /// The map's name (from the kernel's map info; `None` if it could not be read).
+    pub name: Option<String>,
+    /// The kernel's `bpf_map_type` number (`map_type:`).
+    pub map_type: u32,
+    /// Its capacity (`max_entries:`).
+    pub max_entries: u64,
+    /// Its map flags (`map_flags:`, e.g. 0x1 for `BPF_F_NO_PREALLOC`).
+    pub map_flags: u32,
+    /// The kernel memory charged to it (`memlock:`), bytes: since Linux 6.4 what it uses
+    /// now (a hash map without preallocation counts its live elements), before that its
+    /// capacity.
+    pub memlock_bytes: u64,
+}
+
+/// The BPF maps one process holds, each counted once.
+#[derive(Clone, Debug, Default)]
+pub struct MapsMem {
+    /// The maps, by id.
+    pub maps: BTreeMap<u32, MapMem>,
+}
+
+impl MapsMem {
+    /// Their memory together, bytes.
+    pub fn total_bytes(&self) -> u64 {
+        self.maps.values().map(|m| m.memlock_bytes).sum()
+    }
+
+    /// Their memory together, MiB.
+    pub fn total_mib(&self) -> f64 {
+        self.total_bytes() as f64 / (1024.0 * 1024.0)
+    }
+
+    /// Fills in each map's name from the kernel's map info (the maps must still be loaded);
+    /// a map whose info cannot be read keeps no name.
+    fn name(&mut self) {
+        for m in self.maps.values_mut() {
+            m.name = aya::maps::MapInfo::from_id(m.id)
+                .ok()
+                .and_then(|i| i.name_as_str().map(str::to_owned));
+        }
+    }
+
+    /// The maps as a list, by id.
+    fn list(&self) -> Vec<MapMem> {
+        self.maps.values().cloned().collect()
+    }
+}
+
+/// A number after `key` on a line of an fdinfo text (`memlock:\t1234`); map flags are
+/// printed in hex (`map_flags:\t0x1`).
+fn fdinfo_field(text: &str, key: &str) -> Option<u64> {
+    let v = text.lines().find_map(|l| l.strip_prefix(key))?.trim();
+    match v.strip_prefix("0x") {
+        Some(hex) => u64::from_str_radix(hex, 16).ok(),
+        None => v.parse().ok(),
+    }
+}
+
+/// The BPF maps process `pid` holds: every descriptor in /proc/PID/fd that links to
+/// `anon_inode:bpf-map`, read from /proc/PID/fdinfo/FD and counted once per map id. A
+/// descriptor closed between the listing and the read is simply gone.
+pub fn bpf_maps(pid: u32) -> Result<MapsMem> {
+    let dir = format!("/proc/{pid}/fd");
+    let mut out = MapsMem::default();
+    for entry in std::fs::read_dir(&dir).with_context(|| format!("reading {dir}"))? {
+        let entry = entry?;
+        let Ok(target) = std::fs::read_link(entry.path()) else {
+            continue;
+        };
+        if target.as_os_str() != "anon_inode:bpf-map" {
+            continue;
+        }
+        let fd = entry.file_name();
+        let path = format!("/proc/{pid}/fdinfo/{}", fd.to_string_lossy());
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        let field =
+            |key: &str| fdinfo_field(&text, key).with_context(|| format!("no {key} in {path}"));
+        let id = u32::try_from(field("map_id:")?).context("map_id")?;
+        out.maps.entry(id).or_insert(MapMem {
+            id,
+            name: None,
+            map_type: u32::try_from(field("map_type:")?).context("map_type")?,
+            max_entries: field("max_entries:")?,
+            map_flags: u32::try_from(field("map_flags:")?).context("map_flags")?,
+            memlock_bytes: field("memlock:")?,
+        });
+    }
+    Ok(out)
+}
+
+/// Samples [`bpf_maps`] of `pid` every 100 ms until `stop` is set and returns the sample
+/// with the most memory (named), or the first error.
+fn peak_maps(pid: u32, stop: &AtomicBool) -> Result<MapsMem> {
+    let mut peak = MapsMem::default();
+    loop {
+        let done = stop.load(Ordering::Relaxed);
+        let now = bpf_maps(pid)?;
+        if now.total_bytes() > peak.total_bytes() || peak.maps.is_empty() {
+            peak = now;
+        }
+        if done {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    peak.name();
+    Ok(peak)
 }
 
 /// The frames of `n` calls between `a` and `b`, each torn down [`CONCURRENT`] calls later.
@@ -210,11 +337,14 @@ struct Measured {
     lines: Vec<serde_json::Value>,
     /// Its `ring_full` counter at exit.
     ring_full: u64,
+    /// Its BPF maps at their peak over the run.
+    maps: MapsMem,
 }
 
 /// Starts the agent on a fresh veth pair (`tag` names the pair), runs `send` (given the
 /// pair and both addresses; it returns the rate achieved), lets the agent drain for
-/// `drain`, stops it and collects what it measured.
+/// `drain`, stops it and collects what it measured. Its BPF maps are sampled from before
+/// the traffic until the end of the drain, while every call is still known to it.
 fn with_agent(
     tag: u8,
     drain: Duration,
@@ -229,9 +359,21 @@ fn with_agent(
     let b: [u8; 4] = pair.addr_b.parse::<std::net::Ipv4Addr>()?.octets();
     let (cpu0, _) = cpu_and_peak(agent.pid())?;
     let (t0, c0) = bpf_stats(&ids)?;
-    let achieved = send(&pair, a, b)?;
-    // Let the agent read what is left in the ring and finish the last calls.
-    std::thread::sleep(drain);
+    let pid = agent.pid();
+    let stop = AtomicBool::new(false);
+    let (achieved, maps) = std::thread::scope(|s| {
+        let sampler = s.spawn(|| peak_maps(pid, &stop));
+        let achieved = send(&pair, a, b);
+        // Let the agent read what is left in the ring and finish the last calls.
+        if achieved.is_ok() {
+            std::thread::sleep(drain);
+        }
+        stop.store(true, Ordering::Relaxed);
+        let maps = sampler
+            .join()
+            .map_err(|_| anyhow::anyhow!("the BPF map sampler panicked"))?;
+        anyhow::Ok((achieved?, maps?))
+    })?;
     let (cpu1, peak_kib) = cpu_and_peak(agent.pid())?;
     let (t1, c1) = bpf_stats(&ids)?;
     let lines = agent.stop()?;
@@ -243,6 +385,7 @@ fn with_agent(
         bpf: (t1 - t0, c1 - c0),
         lines,
         ring_full,
+        maps,
     })
 }
 
@@ -269,17 +412,20 @@ fn run(rate: u64, secs: f64) -> Result<LoadRow> {
         agent_us_per_msg: m.cpu.as_secs_f64() * 1e6 / msgs as f64,
         kernel_ns_per_pkt: m.bpf.0 as f64 / m.bpf.1.max(1) as f64,
         peak_rss_mib: m.peak_kib as f64 / 1024.0,
+        bpf_maps_mib: m.maps.total_mib(),
+        bpf_maps: m.maps.list(),
         clean: ring_full == 0 && complete == calls,
     };
     eprintln!(
-        "bench: SIP load {:>7} msg/s offered ({:>7.0} sent): {} of {} calls complete, ring_full {}, agent {:.2} µs/msg, RSS {:.0} MiB",
+        "bench: SIP load {:>7} msg/s offered ({:>7.0} sent): {} of {} calls complete, ring_full {}, agent {:.2} µs/msg, RSS {:.0} MiB, BPF maps {:.1} MiB",
         row.offered,
         row.achieved,
         row.complete_cdrs,
         row.calls,
         row.ring_full,
         row.agent_us_per_msg,
-        row.peak_rss_mib
+        row.peak_rss_mib,
+        row.bpf_maps_mib
     );
     Ok(row)
 }
@@ -503,6 +649,10 @@ pub struct MediaRow {
     pub kernel_ns_per_pkt: f64,
     /// The agent's peak resident memory, MiB.
     pub peak_rss_mib: f64,
+    /// Kernel memory of the BPF maps the agent holds at their peak over the run, MiB.
+    pub bpf_maps_mib: f64,
+    /// Those maps one by one, at that peak.
+    pub bpf_maps: Vec<MapMem>,
     /// Nothing lost.
     pub clean: bool,
 }
@@ -574,10 +724,12 @@ pub fn media_run(calls: usize, per_dir: u16, rate: u64) -> Result<MediaRow> {
         agent_ns_per_pkt: m.cpu.as_secs_f64() * 1e9 / n.max(1) as f64,
         kernel_ns_per_pkt: m.bpf.0 as f64 / m.bpf.1.max(1) as f64,
         peak_rss_mib: m.peak_kib as f64 / 1024.0,
+        bpf_maps_mib: m.maps.total_mib(),
+        bpf_maps: m.maps.list(),
         clean: ring_full == 0 && exact == calls as u64,
     };
     eprintln!(
-        "bench: media load {} calls at {} frames/s ({:.0} sent): {} exact CDRs, ring_full {}, agent {:.0} ns/frame, kernel {:.0} ns/frame, RSS {:.0} MiB",
+        "bench: media load {} calls at {} frames/s ({:.0} sent): {} exact CDRs, ring_full {}, agent {:.0} ns/frame, kernel {:.0} ns/frame, RSS {:.0} MiB, BPF maps {:.1} MiB",
         row.calls,
         row.offered,
         row.achieved,
@@ -585,7 +737,8 @@ pub fn media_run(calls: usize, per_dir: u16, rate: u64) -> Result<MediaRow> {
         row.ring_full,
         row.agent_ns_per_pkt,
         row.kernel_ns_per_pkt,
-        row.peak_rss_mib
+        row.peak_rss_mib,
+        row.bpf_maps_mib
     );
     Ok(row)
 }
