@@ -390,8 +390,11 @@ fn main() -> Result<()> {
     if args.iter().any(|a| a == "--sip-load-only") {
         let rows = e2e::sip_only(&load_rates, if quick { 1.0 } else { 2.0 })?;
         print_load(&rows);
-        let peers = e2e::peers(&load_rates, if quick { 1.0 } else { 2.0 })?;
-        print_peers(&rows, &peers);
+        // `--no-peers`: the agent's rows alone (to compare two builds of it).
+        if !args.iter().any(|a| a == "--no-peers") {
+            let peers = e2e::peers(&load_rates, if quick { 1.0 } else { 2.0 })?;
+            print_peers(&rows, &peers);
+        }
         return Ok(());
     }
     let (figs, sizes) = kernel(runs, secs)?;
