@@ -525,7 +525,7 @@ impl Tracker {
         // other call has measured cannot be linked by media: it is not looked at (the scan
         // compares a leg with every call of the window, too many when thousands start
         // within it).
-        let shared = self.shared_ssrcs();
+        let shared = self.index_ssrcs();
         for cookie in cookies {
             if self.has_shared_ssrc(cookie, &shared) {
                 self.link_by_media(cookie, None);

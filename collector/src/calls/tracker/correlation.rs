@@ -67,21 +67,25 @@ fn streams_of(call: &Call, media: Option<&mut (dyn MediaTable + '_)>) -> Vec<(u3
 }
 
 impl Tracker {
-    /// The SSRCs that streams of more than one call have measured (as last polled): only
-    /// legs with one of them can be linked by [`Tracker::link_by_media`] without fresh reads.
-    pub(super) fn shared_ssrcs(&self) -> HashSet<u32> {
-        let mut owner: HashMap<u32, u64> = HashMap::new();
+    /// Rebuilds the SSRC index from every call's streams as last polled; the SSRCs that
+    /// streams of more than one call have measured: only legs with one of them can be
+    /// linked by [`Tracker::link_by_media`] without fresh reads.
+    pub(super) fn index_ssrcs(&mut self) -> HashSet<u32> {
+        let mut owners: HashMap<u32, Vec<u64>> = HashMap::new();
         let mut shared = HashSet::new();
         for (&cookie, call) in &self.calls {
             for (ssrc, _) in streams_of(call, None) {
-                match owner.insert(ssrc, cookie) {
-                    Some(other) if other != cookie => {
-                        shared.insert(ssrc);
-                    }
-                    _ => {}
+                let calls = owners.entry(ssrc).or_default();
+                if calls.last() == Some(&cookie) {
+                    continue;
                 }
+                if !calls.is_empty() {
+                    shared.insert(ssrc);
+                }
+                calls.push(cookie);
             }
         }
+        self.ssrc_owners = owners;
         shared
     }
 
@@ -118,32 +122,59 @@ impl Tracker {
         let window = self.cfg.correlation_window_ms.saturating_mul(MS);
         let (my_start, my_call_id) = (me.start_ns, me.call_id.clone());
         let in_window = |o: &&Call| o.start_ns.abs_diff(my_start) <= window;
-        let before = self.calls.range(..cookie).rev().map(|(_, o)| &**o);
-        let after = self
-            .calls
-            .range(cookie.saturating_add(1)..)
-            .map(|(_, o)| &**o);
-        let near: Vec<u64> = before
-            .take_while(in_window)
-            .chain(after.take_while(in_window))
-            .filter(|o| {
-                o.correlation_source == CorrelationSource::CallId
-                    && !o.media_ambiguous
-                    && o.call_id != my_call_id
-            })
-            .map(|o| o.cookie)
-            .collect();
+        let unlinked = |o: &Call| {
+            o.correlation_source == CorrelationSource::CallId
+                && !o.media_ambiguous
+                && o.call_id != my_call_id
+        };
+        // The legs nearest in time are read afresh when this one ends (a short call ends
+        // before the next poll); any other leg can only match through an SSRC it measured,
+        // as the index has it: looking only at those keeps a mass teardown (thousands of
+        // calls ending together, all within the window) from comparing every leg with
+        // every other.
+        let mut fresh: Vec<u64> = Vec::new();
+        if media.is_some() {
+            let before = self.calls.range(..cookie).rev().map(|(_, o)| &**o);
+            let after = self
+                .calls
+                .range(cookie.saturating_add(1)..)
+                .map(|(_, o)| &**o);
+            fresh = before
+                .take_while(in_window)
+                .chain(after.take_while(in_window))
+                .filter(|o| unlinked(o))
+                .take(MAX_FRESH_READS)
+                .map(|o| o.cookie)
+                .collect();
+        }
+        let mut indexed: Vec<u64> = Vec::new();
+        let mut seen: HashSet<u64> = fresh.iter().copied().chain([cookie]).collect();
+        for (ssrc, _) in &mine {
+            for c in self.ssrc_owners.get(ssrc).into_iter().flatten() {
+                let near = self
+                    .calls
+                    .get(c)
+                    .is_some_and(|o| in_window(&&**o) && unlinked(o));
+                if near && seen.insert(*c) {
+                    indexed.push(*c);
+                }
+            }
+        }
+        // What this leg measured is in the index from now on, for the legs that end after it.
+        for (ssrc, _) in &mine {
+            let calls = self.ssrc_owners.entry(*ssrc).or_default();
+            if !calls.contains(&cookie) {
+                calls.push(cookie);
+            }
+        }
         let mut matched: Vec<u64> = Vec::new();
-        for (i, other) in near.into_iter().enumerate() {
+        let candidates = fresh.iter().map(|c| (*c, true));
+        for (other, read) in candidates.chain(indexed.iter().map(|c| (*c, false))) {
             let Some(o) = self.calls.get(&other) else {
                 continue;
             };
-            let fresh = if i < MAX_FRESH_READS {
-                media.as_deref_mut()
-            } else {
-                None
-            };
-            let theirs = streams_of(o, fresh);
+            let table = if read { media.as_deref_mut() } else { None };
+            let theirs = streams_of(o, table);
             let relayed = mine.iter().any(|&(ssrc, first)| {
                 theirs
                     .iter()

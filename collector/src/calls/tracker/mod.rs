@@ -245,6 +245,9 @@ pub struct Tracker {
     calls: BTreeMap<u64, Box<Call>>,
     index: HashMap<String, u64>,
     unanswered: BTreeSet<u64>,
+    /// The calls that measured each SSRC, as last polled, plus what ended legs read since
+    /// (see [`Tracker::link_by_media`]); may name calls that are gone.
+    ssrc_owners: HashMap<u32, Vec<u64>>,
     sdp_index: HashMap<SocketAddr, Vec<(u64, Side)>>,
     rtcp_index: HashMap<SocketAddr, u64>,
     next_cookie: u64,
@@ -303,6 +306,7 @@ impl Tracker {
             calls: BTreeMap::new(),
             index: HashMap::new(),
             unanswered: BTreeSet::new(),
+            ssrc_owners: HashMap::new(),
             sdp_index: HashMap::new(),
             rtcp_index: HashMap::new(),
             next_cookie: 1,
