@@ -375,48 +375,63 @@ impl Transmission {
         15.0 - 1.5 * (self.slr + self.no())
     }
 
-    /// Simultaneous impairment Is = Iolr + Ist + Iq (G.107 §7.3) for mean one-way delay `t_ms`
-    /// of the echo path (it enters through STMRo).
-    pub fn is(&self, t_ms: f64) -> f64 {
+    /// What the delay-dependent formulas take from the fixed parameters.
+    fn fixed(&self) -> Fixed {
         let no = self.no();
         let ro = 15.0 - 1.5 * (self.slr + no);
         let olr = self.slr + self.rlr;
         let xolr = olr + 0.2 * (64.0 + no - self.rlr);
         let iolr = 20.0 * ((1.0 + (xolr / 8.0).powi(8)).powf(1.0 / 8.0) - xolr / 8.0);
-        let stmro = -10.0
-            * lg(
-                10f64.powf(-self.stmr / 10.0) + (-t_ms / 4.0).exp() * 10f64.powf(-self.telr / 10.0)
-            );
-        let ist = 12.0 * (1.0 + ((stmro - 13.0) / 6.0).powi(8)).powf(1.0 / 8.0)
-            - 28.0 * (1.0 + ((stmro + 1.0) / 19.4).powi(35)).powf(1.0 / 35.0)
-            - 13.0 * (1.0 + ((stmro - 3.0) / 33.0).powi(13)).powf(1.0 / 13.0)
-            + 29.0;
         let q = 37.0 - 15.0 * lg(self.qdu);
         let g = 1.07 + 0.258 * q + 0.0602 * q * q;
         let y = (ro - 100.0) / 15.0 + 46.0 / 8.4 - g / 9.0;
         let z = 46.0 / 30.0 - g / 40.0;
         let iq = 15.0 * lg(1.0 + 10f64.powf(y) + 10f64.powf(z));
-        iolr + ist + iq
+        Fixed {
+            no,
+            ro,
+            iolr,
+            iq,
+            stmr_lin: 10f64.powf(-self.stmr / 10.0),
+            telr_lin: 10f64.powf(-self.telr / 10.0),
+        }
+    }
+
+    /// Simultaneous impairment Is = Iolr + Ist + Iq (G.107 §7.3) for mean one-way delay `t_ms`
+    /// of the echo path (it enters through STMRo).
+    pub fn is(&self, t_ms: f64) -> f64 {
+        self.is_with(&self.fixed(), t_ms)
+    }
+
+    fn is_with(&self, f: &Fixed, t_ms: f64) -> f64 {
+        let stmro = -10.0 * lg(f.stmr_lin + (-t_ms / 4.0).exp() * f.telr_lin);
+        let ist = 12.0 * (1.0 + ((stmro - 13.0) / 6.0).powi(8)).powf(1.0 / 8.0)
+            - 28.0 * (1.0 + ((stmro + 1.0) / 19.4).powi(35)).powf(1.0 / 35.0)
+            - 13.0 * (1.0 + ((stmro - 3.0) / 33.0).powi(13)).powf(1.0 / 13.0)
+            + 29.0;
+        f.iolr + ist + f.iq
     }
 
     /// Delay impairment Id (G.107 §7.4) for talker-echo delay `t_ms` (T), listener-echo
     /// round trip `tr_ms` (Tr) and absolute one-way delay `ta_ms` (Ta), with the default
     /// delay sensitivity (mT = 100 ms, sT = 1).
     pub fn id(&self, t_ms: f64, tr_ms: f64, ta_ms: f64) -> DelayImpairment {
-        let no = self.no();
-        let ro = 15.0 - 1.5 * (self.slr + no);
-        let roe = -1.5 * (no - self.rlr);
+        self.id_with(&self.fixed(), t_ms, tr_ms, ta_ms)
+    }
+
+    fn id_with(&self, f: &Fixed, t_ms: f64, tr_ms: f64, ta_ms: f64) -> DelayImpairment {
+        let roe = -1.5 * (f.no - self.rlr);
         let terv = self.telr - 40.0 * lg((1.0 + t_ms / 10.0) / (1.0 + t_ms / 150.0))
             + 6.0 * (-0.3 * t_ms * t_ms).exp();
         let re = 80.0 + 2.5 * (terv - 14.0);
         let idte = ((roe - re) / 2.0 + ((roe - re).powi(2) / 4.0 + 100.0).sqrt() - 1.0)
             * (1.0 - (-t_ms).exp());
         let rle = 10.5 * (self.wepl + 7.0) * (tr_ms + 1.0).powf(-0.25);
-        let idle = (ro - rle) / 2.0 + ((ro - rle).powi(2) / 4.0 + 169.0).sqrt();
+        let idle = (f.ro - rle) / 2.0 + ((f.ro - rle).powi(2) / 4.0 + 169.0).sqrt();
         let idd = if ta_ms <= 100.0 {
             0.0
         } else {
-            let x = lg(ta_ms / 100.0) / lg(2.0);
+            let x = ta_ms.log2() - 100f64.log2();
             25.0 * ((1.0 + x.powi(6)).powf(1.0 / 6.0)
                 - 3.0 * (1.0 + (x / 3.0).powi(6)).powf(1.0 / 6.0)
                 + 2.0)
@@ -424,6 +439,32 @@ impl Transmission {
         DelayImpairment { idte, idle, idd }
     }
 }
+
+/// The terms of the E-model that do not depend on the delay (G.107 §7.2, §7.3): some
+/// thirty powers and logarithms, the same for every evaluation with the same parameters.
+#[derive(Debug, Clone, Copy)]
+struct Fixed {
+    /// Total noise power No, dBm0p.
+    no: f64,
+    /// Basic signal-to-noise ratio Ro.
+    ro: f64,
+    /// Iolr, the impairment of a too-low overall loudness rating.
+    iolr: f64,
+    /// Iq, the quantizing distortion impairment.
+    iq: f64,
+    /// 10^(−STMR/10).
+    stmr_lin: f64,
+    /// 10^(−TELR/10).
+    telr_lin: f64,
+}
+
+/// The default transmission parameters with their fixed terms, computed once: a live poll
+/// scores every leg of every call under each jitter-buffer policy.
+static DEFAULTS: std::sync::LazyLock<(Transmission, Fixed)> = std::sync::LazyLock::new(|| {
+    let tx = Transmission::default();
+    let fixed = tx.fixed();
+    (tx, fixed)
+});
 
 /// Effective equipment impairment Ie,eff = Ie + (95 − Ie) · Ppl / (Ppl/BurstR + Bpl)
 /// (G.107 §7.6), with `ppl_pct` the packet-loss probability in percent.
@@ -536,56 +577,6 @@ pub struct EModelResult {
     pub mos: f64,
 }
 
-/// The terms of R that depend on the one-way delay alone, for the default transmission
-/// parameters.
-#[derive(Clone, Copy)]
-struct DelayTerms {
-    /// Id (narrowband) at that delay.
-    id_nb: f64,
-    /// Ro − Is − Id: the narrowband R before the equipment impairment.
-    r_base: f64,
-}
-
-/// Delays remembered per thread by [`delay_terms`].
-const DELAY_CACHE: usize = 32;
-
-thread_local! {
-    /// Recent delays (as bits; `u64::MAX`, a NaN, is never a clamped delay) and their terms.
-    static DELAY_TERMS: std::cell::Cell<[(u64, DelayTerms); DELAY_CACHE]> = const {
-        std::cell::Cell::new([(u64::MAX, DelayTerms { id_nb: 0.0, r_base: 0.0 }); DELAY_CACHE])
-    };
-}
-
-/// [`DelayTerms`] at one-way delay `ta` (finite, clamped). They cost some forty powers and
-/// logarithms, and a live poll scores every leg of every call under several jitter-buffer
-/// policies, most of them at the same few delays: the last delays seen are remembered, and
-/// a remembered one gives the very same numbers.
-fn delay_terms(ta: f64) -> DelayTerms {
-    let bits = ta.to_bits();
-    let slot = (bits ^ (bits >> 29) ^ (bits >> 41)) as usize % DELAY_CACHE;
-    let hit = DELAY_TERMS.with(|c| {
-        let cache = c.get();
-        cache.get(slot).filter(|(k, _)| *k == bits).map(|(_, t)| *t)
-    });
-    if let Some(t) = hit {
-        return t;
-    }
-    let tx = Transmission::default();
-    let id_nb = tx.id(ta, 2.0 * ta, ta).total();
-    let t = DelayTerms {
-        id_nb,
-        r_base: tx.ro() - tx.is(ta) - id_nb,
-    };
-    DELAY_TERMS.with(|c| {
-        let mut cache = c.get();
-        if let Some(e) = cache.get_mut(slot) {
-            *e = (bits, t);
-        }
-        c.set(cache);
-    });
-    t
-}
-
 /// Evaluates the E-model for `codec` with `ppl_pct` packet loss (percent, after the jitter
 /// buffer), burst ratio `burst_r` and one-way delay `ta_ms`, all other parameters default.
 pub fn evaluate(codec: &CodecProfile, ppl_pct: f64, burst_r: f64, ta_ms: f64) -> EModelResult {
@@ -597,12 +588,12 @@ pub fn evaluate(codec: &CodecProfile, ppl_pct: f64, burst_r: f64, ta_ms: f64) ->
     } else {
         0.0
     };
-    let tx = Transmission::default();
-    let DelayTerms { id_nb, r_base } = delay_terms(ta);
+    let (tx, fixed) = &*DEFAULTS;
+    let id_nb = tx.id_with(fixed, ta, 2.0 * ta, ta).total();
     let ie_eff = ie_eff(codec.ie, codec.bpl, ppl, burst_r);
     let (model, id, r, mos) = match codec.band {
         Band::Narrowband => {
-            let r = r_base - ie_eff + tx.a;
+            let r = fixed.ro - tx.is_with(fixed, ta) - id_nb - ie_eff + tx.a;
             ("ITU-T G.107", id_nb, r, mos_from_r(r))
         }
         Band::Wideband => {
@@ -653,25 +644,6 @@ mod tests {
         assert!(close(res.mos, 4.41, 0.005), "MOS {}", res.mos);
         assert_eq!(res.model, "ITU-T G.107");
         assert_eq!(res.ie_eff, 0.0);
-    }
-
-    /// A remembered delay gives what the formulas give at that delay, never another
-    /// delay's terms: 200 delays (more than the cache holds, so slots are shared and
-    /// overwritten) in two passes, each against the uncached computation.
-    #[test]
-    fn remembered_delays_give_the_formulas_numbers() {
-        let tx = Transmission::default();
-        for pass in 0..2 {
-            for i in 0..200u32 {
-                let ta = f64::from(i) * 3.7 + f64::from(pass);
-                let id = tx.id(ta, 2.0 * ta, ta).total();
-                let ie = ie_eff(G711.ie, G711.bpl, 1.0, 1.0);
-                let r = tx.ro() - tx.is(ta) - id - ie + tx.a;
-                let res = evaluate(&G711, 1.0, 1.0, ta);
-                assert_eq!(res.id, id, "Id at {ta}");
-                assert_eq!(res.r, r, "R at {ta}");
-            }
-        }
     }
 
     // Id for Ta = 0, 150, 400 ms with T = Ta, Tr = 2T and Table 3 defaults, computed by hand
