@@ -32,6 +32,10 @@ const RELAY_WINDOW_NS: u64 = 100 * MS;
 /// Most other legs whose entries [`Tracker::link_by_media`] reads afresh when a leg ends.
 const MAX_FRESH_READS: usize = 64;
 
+/// A stream counts for relay correlation from its second packet: a poll this long after
+/// the relay window has seen every relayed stream that could match, ns.
+const FRESH_SLACK_NS: u64 = 1_000 * MS;
+
 /// The (SSRC, first packet) of every stream a call has measured: its snapshots and its
 /// installed entries, read afresh from the table when `media` is given (a leg that ends
 /// before the next poll), else as last polled.
@@ -107,7 +111,8 @@ impl Tracker {
     /// link. Only calls created within the window are looked at (cookies grow with time).
     ///
     /// `media` is given when the leg ends: the other legs' entries are then read afresh
-    /// (the nearest [`MAX_FRESH_READS`] in time), since a short call ends before a poll.
+    /// (the nearest [`MAX_FRESH_READS`] in time), since a short call ends before a poll;
+    /// not when a poll came after its streams began.
     pub(super) fn link_by_media(&mut self, cookie: u64, mut media: Option<&mut dyn MediaTable>) {
         let Some(me) = self.calls.get(&cookie) else {
             return;
@@ -132,8 +137,17 @@ impl Tracker {
         // as the index has it: looking only at those keeps a mass teardown (thousands of
         // calls ending together, all within the window) from comparing every leg with
         // every other.
+        // Not when a poll came after this leg's streams began (by the relay window and
+        // [`FRESH_SLACK_NS`] for a relayed stream's second packet): a relayed stream of
+        // another leg had begun by then too, and that poll put it in the index.
+        let latest = mine.iter().map(|&(_, first)| first).max().unwrap_or(0);
+        let polled_after = self.last_media_poll.is_some_and(|p| {
+            p >= latest
+                .saturating_add(RELAY_WINDOW_NS)
+                .saturating_add(FRESH_SLACK_NS)
+        });
         let mut fresh: Vec<u64> = Vec::new();
-        if media.is_some() {
+        if media.is_some() && !polled_after {
             let before = self.calls.range(..cookie).rev().map(|(_, o)| &**o);
             let after = self
                 .calls
