@@ -133,13 +133,12 @@ impl Tracker {
                 && o.call_id != my_call_id
         };
         // The legs nearest in time are read afresh when this one ends (a short call ends
-        // before the next poll); any other leg can only match through an SSRC it measured,
-        // as the index has it: looking only at those keeps a mass teardown (thousands of
-        // calls ending together, all within the window) from comparing every leg with
-        // every other.
-        // Not when a poll came after this leg's streams began (by the relay window and
-        // [`FRESH_SLACK_NS`] for a relayed stream's second packet): a relayed stream of
-        // another leg had begun by then too, and that poll put it in the index.
+        // before the next poll), unless a poll came after this leg's streams began (by the
+        // relay window, and [`FRESH_SLACK_NS`] for a relayed stream's second packet): a
+        // relayed stream of another leg had begun by then too, and that poll indexed it.
+        // Any other leg can only match through an SSRC it measured, as the index has it:
+        // looking only at those keeps a mass teardown (thousands of calls ending together,
+        // all within the window) from comparing every leg with every other.
         let latest = mine.iter().map(|&(_, first)| first).max().unwrap_or(0);
         let polled_after = self.last_media_poll.is_some_and(|p| {
             p >= latest
