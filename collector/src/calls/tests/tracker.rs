@@ -1486,6 +1486,37 @@ fn correlation_by_media_relay_links_legs_nothing_else_links() {
     assert_eq!(h.t.stats().linked_by_media, 1);
 }
 
+/// Both legs end (BYE) and retire before any poll: the first to end reads the other's
+/// entries afresh, and the two are linked without a poll ever having seen their media.
+#[test]
+fn correlation_by_media_relay_links_legs_that_end_before_a_poll() {
+    let mut h = H1::new();
+    relayed_calls(&mut h, &[("s-in", "s-out", 0, 0xabcd_0002)]);
+    let bye_a = Msg::request("BYE", "s-in", 2, "bye-a").with_to_tag("sbc");
+    h.t.on_sip(
+        &bye_a.packet(T0 + 3_000 * MS, "192.0.2.10:5060", "203.0.113.1:5060"),
+        &mut h.m,
+    );
+    let bye_b = Msg::request("BYE", "s-out", 2, "bye-b").with_to_tag("pbx");
+    h.t.on_sip(
+        &bye_b.packet(T0 + 3_005 * MS, "203.0.113.9:5060", "198.51.100.20:5060"),
+        &mut h.m,
+    );
+    // Timers only (no poll) until both have lingered out and made their records.
+    h.t.tick(T0 + 120_000 * MS, &mut h.m);
+    h.collect();
+    let (a, b) = (leg_of(&h, "s-in"), leg_of(&h, "s-out"));
+    assert_eq!(
+        (a.correlation_method.as_str(), b.correlation_method.as_str()),
+        ("media", "media")
+    );
+    assert_eq!(
+        (a.correlation_id.as_str(), b.correlation_id.as_str()),
+        ("s-in", "s-in")
+    );
+    assert_eq!(h.t.stats().linked_by_media, 1);
+}
+
 /// Every endpoint sends one SSRC (as sipp does) and two calls start together: which
 /// outgoing leg relays which incoming one is unknowable from the media: nothing is linked.
 #[test]
