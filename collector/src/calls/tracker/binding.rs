@@ -525,9 +525,9 @@ impl Tracker {
         // other call has measured cannot be linked by media: it is not looked at (the scan
         // compares a leg with every call of the window, too many when thousands start
         // within it).
-        let shared = self.index_ssrcs();
+        self.index_ssrcs();
         for cookie in cookies {
-            if self.has_shared_ssrc(cookie, &shared) {
+            if self.has_shared_ssrc(cookie) {
                 self.link_by_media(cookie, None);
             }
         }

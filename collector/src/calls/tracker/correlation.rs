@@ -71,35 +71,28 @@ fn streams_of(call: &Call, media: Option<&mut (dyn MediaTable + '_)>) -> Vec<(u3
 }
 
 impl Tracker {
-    /// Rebuilds the SSRC index from every call's streams as last polled; the SSRCs that
-    /// streams of more than one call have measured: only legs with one of them can be
-    /// linked by [`Tracker::link_by_media`] without fresh reads.
-    pub(super) fn index_ssrcs(&mut self) -> HashSet<u32> {
+    /// Rebuilds the SSRC index from every call's streams as last polled.
+    pub(super) fn index_ssrcs(&mut self) {
         let mut owners: HashMap<u32, Vec<u64>> = HashMap::new();
-        let mut shared = HashSet::new();
         for (&cookie, call) in &self.calls {
             for (ssrc, _) in streams_of(call, None) {
                 let calls = owners.entry(ssrc).or_default();
-                if calls.last() == Some(&cookie) {
-                    continue;
+                // A call's streams come one after the other: it is listed once.
+                if calls.last() != Some(&cookie) {
+                    calls.push(cookie);
                 }
-                if !calls.is_empty() {
-                    shared.insert(ssrc);
-                }
-                calls.push(cookie);
             }
         }
         self.ssrc_owners = owners;
-        shared
     }
 
-    /// Whether call `cookie` measured one of the `shared` SSRCs.
-    pub(super) fn has_shared_ssrc(&self, cookie: u64, shared: &HashSet<u32>) -> bool {
-        !shared.is_empty()
-            && self
-                .calls
-                .get(&cookie)
-                .is_some_and(|c| streams_of(c, None).iter().any(|(s, _)| shared.contains(s)))
+    /// Whether call `cookie` measured an SSRC that the index lists for another call too:
+    /// only such a leg can be linked by [`Tracker::link_by_media`] without fresh reads.
+    pub(super) fn has_shared_ssrc(&self, cookie: u64) -> bool {
+        let shared = |s: &u32| self.ssrc_owners.get(s).is_some_and(|c| c.len() > 1);
+        self.calls
+            .get(&cookie)
+            .is_some_and(|c| streams_of(c, None).iter().any(|(s, _)| shared(s)))
     }
 
     /// Media relay correlation, for legs still unlinked (numbers rewritten by the SBC, or
