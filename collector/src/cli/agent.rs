@@ -758,7 +758,7 @@ async fn agent_loop(args: super::AgentArgs) -> anyhow::Result<()> {
         .context("starting the output thread")?;
     let round = move |pipe: &mut Pipeline<KernelMedia>| {
         let r = Round {
-            cdrs: pipe.tracker_mut().drain_cdr_outs().collect(),
+            cdrs: pipe.tracker_mut().drain_cdr_outs(),
             flows: pipe.tracker_mut().drain_flows(),
         };
         // Only a failed output thread hangs up (its error is reported when it is joined).

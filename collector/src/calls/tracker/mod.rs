@@ -352,13 +352,16 @@ impl Tracker {
 
     /// Takes the CDRs produced so far (identifiers in clear).
     pub fn drain_cdrs(&mut self) -> Vec<Cdr> {
-        self.drain_cdr_outs().map(CdrOut::build).collect()
+        self.drain_cdr_outs()
+            .into_iter()
+            .map(CdrOut::build)
+            .collect()
     }
 
     /// Takes the CDRs produced so far, the final records of ended calls not made yet: the
     /// agent makes them on its output thread (see [`CdrOut`]).
-    pub fn drain_cdr_outs(&mut self) -> std::vec::IntoIter<CdrOut> {
-        std::mem::take(&mut self.out.cdrs).into_iter()
+    pub fn drain_cdr_outs(&mut self) -> Vec<CdrOut> {
+        std::mem::take(&mut self.out.cdrs)
     }
 
     /// Takes the flow events produced so far (identifiers in clear).
