@@ -372,7 +372,7 @@ impl Transmission {
 
     /// Basic signal-to-noise ratio Ro = 15 − 1.5 (SLR + No), G.107 §7.2.
     pub fn ro(&self) -> f64 {
-        15.0 - 1.5 * (self.slr + self.no())
+        self.fixed().ro
     }
 
     /// What the delay-dependent formulas take from the fixed parameters.
